@@ -1,0 +1,377 @@
+//! The model file: one self-checking container for a deployable model, read in place.
+//!
+//! The byte-by-byte description is `docs/model-format.md`; in short:
+//!
+//! ```text
+//! offset  size  field
+//! 0       4     magic "FMNM"
+//! 4       2     format version (u16, = 1)
+//! 6       2     header length (u16, = 64)
+//! 8       2     architecture (u16): 1 = LeNet-BN, 2 = wide CNN
+//! 10      2     kind (u16): 1 = f32 trained (BN separate), 2 = f32 BN-folded, 3 = int8
+//! 12      4     payload length in bytes (u32)
+//! 16      48    shape descriptor: 24 x u16, the architecture's layer shapes, zero-padded
+//! 64      n     payload: the tensors in a fixed order for (architecture, kind)
+//! 64+n    4     CRC-32 (ISO-HDLC, as zlib/PNG) of bytes 0 .. 64+n
+//! ```
+//! All integers and floats are little-endian. The payload starts 64 bytes into the file; the file
+//! itself must start at a 4-byte-aligned address for the tensors to be read in place.
+
+use bytemuck::Pod;
+
+use crate::lenet::{LeNetFoldedParams, LeNetParams};
+
+/// The four magic bytes.
+pub const MAGIC: [u8; 4] = *b"FMNM";
+/// The format version this code reads and writes.
+pub const VERSION: u16 = 1;
+/// Bytes before the payload.
+pub const HEADER_LEN: usize = 64;
+/// Bytes after the payload (the CRC).
+pub const TRAILER_LEN: usize = 4;
+/// Number of u16 slots in the shape descriptor.
+pub const SHAPE_SLOTS: usize = 24;
+
+/// The CRC used by the trailer: CRC-32/ISO-HDLC (zlib, PNG, Ethernet).
+pub const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+
+/// Which network a file holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Arch {
+    /// LeNet-BN, 61,750 parameters.
+    LeNet = 1,
+    /// The wide CNN (32@3x3, 64@3x3, 512, 10).
+    Wide = 2,
+}
+
+/// What form the weights take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Kind {
+    /// f32 as trained, batch norm as separate tensors.
+    F32 = 1,
+    /// f32 with batch norm folded into the convolutions.
+    F32Folded = 2,
+    /// Integer-only int8.
+    Int8 = 3,
+}
+
+impl Arch {
+    /// Decodes the header field.
+    pub fn from_u16(v: u16) -> Option<Self> {
+        match v {
+            1 => Some(Arch::LeNet),
+            2 => Some(Arch::Wide),
+            _ => None,
+        }
+    }
+
+    /// The shape descriptor this code expects for the architecture.
+    pub fn shape_descriptor(self) -> [u16; SHAPE_SLOTS] {
+        let mut d = [0u16; SHAPE_SLOTS];
+        let used: &[u16] = match self {
+            // input C,H,W; conv1 OC,K,P; conv2 OC,K,P; fc1 I,O; fc2 I,O; fc3 I,O
+            Arch::LeNet => &[1, 28, 28, 6, 5, 2, 16, 5, 0, 400, 120, 120, 84, 84, 10],
+            // input C,H,W; conv1 OC,K,P; conv2 OC,K,P; fc1 I,O; fc2 I,O
+            Arch::Wide => &[1, 28, 28, 32, 3, 1, 64, 3, 1, 3136, 512, 512, 10],
+        };
+        d[..used.len()].copy_from_slice(used);
+        d
+    }
+
+    /// Human-readable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::LeNet => "LeNet-BN",
+            Arch::Wide => "wide CNN",
+        }
+    }
+}
+
+impl Kind {
+    /// Decodes the header field.
+    pub fn from_u16(v: u16) -> Option<Self> {
+        match v {
+            1 => Some(Kind::F32),
+            2 => Some(Kind::F32Folded),
+            3 => Some(Kind::Int8),
+            _ => None,
+        }
+    }
+
+    /// Human-readable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::F32 => "f32",
+            Kind::F32Folded => "f32 (BN folded)",
+            Kind::Int8 => "int8",
+        }
+    }
+}
+
+/// Why a byte slice is not a usable model file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum FormatError {
+    /// Shorter than a header and a CRC.
+    TooShort {
+        /// Bytes available.
+        len: usize,
+    },
+    /// The first four bytes are not `FMNM`.
+    BadMagic,
+    /// A format version this code does not read.
+    UnsupportedVersion {
+        /// The version in the file.
+        found: u16,
+    },
+    /// The header length field is not 64.
+    BadHeaderLength {
+        /// The value in the file.
+        found: u16,
+    },
+    /// An architecture number this code does not know.
+    UnknownArch {
+        /// The value in the file.
+        found: u16,
+    },
+    /// A kind number this code does not know.
+    UnknownKind {
+        /// The value in the file.
+        found: u16,
+    },
+    /// The file length disagrees with the header's payload length.
+    WrongLength {
+        /// Header + payload + CRC according to the header (or the layout).
+        expected: usize,
+        /// Bytes present.
+        found: usize,
+    },
+    /// The CRC-32 of header and payload does not match the stored one.
+    CrcMismatch {
+        /// CRC stored in the file.
+        stored: u32,
+        /// CRC computed over the bytes.
+        computed: u32,
+    },
+    /// The file holds another architecture (or another kind) than the caller needs.
+    WrongModel {
+        /// What the file holds.
+        found_arch: Arch,
+        /// Its kind.
+        found_kind: Kind,
+    },
+    /// The shape descriptor differs from this architecture's.
+    ShapeMismatch,
+    /// The bytes do not start at a 4-byte-aligned address, so tensors cannot be read in place.
+    Misaligned,
+}
+
+impl core::fmt::Display for FormatError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            FormatError::TooShort { len } => {
+                write!(
+                    f,
+                    "too short for a model file: {len} bytes, need at least {}",
+                    HEADER_LEN + TRAILER_LEN
+                )
+            }
+            FormatError::BadMagic => {
+                write!(f, "not an fmnist model file (bad magic; expected \"FMNM\")")
+            }
+            FormatError::UnsupportedVersion { found } => {
+                write!(
+                    f,
+                    "unsupported format version {found} (this build reads version {VERSION})"
+                )
+            }
+            FormatError::BadHeaderLength { found } => {
+                write!(f, "bad header length {found} (expected {HEADER_LEN})")
+            }
+            FormatError::UnknownArch { found } => write!(f, "unknown architecture id {found}"),
+            FormatError::UnknownKind { found } => write!(f, "unknown model kind {found}"),
+            FormatError::WrongLength { expected, found } => {
+                write!(f, "wrong length: expected {expected} bytes, found {found}")
+            }
+            FormatError::CrcMismatch { stored, computed } => {
+                write!(
+                    f,
+                    "CRC mismatch: stored {stored:#010x}, computed {computed:#010x} (the file is corrupt)"
+                )
+            }
+            FormatError::WrongModel {
+                found_arch,
+                found_kind,
+            } => write!(
+                f,
+                "holds a {} {} model, which this command cannot use",
+                found_arch.name(),
+                found_kind.name()
+            ),
+            FormatError::ShapeMismatch => write!(f, "layer shapes differ from the architecture's"),
+            FormatError::Misaligned => write!(f, "model bytes are not 4-byte aligned"),
+        }
+    }
+}
+
+impl core::error::Error for FormatError {}
+
+/// The decoded header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// The network.
+    pub arch: Arch,
+    /// The weight form.
+    pub kind: Kind,
+    /// Payload bytes.
+    pub payload_len: u32,
+}
+
+/// A checked model file: header decoded, length and CRC verified, payload borrowed in place.
+#[derive(Clone, Copy, Debug)]
+pub struct ModelFile<'a> {
+    /// The decoded header.
+    pub header: Header,
+    /// The payload bytes (4-byte aligned).
+    pub payload: &'a [u8],
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// Bytes of the payload for an (architecture, kind), when this build knows its layout.
+pub fn payload_len(arch: Arch, kind: Kind) -> Option<usize> {
+    match (arch, kind) {
+        (Arch::LeNet, Kind::F32) => Some(size_of::<LeNetParams>()),
+        (Arch::LeNet, Kind::F32Folded) => Some(size_of::<LeNetFoldedParams>()),
+        _ => None,
+    }
+}
+
+/// Checks a model file: magic, version, header, architecture, kind, shapes, length, CRC,
+/// alignment — in that order, so the first problem found is the one reported.
+pub fn parse(bytes: &[u8]) -> Result<ModelFile<'_>, FormatError> {
+    if bytes.len() < HEADER_LEN + TRAILER_LEN {
+        if bytes.len() >= 4 && bytes[..4] != MAGIC {
+            return Err(FormatError::BadMagic);
+        }
+        return Err(FormatError::TooShort { len: bytes.len() });
+    }
+    if bytes[..4] != MAGIC {
+        return Err(FormatError::BadMagic);
+    }
+    let version = u16_at(bytes, 4);
+    if version != VERSION {
+        return Err(FormatError::UnsupportedVersion { found: version });
+    }
+    let header_len = u16_at(bytes, 6);
+    if header_len as usize != HEADER_LEN {
+        return Err(FormatError::BadHeaderLength { found: header_len });
+    }
+    let arch_raw = u16_at(bytes, 8);
+    let arch = Arch::from_u16(arch_raw).ok_or(FormatError::UnknownArch { found: arch_raw })?;
+    let kind_raw = u16_at(bytes, 10);
+    let kind = Kind::from_u16(kind_raw).ok_or(FormatError::UnknownKind { found: kind_raw })?;
+    let payload_len = u32_at(bytes, 12);
+    let expected = HEADER_LEN + payload_len as usize + TRAILER_LEN;
+    if bytes.len() != expected {
+        return Err(FormatError::WrongLength {
+            expected,
+            found: bytes.len(),
+        });
+    }
+    let crc_at = HEADER_LEN + payload_len as usize;
+    let stored = u32_at(bytes, crc_at);
+    let computed = CRC32.checksum(&bytes[..crc_at]);
+    if stored != computed {
+        return Err(FormatError::CrcMismatch { stored, computed });
+    }
+    // Only now, with the bytes known intact, compare shapes and the layout size.
+    let mut shapes = [0u16; SHAPE_SLOTS];
+    for (i, s) in shapes.iter_mut().enumerate() {
+        *s = u16_at(bytes, 16 + 2 * i);
+    }
+    if shapes != arch.shape_descriptor() {
+        return Err(FormatError::ShapeMismatch);
+    }
+    if let Some(layout) = payload_len(arch, kind)
+        && layout != payload_len as usize
+    {
+        return Err(FormatError::WrongLength {
+            expected: HEADER_LEN + layout + TRAILER_LEN,
+            found: bytes.len(),
+        });
+    }
+    if bytes.as_ptr() as usize % 4 != 0 {
+        return Err(FormatError::Misaligned);
+    }
+    Ok(ModelFile {
+        header: Header {
+            arch,
+            kind,
+            payload_len,
+        },
+        payload: &bytes[HEADER_LEN..crc_at],
+    })
+}
+
+impl<'a> ModelFile<'a> {
+    /// The payload as `T`, in place, when the file is `(arch, kind)`.
+    pub fn view<T: Pod>(&self, arch: Arch, kind: Kind) -> Result<&'a T, FormatError> {
+        if self.header.arch != arch || self.header.kind != kind {
+            return Err(FormatError::WrongModel {
+                found_arch: self.header.arch,
+                found_kind: self.header.kind,
+            });
+        }
+        bytemuck::try_from_bytes(self.payload).map_err(|e| match e {
+            bytemuck::PodCastError::TargetAlignmentGreaterAndInputNotAligned => {
+                FormatError::Misaligned
+            }
+            _ => FormatError::WrongLength {
+                expected: HEADER_LEN + size_of::<T>() + TRAILER_LEN,
+                found: HEADER_LEN + self.payload.len() + TRAILER_LEN,
+            },
+        })
+    }
+
+    /// The trained f32 LeNet-BN tensors.
+    pub fn lenet_f32(&self) -> Result<&'a LeNetParams, FormatError> {
+        self.view(Arch::LeNet, Kind::F32)
+    }
+
+    /// The BN-folded f32 LeNet tensors.
+    pub fn lenet_folded(&self) -> Result<&'a LeNetFoldedParams, FormatError> {
+        self.view(Arch::LeNet, Kind::F32Folded)
+    }
+}
+
+/// The 64-byte header for a payload of `payload_len` bytes.
+pub fn encode_header(arch: Arch, kind: Kind, payload_len: u32) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[..4].copy_from_slice(&MAGIC);
+    h[4..6].copy_from_slice(&VERSION.to_le_bytes());
+    h[6..8].copy_from_slice(&(HEADER_LEN as u16).to_le_bytes());
+    h[8..10].copy_from_slice(&(arch as u16).to_le_bytes());
+    h[10..12].copy_from_slice(&(kind as u16).to_le_bytes());
+    h[12..16].copy_from_slice(&payload_len.to_le_bytes());
+    for (i, s) in arch.shape_descriptor().iter().enumerate() {
+        h[16 + 2 * i..18 + 2 * i].copy_from_slice(&s.to_le_bytes());
+    }
+    h
+}
+
+/// The CRC trailer for a header and payload.
+pub fn crc_of(header: &[u8; HEADER_LEN], payload: &[u8]) -> u32 {
+    let mut d = CRC32.digest();
+    d.update(header);
+    d.update(payload);
+    d.finalize()
+}

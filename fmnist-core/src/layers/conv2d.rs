@@ -1,0 +1,204 @@
+//! 2-D convolution, stride 1, zero padding.
+
+use super::BatchNorm;
+
+/// A convolution with `IC` input channels, `OC` output channels, a `K`x`K` kernel, stride 1 and
+/// `P` pixels of zero padding on every side. Weights are read in place (they may sit in flash).
+///
+/// # Shapes
+/// * weight: `[OC][IC][K][K]` (PyTorch's `Conv2d.weight` layout), bias: `[OC]`;
+/// * input `[IC][H][W]` → output `[OC][OH][OW]` with `OH = H + 2P - K + 1`, `OW = W + 2P - K + 1`.
+///
+/// # Summation order
+/// `out = bias + Σ_ic Σ_ky Σ_kx w·x` in ascending `ic`, `ky`, `kx`; padding taps are skipped.
+#[derive(Clone, Copy, Debug)]
+pub struct Conv2d<'a, const IC: usize, const OC: usize, const K: usize, const P: usize> {
+    /// `[OC][IC][K][K]` weights.
+    pub weight: &'a [[[[f32; K]; K]; IC]; OC],
+    /// `[OC]` biases.
+    pub bias: &'a [f32; OC],
+}
+
+impl<const IC: usize, const OC: usize, const K: usize, const P: usize> Conv2d<'_, IC, OC, K, P> {
+    /// One output value: channel `oc` at (`oy`, `ox`).
+    #[inline(always)]
+    pub fn output_at<const H: usize, const W: usize>(
+        &self,
+        input: &[[[f32; W]; H]; IC],
+        oc: usize,
+        oy: usize,
+        ox: usize,
+    ) -> f32 {
+        let mut acc = self.bias[oc];
+        for (plane, kernel) in input.iter().zip(&self.weight[oc]) {
+            for (ky, krow) in kernel.iter().enumerate() {
+                // Padded rows and columns are skipped, never added as zeros (-0 + 0 = +0).
+                let Some(iy) = (oy + ky).checked_sub(P).filter(|&iy| iy < H) else {
+                    continue;
+                };
+                for (kx, &w) in krow.iter().enumerate() {
+                    if let Some(ix) = (ox + kx).checked_sub(P).filter(|&ix| ix < W) {
+                        acc += w * plane[iy][ix];
+                    }
+                }
+            }
+        }
+        acc
+    }
+
+    /// The convolution of `input` into `out`.
+    pub fn forward<const H: usize, const W: usize, const OH: usize, const OW: usize>(
+        &self,
+        input: &[[[f32; W]; H]; IC],
+        out: &mut [[[f32; OW]; OH]; OC],
+    ) {
+        const { assert!(OH + K == H + 2 * P + 1 && OW + K == W + 2 * P + 1) };
+        for (oc, plane) in out.iter_mut().enumerate() {
+            for (oy, row) in plane.iter_mut().enumerate() {
+                for (ox, o) in row.iter_mut().enumerate() {
+                    *o = self.output_at(input, oc, oy, ox);
+                }
+            }
+        }
+    }
+
+    /// Convolution, optional batch norm, ReLU and 2x2 max-pool in one pass, so the full-size
+    /// convolution output never exists. Bit-identical to running the four layers one by one:
+    /// every convolution output is computed in the same order, and max/ReLU are exact.
+    ///
+    /// # Shapes
+    /// input `[IC][H][W]` → output `[OC][PH][PW]` with `PH = OH / 2`, `PW = OW / 2`.
+    pub fn forward_bn_relu_pool<
+        const H: usize,
+        const W: usize,
+        const PH: usize,
+        const PW: usize,
+    >(
+        &self,
+        input: &[[[f32; W]; H]; IC],
+        bn: Option<&BatchNorm<'_, OC>>,
+        out: &mut [[[f32; PW]; PH]; OC],
+    ) {
+        const { assert!(2 * PH + K == H + 2 * P + 1 && 2 * PW + K == W + 2 * P + 1) };
+        for (oc, plane) in out.iter_mut().enumerate() {
+            for (py, row) in plane.iter_mut().enumerate() {
+                for (px, o) in row.iter_mut().enumerate() {
+                    let mut best = 0.0f32; // ReLU floor
+                    for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                        let mut v = self.output_at(input, oc, 2 * py + dy, 2 * px + dx);
+                        if let Some(bn) = bn {
+                            v = bn.apply(oc, v);
+                        }
+                        if v > best {
+                            best = v;
+                        }
+                    }
+                    *o = best;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::{max_pool_2x2, relu};
+
+    #[test]
+    fn hand_checked_3x3_with_padding() {
+        // One 3x3 kernel of ones, bias 0.5, padding 1 over a 3x3 input 1..=9:
+        // each output is 0.5 + the sum of its (zero-padded) 3x3 neighbourhood.
+        let weight = [[[[1.0; 3]; 3]]];
+        let conv = Conv2d::<1, 1, 3, 1> {
+            weight: &weight,
+            bias: &[0.5],
+        };
+        let input = [[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]];
+        let mut out = [[[0.0; 3]; 3]];
+        conv.forward(&input, &mut out);
+        assert_eq!(
+            out[0],
+            [[12.5, 21.5, 16.5], [27.5, 45.5, 33.5], [24.5, 39.5, 28.5]]
+        );
+    }
+
+    #[test]
+    fn hand_checked_two_channels_no_padding() {
+        // 2 input channels, 2x2 kernel, no padding, 2 output channels.
+        // oc0 sums channel 0 and subtracts channel 1; oc1 takes the top-left tap of channel 1.
+        let weight = [
+            [[[1.0, 1.0], [1.0, 1.0]], [[-1.0, -1.0], [-1.0, -1.0]]],
+            [[[0.0, 0.0], [0.0, 0.0]], [[1.0, 0.0], [0.0, 0.0]]],
+        ];
+        let conv = Conv2d::<2, 2, 2, 0> {
+            weight: &weight,
+            bias: &[0.0, 1.0],
+        };
+        let input = [
+            [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]],
+            [[1.0, 1.0, 1.0], [1.0, 1.0, 2.0]],
+        ];
+        let mut out = [[[0.0; 2]; 1]; 2];
+        conv.forward(&input, &mut out);
+        assert_eq!(out, [[[8.0, 11.0]], [[2.0, 2.0]]]);
+    }
+
+    #[test]
+    fn fused_equals_layer_by_layer_bitwise() {
+        // Pseudo-random weights and inputs (an LCG), BN with odd statistics.
+        let mut seed = 0x1234_5678u32;
+        let mut next = || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        let mut weight = [[[[0.0; 5]; 5]; 2]; 3];
+        weight
+            .iter_mut()
+            .flatten()
+            .flatten()
+            .flatten()
+            .for_each(|w| *w = next());
+        let bias = [next(), next(), next()];
+        let mut input = [[[0.0; 12]; 12]; 2];
+        input
+            .iter_mut()
+            .flatten()
+            .flatten()
+            .for_each(|x| *x = next());
+        let conv = Conv2d::<2, 3, 5, 2> {
+            weight: &weight,
+            bias: &bias,
+        };
+        let bn = BatchNorm {
+            gamma: &[1.5, -0.7, 0.3],
+            beta: &[0.1, 0.2, -0.3],
+            mean: &[0.05, -0.1, 0.0],
+            var: &[0.9, 1.7, 0.01],
+            eps: 1e-5,
+        };
+
+        let mut full = [[[0.0; 12]; 12]; 3];
+        conv.forward(&input, &mut full);
+        bn.forward(unsafe_flat(&mut full));
+        relu(full.as_flattened_mut().as_flattened_mut());
+        let mut pooled = [[[0.0; 6]; 6]; 3];
+        max_pool_2x2(&full, &mut pooled);
+
+        let mut fused = [[[0.0; 6]; 6]; 3];
+        conv.forward_bn_relu_pool(&input, Some(&bn), &mut fused);
+        let bits = |a: &[[[f32; 6]; 6]; 3]| {
+            a.as_flattened()
+                .as_flattened()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(bits(&pooled), bits(&fused));
+    }
+
+    /// Views `[C][H][W]` as `[C][H*W]` for the per-channel BN.
+    fn unsafe_flat(x: &mut [[[f32; 12]; 12]; 3]) -> &mut [[f32; 144]; 3] {
+        bytemuck::cast_mut(x)
+    }
+}

@@ -1,0 +1,20 @@
+#![cfg_attr(not(test), no_std)]
+#![deny(missing_docs)]
+//! `fmnist-core`: the inference half of fmnist, with no standard library and no heap.
+//!
+//! Everything here runs unchanged on the host and on a Cortex-M4F:
+//!
+//! * [`layers`]: f32 layers (conv, batch norm, ReLU, 2x2 max-pool, dense, softmax, argmax) as
+//!   fixed-size types whose shapes are const generics, so a mismatched model does not compile;
+//! * [`lenet`]: the LeNet-BN model built from them, reading its weights in place;
+//! * [`classes`]: the ten Fashion-MNIST class names.
+//!
+//! Kernels cannot fail: they write into caller-provided buffers. `Result` appears only where bytes
+//! from outside are parsed.
+
+pub mod classes;
+pub mod format;
+pub mod layers;
+pub mod lenet;
+
+pub use classes::{CLASS_NAMES, NUM_CLASSES};
