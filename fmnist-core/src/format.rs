@@ -247,7 +247,7 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 }
 
 /// Bytes of the payload for an (architecture, kind), when this build knows its layout.
-pub fn payload_len(arch: Arch, kind: Kind) -> Option<usize> {
+pub fn layout_len(arch: Arch, kind: Kind) -> Option<usize> {
     match (arch, kind) {
         (Arch::LeNet, Kind::F32) => Some(size_of::<LeNetParams>()),
         (Arch::LeNet, Kind::F32Folded) => Some(size_of::<LeNetFoldedParams>()),
@@ -301,7 +301,7 @@ pub fn parse(bytes: &[u8]) -> Result<ModelFile<'_>, FormatError> {
     if shapes != arch.shape_descriptor() {
         return Err(FormatError::ShapeMismatch);
     }
-    if let Some(layout) = payload_len(arch, kind)
+    if let Some(layout) = layout_len(arch, kind)
         && layout != payload_len as usize
     {
         return Err(FormatError::WrongLength {
