@@ -309,7 +309,7 @@ pub fn parse(bytes: &[u8]) -> Result<ModelFile<'_>, FormatError> {
             found: bytes.len(),
         });
     }
-    if bytes.as_ptr() as usize % 4 != 0 {
+    if !(bytes.as_ptr() as usize).is_multiple_of(4) {
         return Err(FormatError::Misaligned);
     }
     Ok(ModelFile {

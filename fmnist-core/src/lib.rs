@@ -16,5 +16,6 @@ pub mod classes;
 pub mod format;
 pub mod layers;
 pub mod lenet;
+pub mod quant;
 
 pub use classes::{CLASS_NAMES, NUM_CLASSES};

@@ -1,0 +1,1 @@
+//! Integer-only int8 inference (in progress).
