@@ -5,3 +5,4 @@ pub mod data;
 pub mod fold;
 pub mod modelio;
 pub mod quantize;
+pub mod safetensors_io;
