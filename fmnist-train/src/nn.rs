@@ -1,0 +1,694 @@
+//! Batched LeNet-BN forward and backward for training.
+//!
+//! A mini-batch is cut into chunks of [`CHUNK`] images that do not depend on the thread count;
+//! the chunks run in parallel and every cross-chunk sum (batch-norm statistics, gradients) is
+//! reduced in chunk order. Same seed → same bits, whatever the number of threads.
+//!
+//! Convolutions are im2col + GEMM (matrixmultiply); everything else is plain loops that the
+//! compiler vectorises. Batch norm uses batch statistics in training (biased variance to
+//! normalise, unbiased for the running estimate, as PyTorch does) and running statistics in
+//! evaluation.
+
+use fmnist_core::lenet::{BN_EPS, IMAGE_PIXELS, LeNetParams, pixel_to_f32};
+
+/// Images per chunk: the unit of parallel work.
+pub const CHUNK: usize = 16;
+const P1: usize = 28 * 28; // conv1 output positions per image
+const Q1: usize = 14 * 14; // pool1 outputs per channel
+const P2: usize = 10 * 10; // conv2 output positions per image
+const K2: usize = 6 * 25; // conv2 taps
+const F: usize = 400; // flattened pool2
+const NONE: u32 = u32::MAX;
+/// Row width of the padded conv1 input (2 + 28 + 6: each output row reads 32 values per tap).
+const XW: usize = 36;
+/// Padded conv1 input per image (32 rows; one spare row keeps the last reads in bounds).
+const XP: usize = 33 * XW;
+
+/// `c = alpha·a·b + beta·c` on strided row/column layouts (single-threaded).
+#[allow(clippy::too_many_arguments)]
+fn gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    (rsa, csa): (usize, usize),
+    b: &[f32],
+    (rsb, csb): (usize, usize),
+    beta: f32,
+    c: &mut [f32],
+    (rsc, csc): (usize, usize),
+) {
+    // Bounds: the largest index each matrix is touched at must be inside its slice.
+    assert!(m > 0 && k > 0 && n > 0);
+    assert!((m - 1) * rsa + (k - 1) * csa < a.len());
+    assert!((k - 1) * rsb + (n - 1) * csb < b.len());
+    assert!((m - 1) * rsc + (n - 1) * csc < c.len());
+    // SAFETY: the asserts above keep every access inside the slices; `c` does not alias `a`/`b`.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            rsa as isize,
+            csa as isize,
+            b.as_ptr(),
+            rsb as isize,
+            csb as isize,
+            beta,
+            c.as_mut_ptr(),
+            rsc as isize,
+            csc as isize,
+        );
+    }
+}
+
+/// Per-channel statistics of one batch-norm layer for the current batch.
+#[derive(Clone, Copy, Debug)]
+pub struct BnBatch<const C: usize> {
+    /// Mean used to normalise.
+    pub mean: [f32; C],
+    /// 1 / sqrt(var + eps).
+    pub invstd: [f32; C],
+    /// Unbiased variance (for the running estimate).
+    pub var_unbiased: [f32; C],
+    /// Values per channel over the whole batch.
+    pub count: usize,
+}
+
+impl<const C: usize> BnBatch<C> {
+    /// From per-channel Σx and Σx² over `count` values.
+    pub fn from_sums(sum: &[f64; C], sumsq: &[f64; C], count: usize) -> Self {
+        let mut s = BnBatch {
+            mean: [0.0; C],
+            invstd: [0.0; C],
+            var_unbiased: [0.0; C],
+            count,
+        };
+        let n = count as f64;
+        for c in 0..C {
+            let mean = sum[c] / n;
+            let var = (sumsq[c] / n - mean * mean).max(0.0);
+            s.mean[c] = mean as f32;
+            s.invstd[c] = (1.0 / (var + BN_EPS as f64).sqrt()) as f32;
+            s.var_unbiased[c] = if count > 1 {
+                (var * n / (n - 1.0)) as f32
+            } else {
+                var as f32
+            };
+        }
+        s
+    }
+
+    /// From running statistics (evaluation mode).
+    pub fn from_running(mean: &[f32; C], var: &[f32; C]) -> Self {
+        let mut s = BnBatch {
+            mean: *mean,
+            invstd: [0.0; C],
+            var_unbiased: *var,
+            count: 0,
+        };
+        for (inv, &v) in s.invstd.iter_mut().zip(var) {
+            *inv = 1.0 / libm::sqrtf(v + BN_EPS);
+        }
+        s
+    }
+}
+
+/// Buffers of one chunk, allocated once and reused every step.
+pub struct Chunk {
+    /// Images in this chunk this step.
+    pub n: usize,
+    col1: Vec<f32>,
+    z1: Vec<f32>,
+    a1: Vec<f32>,
+    arg1: Vec<u32>,
+    col2: Vec<f32>,
+    z2: Vec<f32>,
+    a2: Vec<f32>,
+    arg2: Vec<u32>,
+    h1: Vec<f32>,
+    h2: Vec<f32>,
+    /// `[n][10]` logits of the last forward pass.
+    pub logits: Vec<f32>,
+    labels: Vec<u8>,
+    dz1: Vec<f32>,
+    dz2: Vec<f32>,
+    dcol2: Vec<f32>,
+    da1: Vec<f32>,
+    da2: Vec<f32>,
+    dh1: Vec<f32>,
+    dh2: Vec<f32>,
+    dlogits: Vec<f32>,
+    /// Gradients of this chunk (running-statistics fields unused).
+    pub grads: Box<LeNetParams>,
+    /// Partial per-channel sums for the batch-norm reductions (Σx, Σx² or Σdy, Σdy·x̂).
+    pub sums: [[f64; 16]; 2],
+    /// Σ cross-entropy loss over the chunk.
+    pub loss: f64,
+    /// Correct predictions in the chunk.
+    pub correct: usize,
+}
+
+impl Default for Chunk {
+    fn default() -> Self {
+        let z = |len: usize| vec![0.0f32; len];
+        Chunk {
+            n: 0,
+            col1: z(CHUNK * XP),
+            z1: z(6 * CHUNK * P1),
+            a1: z(CHUNK * 6 * Q1),
+            arg1: vec![NONE; 6 * CHUNK * Q1],
+            col2: z(K2 * CHUNK * P2),
+            z2: z(16 * CHUNK * P2),
+            a2: z(CHUNK * F),
+            arg2: vec![NONE; CHUNK * F],
+            h1: z(CHUNK * 120),
+            h2: z(CHUNK * 84),
+            logits: z(CHUNK * 10),
+            labels: vec![0; CHUNK],
+            dz1: z(6 * CHUNK * P1),
+            dz2: z(16 * CHUNK * P2),
+            dcol2: z(K2 * CHUNK * P2),
+            da1: z(CHUNK * 6 * Q1),
+            da2: z(CHUNK * F),
+            dh1: z(CHUNK * 120),
+            dh2: z(CHUNK * 84),
+            dlogits: z(CHUNK * 10),
+            grads: bytemuck::zeroed_box(),
+            sums: [[0.0; 16]; 2],
+            loss: 0.0,
+            correct: 0,
+        }
+    }
+}
+
+impl Chunk {
+    /// Stage 1: im2col of the images and conv1 (pre-BN) into `z1`; Σz, Σz² per channel.
+    pub fn conv1(&mut self, p: &LeNetParams, images: &[&[u8; IMAGE_PIXELS]], labels: &[u8]) {
+        conv1_stage(self, p, images, labels)
+    }
+
+    #[inline(always)]
+    fn channel_sums<const C: usize>(&mut self, first: bool) {
+        let (z, len) = if first {
+            (&self.z1, self.n * P1)
+        } else {
+            (&self.z2, self.n * P2)
+        };
+        self.sums = [[0.0; 16]; 2];
+        for c in 0..C {
+            let (mut s, mut q) = (0.0f64, 0.0f64);
+            for lane in z[c * len..][..len].chunks(64) {
+                let (mut s32, mut q32) = (0.0f32, 0.0f32);
+                for &v in lane {
+                    s32 += v;
+                    q32 += v * v;
+                }
+                s += s32 as f64;
+                q += q32 as f64;
+            }
+            self.sums[0][c] = s;
+            self.sums[1][c] = q;
+        }
+    }
+
+    /// Stage 2: BN1 → ReLU → pool1 (remembering the arg-max), im2col, conv2 into `z2`; sums.
+    pub fn conv2(&mut self, p: &LeNetParams, bn1: &BnBatch<6>) {
+        conv2_stage(self, p, bn1)
+    }
+
+    /// Stage 3: BN2 → ReLU → pool2, the dense layers and the logits. With `batch` set (the
+    /// whole mini-batch size), also the loss and the backward pass down to the BN2 sums.
+    pub fn head(&mut self, p: &LeNetParams, bn2: &BnBatch<16>, batch: Option<usize>) {
+        head_stage(self, p, bn2, batch)
+    }
+
+    /// Stage 4: BN2 backward (needs the batch sums Σdy, Σdy·x̂), conv2 backward, then the
+    /// BN1 sums of this chunk.
+    pub fn back_conv2(
+        &mut self,
+        p: &LeNetParams,
+        bn1: &BnBatch<6>,
+        bn2: &BnBatch<16>,
+        dsum: &[f64; 16],
+        dxsum: &[f64; 16],
+    ) {
+        back_conv2_stage(self, p, bn1, bn2, dsum, dxsum)
+    }
+
+    /// Stage 5: BN1 backward and the conv1 weight gradient.
+    pub fn back_conv1(
+        &mut self,
+        p: &LeNetParams,
+        bn1: &BnBatch<6>,
+        dsum: &[f64; 6],
+        dxsum: &[f64; 6],
+    ) {
+        back_conv1_stage(self, p, bn1, dsum, dxsum)
+    }
+}
+
+/// Defines `fn $name` that runs its body compiled for AVX2 when the CPU has it (checked at run
+/// time, cached by std), and as baseline code otherwise. Same arithmetic either way: no FMA.
+macro_rules! simd_dispatch {
+    ($(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$m])*
+        fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn inner($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                fn avx2($($arg: $ty),*) {
+                    inner($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU supports AVX2.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            inner($($arg),*)
+        }
+    };
+}
+
+simd_dispatch! {
+    /// conv1 over padded images `xps` (`[n][XP]`) into `z1` (`[6][n][784]`).
+    fn conv1_forward(xps: &[f32], w: &[[[[f32; 5]; 5]; 1]; 6], bias: &[f32; 6], z1: &mut [f32]) {
+        let n = xps.len() / XP;
+        let np = n * P1;
+        for i in 0..n {
+            let xp = &xps[i * XP..][..XP];
+            for g in 0..2 {
+                for y in 0..28 {
+                    let mut acc = [[0.0f32; 32]; 3];
+                    for (o, a) in acc.iter_mut().enumerate() {
+                        *a = [bias[3 * g + o]; 32];
+                    }
+                    for ky in 0..5 {
+                        let row = &xp[(y + ky) * XW..][..XW];
+                        for kx in 0..5 {
+                            let xs: &[f32; 32] = row[kx..kx + 32].try_into().unwrap();
+                            for (o, a) in acc.iter_mut().enumerate() {
+                                let wv = w[3 * g + o][0][ky][kx];
+                                for l in 0..32 {
+                                    a[l] += wv * xs[l];
+                                }
+                            }
+                        }
+                    }
+                    for (o, a) in acc.iter().enumerate() {
+                        z1[(3 * g + o) * np + i * P1 + y * 28..][..28].copy_from_slice(&a[..28]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+simd_dispatch! {
+    /// dW1 += Σ dz1 · x over padded images `xps` and `dz` (`[6][n][784]`).
+    fn conv1_weight_grad(xps: &[f32], dz: &[f32], gw: &mut [[[[f32; 5]; 5]; 1]; 6]) {
+        let n = xps.len() / XP;
+        let np = n * P1;
+        for c in 0..6 {
+            // 8 partial sums per weight, added at the end.
+            let mut acc = [[[0.0f32; 8]; 5]; 5];
+            for i in 0..n {
+                let xp = &xps[i * XP..][..XP];
+                let d = &dz[c * np + i * P1..][..P1];
+                for y in 0..28 {
+                    let mut dr = [0.0f32; 32];
+                    dr[..28].copy_from_slice(&d[y * 28..][..28]);
+                    for ky in 0..5 {
+                        let row = &xp[(y + ky) * XW..][..XW];
+                        for kx in 0..5 {
+                            let a = &mut acc[ky][kx];
+                            for v in 0..4 {
+                                for l in 0..8 {
+                                    a[l] += dr[v * 8 + l] * row[kx + v * 8 + l];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            for ky in 0..5 {
+                for kx in 0..5 {
+                    gw[c][0][ky][kx] += acc[ky][kx].iter().sum::<f32>();
+                }
+            }
+        }
+    }
+}
+
+/// `y[n][O] = x[n][I] · Wᵀ + b`, optional ReLU.
+fn dense_forward<const I: usize, const O: usize>(
+    x: &[f32],
+    w: &[[f32; I]; O],
+    b: &[f32; O],
+    y: &mut [f32],
+    relu: bool,
+) {
+    let n = x.len() / I;
+    for row in y.chunks_exact_mut(O) {
+        row.copy_from_slice(b);
+    }
+    gemm(n, I, O, x, (I, 1), w.as_flattened(), (1, I), 1.0, y, (O, 1));
+    if relu {
+        y.iter_mut().for_each(|v| *v = v.max(0.0));
+    }
+}
+
+/// Accumulates dW += dyᵀ·x and db += Σdy; writes dx = dy·W when asked.
+fn dense_backward<const I: usize, const O: usize>(
+    x: &[f32],
+    dy: &[f32],
+    w: &[[f32; I]; O],
+    dw: &mut [[f32; I]; O],
+    db: &mut [f32; O],
+    dx: Option<&mut [f32]>,
+) {
+    let n = x.len() / I;
+    gemm(
+        O,
+        n,
+        I,
+        dy,
+        (1, O),
+        x,
+        (I, 1),
+        1.0,
+        dw.as_flattened_mut(),
+        (I, 1),
+    );
+    for row in dy.chunks_exact(O) {
+        for (a, &b) in db.iter_mut().zip(row) {
+            *a += b;
+        }
+    }
+    if let Some(dx) = dx {
+        gemm(
+            n,
+            O,
+            I,
+            dy,
+            (O, 1),
+            w.as_flattened(),
+            (I, 1),
+            0.0,
+            dx,
+            (I, 1),
+        );
+    }
+}
+
+/// Zeroes gradients where the ReLU output was 0.
+fn relu_mask(d: &mut [f32], y: &[f32]) {
+    for (d, &y) in d.iter_mut().zip(y) {
+        if y <= 0.0 {
+            *d = 0.0;
+        }
+    }
+}
+
+simd_dispatch! {
+    fn conv1_stage(ch: &mut Chunk, p: &LeNetParams, images: &[&[u8; IMAGE_PIXELS]], labels: &[u8]) {
+    let n = images.len();
+    assert!(n <= CHUNK && n == labels.len() && n > 0);
+    ch.n = n;
+    ch.labels[..n].copy_from_slice(labels);
+    let np = n * P1;
+    for (i, img) in images.iter().enumerate() {
+        // Zero-padded copy: 2 pixels top/left, and wide enough right that every output row
+        // reads 32 contiguous values (28 valid) from each of its 5x5 taps.
+        let xp = &mut ch.col1[i * XP..][..XP];
+        xp.fill(0.0);
+        for y in 0..28 {
+            for x in 0..28 {
+                xp[(y + 2) * XW + x + 2] = pixel_to_f32(img[y * 28 + x]);
+            }
+        }
+    }
+    conv1_forward(&ch.col1[..n * XP], &p.conv1_weight, &p.conv1_bias, &mut ch.z1[..6 * np]);
+    ch.channel_sums::<6>(true);
+    }
+}
+
+simd_dispatch! {
+    fn conv2_stage(ch: &mut Chunk, p: &LeNetParams, bn1: &BnBatch<6>) {
+    let n = ch.n;
+    let np1 = n * P1;
+    for c in 0..6 {
+        let (m, s, g, b) = (bn1.mean[c], bn1.invstd[c], p.bn1.gamma[c], p.bn1.beta[c]);
+        let z = &ch.z1[c * np1..][..np1];
+        for i in 0..n {
+            for py in 0..14 {
+                for px in 0..14 {
+                    let mut best = 0.0f32;
+                    let mut arg = NONE;
+                    for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                        let at = i * P1 + (2 * py + dy) * 28 + 2 * px + dx;
+                        let v = (z[at] - m) * s * g + b;
+                        if v > best {
+                            best = v;
+                            arg = at as u32;
+                        }
+                    }
+                    let o = (i * 6 + c) * Q1 + py * 14 + px;
+                    ch.a1[o] = best;
+                    ch.arg1[c * n * Q1 + i * Q1 + py * 14 + px] = arg;
+                }
+            }
+        }
+    }
+    let np2 = n * P2;
+    // col2[(ic*25 + ky*5 + kx)][i*100 + y*10 + x] = a1[i][ic][y+ky][x+kx]
+    for ic in 0..6 {
+        for ky in 0..5 {
+            for kx in 0..5 {
+                let row = &mut ch.col2[(ic * 25 + ky * 5 + kx) * np2..][..np2];
+                for i in 0..n {
+                    let src = &ch.a1[(i * 6 + ic) * Q1..][..Q1];
+                    for y in 0..10 {
+                        row[i * P2 + y * 10..][..10].copy_from_slice(&src[(y + ky) * 14 + kx..][..10]);
+                    }
+                }
+            }
+        }
+    }
+    let z = &mut ch.z2[..16 * np2];
+    for (c, plane) in z.chunks_exact_mut(np2).enumerate() {
+        plane.fill(p.conv2_bias[c]);
+    }
+    let w = bytemuck::cast_slice::<_, f32>(&p.conv2_weight);
+    gemm(16, K2, np2, w, (K2, 1), &ch.col2[..K2 * np2], (np2, 1), 1.0, z, (np2, 1));
+    ch.channel_sums::<16>(false);
+    }
+}
+
+simd_dispatch! {
+    fn head_stage(ch: &mut Chunk, p: &LeNetParams, bn2: &BnBatch<16>, batch: Option<usize>) {
+    let n = ch.n;
+    let np2 = n * P2;
+    for c in 0..16 {
+        let (m, s, g, b) = (bn2.mean[c], bn2.invstd[c], p.bn2.gamma[c], p.bn2.beta[c]);
+        let z = &ch.z2[c * np2..][..np2];
+        for i in 0..n {
+            for py in 0..5 {
+                for px in 0..5 {
+                    let mut best = 0.0f32;
+                    let mut arg = NONE;
+                    for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                        let at = i * P2 + (2 * py + dy) * 10 + 2 * px + dx;
+                        let v = (z[at] - m) * s * g + b;
+                        if v > best {
+                            best = v;
+                            arg = at as u32;
+                        }
+                    }
+                    let o = i * F + c * 25 + py * 5 + px;
+                    ch.a2[o] = best;
+                    ch.arg2[o] = arg;
+                }
+            }
+        }
+    }
+    dense_forward(&ch.a2[..n * F], &p.fc1_weight, &p.fc1_bias, &mut ch.h1[..n * 120], true);
+    dense_forward(&ch.h1[..n * 120], &p.fc2_weight, &p.fc2_bias, &mut ch.h2[..n * 84], true);
+    dense_forward(&ch.h2[..n * 84], &p.fc3_weight, &p.fc3_bias, &mut ch.logits[..n * 10], false);
+
+    ch.loss = 0.0;
+    ch.correct = 0;
+    for i in 0..n {
+        let l = &ch.logits[i * 10..][..10];
+        let y = ch.labels[i] as usize;
+        let pred = fmnist_core::layers::argmax::<f32, 10>(l.try_into().unwrap());
+        ch.correct += (pred == y) as usize;
+        let m = l[pred];
+        let sum: f32 = l.iter().map(|&v| libm::expf(v - m)).sum();
+        let lse = m + libm::logf(sum);
+        ch.loss += (lse - l[y]) as f64;
+        if let Some(batch) = batch {
+            let d = &mut ch.dlogits[i * 10..][..10];
+            for (j, dj) in d.iter_mut().enumerate() {
+                let pj = libm::expf(l[j] - lse);
+                *dj = (pj - (j == y) as u32 as f32) / batch as f32;
+            }
+        }
+    }
+    let Some(_) = batch else { return };
+
+    let g = &mut *ch.grads;
+    dense_backward(
+        &ch.h2[..n * 84],
+        &ch.dlogits[..n * 10],
+        &p.fc3_weight,
+        &mut g.fc3_weight,
+        &mut g.fc3_bias,
+        Some(&mut ch.dh2[..n * 84]),
+    );
+    relu_mask(&mut ch.dh2[..n * 84], &ch.h2[..n * 84]);
+    dense_backward(
+        &ch.h1[..n * 120],
+        &ch.dh2[..n * 84],
+        &p.fc2_weight,
+        &mut g.fc2_weight,
+        &mut g.fc2_bias,
+        Some(&mut ch.dh1[..n * 120]),
+    );
+    relu_mask(&mut ch.dh1[..n * 120], &ch.h1[..n * 120]);
+    dense_backward(
+        &ch.a2[..n * F],
+        &ch.dh1[..n * 120],
+        &p.fc1_weight,
+        &mut g.fc1_weight,
+        &mut g.fc1_bias,
+        Some(&mut ch.da2[..n * F]),
+    );
+    // Σdy and Σdy·x̂ for BN2, from the sparse pool/ReLU routing.
+    ch.sums = [[0.0; 16]; 2];
+    for i in 0..n {
+        for c in 0..16 {
+            for q in 0..25 {
+                let o = i * F + c * 25 + q;
+                let arg = ch.arg2[o];
+                if arg != NONE {
+                    let dy = ch.da2[o] as f64;
+                    let xhat = ((ch.z2[c * np2 + arg as usize] - bn2.mean[c]) * bn2.invstd[c]) as f64;
+                    ch.sums[0][c] += dy;
+                    ch.sums[1][c] += dy * xhat;
+                }
+            }
+        }
+    }
+    }
+}
+
+simd_dispatch! {
+    fn back_conv1_stage(ch: &mut Chunk, p: &LeNetParams, bn1: &BnBatch<6>, dsum: &[f64; 6], dxsum: &[f64; 6]) {
+    let n = ch.n;
+    let np1 = n * P1;
+    let total = bn1.count as f32;
+    for c in 0..6 {
+        let k = p.bn1.gamma[c] * bn1.invstd[c] / total;
+        let (m, s) = (bn1.mean[c], bn1.invstd[c]);
+        let (sd, sdx) = (dsum[c] as f32, dxsum[c] as f32);
+        let dz = &mut ch.dz1[c * np1..][..np1];
+        for (d, &z) in dz.iter_mut().zip(&ch.z1[c * np1..][..np1]) {
+            *d = -k * (sd + (z - m) * s * sdx);
+        }
+        let k = p.bn1.gamma[c] * bn1.invstd[c];
+        for i in 0..n {
+            for q in 0..Q1 {
+                let arg = ch.arg1[c * n * Q1 + i * Q1 + q];
+                if arg != NONE {
+                    dz[arg as usize] += k * ch.da1[(i * 6 + c) * Q1 + q];
+                }
+            }
+        }
+    }
+    let g = &mut *ch.grads;
+    let dz = &ch.dz1[..6 * np1];
+    for c in 0..6 {
+        g.conv1_bias[c] += dz[c * np1..][..np1].iter().sum::<f32>();
+    }
+    conv1_weight_grad(&ch.col1[..n * XP], dz, &mut g.conv1_weight);
+    }
+}
+
+simd_dispatch! {
+    fn back_conv2_stage(ch: &mut Chunk, p: &LeNetParams, bn1: &BnBatch<6>, bn2: &BnBatch<16>, dsum: &[f64; 16], dxsum: &[f64; 16]) {
+    let n = ch.n;
+    let np2 = n * P2;
+    let g = &mut *ch.grads;
+    let total = bn2.count as f32;
+    for c in 0..16 {
+        let k = p.bn2.gamma[c] * bn2.invstd[c] / total;
+        let (m, s) = (bn2.mean[c], bn2.invstd[c]);
+        let (sd, sdx) = (dsum[c] as f32, dxsum[c] as f32);
+        let dz = &mut ch.dz2[c * np2..][..np2];
+        for (d, &z) in dz.iter_mut().zip(&ch.z2[c * np2..][..np2]) {
+            *d = -k * (sd + (z - m) * s * sdx);
+        }
+    }
+    for i in 0..n {
+        for c in 0..16 {
+            let k = p.bn2.gamma[c] * bn2.invstd[c];
+            for q in 0..25 {
+                let o = i * F + c * 25 + q;
+                let arg = ch.arg2[o];
+                if arg != NONE {
+                    ch.dz2[c * np2 + arg as usize] += k * ch.da2[o];
+                }
+            }
+        }
+    }
+    let dz = &ch.dz2[..16 * np2];
+    for c in 0..16 {
+        g.conv2_bias[c] += dz[c * np2..][..np2].iter().sum::<f32>();
+    }
+    // dW2[16][150] += dz2[16][np2] · col2ᵀ[np2][150]
+    let gw = bytemuck::cast_slice_mut::<_, f32>(&mut g.conv2_weight);
+    gemm(16, np2, K2, dz, (np2, 1), &ch.col2[..K2 * np2], (1, np2), 1.0, gw, (K2, 1));
+    // dcol2[150][np2] = W2ᵀ[150][16] · dz2[16][np2]
+    let w = bytemuck::cast_slice::<_, f32>(&p.conv2_weight);
+    gemm(K2, 16, np2, w, (1, K2), dz, (np2, 1), 0.0, &mut ch.dcol2[..K2 * np2], (np2, 1));
+    // col2im into da1[i][ic][14][14]
+    ch.da1[..n * 6 * Q1].fill(0.0);
+    for ic in 0..6 {
+        for ky in 0..5 {
+            for kx in 0..5 {
+                let row = &ch.dcol2[(ic * 25 + ky * 5 + kx) * np2..][..np2];
+                for i in 0..n {
+                    let dst = &mut ch.da1[(i * 6 + ic) * Q1..][..Q1];
+                    for y in 0..10 {
+                        let d = &mut dst[(y + ky) * 14 + kx..][..10];
+                        for (a, &b) in d.iter_mut().zip(&row[i * P2 + y * 10..][..10]) {
+                            *a += b;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Σdy and Σdy·x̂ for BN1.
+    let np1 = n * P1;
+    ch.sums = [[0.0; 16]; 2];
+    for c in 0..6 {
+        for i in 0..n {
+            for q in 0..Q1 {
+                let arg = ch.arg1[c * n * Q1 + i * Q1 + q];
+                if arg != NONE {
+                    let dy = ch.da1[(i * 6 + c) * Q1 + q] as f64;
+                    let xhat = ((ch.z1[c * np1 + arg as usize] - bn1.mean[c]) * bn1.invstd[c]) as f64;
+                    ch.sums[0][c] += dy;
+                    ch.sums[1][c] += dy * xhat;
+                }
+            }
+        }
+    }
+    }
+}

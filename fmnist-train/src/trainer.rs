@@ -1,0 +1,363 @@
+//! The training loop state: parameters, momentum, data order, RNG, and one optimizer step.
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use fmnist_core::lenet::{IMAGE_PIXELS, LeNetParams};
+
+use crate::config::TrainConfig;
+use crate::data::Dataset;
+use crate::nn::{BnBatch, CHUNK, Chunk};
+
+/// PyTorch's batch-norm momentum for the running statistics (running = 0.9·running + 0.1·batch).
+pub const BN_MOMENTUM: f32 = 0.1;
+
+/// Everything needed to continue a run bit-identically (what a checkpoint holds).
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainState {
+    /// The recipe.
+    pub config: TrainConfig,
+    /// Steps done.
+    pub step: u64,
+    /// Parameters and running statistics, `LeNetParams` as f32 in field order.
+    pub params: Vec<f32>,
+    /// Momentum buffers, same layout.
+    pub momentum: Vec<f32>,
+    /// The data-order RNG.
+    pub rng: ChaCha8Rng,
+    /// The current epoch's permutation of the training set.
+    pub order: Vec<u32>,
+    /// Position in `order` of the next batch.
+    pub cursor: usize,
+    /// Seconds spent in optimizer steps so far.
+    pub train_seconds: f64,
+}
+
+/// Index ranges (in f32 units) of `LeNetParams` that hold trainable parameters: all but the
+/// running statistics.
+pub fn trainable_ranges() -> [std::ops::Range<usize>; 3] {
+    let f = size_of::<f32>();
+    let bn1 = std::mem::offset_of!(LeNetParams, bn1) / f;
+    let bn2 = std::mem::offset_of!(LeNetParams, bn2) / f;
+    let total = size_of::<LeNetParams>() / f;
+    // Within BnParams<C>: gamma, beta (trainable), running_mean, running_var (not).
+    [0..bn1 + 12, bn1 + 24..bn2 + 32, bn2 + 64..total]
+}
+
+/// He-normal (std = sqrt(2 / fan_in)) weights, zero biases, identity batch norm.
+pub fn init_params(seed: u64) -> Box<LeNetParams> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(1);
+    let mut p: Box<LeNetParams> = bytemuck::zeroed_box();
+    let mut fill = |w: &mut [f32], fan_in: usize| {
+        let d = Normal::new(0.0f32, (2.0 / fan_in as f32).sqrt()).expect("positive std");
+        w.iter_mut().for_each(|v| *v = d.sample(&mut rng));
+    };
+    fill(bytemuck::cast_slice_mut(&mut p.conv1_weight), 25);
+    fill(bytemuck::cast_slice_mut(&mut p.conv2_weight), 150);
+    fill(p.fc1_weight.as_flattened_mut(), 400);
+    fill(p.fc2_weight.as_flattened_mut(), 120);
+    fill(p.fc3_weight.as_flattened_mut(), 84);
+    p.bn1 = fmnist_core::lenet::BnParams::identity();
+    p.bn2 = fmnist_core::lenet::BnParams::identity();
+    p
+}
+
+/// What one step measured.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StepStats {
+    /// Mean cross-entropy of the batch.
+    pub loss: f64,
+    /// Fraction of the batch classified correctly.
+    pub accuracy: f64,
+    /// The learning rate used.
+    pub lr: f32,
+}
+
+/// A training run in memory.
+pub struct Trainer<'d> {
+    /// The run's state.
+    pub state: TrainState,
+    params: Box<LeNetParams>,
+    momentum: Box<LeNetParams>,
+    grads: Box<LeNetParams>,
+    chunks: Vec<Chunk>,
+    pool: rayon::ThreadPool,
+    train: &'d Dataset,
+}
+
+/// Builds a rayon pool of exactly `threads` threads (0 = all cores).
+pub fn thread_pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("thread pool")
+}
+
+impl<'d> Trainer<'d> {
+    /// A fresh run.
+    pub fn new(config: TrainConfig, train: &'d Dataset, threads: usize) -> Self {
+        let params = init_params(config.seed);
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        rng.set_stream(2);
+        let mut order: Vec<u32> = (0..train.len() as u32).collect();
+        order.shuffle(&mut rng);
+        let state = TrainState {
+            config,
+            step: 0,
+            params: bytemuck::cast_slice(std::slice::from_ref(&*params)).to_vec(),
+            momentum: vec![0.0; size_of::<LeNetParams>() / 4],
+            rng,
+            order,
+            cursor: 0,
+            train_seconds: 0.0,
+        };
+        Self::resume(state, train, threads).expect("fresh state is consistent")
+    }
+
+    /// Continues from a saved state.
+    pub fn resume(state: TrainState, train: &'d Dataset, threads: usize) -> Result<Self, String> {
+        let len = size_of::<LeNetParams>() / 4;
+        if state.params.len() != len || state.momentum.len() != len {
+            return Err(format!(
+                "holds {} parameters, LeNet-BN has {len}",
+                state.params.len()
+            ));
+        }
+        if state.order.len() != train.len() || state.cursor > train.len() {
+            return Err(format!(
+                "was made for a training set of {} images, this one has {}",
+                state.order.len(),
+                train.len()
+            ));
+        }
+        if state.order.iter().any(|&i| i as usize >= train.len()) {
+            return Err("data order points past the training set".into());
+        }
+        let mut params: Box<LeNetParams> = bytemuck::zeroed_box();
+        bytemuck::cast_slice_mut::<LeNetParams, f32>(std::slice::from_mut(&mut *params))
+            .copy_from_slice(&state.params);
+        let mut momentum: Box<LeNetParams> = bytemuck::zeroed_box();
+        bytemuck::cast_slice_mut::<LeNetParams, f32>(std::slice::from_mut(&mut *momentum))
+            .copy_from_slice(&state.momentum);
+        let chunks = (0..state.config.batch.div_ceil(CHUNK))
+            .map(|_| Chunk::default())
+            .collect();
+        Ok(Trainer {
+            state,
+            params,
+            momentum,
+            grads: bytemuck::zeroed_box(),
+            chunks,
+            pool: thread_pool(threads),
+            train,
+        })
+    }
+
+    /// The current parameters.
+    pub fn params(&self) -> &LeNetParams {
+        &self.params
+    }
+
+    /// Copies parameters and momentum into `state` (call before saving).
+    pub fn sync_state(&mut self) {
+        self.state
+            .params
+            .copy_from_slice(bytemuck::cast_slice(std::slice::from_ref(&*self.params)));
+        self.state
+            .momentum
+            .copy_from_slice(bytemuck::cast_slice(std::slice::from_ref(&*self.momentum)));
+    }
+
+    /// The next batch's indices, reshuffling at the end of an epoch.
+    fn next_batch(&mut self) -> Vec<u32> {
+        let s = &mut self.state;
+        if s.cursor >= s.order.len() {
+            s.order.shuffle(&mut s.rng);
+            s.cursor = 0;
+        }
+        let end = (s.cursor + s.config.batch).min(s.order.len());
+        let batch = s.order[s.cursor..end].to_vec();
+        s.cursor = end;
+        batch
+    }
+
+    /// One optimizer step.
+    pub fn step(&mut self) -> StepStats {
+        let t0 = std::time::Instant::now();
+        let batch = self.next_batch();
+        let b = batch.len();
+        let nchunks = b.div_ceil(CHUNK);
+        let images: Vec<&[u8; IMAGE_PIXELS]> = batch
+            .iter()
+            .map(|&i| &self.train.images[i as usize])
+            .collect();
+        let labels: Vec<u8> = batch
+            .iter()
+            .map(|&i| self.train.labels[i as usize])
+            .collect();
+        let p = &*self.params;
+        let chunks = &mut self.chunks[..nchunks];
+        let pool = &self.pool;
+
+        pool.install(|| {
+            chunks.par_iter_mut().enumerate().for_each(|(ci, ch)| {
+                let r = ci * CHUNK..((ci + 1) * CHUNK).min(b);
+                bytemuck::cast_slice_mut::<LeNetParams, f32>(std::slice::from_mut(&mut *ch.grads))
+                    .fill(0.0);
+                ch.conv1(p, &images[r.clone()], &labels[r]);
+            })
+        });
+        let (s, q) = reduce_sums::<6>(chunks);
+        let bn1 = BnBatch::<6>::from_sums(&s, &q, b * 784);
+        pool.install(|| chunks.par_iter_mut().for_each(|ch| ch.conv2(p, &bn1)));
+        let (s, q) = reduce_sums::<16>(chunks);
+        let bn2 = BnBatch::<16>::from_sums(&s, &q, b * 100);
+        pool.install(|| {
+            chunks
+                .par_iter_mut()
+                .for_each(|ch| ch.head(p, &bn2, Some(b)))
+        });
+        let (dsum2, dxsum2) = reduce_sums::<16>(chunks);
+        pool.install(|| {
+            chunks
+                .par_iter_mut()
+                .for_each(|ch| ch.back_conv2(p, &bn1, &bn2, &dsum2, &dxsum2))
+        });
+        let (dsum1, dxsum1) = reduce_sums::<6>(chunks);
+        pool.install(|| {
+            chunks
+                .par_iter_mut()
+                .for_each(|ch| ch.back_conv1(p, &bn1, &dsum1, &dxsum1))
+        });
+
+        // Gradients: the sum over chunks, in chunk order.
+        let g =
+            bytemuck::cast_slice_mut::<LeNetParams, f32>(std::slice::from_mut(&mut *self.grads));
+        g.fill(0.0);
+        for ch in chunks.iter() {
+            let cg = bytemuck::cast_slice::<LeNetParams, f32>(std::slice::from_ref(&*ch.grads));
+            for (a, &c) in g.iter_mut().zip(cg) {
+                *a += c;
+            }
+        }
+        let (loss, correct) = chunks
+            .iter()
+            .fold((0.0, 0), |(l, c), ch| (l + ch.loss, c + ch.correct));
+        let grads = &mut *self.grads;
+        for c in 0..6 {
+            grads.bn1.gamma[c] = dxsum1[c] as f32;
+            grads.bn1.beta[c] = dsum1[c] as f32;
+        }
+        for c in 0..16 {
+            grads.bn2.gamma[c] = dxsum2[c] as f32;
+            grads.bn2.beta[c] = dsum2[c] as f32;
+        }
+
+        let cfg = self.state.config;
+        let lr = cfg.schedule.lr_at(cfg.sgd.lr, self.state.step, cfg.steps);
+        let (mu, wd) = (cfg.sgd.momentum, cfg.sgd.weight_decay);
+        {
+            let w = bytemuck::cast_slice_mut::<LeNetParams, f32>(std::slice::from_mut(
+                &mut *self.params,
+            ));
+            let v = bytemuck::cast_slice_mut::<LeNetParams, f32>(std::slice::from_mut(
+                &mut *self.momentum,
+            ));
+            let g = bytemuck::cast_slice::<LeNetParams, f32>(std::slice::from_ref(&*self.grads));
+            for r in trainable_ranges() {
+                for i in r {
+                    let gi = g[i] + wd * w[i];
+                    v[i] = mu * v[i] - lr * gi;
+                    w[i] += v[i];
+                }
+            }
+        }
+        let p = &mut *self.params;
+        let m = 1.0 - BN_MOMENTUM;
+        for c in 0..6 {
+            p.bn1.running_mean[c] = m * p.bn1.running_mean[c] + BN_MOMENTUM * bn1.mean[c];
+            p.bn1.running_var[c] = m * p.bn1.running_var[c] + BN_MOMENTUM * bn1.var_unbiased[c];
+        }
+        for c in 0..16 {
+            p.bn2.running_mean[c] = m * p.bn2.running_mean[c] + BN_MOMENTUM * bn2.mean[c];
+            p.bn2.running_var[c] = m * p.bn2.running_var[c] + BN_MOMENTUM * bn2.var_unbiased[c];
+        }
+        self.state.step += 1;
+        self.state.train_seconds += t0.elapsed().as_secs_f64();
+        StepStats {
+            loss: loss / b as f64,
+            accuracy: correct as f64 / b as f64,
+            lr,
+        }
+    }
+
+    /// Test-set evaluation with the running statistics.
+    pub fn evaluate(&mut self, data: &Dataset) -> Evaluation {
+        evaluate_with(&self.params, data, &self.pool)
+    }
+}
+
+fn reduce_sums<const C: usize>(chunks: &[Chunk]) -> ([f64; C], [f64; C]) {
+    let (mut s, mut q) = ([0.0; C], [0.0; C]);
+    for ch in chunks {
+        for c in 0..C {
+            s[c] += ch.sums[0][c];
+            q[c] += ch.sums[1][c];
+        }
+    }
+    (s, q)
+}
+
+/// Accuracy, mean loss and logits of a model on a data set.
+#[derive(Clone, Debug)]
+pub struct Evaluation {
+    /// Fraction correct.
+    pub accuracy: f64,
+    /// Mean cross-entropy.
+    pub loss: f64,
+    /// Logits of every image, in order.
+    pub logits: Vec<[f32; 10]>,
+}
+
+/// Batched inference-mode forward over `data` (BN with running statistics).
+pub fn evaluate_with(p: &LeNetParams, data: &Dataset, pool: &rayon::ThreadPool) -> Evaluation {
+    let bn1 = BnBatch::<6>::from_running(&p.bn1.running_mean, &p.bn1.running_var);
+    let bn2 = BnBatch::<16>::from_running(&p.bn2.running_mean, &p.bn2.running_var);
+    let groups: Vec<(usize, usize)> = (0..data.len())
+        .step_by(CHUNK)
+        .map(|s| (s, (s + CHUNK).min(data.len())))
+        .collect();
+    let per_chunk: Vec<(Vec<[f32; 10]>, f64, usize)> = pool.install(|| {
+        groups
+            .par_iter()
+            .map_init(Chunk::default, |ch, &(s, e)| {
+                let imgs: Vec<&[u8; IMAGE_PIXELS]> = data.images[s..e].iter().collect();
+                ch.conv1(p, &imgs, &data.labels[s..e]);
+                ch.conv2(p, &bn1);
+                ch.head(p, &bn2, None);
+                let logits = ch.logits[..(e - s) * 10]
+                    .chunks_exact(10)
+                    .map(|l| l.try_into().unwrap())
+                    .collect();
+                (logits, ch.loss, ch.correct)
+            })
+            .collect()
+    });
+    let mut logits = Vec::with_capacity(data.len());
+    let (mut loss, mut correct) = (0.0, 0);
+    for (l, ls, c) in per_chunk {
+        logits.extend(l);
+        loss += ls;
+        correct += c;
+    }
+    Evaluation {
+        accuracy: correct as f64 / data.len().max(1) as f64,
+        loss: loss / data.len().max(1) as f64,
+        logits,
+    }
+}
