@@ -20,6 +20,7 @@
 use bytemuck::Pod;
 
 use crate::lenet::{LeNetFoldedParams, LeNetParams};
+use crate::quant::{LeNetQParams, QParamsError};
 
 /// The four magic bytes.
 pub const MAGIC: [u8; 4] = *b"FMNM";
@@ -166,6 +167,10 @@ pub enum FormatError {
     ShapeMismatch,
     /// The bytes do not start at a 4-byte-aligned address, so tensors cannot be read in place.
     Misaligned,
+    /// An int8 payload whose constants break what the kernels rely on (weight −128, shift out
+    /// of range, negative multiplier, a bias that could overflow the accumulator, a broken
+    /// zero-point chain).
+    BadQuantParams(QParamsError),
 }
 
 impl core::fmt::Display for FormatError {
@@ -212,6 +217,7 @@ impl core::fmt::Display for FormatError {
             ),
             FormatError::ShapeMismatch => write!(f, "layer shapes differ from the architecture's"),
             FormatError::Misaligned => write!(f, "model bytes are not 4-byte aligned"),
+            FormatError::BadQuantParams(e) => write!(f, "invalid int8 parameters: {e}"),
         }
     }
 }
@@ -251,6 +257,7 @@ pub fn layout_len(arch: Arch, kind: Kind) -> Option<usize> {
     match (arch, kind) {
         (Arch::LeNet, Kind::F32) => Some(size_of::<LeNetParams>()),
         (Arch::LeNet, Kind::F32Folded) => Some(size_of::<LeNetFoldedParams>()),
+        (Arch::LeNet, Kind::Int8) => Some(size_of::<LeNetQParams>()),
         _ => None,
     }
 }
@@ -351,6 +358,14 @@ impl<'a> ModelFile<'a> {
     pub fn lenet_folded(&self) -> Result<&'a LeNetFoldedParams, FormatError> {
         self.view(Arch::LeNet, Kind::F32Folded)
     }
+
+    /// The int8 LeNet tensors, in place, after [`LeNetQParams::check`] (the kernels' overflow
+    /// proof depends on it). Wrap them with [`crate::quant::LeNetQ::new`].
+    pub fn lenet_int8(&self) -> Result<&'a LeNetQParams, FormatError> {
+        let p: &'a LeNetQParams = self.view(Arch::LeNet, Kind::Int8)?;
+        p.check().map_err(FormatError::BadQuantParams)?;
+        Ok(p)
+    }
 }
 
 /// The 64-byte header for a payload of `payload_len` bytes.
@@ -374,4 +389,281 @@ pub fn crc_of(header: &[u8; HEADER_LEN], payload: &[u8]) -> u32 {
     d.update(header);
     d.update(payload);
     d.finalize()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::LeNetQ;
+    use crate::quant::lenet::testutil::random_qparams;
+
+    /// A complete file (header, payload, CRC) for a payload, as the writer produces it.
+    fn encode(arch: Arch, kind: Kind, payload: &[u8]) -> Vec<u8> {
+        let header = encode_header(arch, kind, payload.len() as u32);
+        let mut out = header.to_vec();
+        out.extend_from_slice(payload);
+        out.extend_from_slice(&crc_of(&header, payload).to_le_bytes());
+        out
+    }
+
+    /// Recomputes the CRC trailer after an edit, so the edit itself is what `parse` sees.
+    fn fix_crc(file: &mut [u8]) {
+        let n = file.len() - TRAILER_LEN;
+        let crc = CRC32.checksum(&file[..n]);
+        file[n..].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    /// Copies bytes to a 4-byte-aligned buffer at byte offset `shift` and parses them there.
+    fn parse_at<R>(
+        bytes: &[u8],
+        shift: usize,
+        f: impl FnOnce(Result<ModelFile<'_>, FormatError>) -> R,
+    ) -> R {
+        let mut words = vec![0u32; (bytes.len() + shift).div_ceil(4) + 1];
+        let buf = &mut bytemuck::cast_slice_mut::<u32, u8>(&mut words)[shift..shift + bytes.len()];
+        buf.copy_from_slice(bytes);
+        f(parse(buf))
+    }
+
+    fn parse_aligned(bytes: &[u8]) -> Result<(Header, usize), FormatError> {
+        parse_at(bytes, 0, |r| r.map(|m| (m.header, m.payload.len())))
+    }
+
+    fn int8_file() -> Vec<u8> {
+        encode(
+            Arch::LeNet,
+            Kind::Int8,
+            bytemuck::bytes_of(&*random_qparams(3)),
+        )
+    }
+
+    #[test]
+    fn int8_round_trip_is_zero_copy() {
+        let p = random_qparams(3);
+        let file = int8_file();
+        assert_eq!(file.len(), HEADER_LEN + 65_308 + TRAILER_LEN);
+        assert_eq!(layout_len(Arch::LeNet, Kind::Int8), Some(65_308));
+        parse_at(&file, 0, |r| {
+            let m = r.unwrap();
+            assert_eq!(
+                m.header,
+                Header {
+                    arch: Arch::LeNet,
+                    kind: Kind::Int8,
+                    payload_len: 65_308
+                }
+            );
+            let q = m.lenet_int8().unwrap();
+            assert_eq!(q, &*p);
+            // In place: the struct is the payload bytes.
+            assert_eq!(q as *const LeNetQParams as *const u8, m.payload.as_ptr());
+            let img = [77u8; 784];
+            assert_eq!(
+                LeNetQ::new(q).unwrap().forward(&img),
+                LeNetQ::new(&p).unwrap().forward(&img)
+            );
+        });
+    }
+
+    #[test]
+    fn too_short() {
+        assert_eq!(parse_aligned(&[]), Err(FormatError::TooShort { len: 0 }));
+        assert_eq!(
+            parse_aligned(&int8_file()[..HEADER_LEN + TRAILER_LEN - 1]),
+            Err(FormatError::TooShort { len: 67 })
+        );
+        // Short and not even ours: the magic is the more useful message.
+        assert_eq!(parse_aligned(b"PK\x03\x04rest"), Err(FormatError::BadMagic));
+    }
+
+    #[test]
+    fn bad_magic() {
+        let mut f = int8_file();
+        f[3] = b'X';
+        assert_eq!(parse_aligned(&f), Err(FormatError::BadMagic));
+    }
+
+    #[test]
+    fn unsupported_version() {
+        let mut f = int8_file();
+        f[4..6].copy_from_slice(&2u16.to_le_bytes());
+        fix_crc(&mut f);
+        assert_eq!(
+            parse_aligned(&f),
+            Err(FormatError::UnsupportedVersion { found: 2 })
+        );
+    }
+
+    #[test]
+    fn bad_header_length() {
+        let mut f = int8_file();
+        f[6..8].copy_from_slice(&60u16.to_le_bytes());
+        fix_crc(&mut f);
+        assert_eq!(
+            parse_aligned(&f),
+            Err(FormatError::BadHeaderLength { found: 60 })
+        );
+    }
+
+    #[test]
+    fn unknown_arch() {
+        let mut f = int8_file();
+        f[8..10].copy_from_slice(&9u16.to_le_bytes());
+        fix_crc(&mut f);
+        assert_eq!(
+            parse_aligned(&f),
+            Err(FormatError::UnknownArch { found: 9 })
+        );
+    }
+
+    #[test]
+    fn unknown_kind() {
+        let mut f = int8_file();
+        f[10..12].copy_from_slice(&7u16.to_le_bytes());
+        fix_crc(&mut f);
+        assert_eq!(
+            parse_aligned(&f),
+            Err(FormatError::UnknownKind { found: 7 })
+        );
+    }
+
+    #[test]
+    fn wrong_length() {
+        // Truncated: the header promises more than is there.
+        let f = int8_file();
+        assert_eq!(
+            parse_aligned(&f[..f.len() - 1]),
+            Err(FormatError::WrongLength {
+                expected: f.len(),
+                found: f.len() - 1
+            })
+        );
+        // Trailing garbage.
+        let mut g = f.clone();
+        g.push(0);
+        assert_eq!(
+            parse_aligned(&g),
+            Err(FormatError::WrongLength {
+                expected: f.len(),
+                found: f.len() + 1
+            })
+        );
+        // Self-consistent and CRC-valid, but the payload is not the int8 LeNet's size.
+        let short = encode(Arch::LeNet, Kind::Int8, &[0u8; 65_304]);
+        assert_eq!(
+            parse_aligned(&short),
+            Err(FormatError::WrongLength {
+                expected: HEADER_LEN + 65_308 + TRAILER_LEN,
+                found: HEADER_LEN + 65_304 + TRAILER_LEN
+            })
+        );
+    }
+
+    #[test]
+    fn crc_mismatch() {
+        let mut f = int8_file();
+        let n = f.len() - TRAILER_LEN;
+        let stored = u32::from_le_bytes(f[n..].try_into().unwrap());
+        f[HEADER_LEN + 1000] ^= 0x01;
+        let computed = CRC32.checksum(&f[..n]);
+        assert_ne!(stored, computed);
+        assert_eq!(
+            parse_aligned(&f),
+            Err(FormatError::CrcMismatch { stored, computed })
+        );
+        // A flipped CRC byte is caught the same way.
+        let mut g = int8_file();
+        let last = g.len() - 1;
+        g[last] ^= 0x80;
+        assert!(matches!(
+            parse_aligned(&g),
+            Err(FormatError::CrcMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn shape_mismatch() {
+        let mut f = int8_file();
+        // conv1's output channels (slot 3) 6 -> 8.
+        f[16 + 2 * 3..16 + 2 * 4].copy_from_slice(&8u16.to_le_bytes());
+        fix_crc(&mut f);
+        assert_eq!(parse_aligned(&f), Err(FormatError::ShapeMismatch));
+        // The wide CNN's descriptor under the LeNet id.
+        let mut g = int8_file();
+        for (i, s) in Arch::Wide.shape_descriptor().iter().enumerate() {
+            g[16 + 2 * i..18 + 2 * i].copy_from_slice(&s.to_le_bytes());
+        }
+        fix_crc(&mut g);
+        assert_eq!(parse_aligned(&g), Err(FormatError::ShapeMismatch));
+    }
+
+    #[test]
+    fn wrong_model() {
+        let f32_file = encode(Arch::LeNet, Kind::F32, &[0u8; size_of::<LeNetParams>()]);
+        parse_at(&f32_file, 0, |r| {
+            let m = r.unwrap();
+            assert_eq!(
+                m.lenet_int8(),
+                Err(FormatError::WrongModel {
+                    found_arch: Arch::LeNet,
+                    found_kind: Kind::F32
+                })
+            );
+            assert!(m.lenet_f32().is_ok());
+        });
+        parse_at(&int8_file(), 0, |r| {
+            assert_eq!(
+                r.unwrap().lenet_folded().err(),
+                Some(FormatError::WrongModel {
+                    found_arch: Arch::LeNet,
+                    found_kind: Kind::Int8
+                })
+            );
+        });
+    }
+
+    #[test]
+    fn misaligned() {
+        let f = int8_file();
+        for shift in 1..4 {
+            parse_at(&f, shift, |r| {
+                assert_eq!(r.err(), Some(FormatError::Misaligned), "shift {shift}");
+            });
+        }
+        parse_at(&f, 0, |r| assert!(r.is_ok()));
+    }
+
+    #[test]
+    fn int8_constants_that_could_overflow_are_refused() {
+        let mut p = random_qparams(3);
+        p.conv2_weight[2][1][0][4] = -128;
+        let f = encode(Arch::LeNet, Kind::Int8, bytemuck::bytes_of(&*p));
+        parse_at(&f, 0, |r| {
+            assert_eq!(
+                r.unwrap().lenet_int8(),
+                Err(FormatError::BadQuantParams(
+                    QParamsError::WeightOutOfRange {
+                        layer: "conv2",
+                        channel: 2
+                    }
+                ))
+            );
+        });
+    }
+
+    #[test]
+    fn errors_display_a_cause() {
+        let e = FormatError::BadQuantParams(QParamsError::BiasOutOfRange {
+            layer: "fc1",
+            channel: 3,
+        });
+        assert_eq!(
+            e.to_string(),
+            "invalid int8 parameters: fc1 channel 3: bias too large, the i32 accumulator could overflow"
+        );
+        assert_eq!(
+            FormatError::UnsupportedVersion { found: 9 }.to_string(),
+            "unsupported format version 9 (this build reads version 1)"
+        );
+    }
 }

@@ -1,0 +1,561 @@
+//! The int8 LeNet: its model-file payload [`LeNetQParams`], read in place, and the integer-only
+//! forward pass [`LeNetQ`].
+//!
+//! ```text
+//! image u8 p      q = p − 128            (scale 1/255, zero point −128, exact)
+//! conv1 6@5x5 pad 2 (padding taps = −128) → requant → ReLU → max-pool 2    6x14x14 i8
+//! conv2 16@5x5                            → requant → ReLU → max-pool 2    16x5x5 i8
+//! flatten C×H×W 400 → fc1 120 → ReLU → fc2 84 → ReLU → fc3 10 (int8 logits) → argmax
+//! ```
+//!
+//! # No i32 accumulator can overflow
+//!
+//! Every accumulator is `bias + Σ_{k<n} w_k·x_k` over a layer's fan-in `n` (25, 150, 400, 120,
+//! 84; at most 400), summed in any order, where `w_k` is a stored weight and `x_k` a stored int8
+//! activation (or the input zero point, for a padding tap).
+//!
+//! 1. [`check_layer`] rejects any weight of −128, so `|w| ≤ 127`; activations are i8, so
+//!    `|x| ≤ 128`; hence `|w·x| ≤ 16,256` and any partial sum of products satisfies
+//!    `|Σ w·x| ≤ n·127·128 ≤ 400·16,256 = 6,502,400 < 2^23`.
+//! 2. Equivalently in the unfolded form: the bias stored is `b_q − zp_in·Σw`, and
+//!    `bias + Σ w·x = b_q + Σ w·(x − zp_in)` with `|x − zp_in| ≤ 255`; the folded form is the one
+//!    computed, so the bound of step 1 is the one that matters.
+//! 3. [`check_layer`] also requires, per output channel, `(|bias| + n·127·128)·2^max(shift,0) ≤
+//!    2^31 − 1`. Every partial sum (with or without the bias, in any order, and the maximum of a
+//!    2x2 window) is then at most `|bias| + n·127·128` in magnitude, and so is the value shifted
+//!    left by requantization: no addition, no max and no left shift leaves the i32 range. The
+//!    quantizer (fmnist-train) refuses to produce parameters that break this, and
+//!    [`LeNetQ::new`] (hence `ModelFile::lenet_int8`) refuses to run them.
+//! 4. The requantization product `a·m` is formed in i64 (or by `SMULL`-class instructions), the
+//!    only overflowing case `i32::MIN·i32::MIN` is saturated, and by 3 `a ≠ i32::MIN`. The final
+//!    `+ zp_out` saturates before the clamp to `[lo, 127]`.
+//!
+//! The test `accumulators_cannot_overflow_at_the_worst_case` runs the worst case (|w| = 127 with
+//! the input at either extreme, bias at the limit) through the kernels with overflow checks on.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::conv2d::QConv2d;
+use super::dense::QDense;
+use super::fast;
+use super::params::{QLayerParams, QParamsError, check_layer};
+use crate::layers::{argmax, max_pool_2x2};
+use crate::lenet::IMAGE_PIXELS;
+
+/// Zero point of the int8 input: `q = p − 128`.
+pub const INPUT_ZERO_POINT: i8 = -128;
+
+/// Every tensor of the int8 LeNet, in the model file's order: per layer the i8 weights in
+/// PyTorch's layout, then its [`QLayerParams`]. 65,308 bytes, 4-byte aligned, no implicit
+/// padding: cast the model-file payload to it with [`bytemuck`] and read it in place (flash).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct LeNetQParams {
+    /// `conv1.weight` `[6][1][5][5]` (BN folded), per-channel symmetric.
+    pub conv1_weight: [[[[i8; 5]; 5]; 1]; 6],
+    /// Explicit padding to a 4-byte boundary (written as zero).
+    pub _pad_conv1: [u8; 2],
+    /// conv1's bias, requantization and zero points.
+    pub conv1: QLayerParams<6>,
+    /// `conv2.weight` `[16][6][5][5]` (BN folded).
+    pub conv2_weight: [[[[i8; 5]; 5]; 6]; 16],
+    /// conv2's bias, requantization and zero points.
+    pub conv2: QLayerParams<16>,
+    /// `fc1.weight` `[120][400]` (inputs flattened C×H×W).
+    pub fc1_weight: [[i8; 400]; 120],
+    /// fc1's bias, requantization and zero points.
+    pub fc1: QLayerParams<120>,
+    /// `fc2.weight` `[84][120]`.
+    pub fc2_weight: [[i8; 120]; 84],
+    /// fc2's bias, requantization and zero points.
+    pub fc2: QLayerParams<84>,
+    /// `fc3.weight` `[10][84]`.
+    pub fc3_weight: [[i8; 84]; 10],
+    /// fc3's bias, requantization and zero points (no ReLU: its outputs are the logits).
+    pub fc3: QLayerParams<10>,
+}
+
+impl LeNetQParams {
+    /// Checks everything the kernels rely on (the overflow proof above and the zero-point
+    /// chain): weights in −127..=127, shifts in −31..=30, multipliers ≥ 0, bias bound, conv1's
+    /// input zero point −128 and each layer's input zero point equal to the previous output's.
+    pub fn check(&self) -> Result<(), QParamsError> {
+        check_layer(
+            "conv1",
+            &self.conv1,
+            bytemuck::cast_slice::<_, i8>(&self.conv1_weight),
+            25,
+        )?;
+        check_layer(
+            "conv2",
+            &self.conv2,
+            bytemuck::cast_slice::<_, i8>(&self.conv2_weight),
+            150,
+        )?;
+        check_layer("fc1", &self.fc1, self.fc1_weight.as_flattened(), 400)?;
+        check_layer("fc2", &self.fc2, self.fc2_weight.as_flattened(), 120)?;
+        check_layer("fc3", &self.fc3, self.fc3_weight.as_flattened(), 84)?;
+        let chain = [
+            ("conv1", INPUT_ZERO_POINT, self.conv1.input_zero_point),
+            (
+                "conv2",
+                self.conv1.output_zero_point,
+                self.conv2.input_zero_point,
+            ),
+            (
+                "fc1",
+                self.conv2.output_zero_point,
+                self.fc1.input_zero_point,
+            ),
+            ("fc2", self.fc1.output_zero_point, self.fc2.input_zero_point),
+            ("fc3", self.fc2.output_zero_point, self.fc3.input_zero_point),
+        ];
+        for (layer, prev_out, this_in) in chain {
+            if prev_out != this_in {
+                return Err(QParamsError::ZeroPointMismatch { layer });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The intermediate int8 activations of one forward pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QTrace {
+    /// After conv1 → ReLU → pool.
+    pub pool1: [[[i8; 14]; 14]; 6],
+    /// After conv2 → ReLU → pool, flattened C×H×W.
+    pub flat: [i8; 400],
+    /// After fc1 → ReLU.
+    pub fc1: [i8; 120],
+    /// After fc2 → ReLU.
+    pub fc2: [i8; 84],
+    /// The int8 logits.
+    pub logits: [i8; 10],
+}
+
+/// The integer-only LeNet over checked parameters held elsewhere (RAM, a file buffer, flash).
+#[derive(Clone, Copy, Debug)]
+pub struct LeNetQ<'a> {
+    p: &'a LeNetQParams,
+}
+
+/// `q = p − 128` for every pixel.
+#[inline]
+pub fn image_to_i8(image: &[u8; IMAGE_PIXELS]) -> [[[i8; 28]; 28]; 1] {
+    let mut x = [[[0i8; 28]; 28]; 1];
+    for (q, &p) in x
+        .as_flattened_mut()
+        .as_flattened_mut()
+        .iter_mut()
+        .zip(image)
+    {
+        *q = (p ^ 0x80) as i8;
+    }
+    x
+}
+
+impl<'a> LeNetQ<'a> {
+    /// Checks `p` ([`LeNetQParams::check`]) and wraps it.
+    pub fn new(p: &'a LeNetQParams) -> Result<Self, QParamsError> {
+        p.check()?;
+        Ok(LeNetQ { p })
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> &'a LeNetQParams {
+        self.p
+    }
+
+    /// conv1 (padding 2 at the input zero point) → requant → ReLU → 2x2 max-pool, fused: the
+    /// 6x28x28 map never exists.
+    #[inline(never)]
+    pub fn conv1_relu_pool(&self, image: &[u8; IMAGE_PIXELS], out: &mut [[[i8; 14]; 14]; 6]) {
+        fast::conv1_relu_pool(&self.p.conv1_weight, &self.p.conv1, image, out);
+    }
+
+    /// conv2 → requant → ReLU → 2x2 max-pool, fused; output flattened C×H×W.
+    #[inline(never)]
+    pub fn conv2_relu_pool(&self, x: &[[[i8; 14]; 14]; 6], out: &mut [i8; 400]) {
+        fast::conv2_relu_pool(
+            &self.p.conv2_weight,
+            &self.p.conv2,
+            x,
+            bytemuck::cast_mut(out),
+        );
+    }
+
+    /// fc1 → requant → ReLU.
+    #[inline(never)]
+    pub fn fc1(&self, x: &[i8; 400], out: &mut [i8; 120]) {
+        fast::dense(&self.p.fc1_weight, &self.p.fc1, x, true, out);
+    }
+
+    /// fc2 → requant → ReLU.
+    #[inline(never)]
+    pub fn fc2(&self, x: &[i8; 120], out: &mut [i8; 84]) {
+        fast::dense(&self.p.fc2_weight, &self.p.fc2, x, true, out);
+    }
+
+    /// fc3 → requant: the int8 logits.
+    #[inline(never)]
+    pub fn fc3(&self, x: &[i8; 84], out: &mut [i8; 10]) {
+        fast::dense(&self.p.fc3_weight, &self.p.fc3, x, false, out);
+    }
+
+    /// The int8 logits of one image with the fused kernels (what the device runs). Stack: the
+    /// 1,176-byte pool1 map, 400 + 120 + 84 bytes of activations, and the kernels' scratch.
+    pub fn forward(&self, image: &[u8; IMAGE_PIXELS]) -> [i8; 10] {
+        let mut pool1 = [[[0i8; 14]; 14]; 6];
+        self.conv1_relu_pool(image, &mut pool1);
+        let mut flat = [0i8; 400];
+        self.conv2_relu_pool(&pool1, &mut flat);
+        let mut h1 = [0i8; 120];
+        self.fc1(&flat, &mut h1);
+        let mut h2 = [0i8; 84];
+        self.fc2(&h1, &mut h2);
+        let mut logits = [0i8; 10];
+        self.fc3(&h2, &mut logits);
+        logits
+    }
+
+    /// The predicted class: argmax of the int8 logits, ties to the lowest index.
+    pub fn classify(&self, image: &[u8; IMAGE_PIXELS]) -> usize {
+        argmax(&self.forward(image))
+    }
+
+    /// The fused forward pass keeping every intermediate activation.
+    pub fn trace(&self, image: &[u8; IMAGE_PIXELS]) -> QTrace {
+        let mut t = QTrace {
+            pool1: [[[0; 14]; 14]; 6],
+            flat: [0; 400],
+            fc1: [0; 120],
+            fc2: [0; 84],
+            logits: [0; 10],
+        };
+        self.conv1_relu_pool(image, &mut t.pool1);
+        self.conv2_relu_pool(&t.pool1, &mut t.flat);
+        self.fc1(&t.flat, &mut t.fc1);
+        self.fc2(&t.fc1, &mut t.fc2);
+        self.fc3(&t.fc2, &mut t.logits);
+        t
+    }
+
+    /// The reference pass: the plain kernels, one layer at a time as the architecture reads
+    /// (full 6x28x28 map, separate max-pool). About 7 KB of stack; for tests and benchmarks.
+    pub fn trace_reference(&self, image: &[u8; IMAGE_PIXELS]) -> QTrace {
+        let p = self.p;
+        let x = image_to_i8(image);
+        let conv1 = QConv2d::<1, 6, 5, 2> {
+            weight: &p.conv1_weight,
+            q: &p.conv1,
+        };
+        let mut c1 = [[[0i8; 28]; 28]; 6];
+        conv1.forward(&x, true, &mut c1);
+        let mut pool1 = [[[0i8; 14]; 14]; 6];
+        max_pool_2x2(&c1, &mut pool1);
+        let conv2 = QConv2d::<6, 16, 5, 0> {
+            weight: &p.conv2_weight,
+            q: &p.conv2,
+        };
+        let mut c2 = [[[0i8; 10]; 10]; 16];
+        conv2.forward(&pool1, true, &mut c2);
+        let mut p2 = [[[0i8; 5]; 5]; 16];
+        max_pool_2x2(&c2, &mut p2);
+        let flat: [i8; 400] = bytemuck::cast(p2);
+        let mut fc1 = [0i8; 120];
+        QDense {
+            weight: &p.fc1_weight,
+            q: &p.fc1,
+        }
+        .forward(&flat, true, &mut fc1);
+        let mut fc2 = [0i8; 84];
+        QDense {
+            weight: &p.fc2_weight,
+            q: &p.fc2,
+        }
+        .forward(&fc1, true, &mut fc2);
+        let mut logits = [0i8; 10];
+        QDense {
+            weight: &p.fc3_weight,
+            q: &p.fc3,
+        }
+        .forward(&fc2, false, &mut logits);
+        QTrace {
+            pool1,
+            flat,
+            fc1,
+            fc2,
+            logits,
+        }
+    }
+
+    /// The int8 logits by the reference pass.
+    pub fn forward_reference(&self, image: &[u8; IMAGE_PIXELS]) -> [i8; 10] {
+        self.trace_reference(image).logits
+    }
+}
+
+/// Pseudo-random valid parameters and images for tests (an LCG; not a trained model).
+#[cfg(test)]
+pub(crate) mod testutil {
+    use super::*;
+
+    /// A 32-bit LCG (Numerical Recipes constants).
+    pub struct Lcg(pub u32);
+
+    impl Lcg {
+        pub fn next_u32(&mut self) -> u32 {
+            self.0 = self.0.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            self.0
+        }
+        /// Uniform in `lo..=hi`.
+        pub fn range(&mut self, lo: i32, hi: i32) -> i32 {
+            lo + ((self.next_u32() >> 8) % (hi - lo + 1) as u32) as i32
+        }
+    }
+
+    fn fill_layer<const C: usize>(
+        r: &mut Lcg,
+        q: &mut QLayerParams<C>,
+        zp_in: i8,
+        zp_out: i8,
+        shifts: (i32, i32),
+    ) {
+        q.input_zero_point = zp_in;
+        q.output_zero_point = zp_out;
+        q.input_scale = 0.01;
+        q.output_scale = 0.02;
+        for c in 0..C {
+            q.bias[c] = r.range(-300_000, 300_000);
+            q.multiplier[c] = r.range(1 << 30, i32::MAX);
+            q.shift[c] = r.range(shifts.0, shifts.1);
+            q.weight_scale[c] = 0.001;
+        }
+    }
+
+    /// Valid random parameters: weights −127..=127, scales chosen so activations spread over
+    /// the int8 range rather than saturate, random zero points chained correctly.
+    pub fn random_qparams(seed: u32) -> Box<LeNetQParams> {
+        let mut r = Lcg(seed);
+        let mut p: Box<LeNetQParams> = bytemuck::zeroed_box();
+        for w in bytemuck::bytes_of_mut(&mut p.conv1_weight) {
+            *w = r.range(-127, 127) as i8 as u8;
+        }
+        for w in bytemuck::bytes_of_mut(&mut p.conv2_weight) {
+            *w = r.range(-127, 127) as i8 as u8;
+        }
+        for w in bytemuck::bytes_of_mut(&mut p.fc1_weight) {
+            *w = r.range(-127, 127) as i8 as u8;
+        }
+        for w in bytemuck::bytes_of_mut(&mut p.fc2_weight) {
+            *w = r.range(-127, 127) as i8 as u8;
+        }
+        for w in bytemuck::bytes_of_mut(&mut p.fc3_weight) {
+            *w = r.range(-127, 127) as i8 as u8;
+        }
+        let zps: [i8; 5] = core::array::from_fn(|_| r.range(-128, -90) as i8);
+        fill_layer(&mut r, &mut p.conv1, INPUT_ZERO_POINT, zps[0], (-10, -6));
+        fill_layer(&mut r, &mut p.conv2, zps[0], zps[1], (-13, -9));
+        fill_layer(&mut r, &mut p.fc1, zps[1], zps[2], (-14, -10));
+        fill_layer(&mut r, &mut p.fc2, zps[2], zps[3], (-13, -9));
+        fill_layer(&mut r, &mut p.fc3, zps[3], zps[4], (-12, -8));
+        p
+    }
+
+    /// A random image with some structure (a bright blob on noise).
+    pub fn random_image(r: &mut Lcg) -> [u8; IMAGE_PIXELS] {
+        let cx = r.range(6, 21);
+        let cy = r.range(6, 21);
+        let rad = r.range(3, 9);
+        core::array::from_fn(|i| {
+            let (y, x) = ((i / 28) as i32, (i % 28) as i32);
+            let inside = (y - cy).pow(2) + (x - cx).pow(2) <= rad * rad;
+            let noise = r.range(0, 60);
+            if inside {
+                (195 + noise) as u8
+            } else {
+                (noise / 2) as u8
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::*;
+    use super::*;
+
+    #[test]
+    fn payload_size_and_field_offsets() {
+        assert_eq!(size_of::<QLayerParams<6>>(), 12 + 16 * 6);
+        assert_eq!(size_of::<LeNetQParams>(), 65_308);
+        assert_eq!(align_of::<LeNetQParams>(), 4);
+        assert_eq!(core::mem::offset_of!(LeNetQParams, conv1), 152);
+        assert_eq!(core::mem::offset_of!(LeNetQParams, conv2_weight), 260);
+        assert_eq!(core::mem::offset_of!(LeNetQParams, conv2), 2_660);
+        assert_eq!(core::mem::offset_of!(LeNetQParams, fc1_weight), 2_928);
+        assert_eq!(core::mem::offset_of!(LeNetQParams, fc1), 50_928);
+        assert_eq!(core::mem::offset_of!(LeNetQParams, fc2_weight), 52_860);
+        assert_eq!(core::mem::offset_of!(LeNetQParams, fc2), 62_940);
+        assert_eq!(core::mem::offset_of!(LeNetQParams, fc3_weight), 64_296);
+        assert_eq!(core::mem::offset_of!(LeNetQParams, fc3), 65_136);
+    }
+
+    #[test]
+    fn input_mapping_is_p_minus_128() {
+        let mut img = [0u8; IMAGE_PIXELS];
+        img[0] = 0;
+        img[1] = 128;
+        img[2] = 255;
+        img[3] = 127;
+        let x = image_to_i8(&img);
+        assert_eq!(&x[0][0][..4], &[-128, 0, 127, -1]);
+    }
+
+    #[test]
+    fn fused_forward_is_bit_identical_to_reference_on_random_models() {
+        let mut r = Lcg(99);
+        let mut distinct = std::collections::BTreeSet::new();
+        for seed in 0..12 {
+            let p = random_qparams(seed);
+            let model = LeNetQ::new(&p).unwrap();
+            for _ in 0..25 {
+                let img = random_image(&mut r);
+                let fused = model.trace(&img);
+                let reference = model.trace_reference(&img);
+                assert_eq!(fused, reference, "seed {seed}");
+                assert_eq!(model.forward(&img), reference.logits);
+                assert_eq!(model.classify(&img), argmax(&reference.logits));
+                distinct.extend(reference.logits);
+            }
+        }
+        // The random models exercise the int8 range, not one saturated value.
+        assert!(distinct.len() > 50, "{}", distinct.len());
+    }
+
+    #[test]
+    fn check_rejects_each_bad_parameter() {
+        let good = random_qparams(5);
+        assert_eq!(good.check(), Ok(()));
+        let mut p = good.clone();
+        p.fc2_weight[7][3] = -128;
+        assert_eq!(
+            p.check(),
+            Err(QParamsError::WeightOutOfRange {
+                layer: "fc2",
+                channel: 7
+            })
+        );
+        let mut p = good.clone();
+        p.conv2.shift[4] = 31;
+        assert_eq!(
+            p.check(),
+            Err(QParamsError::ShiftOutOfRange {
+                layer: "conv2",
+                channel: 4,
+                shift: 31
+            })
+        );
+        let mut p = good.clone();
+        p.conv1.shift[0] = -32;
+        assert!(matches!(
+            p.check(),
+            Err(QParamsError::ShiftOutOfRange { shift: -32, .. })
+        ));
+        let mut p = good.clone();
+        p.fc3.multiplier[9] = -1;
+        assert_eq!(
+            p.check(),
+            Err(QParamsError::NegativeMultiplier {
+                layer: "fc3",
+                channel: 9
+            })
+        );
+        // fc1: n·127·128 = 6,502,400; the largest bias with no left shift is 2^31-1 - that.
+        let mut p = good.clone();
+        p.fc1.shift[0] = 0;
+        p.fc1.bias[0] = i32::MAX - 6_502_400;
+        assert_eq!(p.check(), Ok(()));
+        p.fc1.bias[0] += 1;
+        assert_eq!(
+            p.check(),
+            Err(QParamsError::BiasOutOfRange {
+                layer: "fc1",
+                channel: 0
+            })
+        );
+        p.fc1.bias[0] = -(i32::MAX - 6_502_400) - 1;
+        assert!(p.check().is_err());
+        // A left shift of 3 divides the room by 8.
+        let mut p = good.clone();
+        p.fc1.shift[1] = 3;
+        p.fc1.bias[1] = (i32::MAX >> 3) - 6_502_400;
+        assert_eq!(p.check(), Ok(()));
+        p.fc1.bias[1] += 1;
+        assert!(matches!(
+            p.check(),
+            Err(QParamsError::BiasOutOfRange { channel: 1, .. })
+        ));
+        let mut p = good.clone();
+        p.fc2.input_zero_point = p.fc1.output_zero_point.wrapping_add(1);
+        assert_eq!(
+            p.check(),
+            Err(QParamsError::ZeroPointMismatch { layer: "fc2" })
+        );
+        let mut p = good.clone();
+        p.conv1.input_zero_point = 0;
+        assert_eq!(
+            p.check(),
+            Err(QParamsError::ZeroPointMismatch { layer: "conv1" })
+        );
+        assert!(LeNetQ::new(&p).is_err());
+    }
+
+    /// The overflow proof's worst case, run with overflow checks on (the test profile keeps
+    /// them): every weight ±127, every input at an extreme, every bias at the largest value the
+    /// check admits, left shifts where the bound allows. Any i32 overflow would panic.
+    #[test]
+    fn accumulators_cannot_overflow_at_the_worst_case() {
+        for (w_sign, pixel, bias_sign, shift) in [
+            (1i8, 0u8, 1i32, 0),
+            (1, 255, 1, 0),
+            (-1, 0, -1, 0),
+            (-1, 0, 1, 0),
+            (-1, 0, 1, 4),
+            (-1, 255, 1, 0),
+            (1, 0, -1, 0),
+            (1, 255, 1, 4),
+            (-1, 0, -1, 4),
+        ] {
+            let mut p: Box<LeNetQParams> = bytemuck::zeroed_box();
+            let w = 127 * w_sign;
+            bytemuck::bytes_of_mut(&mut p.conv1_weight).fill(w as u8);
+            bytemuck::bytes_of_mut(&mut p.conv2_weight).fill(w as u8);
+            bytemuck::bytes_of_mut(&mut p.fc1_weight).fill(w as u8);
+            bytemuck::bytes_of_mut(&mut p.fc2_weight).fill(w as u8);
+            bytemuck::bytes_of_mut(&mut p.fc3_weight).fill(w as u8);
+            fn set<const C: usize>(q: &mut QLayerParams<C>, n: usize, sign: i32, shift: i32) {
+                q.input_zero_point = INPUT_ZERO_POINT;
+                q.output_zero_point = -128;
+                let limit = ((i32::MAX >> shift) as i64 - n as i64 * 127 * 128) as i32;
+                q.bias = [sign * limit; C];
+                // The largest multiplier: requantization must not overflow either.
+                q.multiplier = [i32::MAX; C];
+                q.shift = [shift; C];
+            }
+            set(&mut p.conv1, 25, bias_sign, shift);
+            set(&mut p.conv2, 150, bias_sign, shift);
+            set(&mut p.fc1, 400, bias_sign, shift);
+            set(&mut p.fc2, 120, bias_sign, shift);
+            set(&mut p.fc3, 84, bias_sign, shift);
+            let model = LeNetQ::new(&p).unwrap();
+            let img = [pixel; IMAGE_PIXELS];
+            let t = model.trace(&img);
+            assert_eq!(t, model.trace_reference(&img));
+            // A saturated bias dominates: every output sits at a clamp.
+            let expect = if bias_sign > 0 { 127 } else { -128 };
+            assert_eq!(t.logits, [expect; 10]);
+        }
+    }
+}
