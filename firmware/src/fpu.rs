@@ -1,0 +1,28 @@
+//! The floating-point environment that makes device f32 bit-identical to the host.
+//!
+//! Host (x86-64 SSE2, AArch64) and the Cortex-M4F FPU (FPv4-SP) both implement IEEE-754 binary32
+//! add, multiply, divide and compare, correctly rounded. They agree bit for bit when:
+//! * the same operations run in the same order: fmnist-core fixes the summation order of every
+//!   layer, and Rust never reassociates float arithmetic or contracts `a * b + c` into a fused
+//!   multiply-add (the M4F has `vfma.f32`, but LLVM only emits it for `f32::mul_add` or with
+//!   fast-math flags, which Rust does not set);
+//! * the FPU is in IEEE mode: FPSCR.FZ = 0 (subnormals are kept — the M4F handles them in
+//!   hardware, without support code), RMode = round to nearest even, and DN = 0 (NaN
+//!   propagation; irrelevant for finite models but kept default). These are the reset values
+//!   (FPDSCR = 0); [`ieee_mode`] makes sure of them before any inference.
+
+use cortex_m::register::fpscr::{self, RMode};
+
+/// Puts the FPU in the host's IEEE mode (no flush-to-zero, no default NaN, round to nearest)
+/// and returns the FPSCR value found at boot.
+pub fn ieee_mode() -> u32 {
+    let found = fpscr::read();
+    let mut f = found;
+    f.set_fz(false);
+    f.set_dn(false);
+    f.set_ahp(false);
+    f.set_rmode(RMode::Nearest);
+    // SAFETY: only control bits known to the host's IEEE mode are written.
+    unsafe { fpscr::write(f) };
+    found.bits()
+}
