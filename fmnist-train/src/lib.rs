@@ -1,8 +1,14 @@
 //! `fmnist-train`: load Fashion-MNIST, train LeNet-BN, fold, quantize and export it.
 
 pub mod atomic;
+pub mod checkpoint;
+pub mod cli;
+pub mod config;
 pub mod data;
 pub mod fold;
 pub mod modelio;
+pub mod nn;
 pub mod quantize;
+pub mod run;
 pub mod safetensors_io;
+pub mod trainer;

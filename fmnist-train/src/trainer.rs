@@ -37,6 +37,16 @@ pub struct TrainState {
     pub train_seconds: f64,
 }
 
+impl std::fmt::Debug for TrainState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrainState")
+            .field("config", &self.config)
+            .field("step", &self.step)
+            .field("cursor", &self.cursor)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Index ranges (in f32 units) of `LeNetParams` that hold trainable parameters: all but the
 /// running statistics.
 pub fn trainable_ranges() -> [std::ops::Range<usize>; 3] {

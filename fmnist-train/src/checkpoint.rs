@@ -1,0 +1,173 @@
+//! Checkpoints: the whole [`TrainState`] so a run resumes bit-identically.
+//!
+//! ```text
+//! offset size field
+//! 0      4    magic "FMCK"
+//! 4      2    format version (u16 LE, = 1)
+//! 6      2    architecture (u16 LE, 1 = LeNet-BN)
+//! 8      4    payload length n (u32 LE)
+//! 12     n    postcard encoding of TrainState
+//! 12+n   4    CRC-32 (ISO-HDLC) of bytes 0 .. 12+n
+//! ```
+//! Written atomically (temp file, fsync, rename): a crash leaves the previous checkpoint intact.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::trainer::TrainState;
+
+/// Magic bytes of a checkpoint.
+pub const MAGIC: [u8; 4] = *b"FMCK";
+/// Checkpoint format version.
+pub const VERSION: u16 = 1;
+/// Architecture id of LeNet-BN (as in the model file).
+pub const ARCH_LENET: u16 = 1;
+/// Largest payload accepted (a LeNet state is ~0.8 MB).
+pub const MAX_PAYLOAD: usize = 64 << 20;
+
+/// Why a checkpoint cannot be used.
+#[derive(Debug)]
+pub enum CheckpointError {
+    /// Reading or writing failed.
+    Io(PathBuf, std::io::Error),
+    /// The bytes are not a usable checkpoint.
+    Invalid(PathBuf, String),
+}
+
+impl fmt::Display for CheckpointError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CheckpointError::Io(p, e) => write!(f, "{}: {e}", p.display()),
+            CheckpointError::Invalid(p, why) => write!(f, "{}: {why}", p.display()),
+        }
+    }
+}
+
+impl std::error::Error for CheckpointError {}
+
+/// Encodes a state.
+pub fn encode(state: &TrainState) -> Vec<u8> {
+    let payload = postcard::to_allocvec(state).expect("TrainState serializes");
+    let mut out = Vec::with_capacity(16 + payload.len());
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&ARCH_LENET.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&payload);
+    let crc = fmnist_core::format::CRC32.checksum(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Decodes and checks a checkpoint's bytes; `Err` holds the reason.
+pub fn decode(b: &[u8]) -> Result<TrainState, String> {
+    if b.len() < 16 {
+        return Err(format!("not a checkpoint: {} bytes, too short", b.len()));
+    }
+    if b[..4] != MAGIC {
+        return Err("not an fmnist checkpoint (bad magic; expected \"FMCK\")".into());
+    }
+    let version = u16::from_le_bytes([b[4], b[5]]);
+    if version != VERSION {
+        return Err(format!(
+            "unsupported checkpoint version {version} (this build reads {VERSION})"
+        ));
+    }
+    let arch = u16::from_le_bytes([b[6], b[7]]);
+    if arch != ARCH_LENET {
+        return Err(format!(
+            "checkpoint of another architecture (id {arch}); this command trains LeNet-BN (id 1)"
+        ));
+    }
+    let n = u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize;
+    if n > MAX_PAYLOAD || b.len() != 16 + n {
+        return Err(format!(
+            "wrong length: header says {} bytes, file has {}",
+            16 + n,
+            b.len()
+        ));
+    }
+    let stored = u32::from_le_bytes(b[12 + n..].try_into().expect("4 bytes"));
+    let computed = fmnist_core::format::CRC32.checksum(&b[..12 + n]);
+    if stored != computed {
+        return Err(format!(
+            "CRC mismatch: stored {stored:#010x}, computed {computed:#010x} (the file is corrupt)"
+        ));
+    }
+    let (state, rest): (TrainState, &[u8]) = postcard::take_from_bytes(&b[12..12 + n])
+        .map_err(|e| format!("undecodable training state: {e}"))?;
+    if !rest.is_empty() {
+        return Err(format!(
+            "{} stray bytes after the training state",
+            rest.len()
+        ));
+    }
+    Ok(state)
+}
+
+/// Writes a checkpoint atomically.
+pub fn save(path: &Path, state: &TrainState) -> Result<(), CheckpointError> {
+    crate::atomic::write_atomic(path, &encode(state))
+        .map_err(|e| CheckpointError::Io(path.to_owned(), e))
+}
+
+/// Reads and checks a checkpoint.
+pub fn load(path: &Path) -> Result<TrainState, CheckpointError> {
+    let meta = std::fs::metadata(path).map_err(|e| CheckpointError::Io(path.to_owned(), e))?;
+    if meta.len() > (MAX_PAYLOAD + 16) as u64 {
+        return Err(CheckpointError::Invalid(
+            path.to_owned(),
+            format!("{} bytes is too large for a checkpoint", meta.len()),
+        ));
+    }
+    let b = std::fs::read(path).map_err(|e| CheckpointError::Io(path.to_owned(), e))?;
+    decode(&b).map_err(|why| CheckpointError::Invalid(path.to_owned(), why))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Preset;
+    use crate::data::Dataset;
+    use crate::trainer::Trainer;
+
+    fn state() -> TrainState {
+        let data = Dataset {
+            images: vec![[7; 784]; 10],
+            labels: (0..10).collect(),
+        };
+        Trainer::new(Preset::Original.config(10, 3), &data, 1).state
+    }
+
+    #[test]
+    fn round_trips_exactly() {
+        let s = state();
+        assert!(decode(&encode(&s)).unwrap() == s);
+    }
+
+    #[test]
+    fn every_corruption_is_reported() {
+        let good = encode(&state());
+        let mut b = good.clone();
+        b[0] = b'X';
+        assert!(decode(&b).unwrap_err().contains("bad magic"));
+        let mut b = good.clone();
+        b[4] = 9;
+        assert!(
+            decode(&b)
+                .unwrap_err()
+                .contains("unsupported checkpoint version 9")
+        );
+        let mut b = good.clone();
+        b[6] = 2;
+        assert!(decode(&b).unwrap_err().contains("another architecture"));
+        let mut b = good.clone();
+        b.truncate(b.len() - 1);
+        assert!(decode(&b).unwrap_err().contains("wrong length"));
+        let mut b = good.clone();
+        let mid = b.len() / 2;
+        b[mid] ^= 1;
+        assert!(decode(&b).unwrap_err().contains("CRC mismatch"));
+        assert!(decode(&good[..10]).unwrap_err().contains("too short"));
+    }
+}

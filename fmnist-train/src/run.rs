@@ -1,0 +1,290 @@
+//! Running a training job: steps, logs, progress, checkpoints, evaluation, the final model.
+
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use fmnist_core::format::{Arch, Kind};
+
+use crate::checkpoint;
+use crate::data::Dataset;
+use crate::trainer::Trainer;
+
+/// Where and how a run reports.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Output directory (checkpoints, log, model).
+    pub out: PathBuf,
+    /// Machine-readable output only on stdout; progress goes to stderr.
+    pub json: bool,
+    /// Print a plain progress line every this many steps (when not drawing a bar).
+    pub print_every: u64,
+    /// Checkpoints kept on disk (the newest ones).
+    pub keep: usize,
+}
+
+/// What a finished run reports.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RunSummary {
+    /// Test accuracy of the final model (0..1).
+    pub test_accuracy: f64,
+    /// Training throughput (optimizer steps only).
+    pub images_per_second: f64,
+    /// Wall time of this invocation, evaluation and checkpoints included.
+    pub wall_seconds: f64,
+    /// The final f32 model file.
+    pub model: PathBuf,
+    /// The newest checkpoint.
+    pub checkpoint: PathBuf,
+    /// The per-step log.
+    pub log: PathBuf,
+    /// Steps done.
+    pub steps: u64,
+    /// Test accuracy at every checkpoint: (step, accuracy).
+    pub evaluations: Vec<(u64, f64)>,
+    /// Threads used.
+    pub threads: usize,
+    /// The seed.
+    pub seed: u64,
+}
+
+/// Why a run stopped early.
+#[derive(Debug)]
+pub enum RunError {
+    /// Writing an output failed (disk full, read-only directory...). Earlier files are intact.
+    Io(PathBuf, std::io::Error),
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunError::Io(p, e) => write!(f, "{}: {e}", p.display()),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+/// `YYYY-MM-DD HH:MM:SS.mmm` in UTC.
+pub fn timestamp() -> String {
+    let t = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03}",
+        t.year(),
+        t.month() as u8,
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+/// The checkpoint file name for `step`.
+pub fn checkpoint_name(step: u64) -> String {
+    format!("checkpoint-{step:07}.fmck")
+}
+
+/// The newest checkpoint in `dir`, by step number.
+pub fn newest_checkpoint(dir: &Path) -> Option<PathBuf> {
+    let mut all = list_checkpoints(dir);
+    all.pop()
+}
+
+fn list_checkpoints(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("checkpoint-") && n.ends_with(".fmck"))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Drops log lines of steps after `step` (they belong to a run that was cut short).
+fn truncate_log(log: &Path, step: u64) -> std::io::Result<()> {
+    let Ok(text) = std::fs::read_to_string(log) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+                .is_some_and(|s| s <= step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    crate::atomic::write_atomic(log, kept.as_bytes())
+}
+
+/// Runs `trainer` to its configured number of steps.
+pub fn run(
+    trainer: &mut Trainer,
+    test: &Dataset,
+    threads: usize,
+    opts: &RunOptions,
+) -> Result<RunSummary, RunError> {
+    let start = Instant::now();
+    let io = |p: &Path| {
+        let p = p.to_owned();
+        move |e| RunError::Io(p, e)
+    };
+    std::fs::create_dir_all(&opts.out).map_err(io(&opts.out))?;
+    let log_path = opts.out.join("train-log.jsonl");
+    truncate_log(&log_path, trainer.state.step).map_err(io(&log_path))?;
+    let mut log = BufWriter::new(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io(&log_path))?,
+    );
+    let cfg = trainer.state.config;
+    let total = cfg.steps;
+    let first_step = trainer.state.step;
+    let train_seconds_before = trainer.state.train_seconds;
+    let bar = (!opts.json && std::io::stdout().is_terminal()).then(|| {
+        let b = indicatif::ProgressBar::new(total);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30}] {pos}/{len} {msg} {per_sec} ETA {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        b.set_position(first_step);
+        b
+    });
+    let say = |line: &str| {
+        if let Some(b) = &bar {
+            b.println(line);
+        } else if opts.json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
+    let mut evaluations = Vec::new();
+    let mut newest = newest_checkpoint(&opts.out).unwrap_or_default();
+    let mut last_acc = f64::NAN;
+    while trainer.state.step < total {
+        let st = trainer.step();
+        let step = trainer.state.step;
+        writeln!(
+            log,
+            r#"{{"time":"{}","step":{step},"total":{total},"loss":{:.6},"accuracy":{:.6},"lr":{:.6e}}}"#,
+            timestamp(),
+            st.loss,
+            st.accuracy,
+            st.lr
+        )
+        .map_err(io(&log_path))?;
+        if let Some(b) = &bar {
+            b.set_position(step);
+            if step % 10 == 0 {
+                b.set_message(format!(
+                    "loss {:.4} acc {:.3} ({:.0} img/s)",
+                    st.loss,
+                    st.accuracy,
+                    images_per_second(trainer, step - first_step, train_seconds_before)
+                ));
+            }
+        } else if step % opts.print_every == 0 || step == 1 {
+            say(&format!(
+                "{}, Step: {step}/{total}, Loss: {:.4}, Accuracy: {:.4}",
+                timestamp(),
+                st.loss,
+                st.accuracy
+            ));
+        }
+        if step % cfg.checkpoint_every == 0 || step == total {
+            let e = trainer.evaluate(test);
+            last_acc = e.accuracy;
+            evaluations.push((step, e.accuracy));
+            trainer.sync_state();
+            let path = opts.out.join(checkpoint_name(step));
+            // The log up to this step is flushed before the checkpoint that covers it exists.
+            log.flush().map_err(io(&log_path))?;
+            checkpoint::save(&path, &trainer.state).map_err(|e| match e {
+                checkpoint::CheckpointError::Io(p, e) => RunError::Io(p, e),
+                checkpoint::CheckpointError::Invalid(p, why) => {
+                    RunError::Io(p, std::io::Error::other(why))
+                }
+            })?;
+            newest = path.clone();
+            writeln!(
+                log,
+                r#"{{"time":"{}","step":{step},"total":{total},"test_accuracy":{:.6},"test_loss":{:.6},"checkpoint":{}}}"#,
+                timestamp(),
+                e.accuracy,
+                e.loss,
+                serde_json::to_string(&path).expect("path serializes")
+            )
+            .map_err(io(&log_path))?;
+            log.flush().map_err(io(&log_path))?;
+            say(&format!(
+                "{}, Step: {step}/{total}, Test accuracy: {:.2} %, checkpoint {}",
+                timestamp(),
+                100.0 * e.accuracy,
+                path.display()
+            ));
+            let all = list_checkpoints(&opts.out);
+            for old in all.iter().take(all.len().saturating_sub(opts.keep)) {
+                let _ = std::fs::remove_file(old);
+            }
+        }
+    }
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    if last_acc.is_nan() {
+        // Resumed at the end: evaluate what is there.
+        last_acc = trainer.evaluate(test).accuracy;
+    }
+    let model = opts.out.join("model.fmnm");
+    crate::modelio::write_model(
+        &model,
+        Arch::LeNet,
+        Kind::F32,
+        bytemuck::bytes_of(trainer.params()),
+    )
+    .map_err(|e| match e {
+        crate::modelio::ModelIoError::Io(p, e) => RunError::Io(p, e),
+        crate::modelio::ModelIoError::Format(p, e) => {
+            RunError::Io(p, std::io::Error::other(e.to_string()))
+        }
+    })?;
+    Ok(RunSummary {
+        test_accuracy: last_acc,
+        images_per_second: images_per_second(
+            trainer,
+            trainer.state.step - first_step,
+            train_seconds_before,
+        ),
+        wall_seconds: start.elapsed().as_secs_f64(),
+        model,
+        checkpoint: newest,
+        log: log_path,
+        steps: trainer.state.step,
+        evaluations,
+        threads,
+        seed: cfg.seed,
+    })
+}
+
+fn images_per_second(t: &Trainer, steps: u64, seconds_before: f64) -> f64 {
+    let secs = t.state.train_seconds - seconds_before;
+    if secs <= 0.0 {
+        0.0
+    } else {
+        (steps as usize * t.state.config.batch) as f64 / secs
+    }
+}
