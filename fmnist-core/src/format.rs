@@ -667,3 +667,57 @@ mod tests {
         );
     }
 }
+
+/// The payload offsets and sizes that `docs/model-format.md` documents.
+#[cfg(test)]
+mod documented_layout {
+    use crate::lenet::{LeNetFoldedParams, LeNetParams};
+    use core::mem::offset_of;
+
+    #[test]
+    fn f32_offsets_match_the_document() {
+        assert_eq!(size_of::<LeNetParams>(), 247_176);
+        let offs = [
+            offset_of!(LeNetParams, conv1_bias),
+            offset_of!(LeNetParams, bn1),
+            offset_of!(LeNetParams, conv2_weight),
+            offset_of!(LeNetParams, conv2_bias),
+            offset_of!(LeNetParams, bn2),
+            offset_of!(LeNetParams, fc1_weight),
+            offset_of!(LeNetParams, fc1_bias),
+            offset_of!(LeNetParams, fc2_weight),
+            offset_of!(LeNetParams, fc2_bias),
+            offset_of!(LeNetParams, fc3_weight),
+            offset_of!(LeNetParams, fc3_bias),
+        ];
+        assert_eq!(
+            offs,
+            [
+                600, 624, 720, 10_320, 10_384, 10_640, 202_640, 203_120, 243_440, 243_776, 247_136
+            ]
+        );
+        assert_eq!(size_of::<LeNetFoldedParams>(), 246_824);
+        let offs = [
+            offset_of!(LeNetFoldedParams, conv1_bias),
+            offset_of!(LeNetFoldedParams, conv2_weight),
+            offset_of!(LeNetFoldedParams, conv2_bias),
+            offset_of!(LeNetFoldedParams, fc1_weight),
+            offset_of!(LeNetFoldedParams, fc1_bias),
+            offset_of!(LeNetFoldedParams, fc2_weight),
+            offset_of!(LeNetFoldedParams, fc2_bias),
+            offset_of!(LeNetFoldedParams, fc3_weight),
+            offset_of!(LeNetFoldedParams, fc3_bias),
+        ];
+        assert_eq!(
+            offs,
+            [
+                600, 624, 10_224, 10_288, 202_288, 202_768, 243_088, 243_424, 246_784
+            ]
+        );
+    }
+
+    #[test]
+    fn crc_check_value() {
+        assert_eq!(super::CRC32.checksum(b"123456789"), 0xCBF4_3926);
+    }
+}
