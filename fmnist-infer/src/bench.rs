@@ -1,0 +1,161 @@
+//! Single-thread, batch-1 throughput of the f32 and int8 forward passes, each next to its naive
+//! reference kernel measured in the same run.
+//!
+//! Each kernel runs `REPS` timed repetitions of `seconds / REPS` over the images in turn (after
+//! one untimed warm-up repetition); the reported figure is the median repetition's images/s.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use fmnist_core::lenet::IMAGE_PIXELS;
+use serde::Serialize;
+
+use crate::model::Model;
+
+/// Timed repetitions per kernel.
+pub const REPS: usize = 5;
+/// Issue 3 §5 target for the f32 forward, images/s on one thread.
+pub const F32_TARGET: f64 = 38_000.0;
+/// Issue 3 §5 target for the int8 forward, images/s on one thread.
+pub const INT8_TARGET: f64 = 40_000.0;
+
+/// One kernel's measurement.
+#[derive(Clone, Debug, Serialize)]
+pub struct KernelResult {
+    /// What ran.
+    pub kernel: &'static str,
+    /// Median images/s.
+    pub images_per_second: f64,
+    /// Every repetition's images/s.
+    pub repetitions: Vec<f64>,
+}
+
+/// A model's fast kernel and its reference.
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelBench {
+    /// Model file.
+    pub model: String,
+    /// Model kind.
+    pub kind: &'static str,
+    /// The optimized forward pass.
+    pub fast: KernelResult,
+    /// The naive reference.
+    pub reference: KernelResult,
+    /// fast / reference.
+    pub speedup: f64,
+    /// The issue's target for this kind (images/s).
+    pub target: f64,
+    /// Whether `fast` reaches it.
+    pub meets_target: bool,
+    /// Whether fast and reference gave bit-identical logits on every benchmark image.
+    pub bit_identical: bool,
+}
+
+/// Median of a non-empty slice.
+pub fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Measures `f` over `images`, one image at a time on this thread.
+pub fn measure<T>(
+    kernel: &'static str,
+    images: &[[u8; IMAGE_PIXELS]],
+    seconds: f64,
+    mut f: impl FnMut(&[u8; IMAGE_PIXELS]) -> T,
+) -> KernelResult {
+    let rep_time = Duration::from_secs_f64((seconds / REPS as f64).max(0.01));
+    let mut offset = 0usize;
+    let mut run = |budget: Duration| {
+        let start = Instant::now();
+        let mut n = 0usize;
+        loop {
+            // Walk through the whole set, 256 images between clock reads.
+            let chunk = &images[offset..(offset + 256).min(images.len())];
+            for img in chunk {
+                black_box(f(black_box(img)));
+            }
+            n += chunk.len();
+            offset = (offset + chunk.len()) % images.len();
+            let t = start.elapsed();
+            if t >= budget {
+                return n as f64 / t.as_secs_f64();
+            }
+        }
+    };
+    run(rep_time / 2);
+    let repetitions: Vec<f64> = (0..REPS).map(|_| run(rep_time)).collect();
+    KernelResult {
+        kernel,
+        images_per_second: median(&repetitions),
+        repetitions,
+    }
+}
+
+/// Benchmarks one model: its fast forward pass and its reference.
+pub fn bench_model(model: &Model, images: &[[u8; IMAGE_PIXELS]], seconds: f64) -> ModelBench {
+    let half = seconds / 2.0;
+    let (fast, reference, bit_identical, target) = if let Some(net) = model.f32_net() {
+        let same = images.iter().all(|img| {
+            net.forward(img).map(f32::to_bits) == net.forward_layers(img).map(f32::to_bits)
+        });
+        (
+            measure("f32 LeNet::forward (fused)", images, half, |i| {
+                net.forward(i)
+            }),
+            measure("f32 LeNet::forward_layers (reference)", images, half, |i| {
+                net.forward_layers(i)
+            }),
+            same,
+            F32_TARGET,
+        )
+    } else {
+        let q = model.int8().expect("a model is f32 or int8");
+        let same = images
+            .iter()
+            .all(|img| q.forward(img) == q.forward_reference(img));
+        (
+            measure("int8 forward", images, half, |i| q.forward(i)),
+            measure("int8 reference forward", images, half, |i| {
+                q.forward_reference(i)
+            }),
+            same,
+            INT8_TARGET,
+        )
+    };
+    ModelBench {
+        model: model.path.display().to_string(),
+        kind: model.kind.name(),
+        speedup: fast.images_per_second / reference.images_per_second,
+        meets_target: fast.images_per_second >= target,
+        target,
+        fast,
+        reference,
+        bit_identical,
+    }
+}
+
+impl ModelBench {
+    /// Human-readable lines.
+    pub fn to_text(&self) -> String {
+        format!(
+            "{} ({}), 1 thread, batch 1, median of {REPS}:\n  {:<40} {:>10.0} images/s  (target {:.0}: {})\n  {:<40} {:>10.0} images/s\n  speed-up {:.2}x, outputs bit-identical: {}\n",
+            self.model,
+            self.kind,
+            self.fast.kernel,
+            self.fast.images_per_second,
+            self.target,
+            if self.meets_target { "met" } else { "NOT met" },
+            self.reference.kernel,
+            self.reference.images_per_second,
+            self.speedup,
+            if self.bit_identical { "yes" } else { "NO" },
+        )
+    }
+}

@@ -1,0 +1,322 @@
+//! The `fmnist-infer` command line: eval, predict, golden, bench.
+//!
+//! Errors go to stderr as one `error: <file>: <problem>` line; the exit code is 2 for bad input
+//! (missing, unreadable, corrupt or foreign files, bad arguments) and 1 for other failures.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use fmnist_core::CLASS_NAMES;
+use fmnist_core::lenet::IMAGE_PIXELS;
+use fmnist_infer::bench::{self, ModelBench};
+use fmnist_infer::error::{Error, Result};
+use fmnist_infer::preprocess::{self, Invert};
+use fmnist_infer::{Model, eval, golden};
+use fmnist_train::data::{self, Split};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(
+    name = "fmnist-infer",
+    version,
+    about = "Run fmnist models on the host: evaluate, predict images, write golden outputs, benchmark"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum InvertArg {
+    /// Negate when the image border is mostly light.
+    Auto,
+    /// Always negate (dark object on a light background).
+    Yes,
+    /// Never negate (light object on a dark background).
+    No,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Accuracy, per-class accuracy and confusion matrix on the 10,000 test images.
+    Eval {
+        /// Model file: FMNM (f32, f32 BN-folded, int8) or PyTorch-named .safetensors.
+        #[arg(long)]
+        model: PathBuf,
+        /// Fashion-MNIST directory (default: $FMNIST_DATA, ./data/fashion-mnist, /usr/share/datasets/fashion-mnist).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Worker threads (default: one per core).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Classify PNG or JPEG images: top 3 classes with probabilities.
+    Predict {
+        /// Model file (f32, f32 BN-folded, int8 or .safetensors).
+        #[arg(long)]
+        model: PathBuf,
+        /// Negate the image so the object is light on dark: auto decides from the border.
+        #[arg(long, value_enum, default_value = "auto")]
+        invert: InvertArg,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Also write the 28x28 input the model saw as <DIR>/<image stem>.28x28.png.
+        #[arg(long, value_name = "DIR")]
+        save_input: Option<PathBuf>,
+        /// Images (PNG or JPEG, any size, grey or colour).
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+    /// Write the logits and predicted class of every test image (the firmware's reference).
+    Golden {
+        /// Model file (int8 gives i8 logits, f32 gives f32 logits).
+        #[arg(long)]
+        model: PathBuf,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Fashion-MNIST directory.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Print a JSON summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Single-thread, batch-1 images/s of the forward pass next to the naive reference.
+    Bench {
+        /// Model file(s); repeat to benchmark an f32 and an int8 model in one run.
+        #[arg(long, required = true)]
+        model: Vec<PathBuf>,
+        /// Seconds per model (split between the fast and the reference kernel).
+        #[arg(long, default_value_t = 4.0)]
+        seconds: f64,
+        /// Fashion-MNIST directory (the test images are the inputs; synthetic images if absent).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn load_test(dir: Option<&Path>) -> Result<data::Dataset> {
+    let dir = data::locate(dir)?;
+    Ok(data::load(&dir, Split::Test)?)
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).expect("JSON values serialise")
+    );
+}
+
+fn cmd_eval(
+    model: &Path,
+    data_dir: Option<&Path>,
+    json: bool,
+    threads: Option<usize>,
+) -> Result<()> {
+    let model = Model::load(model)?;
+    let test = load_test(data_dir)?;
+    let report = eval::evaluate(&model, &test.images, &test.labels, threads.unwrap_or(0))?;
+    if json {
+        print_json(&serde_json::to_value(&report).expect("report serialises"));
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(())
+}
+
+fn cmd_predict(
+    model: &Path,
+    invert: InvertArg,
+    json: bool,
+    save_input: Option<&Path>,
+    images: &[PathBuf],
+) -> Result<()> {
+    let model = Model::load(model)?;
+    let invert = match invert {
+        InvertArg::Auto => Invert::Auto,
+        InvertArg::Yes => Invert::Yes,
+        InvertArg::No => Invert::No,
+    };
+    // Read every image first: a bad one fails the command before anything is printed.
+    let prepared = images
+        .iter()
+        .map(|p| preprocess::prepare_file(p, invert))
+        .collect::<Result<Vec<_>>>()?;
+    let mut out = Vec::new();
+    for (path, prep) in images.iter().zip(&prepared) {
+        if let Some(dir) = save_input {
+            let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+            let dest = dir.join(format!("{stem}.28x28.png"));
+            preprocess::to_gray_image(&prep.pixels)
+                .save(&dest)
+                .map_err(|e| Error::failure(&dest, e))?;
+        }
+        let probs = model.probabilities(&prep.pixels);
+        let mut order: Vec<usize> = (0..10).collect();
+        // Descending probability, ties to the lower label.
+        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+        let top: Vec<_> = order[..3]
+            .iter()
+            .map(|&c| json!({"label": c, "class": CLASS_NAMES[c], "probability": probs[c]}))
+            .collect();
+        if !json {
+            println!(
+                "{}: {} ({}x{}{})",
+                path.display(),
+                CLASS_NAMES[order[0]],
+                prep.source_size.0,
+                prep.source_size.1,
+                if prep.inverted { ", inverted" } else { "" }
+            );
+            for (rank, &c) in order[..3].iter().enumerate() {
+                println!(
+                    "  {}. {:<12} {:6.2} %",
+                    rank + 1,
+                    CLASS_NAMES[c],
+                    100.0 * probs[c]
+                );
+            }
+        }
+        out.push(json!({
+            "image": path.display().to_string(),
+            "inverted": prep.inverted,
+            "source_size": [prep.source_size.0, prep.source_size.1],
+            "bbox": [prep.bbox.0, prep.bbox.1, prep.bbox.2, prep.bbox.3],
+            "top": top,
+        }));
+    }
+    if json {
+        print_json(&json!({
+            "model": model.path.display().to_string(),
+            "kind": model.kind.name(),
+            "predictions": out,
+        }));
+    }
+    Ok(())
+}
+
+fn cmd_golden(model: &Path, out: &Path, data_dir: Option<&Path>, json: bool) -> Result<()> {
+    let model = Model::load(model)?;
+    let test = load_test(data_dir)?;
+    let bytes = golden::write(&model, &test.images, out)?;
+    let logits = if model.kind.is_int8() { "int8" } else { "f32" };
+    if json {
+        print_json(&json!({
+            "out": out.display().to_string(),
+            "model": model.path.display().to_string(),
+            "kind": model.kind.name(),
+            "logits": logits,
+            "images": test.images.len(),
+            "bytes": bytes,
+            "model_crc": format!("{:#010x}", model.crc),
+        }));
+    } else {
+        println!(
+            "{}: {} images, {logits} logits, {bytes} bytes (model {} CRC {:#010x})",
+            out.display(),
+            test.images.len(),
+            model.path.display(),
+            model.crc
+        );
+    }
+    Ok(())
+}
+
+/// Deterministic stand-in images when the data set is not available.
+fn synthetic_images() -> Vec<[u8; IMAGE_PIXELS]> {
+    let mut s = 0x2545_f491u32;
+    (0..1000)
+        .map(|_| {
+            std::array::from_fn(|_| {
+                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (s >> 24) as u8
+            })
+        })
+        .collect()
+}
+
+fn cmd_bench(models: &[PathBuf], seconds: f64, data_dir: Option<&Path>, json: bool) -> Result<()> {
+    if !(seconds.is_finite() && seconds > 0.0) {
+        return Err(Error::bad_msg(format!(
+            "--seconds must be positive, got {seconds}"
+        )));
+    }
+    let models = models
+        .iter()
+        .map(|p| Model::load(p))
+        .collect::<Result<Vec<_>>>()?;
+    let (images, source) = match load_test(data_dir) {
+        Ok(t) => (t.images, "Fashion-MNIST test set"),
+        Err(e) if data_dir.is_some() => return Err(e),
+        Err(_) => (synthetic_images(), "synthetic images (data set not found)"),
+    };
+    let results: Vec<ModelBench> = models
+        .iter()
+        .map(|m| bench::bench_model(m, &images, seconds))
+        .collect();
+    if json {
+        print_json(&json!({
+            "threads": 1,
+            "batch": 1,
+            "inputs": source,
+            "repetitions": bench::REPS,
+            "results": results,
+        }));
+    } else {
+        println!("inputs: {source}");
+        for r in &results {
+            print!("{}", r.to_text());
+        }
+    }
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Eval {
+            model,
+            data,
+            json,
+            threads,
+        } => cmd_eval(&model, data.as_deref(), json, threads),
+        Command::Predict {
+            model,
+            invert,
+            json,
+            save_input,
+            images,
+        } => cmd_predict(&model, invert, json, save_input.as_deref(), &images),
+        Command::Golden {
+            model,
+            out,
+            data,
+            json,
+        } => cmd_golden(&model, &out, data.as_deref(), json),
+        Command::Bench {
+            model,
+            seconds,
+            data,
+            json,
+        } => cmd_bench(&model, seconds, data.as_deref(), json),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! Loading a model file of any supported kind, detected by content, and running it on one image.
+//!
+//! * `FMNM` container (see `fmnist_core::format`): kind 1 (f32 with BN), 2 (f32, BN folded) or
+//!   3 (int8);
+//! * a safetensors file with PyTorch's LeNet-BN `state_dict` (see
+//!   `fmnist_train::safetensors_io`), run as the f32 model.
+//!
+//! Anything else, a truncated or corrupt file included, is bad input naming the file.
+
+use std::path::{Path, PathBuf};
+
+use fmnist_core::format::{self, Kind};
+use fmnist_core::layers::{argmax, softmax};
+use fmnist_core::lenet::{IMAGE_PIXELS, LeNet, LeNetFoldedParams, LeNetParams};
+use fmnist_train::modelio::LoadedModel;
+use fmnist_train::safetensors_io;
+
+use crate::error::{Error, Result};
+use crate::int8::Int8Model;
+
+/// The logits of one image, in the model's own number type.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Logits {
+    /// An f32 model's logits.
+    F32([f32; 10]),
+    /// An int8 model's quantized logits.
+    I8([i8; 10]),
+}
+
+/// What a model file held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelKind {
+    /// FMNM kind 1: f32 with batch norm.
+    F32,
+    /// FMNM kind 2: f32 with batch norm folded.
+    F32Folded,
+    /// FMNM kind 3: int8.
+    Int8,
+    /// A PyTorch-named safetensors file (f32 with batch norm).
+    Safetensors,
+}
+
+impl ModelKind {
+    /// Name used in reports and JSON: `f32`, `f32-folded`, `int8`, `safetensors-f32`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::F32 => "f32",
+            ModelKind::F32Folded => "f32-folded",
+            ModelKind::Int8 => "int8",
+            ModelKind::Safetensors => "safetensors-f32",
+        }
+    }
+
+    /// True for the int8 model.
+    pub fn is_int8(self) -> bool {
+        self == ModelKind::Int8
+    }
+}
+
+enum Weights {
+    F32(Box<LeNetParams>),
+    Folded(Box<LeNetFoldedParams>),
+    Int8(Int8Model),
+}
+
+/// A loaded, checked model.
+pub struct Model {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// What it holds.
+    pub kind: ModelKind,
+    /// CRC-32 identifying the file: the FMNM trailer, or the CRC-32 of a safetensors file's bytes.
+    pub crc: u32,
+    weights: Weights,
+}
+
+fn boxed_copy<T: bytemuck::Pod>(v: &T) -> Box<T> {
+    let mut b: Box<T> = bytemuck::zeroed_box();
+    bytemuck::bytes_of_mut(&mut *b).copy_from_slice(bytemuck::bytes_of(v));
+    b
+}
+
+impl Model {
+    /// Reads `path` and detects its kind by content.
+    pub fn load(path: &Path) -> Result<Model> {
+        let bytes = std::fs::read(path).map_err(|e| Error::bad(path, e))?;
+        Self::from_bytes(path, &bytes)
+    }
+
+    /// Parses model bytes that came from `path` (used in messages).
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Model> {
+        let is_st_name = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+        if bytes.starts_with(&format::MAGIC)
+            || !(is_st_name || safetensors_io::looks_like_safetensors(bytes))
+        {
+            if bytes.is_empty() {
+                return Err(Error::bad(path, "empty file (0 bytes), not a model"));
+            }
+            return Self::from_fmnm(path, bytes);
+        }
+        let params = safetensors_io::decode(bytes).map_err(|e| Error::bad(path, e))?;
+        Ok(Model {
+            path: path.to_owned(),
+            kind: ModelKind::Safetensors,
+            crc: format::CRC32.checksum(bytes),
+            weights: Weights::F32(params),
+        })
+    }
+
+    fn from_fmnm(path: &Path, bytes: &[u8]) -> Result<Model> {
+        let loaded = LoadedModel::from_bytes(bytes, path);
+        let file = loaded.file().map_err(|e| {
+            if e == format::FormatError::BadMagic {
+                Error::bad(
+                    path,
+                    "not a model file: neither an fmnist model (magic \"FMNM\") nor safetensors",
+                )
+            } else {
+                Error::bad(path, e)
+            }
+        })?;
+        let crc_at = file.payload.len() + format::HEADER_LEN;
+        let crc = u32::from_le_bytes(bytes[crc_at..crc_at + 4].try_into().unwrap());
+        let (kind, weights) = match file.header.kind {
+            Kind::F32 => (
+                ModelKind::F32,
+                Weights::F32(boxed_copy(
+                    file.lenet_f32().map_err(|e| Error::bad(path, e))?,
+                )),
+            ),
+            Kind::F32Folded => (
+                ModelKind::F32Folded,
+                Weights::Folded(boxed_copy(
+                    file.lenet_folded().map_err(|e| Error::bad(path, e))?,
+                )),
+            ),
+            Kind::Int8 => (ModelKind::Int8, Weights::Int8(Int8Model::new(loaded)?)),
+        };
+        Ok(Model {
+            path: path.to_owned(),
+            kind,
+            crc,
+            weights,
+        })
+    }
+
+    /// The logits of one image.
+    #[inline]
+    pub fn logits(&self, image: &[u8; IMAGE_PIXELS]) -> Logits {
+        match &self.weights {
+            Weights::F32(p) => Logits::F32(LeNet::from(&**p).forward(image)),
+            Weights::Folded(p) => Logits::F32(LeNet::from(&**p).forward(image)),
+            Weights::Int8(m) => Logits::I8(m.forward(image)),
+        }
+    }
+
+    /// The predicted class: argmax of the model's own logits (ties: lowest index).
+    #[inline]
+    pub fn class(&self, image: &[u8; IMAGE_PIXELS]) -> usize {
+        match self.logits(image) {
+            Logits::F32(l) => argmax(&l),
+            Logits::I8(l) => argmax(&l),
+        }
+    }
+
+    /// f32 logits: the model's own, or an int8 model's dequantized as
+    /// `scale · (q − zero_point)`.
+    pub fn logits_f32(&self, image: &[u8; IMAGE_PIXELS]) -> [f32; 10] {
+        match (self.logits(image), &self.weights) {
+            (Logits::F32(l), _) => l,
+            (Logits::I8(q), Weights::Int8(m)) => m.dequantize(&q),
+            (Logits::I8(_), _) => unreachable!("only the int8 model gives i8 logits"),
+        }
+    }
+
+    /// Class probabilities: f32 softmax of [`Model::logits_f32`].
+    pub fn probabilities(&self, image: &[u8; IMAGE_PIXELS]) -> [f32; 10] {
+        softmax(&self.logits_f32(image))
+    }
+
+    /// The f32 forward pass of this model (`None` for an int8 model).
+    pub fn f32_net(&self) -> Option<LeNet<'_>> {
+        match &self.weights {
+            Weights::F32(p) => Some(LeNet::from(&**p)),
+            Weights::Folded(p) => Some(LeNet::from(&**p)),
+            Weights::Int8(_) => None,
+        }
+    }
+
+    /// The int8 model (`None` for an f32 model).
+    pub fn int8(&self) -> Option<&Int8Model> {
+        match &self.weights {
+            Weights::Int8(m) => Some(m),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fmnist_core::format::Arch;
+    use fmnist_train::modelio::encode_model;
+
+    pub(crate) fn lcg_params(seed: u32) -> Box<LeNetParams> {
+        let mut p: Box<LeNetParams> = bytemuck::zeroed_box();
+        let mut s = seed;
+        for v in bytemuck::cast_slice_mut::<LeNetParams, f32>(std::slice::from_mut(&mut *p)) {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            *v = ((s >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 0.4;
+        }
+        p.bn1
+            .running_var
+            .iter_mut()
+            .for_each(|v| *v = v.abs() + 0.5);
+        p.bn2
+            .running_var
+            .iter_mut()
+            .for_each(|v| *v = v.abs() + 0.5);
+        p
+    }
+
+    #[test]
+    fn fmnm_and_safetensors_give_the_same_logits() {
+        let p = lcg_params(4);
+        let fmnm = encode_model(Arch::LeNet, Kind::F32, bytemuck::bytes_of(&*p));
+        let st = safetensors_io::encode(&p, 0);
+        let a = Model::from_bytes(Path::new("a.fmnm"), &fmnm).unwrap();
+        let b = Model::from_bytes(Path::new("b.bin"), &st).unwrap();
+        assert_eq!(a.kind, ModelKind::F32);
+        assert_eq!(b.kind, ModelKind::Safetensors);
+        let img: [u8; 784] = std::array::from_fn(|i| (i * 7 % 256) as u8);
+        assert_eq!(a.logits(&img), b.logits(&img));
+        let pr = a.probabilities(&img);
+        assert!((pr.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn bad_files_are_bad_input_naming_the_file() {
+        let p = lcg_params(4);
+        let good = encode_model(Arch::LeNet, Kind::F32, bytemuck::bytes_of(&*p));
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            ("empty.fmnm", vec![], "empty file"),
+            (
+                "trunc.fmnm",
+                good[..good.len() - 100].to_vec(),
+                "wrong length",
+            ),
+            (
+                "text.fmnm",
+                b"hello, this is a text file\n".to_vec(),
+                "not a model file",
+            ),
+            (
+                "flip.fmnm",
+                {
+                    let mut b = good.clone();
+                    b[5000] ^= 1;
+                    b
+                },
+                "CRC mismatch",
+            ),
+            ("x.safetensors", b"{}".to_vec(), "safetensors"),
+        ];
+        for (name, bytes, want) in cases {
+            let e = Model::from_bytes(Path::new(name), &bytes).err().unwrap();
+            assert_eq!(e.exit_code(), 2);
+            assert!(
+                e.message.starts_with(name) && e.message.contains(want),
+                "{e}"
+            );
+        }
+    }
+}
