@@ -1,1 +1,73 @@
-//! Shared helpers for the integration tests.
+//! Shared helpers for the integration tests: finding the release binaries, running them, the
+//! real data set.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// A workspace binary (`fmnist-train`, `fmnist-infer`). The test command builds them first
+/// (`cargo build --release --workspace`); a missing one is a setup error with a clear message.
+pub fn bin(name: &str) -> PathBuf {
+    // The test executable lives in target/<profile>/deps/.
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let candidates = [
+        profile_dir.join(name),
+        workspace_root().join("target/release").join(name),
+    ];
+    candidates.iter().find(|p| p.is_file()).cloned().unwrap_or_else(|| {
+        panic!("{name} is not built; run `cargo build --release --workspace` first (looked at {candidates:?})")
+    })
+}
+
+/// Runs a workspace binary with arguments.
+pub fn run(name: &str, args: &[&str]) -> Output {
+    Command::new(bin(name))
+        .args(args)
+        .output()
+        .expect("binary runs")
+}
+
+/// Stdout and stderr as text.
+pub fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// Asserts a bad-input failure: exit code 2, one `error:` line on stderr containing `needle`,
+/// and no panic.
+pub fn assert_bad_input(o: &Output, needle: &str) {
+    let (_, err) = text(o);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "expected exit 2, got {:?}; stderr: {err}",
+        o.status
+    );
+    assert!(!err.contains("panicked"), "panic in stderr: {err}");
+    assert!(
+        err.starts_with("error: "),
+        "stderr should start with 'error: ': {err}"
+    );
+    assert!(
+        err.contains(needle),
+        "stderr should mention {needle:?}: {err}"
+    );
+}
+
+/// The real Fashion-MNIST directory (installed by the test command).
+pub fn data_dir() -> PathBuf {
+    fmnist_train::data::locate(None).unwrap_or_else(|e| panic!("{e}"))
+}

@@ -1,0 +1,246 @@
+//! The trainer's command line on the real data: determinism, bit-identical resume, the f32
+//! model file agreeing with fmnist-core, and bad input.
+
+use std::path::Path;
+
+use fmnist_core::lenet::LeNet;
+use fmnist_tests::{assert_bad_input, data_dir, run, text};
+use fmnist_train::data::{self, Split};
+use fmnist_train::modelio::LoadedModel;
+
+fn train(out: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "train",
+        "--preset",
+        "fast",
+        "--json",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = run("fmnist-train", &args);
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "train failed: {stderr}");
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+}
+
+#[test]
+fn same_seed_same_bytes_whatever_the_thread_count_and_resume_is_bit_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("c"),
+    );
+    // K = 60 steps straight, on 2 threads and on 1 thread.
+    let ja = train(
+        &a,
+        &[
+            "--steps",
+            "60",
+            "--checkpoint-every",
+            "60",
+            "--seed",
+            "7",
+            "--threads",
+            "2",
+        ],
+    );
+    let jb = train(
+        &b,
+        &[
+            "--steps",
+            "60",
+            "--checkpoint-every",
+            "60",
+            "--seed",
+            "7",
+            "--threads",
+            "1",
+        ],
+    );
+    let model_a = std::fs::read(a.join("model.fmnm")).unwrap();
+    assert!(
+        model_a == std::fs::read(b.join("model.fmnm")).unwrap(),
+        "thread count changed the weights"
+    );
+    assert_eq!(ja["test_accuracy"], jb["test_accuracy"]);
+    for key in [
+        "test_accuracy",
+        "images_per_second",
+        "wall_seconds",
+        "model",
+    ] {
+        assert!(ja.get(key).is_some(), "--json lacks {key}: {ja}");
+    }
+
+    // K/2 = 30 steps with a checkpoint, then resume the other 30.
+    train(
+        &c,
+        &[
+            "--steps",
+            "60",
+            "--checkpoint-every",
+            "30",
+            "--seed",
+            "7",
+            "--keep",
+            "5",
+        ],
+    );
+    let half = c.join("checkpoint-0000030.fmck");
+    let resumed = dir.path().join("resumed");
+    let o = run(
+        "fmnist-train",
+        &[
+            "resume",
+            "--checkpoint",
+            half.to_str().unwrap(),
+            "--out",
+            resumed.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "resume failed: {}", text(&o).1);
+    assert!(
+        model_a == std::fs::read(resumed.join("model.fmnm")).unwrap(),
+        "resume is not bit-identical"
+    );
+    // The final checkpoints hold the same state, but for the measured training time.
+    let state = |p: &Path| {
+        let mut s = fmnist_train::checkpoint::load(p).unwrap();
+        s.train_seconds = 0.0;
+        s
+    };
+    assert!(
+        state(&c.join("checkpoint-0000060.fmck")) == state(&resumed.join("checkpoint-0000060.fmck")),
+        "resumed checkpoint state differs"
+    );
+
+    // The log: one line per step with time (ms), step/total, loss, accuracy; evaluations.
+    let log = std::fs::read_to_string(a.join("train-log.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.iter().filter(|l| l.get("loss").is_some()).count(), 60);
+    let first = &lines[0];
+    assert_eq!(first["step"], 1);
+    assert_eq!(first["total"], 60);
+    assert_eq!(
+        first["time"].as_str().unwrap().len(),
+        "2025-04-20 13:33:44.695".len()
+    );
+    assert!(lines.iter().any(|l| l.get("test_accuracy").is_some()));
+}
+
+#[test]
+fn f32_model_file_agrees_with_the_batched_evaluation_on_all_test_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = train(dir.path(), &["--steps", "300", "--checkpoint-every", "300"]);
+    let model = LoadedModel::read(Path::new(j["model"].as_str().unwrap())).unwrap();
+    let params = model.file().unwrap().lenet_f32().unwrap();
+    let test = data::load(&data_dir(), Split::Test).unwrap();
+    let pool = fmnist_train::trainer::thread_pool(2);
+    let batched = fmnist_train::trainer::evaluate_with(params, &test, &pool);
+    let net = LeNet::from(params);
+    let mut correct = 0;
+    let mut max_diff = 0.0f32;
+    for (i, img) in test.images.iter().enumerate() {
+        let l = net.forward(img);
+        let b = batched.logits[i];
+        for k in 0..10 {
+            max_diff = max_diff.max((l[k] - b[k]).abs());
+        }
+        let p = fmnist_core::layers::argmax(&l);
+        assert_eq!(
+            p,
+            fmnist_core::layers::argmax(&b),
+            "prediction differs on image {i}"
+        );
+        correct += (p == test.labels[i] as usize) as usize;
+    }
+    assert!(max_diff <= 1e-4, "max |Δ logit| = {max_diff}");
+    assert_eq!(correct as f64 / 10_000.0, batched.accuracy);
+    assert!((batched.accuracy - j["test_accuracy"].as_f64().unwrap()).abs() < 1e-12);
+    assert!(
+        batched.accuracy > 0.8,
+        "300 steps should reach 80 %: {}",
+        batched.accuracy
+    );
+}
+
+#[test]
+fn bad_input_is_a_clear_error_with_exit_code_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(
+        "fmnist-train",
+        &[
+            "train",
+            "--data",
+            "/nonexistent/fm",
+            "--out",
+            dir.path().to_str().unwrap(),
+        ],
+    );
+    assert_bad_input(&o, "apt-get install dataset-fashion-mnist");
+
+    // Truncated labels: the message names the file and the counts.
+    let d = dir.path().join("broken");
+    std::fs::create_dir(&d).unwrap();
+    let src = data_dir();
+    for f in [
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+    ] {
+        std::fs::copy(src.join(f), d.join(f)).unwrap();
+    }
+    let mut labels = data::encode_labels(&data::load(&src, Split::Test).unwrap().labels);
+    labels.truncate(labels.len() - 2);
+    std::fs::write(d.join("t10k-labels-idx1-ubyte"), labels).unwrap();
+    let o = run(
+        "fmnist-train",
+        &["train", "--data", d.to_str().unwrap(), "--steps", "1"],
+    );
+    assert_bad_input(
+        &o,
+        "t10k-labels-idx1-ubyte: truncated: header says 10000 labels, found 9998",
+    );
+
+    let bogus = dir.path().join("bogus.fmck");
+    std::fs::write(&bogus, b"this is not a checkpoint at all").unwrap();
+    let o = run(
+        "fmnist-train",
+        &["resume", "--checkpoint", bogus.to_str().unwrap()],
+    );
+    assert_bad_input(&o, "bad magic");
+    let o = run(
+        "fmnist-train",
+        &["resume", "--checkpoint", "/nonexistent.fmck"],
+    );
+    assert_bad_input(&o, "/nonexistent.fmck");
+    let o = run("fmnist-train", &["train", "--lr=-1", "--steps", "1"]);
+    assert_bad_input(&o, "--lr must be a positive number");
+    let o = run("fmnist-train", &["train", "--preset", "nonsense"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn summary_prints_the_layer_table() {
+    let o = run("fmnist-train", &["summary"]);
+    let (out, _) = text(&o);
+    assert!(o.status.success());
+    for needle in [
+        "Layer",
+        "Output Shape",
+        "Param #",
+        "48,120",
+        "Total params: 61,750",
+    ] {
+        assert!(out.contains(needle), "{needle} missing from:\n{out}");
+    }
+    let j: serde_json::Value =
+        serde_json::from_str(&text(&run("fmnist-train", &["summary", "--json"])).0).unwrap();
+    assert_eq!(j["total_params"], 61_750);
+}
