@@ -13,11 +13,13 @@
 //! the 10 f32 logits' bits (40 bytes, little-endian), depending on the model.
 
 use core::ffi::CStr;
+use core::mem::MaybeUninit;
 
 use defmt::error;
 use fmnist_core::lenet::IMAGE_PIXELS;
 use semihosting::fs::File;
 use semihosting::io::{Read, Write};
+use semihosting::sys::arm_compat::sys_get_cmdline_uninit;
 
 use crate::{EXIT_USAGE, exit};
 
@@ -62,44 +64,43 @@ pub struct Labels {
     pub count: u32,
 }
 
-fn fail(what: &str, arg: &str) -> ! {
-    error!("{=str}: {=str}", what, arg);
+fn fail(what: &str, arg: &[u8]) -> ! {
+    error!("{=str}: {=[u8]:a}", what, arg);
     exit(EXIT_USAGE)
 }
 
-fn open(path: &str) -> File {
-    let mut buf = [0u8; 256];
-    if path.len() >= buf.len() {
-        fail("path too long", path);
-    }
-    buf[..path.len()].copy_from_slice(path.as_bytes());
-    let c = CStr::from_bytes_until_nul(&buf).unwrap_or_else(|_| fail("bad path", path));
-    File::open(c).unwrap_or_else(|_| fail("cannot open", path))
+/// One NUL-terminated word of the command line (the NUL included).
+type Word<'a> = &'a [u8];
+
+fn path(w: Word<'_>) -> &CStr {
+    CStr::from_bytes_with_nul(w).unwrap_or_else(|_| fail("bad path", w))
 }
 
-fn create(path: &str) -> File {
-    let mut buf = [0u8; 256];
-    if path.len() >= buf.len() {
-        fail("path too long", path);
-    }
-    buf[..path.len()].copy_from_slice(path.as_bytes());
-    let c = CStr::from_bytes_until_nul(&buf).unwrap_or_else(|_| fail("bad path", path));
-    File::create(c).unwrap_or_else(|_| fail("cannot create", path))
+fn text(w: Word<'_>) -> &[u8] {
+    &w[..w.len() - 1]
+}
+
+fn open(w: Word<'_>) -> File {
+    File::open(path(w)).unwrap_or_else(|_| fail("cannot open", text(w)))
+}
+
+fn create(w: Word<'_>) -> File {
+    File::create(path(w)).unwrap_or_else(|_| fail("cannot create", text(w)))
 }
 
 fn be_u32(b: &[u8]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
-fn images(path: &str) -> Images {
-    let mut file = open(path);
+fn images(w: Word<'_>) -> Images {
+    let mut file = open(w);
     let mut h = [0u8; 16];
     if file.read_exact(&mut h).is_err()
         || be_u32(&h[0..]) != 0x0803
         || be_u32(&h[8..]) != 28
         || be_u32(&h[12..]) != 28
     {
-        fail("not an IDX file of 28x28 images (un-gzipped)", path);
+        fail("not an IDX file of 28x28 images (un-gzipped)", text(w));
     }
     Images {
         file,
@@ -107,11 +108,11 @@ fn images(path: &str) -> Images {
     }
 }
 
-fn labels(path: &str) -> Labels {
-    let mut file = open(path);
+fn labels(w: Word<'_>) -> Labels {
+    let mut file = open(w);
     let mut h = [0u8; 8];
     if file.read_exact(&mut h).is_err() || be_u32(&h[0..]) != 0x0801 {
-        fail("not an IDX label file (un-gzipped)", path);
+        fail("not an IDX label file (un-gzipped)", text(w));
     }
     Labels {
         file,
@@ -123,7 +124,7 @@ impl Images {
     /// Reads the next image.
     pub fn next(&mut self, image: &mut [u8; IMAGE_PIXELS]) {
         if self.file.read_exact(image).is_err() {
-            fail("read failed", "images");
+            fail("read failed", b"images");
         }
     }
 }
@@ -132,7 +133,7 @@ impl Labels {
     /// Reads the next `out.len()` labels.
     pub fn next(&mut self, out: &mut [u8]) {
         if self.file.read_exact(out).is_err() {
-            fail("read failed", "labels");
+            fail("read failed", b"labels");
         }
     }
 }
@@ -140,53 +141,84 @@ impl Labels {
 /// Writes all of `bytes` to `file`.
 pub fn write(file: &mut File, bytes: &[u8]) {
     if file.write_all(bytes).is_err() {
-        fail("write failed", "logits");
+        fail("write failed", b"logits");
     }
 }
 
-/// Parses the semihosting command line and opens the files it names.
+fn number(w: Word<'_>) -> u32 {
+    let digits = text(w);
+    if digits.is_empty() || digits.len() > 9 || !digits.iter().all(u8::is_ascii_digit) {
+        fail("bad count", digits);
+    }
+    digits.iter().fold(0, |n, &d| n * 10 + u32::from(d - b'0'))
+}
+
+/// Most words on the command line (kernel path, mode, three arguments).
+const MAX_WORDS: usize = 5;
+
+/// Parses the semihosting command line and opens the files it names. Words are split at
+/// spaces in place (each space becomes the NUL ending a C string), so no path is copied.
 #[inline(never)]
 pub fn command() -> Command {
-    let args = semihosting::experimental::env::args::<512>()
-        .unwrap_or_else(|_| fail("cannot read the command line", "SYS_GET_CMDLINE"));
-    let mut it = (&args).map(|a| a.unwrap_or(""));
-    let _kernel = it.next();
-    let mode = it.next().unwrap_or("");
-    let mut arg = |name: &str| it.next().unwrap_or_else(|| fail("missing argument", name));
-    let cmd = match mode {
-        "demo" => {
-            let images = images(arg("IMAGES"));
-            let labels = labels(arg("LABELS"));
-            let count = it
-                .next()
-                .map(|n| n.parse().unwrap_or_else(|_| fail("bad count", n)))
-                .unwrap_or(8);
+    let mut buf = [MaybeUninit::<u8>::uninit(); 512];
+    let len = sys_get_cmdline_uninit(&mut buf[..511])
+        .unwrap_or_else(|_| fail("cannot read the command line", b"SYS_GET_CMDLINE"))
+        .len();
+    buf[len].write(0);
+    // SAFETY: the call initialised `buf[..len]` and `buf[len]` was just written.
+    let line = unsafe { core::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u8>(), len + 1) };
+    let mut spans = [(0usize, 0usize); MAX_WORDS];
+    let mut n = 0;
+    let mut start = 0;
+    for i in 0..line.len() {
+        if line[i] == b' ' || line[i] == 0 {
+            line[i] = 0;
+            if i > start {
+                if n == MAX_WORDS {
+                    fail("too many arguments", &line[start..i]);
+                }
+                spans[n] = (start, i + 1);
+                n += 1;
+            }
+            start = i + 1;
+        }
+    }
+    let line: &[u8] = line;
+    // Word 0 is the kernel (ELF) path QEMU puts first.
+    let word = |k: usize| (k < n).then(|| &line[spans[k].0..spans[k].1]);
+    let arg =
+        |k: usize, name: &str| word(k).unwrap_or_else(|| fail("missing argument", name.as_bytes()));
+    let mode = word(1).map(text).unwrap_or(b"");
+    let (cmd, used) = match mode {
+        b"demo" => (
             Command::Demo {
-                images,
-                labels,
-                count,
-            }
-        }
-        "verify" => {
-            let images = images(arg("IMAGES"));
-            let labels = labels(arg("LABELS"));
-            let out = create(arg("OUT"));
+                images: images(arg(2, "IMAGES")),
+                labels: labels(arg(3, "LABELS")),
+                count: word(4).map(number).unwrap_or(8),
+            },
+            5,
+        ),
+        b"verify" => (
             Command::Verify {
-                images,
-                labels,
-                out,
-            }
-        }
-        "bench" => Command::Bench {
-            images: it.next().map(images),
-        },
+                images: images(arg(2, "IMAGES")),
+                labels: labels(arg(3, "LABELS")),
+                out: create(arg(4, "OUT")),
+            },
+            5,
+        ),
+        b"bench" => (
+            Command::Bench {
+                images: word(2).map(images),
+            },
+            3,
+        ),
         other => fail(
             "usage: demo IMAGES LABELS [N] | verify IMAGES LABELS OUT | bench [IMAGES]; got",
             other,
         ),
     };
-    if let Some(extra) = it.next() {
-        fail("unexpected argument", extra);
+    if let Some(extra) = word(used) {
+        fail("unexpected argument", text(extra));
     }
     cmd
 }

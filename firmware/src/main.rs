@@ -165,7 +165,6 @@ fn verify(
     let mut truth = [0u8; CHUNK];
     let mut correct = 0u32;
     let mut done = 0u32;
-    let t0 = cost::now();
     while done < images.count {
         let k = (images.count - done).min(CHUNK as u32) as usize;
         labels.next(&mut truth[..k]);
@@ -177,15 +176,12 @@ fn verify(
         host::write(out, &logits[..k * n]);
         done += k as u32;
     }
-    let elapsed = cost::now().wrapping_sub(t0);
     info!(
-        "verify {=str}: {=u32} images, {=u32} correct ({=u32} per 10000), {=u32} {=str} in all",
+        "verify {=str}: {=u32} images, {=u32} correct ({=u32} per 10000)",
         net.name(),
         done,
         correct,
-        if done == 0 { 0 } else { correct * 10_000 / done },
-        elapsed,
-        cost::UNIT
+        (correct * 10_000).checked_div(done).unwrap_or(0),
     );
 }
 
@@ -220,7 +216,11 @@ fn demo_one(net: &Net, index: u32, image: &[u8; IMAGE_PIXELS], label: u8) {
         index,
         name(class),
         name(label as usize),
-        if class == label as usize { "" } else { "  <- wrong" },
+        if class == label as usize {
+            ""
+        } else {
+            "  <- wrong"
+        },
         c,
         cost::UNIT
     );

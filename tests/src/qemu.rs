@@ -1,0 +1,459 @@
+//! Building the firmware, running it on QEMU and reading what it says.
+//!
+//! * [`firmware`] builds `firmware/` for `thumbv7em-none-eabihf` once per test process (one
+//!   profile at a time, under a lock) and returns a copy of the ELF;
+//! * [`run`] starts `qemu-system-arm -machine mps2-an386` on it with a model loaded into the
+//!   model region, decodes the defmt log with the `defmt-decoder` crate (no `defmt-print`
+//!   needed) and returns exit status and log lines;
+//! * [`test_set`] writes the Fashion-MNIST test split as un-gzipped IDX files the firmware
+//!   streams through semihosting;
+//! * [`random_int8`], [`random_folded`] make valid pseudo-random models (an LCG), and
+//!   [`model_file`] wraps a payload in the FMNM container.
+//!
+//! Needs `qemu-system-arm` (Debian: `qemu-system-arm`), the `thumbv7em-none-eabihf` target
+//! and, for [`sizes`], `llvm-size` (`rustup component add llvm-tools`) or `arm-none-eabi-size`
+//! (Debian: `binutils-arm-none-eabi`). A missing tool fails the test with the install command.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use fmnist_core::format::{Arch, Kind};
+use fmnist_core::lenet::{IMAGE_PIXELS, LeNetFoldedParams};
+use fmnist_core::quant::{LeNetQParams, QLayerParams};
+
+/// Where the model region starts on the QEMU profile (`firmware/memory/qemu-mps2-an386.x`).
+pub const MODEL_ADDR: u32 = 0x0002_0000;
+
+/// Exit status of the firmware for a refused model.
+pub const EXIT_MODEL: i32 = 2;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// The firmware crate.
+pub fn firmware_dir() -> PathBuf {
+    root().join("firmware")
+}
+
+/// A firmware build profile: cargo features on top of `--no-default-features`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Profile {
+    /// QEMU, int8 and f32 models (the default features).
+    Qemu,
+    /// QEMU, int8 models only: the build the memory targets are about.
+    QemuInt8,
+    /// QEMU, f32 models only.
+    QemuF32,
+    /// STM32F407 with RTT logging: builds here, runs on hardware only.
+    Board,
+}
+
+impl Profile {
+    fn features(self) -> &'static str {
+        match self {
+            Profile::Qemu => "qemu,int8,f32",
+            Profile::QemuInt8 => "qemu,int8",
+            Profile::QemuF32 => "qemu,f32",
+            Profile::Board => "board",
+        }
+    }
+
+    /// Short name used in file names and the sizes file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Qemu => "qemu",
+            Profile::QemuInt8 => "qemu-int8",
+            Profile::QemuF32 => "qemu-f32",
+            Profile::Board => "board",
+        }
+    }
+}
+
+static BUILDS: Mutex<Option<HashMap<Profile, PathBuf>>> = Mutex::new(None);
+
+/// Builds the firmware (release) for `profile` and returns a private copy of the ELF.
+pub fn firmware(profile: Profile) -> PathBuf {
+    let mut builds = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
+    let builds = builds.get_or_insert_with(HashMap::new);
+    if let Some(elf) = builds.get(&profile) {
+        return elf.clone();
+    }
+    let dir = firmware_dir();
+    let target_dir = dir.join("target");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let t = Instant::now();
+    let out = Command::new(cargo)
+        .current_dir(&dir)
+        // The host build's flags (e.g. target-cpu=native) must not leak into the firmware.
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .args(["build", "--release", "--target", "thumbv7em-none-eabihf"])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .args(["--no-default-features", "--features", profile.features()])
+        .stdout(Stdio::inherit())
+        .output()
+        .expect("cannot run cargo to build the firmware");
+    if !out.status.success() {
+        panic!(
+            "building the firmware ({}) failed:\n{}\nIs the target installed? \
+             `rustup target add thumbv7em-none-eabihf`",
+            profile.name(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    eprintln!(
+        "firmware ({}) built in {:.1} s",
+        profile.name(),
+        t.elapsed().as_secs_f64()
+    );
+    let built = target_dir.join("thumbv7em-none-eabihf/release/fmnist-firmware");
+    let copy = target_dir.join(format!(
+        "fmnist-tests/fmnist-firmware-{}.elf",
+        profile.name()
+    ));
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    std::fs::copy(&built, &copy).unwrap();
+    builds.insert(profile, copy.clone());
+    copy
+}
+
+/// What a QEMU run produced.
+#[derive(Debug)]
+pub struct Run {
+    /// QEMU's exit status (the firmware's semihosting exit code).
+    pub status: i32,
+    /// The decoded defmt log, one `LEVEL message` line per frame.
+    pub log: Vec<String>,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+impl Run {
+    /// The log as one string.
+    pub fn text(&self) -> String {
+        self.log.join("\n")
+    }
+
+    /// The first log line containing `needle`.
+    pub fn line(&self, needle: &str) -> Option<&str> {
+        self.log
+            .iter()
+            .find(|l| l.contains(needle))
+            .map(String::as_str)
+    }
+}
+
+/// Fails with the install command when `qemu-system-arm` is missing.
+pub fn require_qemu() {
+    let ok = Command::new("qemu-system-arm")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "qemu-system-arm not found: the firmware tests need it \
+         (Debian/Ubuntu: `apt-get install -y qemu-system-arm`)"
+    );
+}
+
+/// Runs the firmware on QEMU mps2-an386 with `model` loaded at [`MODEL_ADDR`] and `args` as its
+/// semihosting command line. Bench mode gets `-icount shift=0` (one instruction per virtual
+/// nanosecond: the TIMER0 count is exact); the other modes run about 10 % faster without it.
+pub fn run(elf: &Path, model: Option<&Path>, args: &[&str], timeout: Duration) -> Run {
+    require_qemu();
+    let mut cmd = Command::new("timeout");
+    cmd.arg(timeout.as_secs().to_string())
+        .arg("qemu-system-arm")
+        .args(["-machine", "mps2-an386", "-cpu", "cortex-m4"])
+        .args(["-display", "none", "-serial", "none", "-monitor", "none"])
+        .args(["-semihosting-config", "enable=on,target=native"]);
+    if args.first() == Some(&"bench") {
+        cmd.args(["-icount", "shift=0"]);
+    }
+    if let Some(m) = model {
+        cmd.arg("-device")
+            .arg(format!("loader,file={},addr={MODEL_ADDR:#x}", m.display()));
+    }
+    cmd.arg("-kernel")
+        .arg(elf)
+        .arg("-append")
+        .arg(args.join(" "));
+    for a in args {
+        assert!(
+            !a.contains(' '),
+            "semihosting arguments cannot hold spaces: {a}"
+        );
+    }
+    let t = Instant::now();
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot start timeout/qemu-system-arm");
+    let elapsed = t.elapsed();
+    let status = out.status.code().unwrap_or(-1);
+    assert_ne!(
+        status,
+        124,
+        "QEMU timed out after {timeout:?}; log so far:\n{}",
+        decode(elf, &out.stdout).join("\n")
+    );
+    Run {
+        status,
+        log: decode(elf, &out.stdout),
+        elapsed,
+    }
+}
+
+/// Decodes a defmt byte stream with the ELF's defmt table.
+pub fn decode(elf: &Path, bytes: &[u8]) -> Vec<String> {
+    let elf_bytes = std::fs::read(elf).unwrap();
+    let table = defmt_decoder::Table::parse(&elf_bytes)
+        .expect("bad defmt table")
+        .expect("the firmware has no defmt table");
+    let mut decoder = table.new_stream_decoder();
+    decoder.received(bytes);
+    let mut lines = Vec::new();
+    loop {
+        match decoder.decode() {
+            Ok(frame) => {
+                let level = frame
+                    .level()
+                    .map(|l| l.as_str().to_uppercase())
+                    .unwrap_or_default();
+                lines.push(format!("{level} {}", frame.display_message()));
+            }
+            Err(defmt_decoder::DecodeError::UnexpectedEof) => break,
+            Err(defmt_decoder::DecodeError::Malformed) => {
+                lines.push("<malformed defmt frame>".into());
+                if table.encoding().can_recover() {
+                    continue;
+                }
+                break;
+            }
+        }
+    }
+    lines
+}
+
+/// The Fashion-MNIST test split as un-gzipped IDX files, written once per process.
+pub struct TestSet {
+    /// `t10k-images-idx3-ubyte`.
+    pub images_path: PathBuf,
+    /// `t10k-labels-idx1-ubyte`.
+    pub labels_path: PathBuf,
+    /// The images.
+    pub images: Vec<[u8; IMAGE_PIXELS]>,
+    /// The labels.
+    pub labels: Vec<u8>,
+    _dir: tempfile::TempDir,
+}
+
+/// Loads the test split (`FMNIST_DATA`, then the Debian package's folder, see
+/// `fmnist_train::data::locate`) and writes it raw for the firmware.
+pub fn test_set() -> &'static TestSet {
+    static SET: OnceLock<TestSet> = OnceLock::new();
+    SET.get_or_init(|| {
+        use fmnist_train::data;
+        let dir = data::locate(None).unwrap_or_else(|e| {
+            panic!("Fashion-MNIST not found ({e}); `apt-get install dataset-fashion-mnist`")
+        });
+        let set = data::load(&dir, data::Split::Test).unwrap_or_else(|e| panic!("{e}"));
+        let tmp = tempfile::tempdir().unwrap();
+        let images_path = tmp.path().join("t10k-images-idx3-ubyte");
+        let labels_path = tmp.path().join("t10k-labels-idx1-ubyte");
+        std::fs::write(&images_path, data::encode_images(&set.images)).unwrap();
+        std::fs::write(&labels_path, data::encode_labels(&set.labels)).unwrap();
+        TestSet {
+            images_path,
+            labels_path,
+            images: set.images,
+            labels: set.labels,
+            _dir: tmp,
+        }
+    })
+}
+
+/// A complete model file (header, payload, CRC).
+pub fn model_file(arch: Arch, kind: Kind, payload: &[u8]) -> Vec<u8> {
+    fmnist_train::modelio::encode_model(arch, kind, payload)
+}
+
+/// A 32-bit LCG (Numerical Recipes constants): reproducible test data with no dependency.
+pub struct Lcg(pub u32);
+
+impl Lcg {
+    /// The next raw value.
+    pub fn next_u32(&mut self) -> u32 {
+        self.0 = self.0.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        self.0
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: i32, hi: i32) -> i32 {
+        lo + ((self.next_u32() >> 8) % (hi - lo + 1) as u32) as i32
+    }
+
+    /// Uniform in `[-a, a)`.
+    pub fn uniform(&mut self, a: f32) -> f32 {
+        ((self.next_u32() >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0) * a
+    }
+}
+
+/// Valid pseudo-random int8 LeNet parameters (not a trained model): weights in −127..=127,
+/// zero points chained, shifts chosen so activations spread over the int8 range.
+pub fn random_int8(seed: u32) -> Box<LeNetQParams> {
+    fn layer<const C: usize>(
+        r: &mut Lcg,
+        q: &mut QLayerParams<C>,
+        zp_in: i8,
+        zp_out: i8,
+        shifts: (i32, i32),
+    ) {
+        q.input_zero_point = zp_in;
+        q.output_zero_point = zp_out;
+        q.input_scale = 0.01;
+        q.output_scale = 0.02;
+        for c in 0..C {
+            q.bias[c] = r.range(-300_000, 300_000);
+            q.multiplier[c] = r.range(1 << 30, i32::MAX);
+            q.shift[c] = r.range(shifts.0, shifts.1);
+            q.weight_scale[c] = 0.001;
+        }
+    }
+    let mut r = Lcg(seed);
+    let mut p: Box<LeNetQParams> = bytemuck::zeroed_box();
+    for w in bytemuck::bytes_of_mut(&mut p.conv1_weight)
+        .iter_mut()
+        .chain(bytemuck::bytes_of_mut(&mut p.conv2_weight))
+        .chain(bytemuck::bytes_of_mut(&mut p.fc1_weight))
+        .chain(bytemuck::bytes_of_mut(&mut p.fc2_weight))
+        .chain(bytemuck::bytes_of_mut(&mut p.fc3_weight))
+    {
+        *w = r.range(-127, 127) as i8 as u8;
+    }
+    let zps: [i8; 5] = std::array::from_fn(|_| r.range(-128, -90) as i8);
+    let input_zp = fmnist_core::quant::lenet::INPUT_ZERO_POINT;
+    layer(&mut r, &mut p.conv1, input_zp, zps[0], (-10, -6));
+    layer(&mut r, &mut p.conv2, zps[0], zps[1], (-13, -9));
+    layer(&mut r, &mut p.fc1, zps[1], zps[2], (-14, -10));
+    layer(&mut r, &mut p.fc2, zps[2], zps[3], (-13, -9));
+    layer(&mut r, &mut p.fc3, zps[3], zps[4], (-12, -8));
+    p.check().expect("random int8 parameters must be valid");
+    p
+}
+
+/// Pseudo-random BN-folded f32 LeNet weights (He-uniform per layer, not a trained model).
+/// Every 97th weight is scaled into the subnormal range, so products and sums cross it: the
+/// device must not flush subnormals to zero.
+pub fn random_folded(seed: u32) -> Box<LeNetFoldedParams> {
+    let mut r = Lcg(seed);
+    let mut p: Box<LeNetFoldedParams> = bytemuck::zeroed_box();
+    let mut fill = |xs: &mut [f32], fan_in: usize| {
+        let a = (6.0 / fan_in as f32).sqrt();
+        for (i, x) in xs.iter_mut().enumerate() {
+            *x = r.uniform(a);
+            if i % 97 == 13 {
+                *x *= 1e-38;
+            }
+        }
+    };
+    fill(bytemuck::cast_slice_mut(&mut p.conv1_weight), 25);
+    fill(&mut p.conv1_bias, 25);
+    fill(bytemuck::cast_slice_mut(&mut p.conv2_weight), 150);
+    fill(&mut p.conv2_bias, 150);
+    fill(p.fc1_weight.as_flattened_mut(), 400);
+    fill(&mut p.fc1_bias, 400);
+    fill(p.fc2_weight.as_flattened_mut(), 120);
+    fill(&mut p.fc2_bias, 120);
+    fill(p.fc3_weight.as_flattened_mut(), 84);
+    fill(&mut p.fc3_bias, 84);
+    p
+}
+
+/// Section sizes of an ELF, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sizes {
+    /// `.vector_table` + `.text`.
+    pub text: u64,
+    /// `.rodata`.
+    pub rodata: u64,
+    /// `.data` (flash and RAM).
+    pub data: u64,
+    /// `.bss` + `.uninit`.
+    pub bss: u64,
+}
+
+/// Section sizes, read with `llvm-size -A` (rustup's llvm-tools or a system LLVM) or
+/// `arm-none-eabi-size -A`.
+pub fn sizes(elf: &Path) -> Sizes {
+    let out = size_tools()
+        .into_iter()
+        .find_map(|tool| {
+            Command::new(&tool)
+                .arg("-A")
+                .arg(elf)
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+        })
+        .expect(
+            "no size tool: `rustup component add llvm-tools` or \
+             `apt-get install binutils-arm-none-eabi`",
+        );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let section = |name: &str| -> u64 {
+        text.lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                (f.next()? == name).then(|| f.next()?.parse::<u64>().ok())?
+            })
+            .sum()
+    };
+    Sizes {
+        text: section(".vector_table") + section(".text"),
+        rodata: section(".rodata"),
+        data: section(".data"),
+        bss: section(".bss") + section(".uninit"),
+    }
+}
+
+fn size_tools() -> Vec<PathBuf> {
+    let mut tools = Vec::new();
+    // rustup's llvm-tools: <sysroot>/lib/rustlib/<host>/bin/llvm-size
+    if let Ok(out) = Command::new("rustc").args(["--print", "sysroot"]).output() {
+        let sysroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if let Ok(entries) = std::fs::read_dir(sysroot.join("lib/rustlib")) {
+            for e in entries.flatten() {
+                let p = e.path().join("bin/llvm-size");
+                if p.exists() {
+                    tools.push(p);
+                }
+            }
+        }
+    }
+    tools.push("llvm-size".into());
+    tools.push("arm-none-eabi-size".into());
+    tools
+}
+
+/// Parses the first `u32` after `key` in `line` (e.g. `"... layers 1234, ..."`).
+pub fn number_after(line: &str, key: &str) -> Option<u64> {
+    let rest = &line[line.find(key)? + key.len()..];
+    let digits: String = rest
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}

@@ -1,0 +1,374 @@
+//! The firmware under QEMU (mps2-an386, Cortex-M4F): the device's answer is the host's answer,
+//! to the bit, for every one of the 10,000 test images, in int8 and in f32; a corrupt or foreign
+//! model is refused; the cost counter is deterministic; memory stays within its budget.
+//!
+//! Run from the workspace root: `cargo test -p fmnist-tests --release --test firmware`.
+//! Needs qemu-system-arm, the thumbv7em-none-eabihf target and a size tool (see
+//! `fmnist_tests::qemu`); they are not optional: a missing tool fails the test.
+//!
+//! The models are pseudo-random (an LCG, see `qemu::random_int8` / `random_folded`), not
+//! trained: bit-exactness does not depend on the weights being good, and random weights (with
+//! subnormals in the f32 ones) exercise every rounding path.
+
+use std::path::Path;
+use std::time::Duration;
+
+use fmnist_core::format::{Arch, Kind};
+use fmnist_core::layers::argmax;
+use fmnist_core::lenet::{IMAGE_PIXELS, LeNet, LeNetFoldedParams};
+use fmnist_core::quant::LeNetQ;
+use fmnist_tests::qemu::{self, Profile, Run, number_after};
+
+const VERIFY_TIMEOUT: Duration = Duration::from_secs(240);
+const SHORT_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn write_model(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn int8_model(dir: &Path) -> std::path::PathBuf {
+    let p = qemu::random_int8(0x5eed_0001);
+    let bytes = qemu::model_file(Arch::LeNet, Kind::Int8, bytemuck::bytes_of(&*p));
+    write_model(dir, "lenet-int8.fmnm", &bytes)
+}
+
+fn folded_model(dir: &Path) -> std::path::PathBuf {
+    let p = qemu::random_folded(0x5eed_0002);
+    let bytes = qemu::model_file(Arch::LeNet, Kind::F32Folded, bytemuck::bytes_of(&*p));
+    write_model(dir, "lenet-f32-folded.fmnm", &bytes)
+}
+
+/// Host logits of every image, computed in two threads; `f` returns one image's bytes.
+fn host_logits(
+    images: &[[u8; IMAGE_PIXELS]],
+    f: impl Fn(&[u8; IMAGE_PIXELS]) -> Vec<u8> + Sync,
+) -> Vec<Vec<u8>> {
+    let half = images.len() / 2;
+    let (a, b) = images.split_at(half);
+    std::thread::scope(|s| {
+        let ha = s.spawn(|| a.iter().map(&f).collect::<Vec<_>>());
+        let hb = s.spawn(|| b.iter().map(&f).collect::<Vec<_>>());
+        let mut out = ha.join().unwrap();
+        out.extend(hb.join().unwrap());
+        out
+    })
+}
+
+/// Runs verify mode and checks the device's logits against `host` byte for byte, and the
+/// accuracy the device reports against the host's.
+fn verify(profile: Profile, model: &Path, host: &[Vec<u8>], per_image: usize, name: &str) -> Run {
+    let set = qemu::test_set();
+    let elf = qemu::firmware(profile);
+    let out = model.with_extension("device-logits");
+    let run = qemu::run(
+        &elf,
+        Some(model),
+        &[
+            "verify",
+            set.images_path.to_str().unwrap(),
+            set.labels_path.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ],
+        VERIFY_TIMEOUT,
+    );
+    eprintln!(
+        "{name} verify on QEMU: {:.1} s\n{}",
+        run.elapsed.as_secs_f64(),
+        run.text()
+    );
+    assert_eq!(run.status, 0, "verify failed:\n{}", run.text());
+    let device = std::fs::read(&out).unwrap();
+    assert_eq!(
+        device.len(),
+        set.images.len() * per_image,
+        "device wrote {} bytes of logits for {} images",
+        device.len(),
+        set.images.len()
+    );
+    let mismatches: Vec<usize> = device
+        .chunks_exact(per_image)
+        .zip(host)
+        .enumerate()
+        .filter(|(_, (d, h))| d != &h.as_slice())
+        .map(|(i, _)| i)
+        .collect();
+    assert!(
+        mismatches.is_empty(),
+        "{name}: {} of {} images differ (first: #{}: device {:?}, host {:?})",
+        mismatches.len(),
+        set.images.len(),
+        mismatches[0],
+        &device[mismatches[0] * per_image..(mismatches[0] + 1) * per_image],
+        host[mismatches[0]]
+    );
+    run
+}
+
+fn host_correct(classes: impl Iterator<Item = usize>) -> u64 {
+    classes
+        .zip(&qemu::test_set().labels)
+        .filter(|(c, l)| *c == **l as usize)
+        .count() as u64
+}
+
+#[test]
+fn int8_logits_are_bit_exact_on_all_test_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = int8_model(dir.path());
+    let p = qemu::random_int8(0x5eed_0001);
+    let net = LeNetQ::new(&p).unwrap();
+    let set = qemu::test_set();
+    let host = host_logits(&set.images, |img| {
+        net.forward(img).iter().map(|&v| v as u8).collect()
+    });
+    let run = verify(Profile::Qemu, &model, &host, 10, "int8");
+    let correct = host_correct(host.iter().map(|l| argmax(&l.map_i8())));
+    let line = run
+        .line("verify int8:")
+        .expect("no verify summary in the log");
+    assert_eq!(
+        number_after(line, "images,"),
+        Some(correct),
+        "device accuracy differs: {line}"
+    );
+}
+
+#[test]
+fn f32_logits_are_bit_exact_on_all_test_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = folded_model(dir.path());
+    let p: Box<LeNetFoldedParams> = qemu::random_folded(0x5eed_0002);
+    let net = LeNet::from(&*p);
+    let set = qemu::test_set();
+    let host = host_logits(&set.images, |img| {
+        net.forward(img)
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect()
+    });
+    let run = verify(Profile::Qemu, &model, &host, 40, "f32");
+    let correct = host_correct(host.iter().map(|l| {
+        let logits: [f32; 10] =
+            std::array::from_fn(|i| f32::from_le_bytes(l[4 * i..4 * i + 4].try_into().unwrap()));
+        argmax(&logits)
+    }));
+    let line = run
+        .line("verify f32:")
+        .expect("no verify summary in the log");
+    assert_eq!(
+        number_after(line, "images,"),
+        Some(correct),
+        "device accuracy differs: {line}"
+    );
+}
+
+trait MapI8 {
+    fn map_i8(&self) -> [i8; 10];
+}
+
+impl MapI8 for Vec<u8> {
+    fn map_i8(&self) -> [i8; 10] {
+        std::array::from_fn(|i| self[i] as i8)
+    }
+}
+
+fn assert_refused(model: &[u8], needle: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_model(dir.path(), "bad.fmnm", model);
+    let elf = qemu::firmware(Profile::Qemu);
+    let run = qemu::run(&elf, Some(&path), &["bench"], SHORT_TIMEOUT);
+    assert_eq!(
+        run.status,
+        qemu::EXIT_MODEL,
+        "the firmware must refuse the model (exit 2):\n{}",
+        run.text()
+    );
+    let refused = run
+        .line("model refused")
+        .unwrap_or_else(|| panic!("no refusal in the log:\n{}", run.text()));
+    assert!(
+        refused.contains(needle),
+        "expected {needle:?} in {refused:?}"
+    );
+    assert!(
+        run.line("bench").is_none(),
+        "the firmware classified with a refused model:\n{}",
+        run.text()
+    );
+}
+
+#[test]
+fn a_model_with_one_flipped_byte_is_refused() {
+    let p = qemu::random_int8(0x5eed_0001);
+    let mut bytes = qemu::model_file(Arch::LeNet, Kind::Int8, bytemuck::bytes_of(&*p));
+    // A byte deep in fc1's weights.
+    bytes[20_000] ^= 0x10;
+    assert_refused(&bytes, "CRC");
+}
+
+#[test]
+fn a_model_of_another_architecture_or_kind_is_refused() {
+    // The wide CNN (any payload: this firmware has no layout for it).
+    let wide = qemu::model_file(Arch::Wide, Kind::Int8, &[0u8; 1024]);
+    assert_refused(&wide, "wrong model");
+    // The trained f32 LeNet with batch norm unfolded: the device runs the folded one only.
+    let p: Box<fmnist_core::lenet::LeNetParams> = bytemuck::zeroed_box();
+    let unfolded = qemu::model_file(Arch::LeNet, Kind::F32, bytemuck::bytes_of(&*p));
+    assert_refused(&unfolded, "wrong model");
+    // No model at all: the region reads as zeros.
+    let dir = tempfile::tempdir().unwrap();
+    let elf = qemu::firmware(Profile::Qemu);
+    let run = qemu::run(&elf, None, &["bench"], SHORT_TIMEOUT);
+    let _ = dir;
+    assert_eq!(run.status, qemu::EXIT_MODEL, "{}", run.text());
+    assert!(run.text().contains("bad magic"), "{}", run.text());
+}
+
+/// Per-layer and per-inference instruction counts from bench mode.
+fn bench(profile: Profile, model: &Path) -> (Run, Vec<(String, u64)>) {
+    let set = qemu::test_set();
+    let elf = qemu::firmware(profile);
+    let run = qemu::run(
+        &elf,
+        Some(model),
+        &["bench", set.images_path.to_str().unwrap()],
+        SHORT_TIMEOUT,
+    );
+    assert_eq!(run.status, 0, "{}", run.text());
+    let figures = run
+        .log
+        .iter()
+        .filter_map(|l| {
+            let rest = l.split_once("bench ")?.1;
+            let (name, _) = rest.split_once(':')?;
+            let n = number_after(rest, ": ").or_else(|| number_after(rest, "inference"))?;
+            let n = if name == "int8" || name == "f32" {
+                number_after(rest, "inference")?
+            } else {
+                n
+            };
+            Some((name.to_string(), n))
+        })
+        .collect();
+    (run, figures)
+}
+
+#[test]
+fn bench_instruction_counts_are_deterministic() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, model) in [
+        ("int8", int8_model(dir.path())),
+        ("f32", folded_model(dir.path())),
+    ] {
+        let (a, fa) = bench(Profile::Qemu, &model);
+        let (_, fb) = bench(Profile::Qemu, &model);
+        eprintln!("{name} bench:\n{}", a.text());
+        let total = fa
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no per-inference count in:\n{}", a.text()))
+            .1;
+        assert!(
+            total > 100_000,
+            "{name}: implausible instruction count {total}"
+        );
+        assert_eq!(fa, fb, "{name}: two runs counted differently");
+    }
+}
+
+/// The figures the memory report is about, one `name value` per line.
+fn memory_report() -> Vec<(String, u64)> {
+    let dir = tempfile::tempdir().unwrap();
+    let int8 = int8_model(dir.path());
+    let f32m = folded_model(dir.path());
+    let mut report = Vec::new();
+    for (profile, model) in [(Profile::QemuInt8, &int8), (Profile::QemuF32, &f32m)] {
+        let elf = qemu::firmware(profile);
+        let s = qemu::sizes(&elf);
+        // The demo path: stream one image in, classify it, log it (bench keeps a second set of
+        // activations alive to compare with, so it would overstate the stack).
+        let set = qemu::test_set();
+        let args = [
+            "demo",
+            set.images_path.to_str().unwrap(),
+            set.labels_path.to_str().unwrap(),
+            "1",
+        ];
+        let run = qemu::run(&elf, Some(model), &args, SHORT_TIMEOUT);
+        assert_eq!(run.status, 0, "{}", run.text());
+        let stack = run
+            .line("stack peak:")
+            .and_then(|l| number_after(l, "stack peak:"))
+            .unwrap_or_else(|| panic!("no stack peak in:\n{}", run.text()));
+        let p = profile.name();
+        report.push((format!("{p}.text"), s.text));
+        report.push((format!("{p}.rodata"), s.rodata));
+        report.push((format!("{p}.data"), s.data));
+        report.push((format!("{p}.bss"), s.bss));
+        report.push((format!("{p}.flash"), s.text + s.rodata + s.data));
+        report.push((format!("{p}.stack_peak"), stack));
+        report.push((format!("{p}.ram"), s.data + s.bss + stack));
+    }
+    report
+}
+
+/// Sizes are compared with `firmware/expected-sizes.txt`; `FMNIST_BLESS=1` rewrites it.
+/// Growth beyond 2 % of a figure fails (so growth is noticed and the file updated on purpose);
+/// the int8 build must stay within the budget: RAM ≤ 8 KiB, program flash ≤ 16 KiB.
+#[test]
+fn memory_stays_within_budget_and_expected_sizes() {
+    let report = memory_report();
+    let text: String = report.iter().map(|(k, v)| format!("{k} {v}\n")).collect();
+    eprintln!("firmware memory (bytes):\n{text}");
+    let get = |k: &str| report.iter().find(|(n, _)| n == k).unwrap().1;
+    assert!(
+        get("qemu-int8.ram") <= 8 * 1024,
+        "int8 RAM over 8 KiB:\n{text}"
+    );
+    assert!(
+        get("qemu-int8.flash") <= 16 * 1024,
+        "int8 program flash over 16 KiB:\n{text}"
+    );
+
+    let path = qemu::firmware_dir().join("expected-sizes.txt");
+    if std::env::var_os("FMNIST_BLESS").is_some() {
+        let header = "# Firmware memory figures in bytes, written by\n\
+                      # `FMNIST_BLESS=1 cargo test -p fmnist-tests --release --test firmware`.\n";
+        std::fs::write(&path, format!("{header}{text}")).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    let mut grown = Vec::new();
+    for line in expected
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        let (k, v) = line.split_once(' ').unwrap();
+        let v: u64 = v.trim().parse().unwrap();
+        let now = report
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|x| x.1)
+            .unwrap_or(0);
+        if now * 100 > v * 102 + 100 {
+            grown.push(format!("{k}: expected {v}, now {now}"));
+        } else if now != v {
+            eprintln!("note: {k} changed from {v} to {now} (FMNIST_BLESS=1 to record)");
+        }
+    }
+    assert!(
+        grown.is_empty(),
+        "firmware memory grew more than 2 % (rerun with FMNIST_BLESS=1 if intended):\n{}",
+        grown.join("\n")
+    );
+}
+
+#[test]
+fn board_profile_builds() {
+    let elf = qemu::firmware(Profile::Board);
+    let s = qemu::sizes(&elf);
+    eprintln!("board (STM32F407, RTT) sizes: {s:?}");
+    assert!(s.text > 0);
+}
