@@ -1,33 +1,83 @@
-//! The kernels the device runs: fused, and bit-identical to the reference kernels.
+//! The kernels [`super::LeNetQ`] runs: fused (convolution + requantization + ReLU + 2x2
+//! max-pool in one pass, the full convolution map never exists) and bit-identical to the plain
+//! reference kernels ([`super::QConv2d`], [`super::QDense`]); the tests below compare them on
+//! many random layers.
+//!
+//! Two implementations of the same arithmetic:
+//!
+//! * [`portable`]: plain Rust shaped for auto-vectorization (i16 patches and weights, four
+//!   windows per weight load); what the host runs;
+//! * [`dsp`]: the Cortex-M4 kernel built on the dual 16-bit multiply-accumulate `SMLAD` and the
+//!   byte unpack `SXTB16` ([`dsp::intrinsics`]): inline assembly on Arm targets with the DSP
+//!   extension, a bit-exact Rust emulation elsewhere, so the host tests exercise exactly the
+//!   algorithm the device runs.
+//!
+//! Both compute `max over the 2x2 window of Σ w·x`, then add the bias and requantize once.
+//! That equals pooling the requantized outputs because requantization and the clamp are
+//! monotone non-decreasing (`requant::tests::requantization_is_monotone_so_pooling_commutes`),
+//! and `max(a + b, c + b) = max(a, c) + b` exactly in integers.
 
-use super::conv2d::QConv2d;
-use super::dense::QDense;
-use super::lenet::image_to_i8;
 use super::params::QLayerParams;
+use super::requant::clamp_floor;
 use crate::lenet::IMAGE_PIXELS;
 
-/// conv1 (6@5x5, padding 2) → requant → ReLU → 2x2 max-pool, straight from the u8 image.
+/// The four output offsets `(dy, dx)` of a 2x2 pooling window.
+const WINDOW: [(usize, usize); 4] = [(0, 0), (0, 1), (1, 0), (1, 1)];
+
+/// `bias + best`, requantized, zero point added, clamped (ReLU when `relu`).
+#[inline(always)]
+fn output<const C: usize>(q: &QLayerParams<C>, c: usize, best: i32, relu: bool) -> i8 {
+    q.requant(c).to_i8(
+        q.bias[c] + best,
+        q.output_zero_point as i32,
+        clamp_floor(q.output_zero_point, relu),
+    )
+}
+
+#[inline(always)]
+fn max4(a: [i32; 4]) -> i32 {
+    a[0].max(a[1]).max(a[2].max(a[3]))
+}
+
+/// Whether this build runs the [`dsp`] kernels (Arm with the DSP extension).
+pub const USES_DSP: bool = cfg!(all(
+    target_arch = "arm",
+    any(target_feature = "dsp", fmnist_dsp)
+));
+
+/// conv1 (6@5x5, padding 2 at the input zero point) → requant → ReLU → 2x2 max-pool, straight
+/// from the u8 image (`q = p − 128`).
+#[inline]
 pub fn conv1_relu_pool(
     weight: &[[[[i8; 5]; 5]; 1]; 6],
     q: &QLayerParams<6>,
     image: &[u8; IMAGE_PIXELS],
     out: &mut [[[i8; 14]; 14]; 6],
 ) {
-    let x = image_to_i8(image);
-    QConv2d::<1, 6, 5, 2> { weight, q }.forward_relu_pool(&x, out);
+    if USES_DSP {
+        dsp::conv1_relu_pool(weight, q, image, out)
+    } else {
+        portable::conv1_relu_pool(weight, q, image, out)
+    }
 }
 
 /// conv2 (16@5x5) → requant → ReLU → 2x2 max-pool.
+#[inline]
 pub fn conv2_relu_pool(
     weight: &[[[[i8; 5]; 5]; 6]; 16],
     q: &QLayerParams<16>,
     x: &[[[i8; 14]; 14]; 6],
     out: &mut [[[i8; 5]; 5]; 16],
 ) {
-    QConv2d::<6, 16, 5, 0> { weight, q }.forward_relu_pool(x, out);
+    if USES_DSP {
+        dsp::conv2_relu_pool(weight, q, x, out)
+    } else {
+        portable::conv2_relu_pool(weight, q, x, out)
+    }
 }
 
-/// Dense → requant (→ ReLU).
+/// Dense → requant (→ ReLU). `I` must be a multiple of 4 (400, 120 and 84 are).
+#[inline]
 pub fn dense<const I: usize, const O: usize>(
     weight: &[[i8; I]; O],
     q: &QLayerParams<O>,
@@ -35,5 +85,511 @@ pub fn dense<const I: usize, const O: usize>(
     relu: bool,
     out: &mut [i8; O],
 ) {
-    QDense { weight, q }.forward(x, relu, out);
+    if USES_DSP {
+        dsp::dense(weight, q, x, relu, out)
+    } else {
+        portable::dense(weight, q, x, relu, out)
+    }
+}
+
+/// Plain Rust kernels shaped for auto-vectorization: the host's fast path.
+pub mod portable {
+    use super::*;
+
+    /// `Σ_k w[k]·p_j[k]` for four patches sharing one weight row (one weight load feeds four
+    /// multiply-adds; LLVM turns the loop into `pmaddwd`-style dot products).
+    #[inline(always)]
+    fn dots4<const T: usize>(w: &[i16; T], p: &[[i16; T]; 4]) -> [i32; 4] {
+        let (mut a0, mut a1, mut a2, mut a3) = (0i32, 0i32, 0i32, 0i32);
+        for k in 0..T {
+            let wk = w[k] as i32;
+            a0 += wk * p[0][k] as i32;
+            a1 += wk * p[1][k] as i32;
+            a2 += wk * p[2][k] as i32;
+            a3 += wk * p[3][k] as i32;
+        }
+        [a0, a1, a2, a3]
+    }
+
+    /// See [`super::conv1_relu_pool`].
+    pub fn conv1_relu_pool(
+        weight: &[[[[i8; 5]; 5]; 1]; 6],
+        q: &QLayerParams<6>,
+        image: &[u8; IMAGE_PIXELS],
+        out: &mut [[[i8; 14]; 14]; 6],
+    ) {
+        // The image with 2 pixels of padding at the input zero point, widened to i16.
+        let mut xp = [[q.input_zero_point as i16; 32]; 32];
+        for (row, src) in xp[2..30].iter_mut().zip(image.chunks_exact(28)) {
+            for (d, &p) in row[2..30].iter_mut().zip(src) {
+                *d = p as i16 - 128;
+            }
+        }
+        // Taps `ky·5 + kx`, padded with zero weights to 32.
+        let mut w = [[0i16; 32]; 6];
+        for (dst, src) in w.iter_mut().zip(weight) {
+            for (d, &s) in dst.iter_mut().zip(src.as_flattened().as_flattened()) {
+                *d = s as i16;
+            }
+        }
+        let mut patches = [[0i16; 32]; 4];
+        for py in 0..14 {
+            for px in 0..14 {
+                for (patch, (dy, dx)) in patches.iter_mut().zip(WINDOW) {
+                    let (y, x) = (2 * py + dy, 2 * px + dx);
+                    for ky in 0..5 {
+                        patch[ky * 5..ky * 5 + 5].copy_from_slice(&xp[y + ky][x..x + 5]);
+                    }
+                }
+                for (oc, plane) in out.iter_mut().enumerate() {
+                    plane[py][px] = output(q, oc, max4(dots4(&w[oc], &patches)), true);
+                }
+            }
+        }
+    }
+
+    /// See [`super::conv2_relu_pool`].
+    pub fn conv2_relu_pool(
+        weight: &[[[[i8; 5]; 5]; 6]; 16],
+        q: &QLayerParams<16>,
+        x: &[[[i8; 14]; 14]; 6],
+        out: &mut [[[i8; 5]; 5]; 16],
+    ) {
+        // Taps `ic·25 + ky·5 + kx` (the weight layout), padded with zero weights to 152.
+        let mut w = [[0i16; 152]; 16];
+        for (dst, src) in w.iter_mut().zip(weight) {
+            let src: &[i8; 150] = bytemuck::cast_ref(src);
+            for (d, &s) in dst.iter_mut().zip(src) {
+                *d = s as i16;
+            }
+        }
+        let mut patches = [[0i16; 152]; 4];
+        for py in 0..5 {
+            for px in 0..5 {
+                for (patch, (dy, dx)) in patches.iter_mut().zip(WINDOW) {
+                    let (y, xx) = (2 * py + dy, 2 * px + dx);
+                    for (ic, plane) in x.iter().enumerate() {
+                        for ky in 0..5 {
+                            let src = &plane[y + ky][xx..xx + 5];
+                            let dst = &mut patch[ic * 25 + ky * 5..ic * 25 + ky * 5 + 5];
+                            for (d, &s) in dst.iter_mut().zip(src) {
+                                *d = s as i16;
+                            }
+                        }
+                    }
+                }
+                for (oc, plane) in out.iter_mut().enumerate() {
+                    plane[py][px] = output(q, oc, max4(dots4(&w[oc], &patches)), true);
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn dot<const I: usize>(w: &[i8; I], x: &[i16; I]) -> i32 {
+        let mut acc = 0i32;
+        for k in 0..I {
+            acc += w[k] as i32 * x[k] as i32;
+        }
+        acc
+    }
+
+    /// See [`super::dense`].
+    pub fn dense<const I: usize, const O: usize>(
+        weight: &[[i8; I]; O],
+        q: &QLayerParams<O>,
+        x: &[i8; I],
+        relu: bool,
+        out: &mut [i8; O],
+    ) {
+        let x16: [i16; I] = core::array::from_fn(|i| x[i] as i16);
+        for (o, (y, row)) in out.iter_mut().zip(weight).enumerate() {
+            *y = output(q, o, dot(row, &x16), relu);
+        }
+    }
+}
+
+/// The Cortex-M4 kernels: `SXTB16` unpacks four int8 weights into two pairs of i16, `SMLAD`
+/// multiplies two pairs and adds both products to an accumulator. Activations are gathered
+/// once into i16 patches stored in the matching order, so one weight word feeds four windows.
+pub mod dsp {
+    use super::*;
+
+    /// The three DSP instructions the kernels use. On Arm with the DSP extension they are
+    /// inline assembly; elsewhere a bit-exact emulation of the architecture's pseudocode.
+    pub mod intrinsics {
+        #[cfg(all(target_arch = "arm", any(target_feature = "dsp", fmnist_dsp)))]
+        mod imp {
+            use core::arch::asm;
+
+            /// `SMLAD acc, a, b`: `acc + a.lo·b.lo + a.hi·b.hi` (signed 16-bit halves, wrapping).
+            #[inline(always)]
+            pub fn smlad(a: u32, b: u32, acc: i32) -> i32 {
+                let r: i32;
+                // SAFETY: a pure register-only instruction of ARMv7E-M.
+                unsafe {
+                    asm!("smlad {r}, {a}, {b}, {c}", r = lateout(reg) r, a = in(reg) a,
+                         b = in(reg) b, c = in(reg) acc, options(pure, nomem, nostack, preserves_flags));
+                }
+                r
+            }
+
+            /// `SXTB16 x`: bytes 0 and 2 sign-extended into the low and high halfwords.
+            #[inline(always)]
+            pub fn sxtb16(x: u32) -> u32 {
+                let r: u32;
+                // SAFETY: a pure register-only instruction of ARMv7E-M.
+                unsafe {
+                    asm!("sxtb16 {r}, {x}", r = lateout(reg) r, x = in(reg) x,
+                         options(pure, nomem, nostack, preserves_flags));
+                }
+                r
+            }
+
+            /// `SXTB16 x, ROR #8`: bytes 1 and 3 sign-extended into the two halfwords.
+            #[inline(always)]
+            pub fn sxtb16_ror8(x: u32) -> u32 {
+                let r: u32;
+                // SAFETY: a pure register-only instruction of ARMv7E-M.
+                unsafe {
+                    asm!("sxtb16 {r}, {x}, ror #8", r = lateout(reg) r, x = in(reg) x,
+                         options(pure, nomem, nostack, preserves_flags));
+                }
+                r
+            }
+        }
+
+        /// The emulation, always compiled so the host can test it against the hardware
+        /// definitions and run the device's algorithm.
+        pub mod emulated {
+            /// `SMLAD`: `acc + a.lo·b.lo + a.hi·b.hi`, the sum truncated to 32 bits (the
+            /// hardware sets the Q flag on overflow, which the overflow proof rules out).
+            #[inline(always)]
+            pub fn smlad(a: u32, b: u32, acc: i32) -> i32 {
+                let lo = (a as i16 as i32) * (b as i16 as i32);
+                let hi = ((a >> 16) as i16 as i32) * ((b >> 16) as i16 as i32);
+                acc.wrapping_add(lo).wrapping_add(hi)
+            }
+
+            /// `SXTB16`: bytes 0 and 2 sign-extended to halfwords.
+            #[inline(always)]
+            pub fn sxtb16(x: u32) -> u32 {
+                let lo = x as u8 as i8 as i16 as u16 as u32;
+                let hi = (x >> 16) as u8 as i8 as i16 as u16 as u32;
+                lo | hi << 16
+            }
+
+            /// `SXTB16 ROR #8`: bytes 1 and 3 sign-extended to halfwords.
+            #[inline(always)]
+            pub fn sxtb16_ror8(x: u32) -> u32 {
+                sxtb16(x.rotate_right(8))
+            }
+        }
+
+        #[cfg(not(all(target_arch = "arm", any(target_feature = "dsp", fmnist_dsp))))]
+        pub use emulated::{smlad, sxtb16, sxtb16_ror8};
+        #[cfg(all(target_arch = "arm", any(target_feature = "dsp", fmnist_dsp)))]
+        pub use imp::{smlad, sxtb16, sxtb16_ror8};
+    }
+
+    use intrinsics::{smlad, sxtb16, sxtb16_ror8};
+
+    /// Position of tap `t` in a patch: taps `4g..4g+4` are stored as `[t0, t2, t1, t3]`, the
+    /// order in which `SXTB16` / `SXTB16 ROR #8` unpack a little-endian weight word.
+    #[inline(always)]
+    const fn slot(t: usize) -> usize {
+        (t & !3) | [0, 2, 1, 3][t & 3]
+    }
+
+    /// One weight word (4 int8 taps) against the matching pair words of four patches.
+    #[inline(always)]
+    fn mac_group(word: u32, g: usize, p: &[&[[u32; 2]]; 4], acc: &mut [i32; 4]) {
+        let (w02, w13) = (sxtb16(word), sxtb16_ror8(word));
+        for j in 0..4 {
+            let [x02, x13] = p[j][g];
+            acc[j] = smlad(w13, x13, smlad(w02, x02, acc[j]));
+        }
+    }
+
+    /// `Σ w·x` of four patches of `G` groups; the last group's weights come from `tail`
+    /// (taps past the layer's fan-in are zero in `tail`, so their patch values do not matter).
+    #[inline(always)]
+    fn dots4<const G: usize>(w: &[[u8; 4]], tail: u32, p: &[[[u32; 2]; G]; 4]) -> [i32; 4] {
+        debug_assert_eq!(w.len(), G - 1);
+        let views: [&[[u32; 2]]; 4] = [&p[0], &p[1], &p[2], &p[3]];
+        let mut acc = [0i32; 4];
+        for (g, word) in w.iter().enumerate().take(G - 1) {
+            mac_group(u32::from_le_bytes(*word), g, &views, &mut acc);
+        }
+        mac_group(tail, G - 1, &views, &mut acc);
+        acc
+    }
+
+    /// The trailing `n % 4` weights of a row, zero-extended to one little-endian word.
+    fn tail_word(tail: &[i8]) -> u32 {
+        let mut b = [0u8; 4];
+        for (d, &s) in b.iter_mut().zip(tail) {
+            *d = s as u8;
+        }
+        u32::from_le_bytes(b)
+    }
+
+    /// See [`super::conv1_relu_pool`]. 25 taps = 6 weight words + a tail word (tap 24).
+    pub fn conv1_relu_pool(
+        weight: &[[[[i8; 5]; 5]; 1]; 6],
+        q: &QLayerParams<6>,
+        image: &[u8; IMAGE_PIXELS],
+        out: &mut [[[i8; 14]; 14]; 6],
+    ) {
+        let mut xp = [[q.input_zero_point; 32]; 32];
+        for (row, src) in xp[2..30].iter_mut().zip(image.chunks_exact(28)) {
+            for (d, &p) in row[2..30].iter_mut().zip(src) {
+                *d = (p ^ 0x80) as i8;
+            }
+        }
+        let flat: &[[i8; 25]; 6] = bytemuck::cast_ref(weight);
+        let tails: [u32; 6] = core::array::from_fn(|oc| tail_word(&flat[oc][24..]));
+        let mut patches = [[[0u32; 2]; 7]; 4];
+        for py in 0..14 {
+            for px in 0..14 {
+                for (patch, (dy, dx)) in patches.iter_mut().zip(WINDOW) {
+                    let (y, x) = (2 * py + dy, 2 * px + dx);
+                    let dst: &mut [i16; 28] = bytemuck::cast_mut(patch);
+                    for ky in 0..5 {
+                        for kx in 0..5 {
+                            dst[slot(ky * 5 + kx)] = xp[y + ky][x + kx] as i16;
+                        }
+                    }
+                }
+                for (oc, plane) in out.iter_mut().enumerate() {
+                    let (words, _) = bytemuck::cast_slice::<i8, u8>(&flat[oc]).as_chunks::<4>();
+                    let acc = dots4(&words[..6], tails[oc], &patches);
+                    plane[py][px] = output(q, oc, max4(acc), true);
+                }
+            }
+        }
+    }
+
+    /// See [`super::conv2_relu_pool`]. 150 taps = 37 weight words + a tail word (taps 148, 149).
+    pub fn conv2_relu_pool(
+        weight: &[[[[i8; 5]; 5]; 6]; 16],
+        q: &QLayerParams<16>,
+        x: &[[[i8; 14]; 14]; 6],
+        out: &mut [[[i8; 5]; 5]; 16],
+    ) {
+        let flat: &[[i8; 150]; 16] = bytemuck::cast_ref(weight);
+        let tails: [u32; 16] = core::array::from_fn(|oc| tail_word(&flat[oc][148..]));
+        let mut patches = [[[0u32; 2]; 38]; 4];
+        for py in 0..5 {
+            for px in 0..5 {
+                for (patch, (dy, dx)) in patches.iter_mut().zip(WINDOW) {
+                    let (y, xx) = (2 * py + dy, 2 * px + dx);
+                    let dst: &mut [i16; 152] = bytemuck::cast_mut(patch);
+                    for (ic, plane) in x.iter().enumerate() {
+                        for ky in 0..5 {
+                            for kx in 0..5 {
+                                dst[slot(ic * 25 + ky * 5 + kx)] = plane[y + ky][xx + kx] as i16;
+                            }
+                        }
+                    }
+                }
+                for (oc, plane) in out.iter_mut().enumerate() {
+                    let (words, _) = bytemuck::cast_slice::<i8, u8>(&flat[oc]).as_chunks::<4>();
+                    let acc = dots4(&words[..37], tails[oc], &patches);
+                    plane[py][px] = output(q, oc, max4(acc), true);
+                }
+            }
+        }
+    }
+
+    /// See [`super::dense`]. Four rows share each activation pair load.
+    pub fn dense<const I: usize, const O: usize>(
+        weight: &[[i8; I]; O],
+        q: &QLayerParams<O>,
+        x: &[i8; I],
+        relu: bool,
+        out: &mut [i8; O],
+    ) {
+        const { assert!(I.is_multiple_of(4) && I <= 400) };
+        // x in the SXTB16 order, as pairs: [x0 x2] [x1 x3] [x4 x6] ...
+        let mut xs = [[0u32; 2]; 100];
+        {
+            let dst: &mut [i16; 400] = bytemuck::cast_mut(&mut xs);
+            for (t, &v) in x.iter().enumerate() {
+                dst[slot(t)] = v as i16;
+            }
+        }
+        let xs = &xs[..I / 4];
+        let mut o = 0;
+        while o + 4 <= O {
+            let rows: [&[[u8; 4]]; 4] = core::array::from_fn(|r| {
+                bytemuck::cast_slice::<i8, u8>(&weight[o + r])
+                    .as_chunks::<4>()
+                    .0
+            });
+            let mut acc = [0i32; 4];
+            for (g, &[x02, x13]) in xs.iter().enumerate() {
+                for r in 0..4 {
+                    let word = u32::from_le_bytes(rows[r][g]);
+                    acc[r] = smlad(sxtb16_ror8(word), x13, smlad(sxtb16(word), x02, acc[r]));
+                }
+            }
+            for r in 0..4 {
+                out[o + r] = output(q, o + r, acc[r], relu);
+            }
+            o += 4;
+        }
+        while o < O {
+            let (row, _) = bytemuck::cast_slice::<i8, u8>(&weight[o]).as_chunks::<4>();
+            let mut acc = 0i32;
+            for (word, &[x02, x13]) in row.iter().zip(xs) {
+                let word = u32::from_le_bytes(*word);
+                acc = smlad(sxtb16_ror8(word), x13, smlad(sxtb16(word), x02, acc));
+            }
+            out[o] = output(q, o, acc, relu);
+            o += 1;
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::intrinsics::emulated;
+        use super::*;
+
+        #[test]
+        fn emulated_instructions_hand_checked() {
+            // SXTB16: bytes [0x80, 0x7f, 0xff, 0x01] (LE word 0x01ff7f80) -> (-128, -1), (127, 1).
+            let w = 0x01ff_7f80u32;
+            assert_eq!(emulated::sxtb16(w), 0xffff_ff80);
+            assert_eq!(emulated::sxtb16_ror8(w), 0x0001_007f);
+            // SMLAD: 10 + (-128)(3) + (-1)(-7) = 10 - 384 + 7 = -367.
+            assert_eq!(emulated::smlad(0xffff_ff80, 0xfff9_0003, 10), -367);
+            // Extremes: (-32768)(-32768)·2 + 0 wraps to i32::MIN (hardware: Q flag, same bits).
+            assert_eq!(emulated::smlad(0x8000_8000, 0x8000_8000, 0), i32::MIN);
+        }
+
+        /// The device's dot product (`SXTB16` + `SMLAD` in patch order) equals the plain
+        /// `Σ w·x` for every weight byte and activation value: exhaustive over all 256 × 256
+        /// (w, x) pairs in every lane, plus random full groups.
+        #[test]
+        fn dsp_group_matches_plain_products_exhaustively() {
+            for w in -128i32..=127 {
+                for x in -128i32..=127 {
+                    for lane in 0..4 {
+                        let mut wb = [0u8; 4];
+                        wb[lane] = w as u8;
+                        let mut taps = [0i16; 4];
+                        taps[slot(lane)] = x as i16;
+                        let p: [u32; 2] = bytemuck::cast(taps);
+                        let views: [&[[u32; 2]]; 4] = [&[p], &[p], &[p], &[p]];
+                        let mut acc = [7, -7, 0, 1 << 20];
+                        mac_group(u32::from_le_bytes(wb), 0, &views, &mut acc);
+                        assert_eq!(acc, [7 + w * x, -7 + w * x, w * x, (1 << 20) + w * x]);
+                    }
+                }
+            }
+            let mut s = 1u32;
+            for _ in 0..100_000 {
+                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                let wb = s.to_le_bytes();
+                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                let xb = s.to_le_bytes().map(|b| b as i8);
+                let mut taps = [0i16; 4];
+                for t in 0..4 {
+                    taps[slot(t)] = xb[t] as i16;
+                }
+                let p: [u32; 2] = bytemuck::cast(taps);
+                let views: [&[[u32; 2]]; 4] = [&[p], &[p], &[p], &[p]];
+                let mut acc = [0; 4];
+                mac_group(u32::from_le_bytes(wb), 0, &views, &mut acc);
+                let want: i32 = (0..4).map(|t| wb[t] as i8 as i32 * xb[t] as i32).sum();
+                assert_eq!(acc, [want; 4]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::lenet::testutil::{Lcg, random_image, random_qparams};
+    use crate::quant::{QConv2d, QDense, max_pool_2x2};
+
+    /// Both implementations against the reference kernels, layer by layer, on random valid
+    /// layers (weights over the whole −127..=127 range) and random inputs over all of i8.
+    #[test]
+    fn both_fast_paths_match_the_reference_layer_by_layer() {
+        let mut r = Lcg(2024);
+        for seed in 0..40 {
+            let p = random_qparams(1000 + seed);
+            let img = if seed % 4 == 0 {
+                core::array::from_fn(|_| r.range(0, 255) as u8)
+            } else {
+                random_image(&mut r)
+            };
+            // conv1
+            let x = crate::quant::lenet::image_to_i8(&img);
+            let conv1 = QConv2d::<1, 6, 5, 2> {
+                weight: &p.conv1_weight,
+                q: &p.conv1,
+            };
+            let mut full = [[[0i8; 28]; 28]; 6];
+            conv1.forward(&x, true, &mut full);
+            let mut want1 = [[[0i8; 14]; 14]; 6];
+            max_pool_2x2(&full, &mut want1);
+            let mut a = [[[0i8; 14]; 14]; 6];
+            portable::conv1_relu_pool(&p.conv1_weight, &p.conv1, &img, &mut a);
+            assert_eq!(a, want1, "portable conv1, seed {seed}");
+            let mut b = [[[0i8; 14]; 14]; 6];
+            dsp::conv1_relu_pool(&p.conv1_weight, &p.conv1, &img, &mut b);
+            assert_eq!(b, want1, "dsp conv1, seed {seed}");
+            // conv2 on random i8 input over the whole range
+            let mut x2 = [[[0i8; 14]; 14]; 6];
+            x2.iter_mut()
+                .flatten()
+                .flatten()
+                .for_each(|v| *v = r.range(-128, 127) as i8);
+            let conv2 = QConv2d::<6, 16, 5, 0> {
+                weight: &p.conv2_weight,
+                q: &p.conv2,
+            };
+            let mut full2 = [[[0i8; 10]; 10]; 16];
+            conv2.forward(&x2, true, &mut full2);
+            let mut want2 = [[[0i8; 5]; 5]; 16];
+            max_pool_2x2(&full2, &mut want2);
+            let mut a2 = [[[0i8; 5]; 5]; 16];
+            portable::conv2_relu_pool(&p.conv2_weight, &p.conv2, &x2, &mut a2);
+            assert_eq!(a2, want2, "portable conv2, seed {seed}");
+            let mut b2 = [[[0i8; 5]; 5]; 16];
+            dsp::conv2_relu_pool(&p.conv2_weight, &p.conv2, &x2, &mut b2);
+            assert_eq!(b2, want2, "dsp conv2, seed {seed}");
+            // dense layers, with and without ReLU
+            let x400: [i8; 400] = core::array::from_fn(|_| r.range(-128, 127) as i8);
+            for relu in [true, false] {
+                let mut want = [0i8; 120];
+                QDense {
+                    weight: &p.fc1_weight,
+                    q: &p.fc1,
+                }
+                .forward(&x400, relu, &mut want);
+                let mut got = [0i8; 120];
+                portable::dense(&p.fc1_weight, &p.fc1, &x400, relu, &mut got);
+                assert_eq!(got, want);
+                dsp::dense(&p.fc1_weight, &p.fc1, &x400, relu, &mut got);
+                assert_eq!(got, want);
+                let x84: [i8; 84] = core::array::from_fn(|_| r.range(-128, 127) as i8);
+                let mut want3 = [0i8; 10];
+                QDense {
+                    weight: &p.fc3_weight,
+                    q: &p.fc3,
+                }
+                .forward(&x84, relu, &mut want3);
+                let mut got3 = [0i8; 10];
+                portable::dense(&p.fc3_weight, &p.fc3, &x84, relu, &mut got3);
+                assert_eq!(got3, want3);
+                dsp::dense(&p.fc3_weight, &p.fc3, &x84, relu, &mut got3);
+                assert_eq!(got3, want3);
+            }
+        }
+    }
 }

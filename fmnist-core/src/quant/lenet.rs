@@ -559,3 +559,82 @@ mod tests {
         }
     }
 }
+
+/// Host throughput, one thread, batch 1:
+/// `cargo test --release -p fmnist-core --lib -- --ignored --nocapture int8_throughput`.
+#[cfg(test)]
+mod bench {
+    use super::testutil::*;
+    use super::*;
+    use std::hint::black_box;
+    use std::time::Instant;
+
+    /// CPU time of this thread in seconds (Linux `schedstat`, ns), so a loaded machine does
+    /// not count other processes' time; wall time elsewhere.
+    fn cpu_seconds() -> f64 {
+        std::fs::read_to_string("/proc/thread-self/schedstat")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .map(|ns| ns as f64 * 1e-9)
+            .unwrap_or_else(|| {
+                static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+                START.get_or_init(Instant::now).elapsed().as_secs_f64()
+            })
+    }
+
+    fn images_per_second(
+        n: usize,
+        images: &[[u8; IMAGE_PIXELS]],
+        f: impl Fn(&[u8; 784]) -> [i8; 10],
+    ) -> f64 {
+        let t = cpu_seconds();
+        let mut sink = 0i32;
+        for i in 0..n {
+            sink += f(black_box(&images[i % images.len()]))[i % 10] as i32;
+        }
+        black_box(sink);
+        n as f64 / (cpu_seconds() - t)
+    }
+
+    #[test]
+    #[ignore = "benchmark; run in release"]
+    fn int8_throughput() {
+        let p = random_qparams(1);
+        let model = LeNetQ::new(&p).unwrap();
+        let mut r = Lcg(3);
+        let images: Vec<_> = (0..256).map(|_| random_image(&mut r)).collect();
+        let fused = images_per_second(100_000, &images, |i| model.forward(i));
+        let reference = images_per_second(5_000, &images, |i| model.forward_reference(i));
+        println!(
+            "int8 fused ({}): {fused:.0} images/s; reference: {reference:.0} images/s; x{:.1}",
+            if super::fast::USES_DSP {
+                "dsp"
+            } else {
+                "portable"
+            },
+            fused / reference
+        );
+        let img = &images[0];
+        let mut pool1 = [[[0i8; 14]; 14]; 6];
+        let mut flat = [0i8; 400];
+        let mut h1 = [0i8; 120];
+        let mut h2 = [0i8; 84];
+        let mut lg = [0i8; 10];
+        let time = |name: &str, f: &mut dyn FnMut()| {
+            let t = cpu_seconds();
+            for _ in 0..20_000 {
+                f();
+            }
+            println!("  {name}: {:.2} us", (cpu_seconds() - t) / 20_000.0 * 1e6);
+        };
+        time("conv1+relu+pool", &mut || {
+            model.conv1_relu_pool(black_box(img), &mut pool1)
+        });
+        time("conv2+relu+pool", &mut || {
+            model.conv2_relu_pool(black_box(&pool1), &mut flat)
+        });
+        time("fc1", &mut || model.fc1(black_box(&flat), &mut h1));
+        time("fc2", &mut || model.fc2(black_box(&h1), &mut h2));
+        time("fc3", &mut || model.fc3(black_box(&h2), &mut lg));
+    }
+}
