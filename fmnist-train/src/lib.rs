@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod export;
 pub mod fold;
 pub mod modelio;
 pub mod nn;

@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use fmnist_train::config::{Preset, steps_per_epoch};
+use fmnist_train::quantize::Calibration;
 use fmnist_train::run::{RunOptions, run};
 use fmnist_train::trainer::Trainer;
-use fmnist_train::{checkpoint, cli, data};
+use fmnist_train::{checkpoint, cli, data, export};
 
 #[derive(Parser)]
 #[command(
@@ -47,6 +48,12 @@ enum Command {
         /// Peak learning rate instead of the preset's.
         #[arg(long)]
         lr: Option<f32>,
+        /// L2 weight decay added to the gradient instead of the preset's.
+        #[arg(long)]
+        weight_decay: Option<f32>,
+        /// Images per step instead of the preset's.
+        #[arg(long)]
+        batch: Option<usize>,
         /// Checkpoint and test every this many steps instead of the preset's.
         #[arg(long)]
         checkpoint_every: Option<u64>,
@@ -66,6 +73,34 @@ enum Command {
         out: Option<PathBuf>,
         #[command(flatten)]
         common: Common,
+    },
+    /// Fold batch norm, calibrate, quantize to int8 and write the model file; print f32 vs int8
+    /// test accuracy.
+    Export {
+        /// Trained weights: a checkpoint, the f32 model file, or a PyTorch safetensors file.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// The int8 model file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write the BN-folded f32 model (what the device runs in f32).
+        #[arg(long)]
+        folded_out: Option<PathBuf>,
+        /// Training images used to calibrate activation ranges.
+        #[arg(long, default_value_t = 2000)]
+        calibration: usize,
+        /// Calibration method.
+        #[arg(long, value_enum, default_value = "minmax")]
+        method: Method,
+        /// Percentile for `--method percentile`.
+        #[arg(long, default_value_t = 99.99)]
+        percentile: f64,
+        /// Data directory (as for `train`).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the layer table of LeNet-BN.
     Summary {
@@ -91,6 +126,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Method {
+    /// Observed min/max.
+    Minmax,
+    /// A percentile of the observed values.
+    Percentile,
+    /// The clipping range with the least squared error.
+    Mse,
 }
 
 #[derive(clap::Args)]
@@ -134,12 +179,32 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
             steps,
             epochs,
             lr,
+            weight_decay,
+            batch,
             checkpoint_every,
             common,
         } => {
             let (train, test) = data::load_both(data.as_deref()).map_err(cli::bad_input)?;
             let mut cfg = preset.config(train.len(), seed);
+            if let Some(b) = batch {
+                if b == 0 || b > train.len() {
+                    return Err(cli::CliError::bad(format!(
+                        "--batch must be between 1 and {}, got {b}",
+                        train.len()
+                    )));
+                }
+                cfg.batch = b;
+                cfg.checkpoint_every = steps_per_epoch(train.len(), b);
+            }
             let epoch = steps_per_epoch(train.len(), cfg.batch);
+            if let Some(wd) = weight_decay {
+                if !(wd.is_finite() && wd >= 0.0) {
+                    return Err(cli::CliError::bad(format!(
+                        "--weight-decay must be a number ≥ 0, got {wd}"
+                    )));
+                }
+                cfg.sgd.weight_decay = wd;
+            }
             if let Some(s) = steps {
                 cfg.steps = s;
             }
@@ -180,6 +245,61 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
             let mut trainer = Trainer::resume(state, &train, threads)
                 .map_err(|why| cli::CliError::bad(format!("{}: {why}", checkpoint.display())))?;
             finish(&mut trainer, &test, threads, out, &common)
+        }
+        Command::Export {
+            checkpoint,
+            out,
+            folded_out,
+            calibration,
+            method,
+            percentile,
+            data,
+            json,
+        } => {
+            let weights = export::read_f32_weights(&checkpoint)?;
+            let method = match method {
+                Method::Minmax => Calibration::MinMax,
+                Method::Mse => Calibration::Mse,
+                Method::Percentile => {
+                    if !(50.0..=100.0).contains(&percentile) {
+                        return Err(cli::CliError::bad(format!(
+                            "--percentile must be between 50 and 100, got {percentile}"
+                        )));
+                    }
+                    Calibration::Percentile(percentile)
+                }
+            };
+            if calibration == 0 {
+                return Err(cli::CliError::bad("--calibration must be at least 1"));
+            }
+            let (train, test) = data::load_both(data.as_deref()).map_err(cli::bad_input)?;
+            let r = export::export(
+                &weights,
+                &train,
+                &test,
+                calibration,
+                method,
+                &out,
+                folded_out.as_deref(),
+            )?;
+            if json {
+                println!("{}", serde_json::to_string(&r).expect("report serializes"));
+            } else {
+                println!(
+                    "f32 {:.2} %  folded f32 {:.2} %  int8 {:.2} %  ({:+.2} points, {} calibration on {} images)",
+                    100.0 * r.f32_accuracy,
+                    100.0 * r.folded_accuracy,
+                    100.0 * r.int8_accuracy,
+                    r.delta_points,
+                    r.method,
+                    r.calibration_images
+                );
+                println!("wrote {} ({} bytes)", r.out.display(), r.bytes);
+                if let Some(f) = &r.folded_out {
+                    println!("wrote {}", f.display());
+                }
+            }
+            Ok(())
         }
         Command::Summary { json } => {
             cli::print_summary(json);
