@@ -189,7 +189,7 @@ pub fn run(
         .map_err(io(&log_path))?;
         if let Some(b) = &bar {
             b.set_position(step);
-            if step % 10 == 0 {
+            if step.is_multiple_of(10) {
                 b.set_message(format!(
                     "loss {:.4} acc {:.3} ({:.0} img/s)",
                     st.loss,
@@ -197,7 +197,7 @@ pub fn run(
                     images_per_second(trainer, step - first_step, train_seconds_before)
                 ));
             }
-        } else if step % opts.print_every == 0 || step == 1 {
+        } else if step.is_multiple_of(opts.print_every) || step == 1 {
             say(&format!(
                 "{}, Step: {step}/{total}, Loss: {:.4}, Accuracy: {:.4}",
                 timestamp(),
@@ -205,7 +205,7 @@ pub fn run(
                 st.accuracy
             ));
         }
-        if step % cfg.checkpoint_every == 0 || step == total {
+        if step.is_multiple_of(cfg.checkpoint_every) || step == total {
             let e = trainer.evaluate(test);
             last_acc = e.accuracy;
             evaluations.push((step, e.accuracy));
