@@ -97,18 +97,105 @@ pub mod portable {
     use super::*;
 
     /// `Σ_k w[k]·p_j[k]` for four patches sharing one weight row (one weight load feeds four
-    /// multiply-adds; LLVM turns the loop into `pmaddwd`-style dot products).
+    /// multiply-adds). `T` is a multiple of 8.
     #[inline(always)]
     fn dots4<const T: usize>(w: &[i16; T], p: &[[i16; T]; 4]) -> [i32; 4] {
-        let (mut a0, mut a1, mut a2, mut a3) = (0i32, 0i32, 0i32, 0i32);
-        for k in 0..T {
-            let wk = w[k] as i32;
-            a0 += wk * p[0][k] as i32;
-            a1 += wk * p[1][k] as i32;
-            a2 += wk * p[2][k] as i32;
-            a3 += wk * p[3][k] as i32;
+        #[cfg(target_arch = "x86_64")]
+        {
+            sse2::dots4(w, p)
         }
-        [a0, a1, a2, a3]
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let (mut a0, mut a1, mut a2, mut a3) = (0i32, 0i32, 0i32, 0i32);
+            for k in 0..T {
+                let wk = w[k] as i32;
+                a0 += wk * p[0][k] as i32;
+                a1 += wk * p[1][k] as i32;
+                a2 += wk * p[2][k] as i32;
+                a3 += wk * p[3][k] as i32;
+            }
+            [a0, a1, a2, a3]
+        }
+    }
+
+    /// SSE2 (baseline on every x86-64) dot products with `pmaddwd`: eight i16 products summed
+    /// pairwise into i32 lanes, exact (every product and pair sum fits in i32, see the overflow
+    /// proof), so the result equals the scalar sum bit for bit.
+    #[cfg(target_arch = "x86_64")]
+    mod sse2 {
+        use core::arch::x86_64::*;
+
+        /// The four lane sums of four vectors: `[Σa, Σb, Σc, Σd]`.
+        #[inline(always)]
+        fn hsum4(a: __m128i, b: __m128i, c: __m128i, d: __m128i) -> [i32; 4] {
+            // SAFETY (every `unsafe` in this module): SSE2 is part of the x86-64 baseline, so
+            // the intrinsics are available; pointer arguments are checked slices.
+            unsafe {
+                let ab = _mm_add_epi32(_mm_unpacklo_epi32(a, b), _mm_unpackhi_epi32(a, b));
+                let cd = _mm_add_epi32(_mm_unpacklo_epi32(c, d), _mm_unpackhi_epi32(c, d));
+                let s = _mm_add_epi32(_mm_unpacklo_epi64(ab, cd), _mm_unpackhi_epi64(ab, cd));
+                let mut out = [0i32; 4];
+                _mm_storeu_si128(out.as_mut_ptr().cast(), s);
+                out
+            }
+        }
+
+        #[inline(always)]
+        fn load8(x: &[i16], at: usize) -> __m128i {
+            let v = &x[at..at + 8];
+            // SAFETY: `v` is 8 readable i16 (16 bytes); unaligned load.
+            unsafe { _mm_loadu_si128(v.as_ptr().cast()) }
+        }
+
+        /// See `dots4`.
+        #[inline(always)]
+        pub fn dots4<const T: usize>(w: &[i16; T], p: &[[i16; T]; 4]) -> [i32; 4] {
+            const { assert!(T % 8 == 0) };
+            unsafe {
+                let z = _mm_setzero_si128();
+                let (mut a0, mut a1, mut a2, mut a3) = (z, z, z, z);
+                let mut k = 0;
+                while k < T {
+                    let wv = load8(w, k);
+                    a0 = _mm_add_epi32(a0, _mm_madd_epi16(wv, load8(&p[0], k)));
+                    a1 = _mm_add_epi32(a1, _mm_madd_epi16(wv, load8(&p[1], k)));
+                    a2 = _mm_add_epi32(a2, _mm_madd_epi16(wv, load8(&p[2], k)));
+                    a3 = _mm_add_epi32(a3, _mm_madd_epi16(wv, load8(&p[3], k)));
+                    k += 8;
+                }
+                hsum4(a0, a1, a2, a3)
+            }
+        }
+
+        /// `Σ w·x` for four weight rows of i8 against one i16 activation vector.
+        #[inline(always)]
+        pub fn dot_rows4<const I: usize>(w: [&[i8; I]; 4], x: &[i16; I]) -> [i32; 4] {
+            unsafe {
+                let z = _mm_setzero_si128();
+                let mut acc = [z; 4];
+                let mut k = 0;
+                while k + 8 <= I {
+                    let xv = load8(x, k);
+                    for r in 0..4 {
+                        let b = &w[r][k..k + 8];
+                        // `b` is 8 readable bytes: 64-bit unaligned load.
+                        let bytes = _mm_loadl_epi64(b.as_ptr().cast());
+                        // Sign-extend 8 i8 to i16: duplicate each byte into a word, shift right 8.
+                        let wv = _mm_srai_epi16(_mm_unpacklo_epi8(bytes, bytes), 8);
+                        acc[r] = _mm_add_epi32(acc[r], _mm_madd_epi16(wv, xv));
+                    }
+                    k += 8;
+                }
+                let mut sums = hsum4(acc[0], acc[1], acc[2], acc[3]);
+                // The last I % 8 inputs (4 for fc3's 84).
+                for (r, sum) in sums.iter_mut().enumerate() {
+                    for i in k..I {
+                        *sum += w[r][i] as i32 * x[i] as i32;
+                    }
+                }
+                sums
+            }
+        }
     }
 
     /// See [`super::conv1_relu_pool`].
@@ -203,8 +290,20 @@ pub mod portable {
         out: &mut [i8; O],
     ) {
         let x16: [i16; I] = core::array::from_fn(|i| x[i] as i16);
-        for (o, (y, row)) in out.iter_mut().zip(weight).enumerate() {
-            *y = output(q, o, dot(row, &x16), relu);
+        let mut o = 0;
+        #[cfg(target_arch = "x86_64")]
+        {
+            while o + 4 <= O {
+                let acc = sse2::dot_rows4(core::array::from_fn(|r| &weight[o + r]), &x16);
+                for (r, &a) in acc.iter().enumerate() {
+                    out[o + r] = output(q, o + r, a, relu);
+                }
+                o += 4;
+            }
+        }
+        while o < O {
+            out[o] = output(q, o, dot(&weight[o], &x16), relu);
+            o += 1;
         }
     }
 }
