@@ -5,7 +5,9 @@
 //!
 //! ```text
 //! demo   IMAGES LABELS [N]   classify the first N (default 8) images, log class and cost
-//! verify IMAGES LABELS OUT   classify every image, write its logits to OUT, log the accuracy
+//! verify IMAGES LABELS OUT [FIRST COUNT]
+//!                            classify every image (or COUNT from index FIRST), write the
+//!                            logits to OUT, log the accuracy
 //! bench  [IMAGES]            per-layer cost of one image (the first of IMAGES, or a pattern)
 //! ```
 //! IMAGES and LABELS are the un-gzipped IDX files (`t10k-images-idx3-ubyte`,
@@ -18,7 +20,7 @@ use core::mem::MaybeUninit;
 use defmt::error;
 use fmnist_core::lenet::IMAGE_PIXELS;
 use semihosting::fs::File;
-use semihosting::io::{Read, Write};
+use semihosting::io::{Read, Seek, SeekFrom, Write};
 use semihosting::sys::arm_compat::sys_get_cmdline_uninit;
 
 use crate::{EXIT_USAGE, exit};
@@ -121,6 +123,19 @@ fn labels(w: Word<'_>) -> Labels {
 }
 
 impl Images {
+    /// Restricts the file to images `first .. first + count` (clamped to the file).
+    pub fn select(&mut self, first: u32, count: u32) {
+        let first = first.min(self.count);
+        if self
+            .file
+            .seek(SeekFrom::Start(16 + u64::from(first) * IMAGE_PIXELS as u64))
+            .is_err()
+        {
+            fail("seek failed", b"images");
+        }
+        self.count = count.min(self.count - first);
+    }
+
     /// Reads the next image.
     pub fn next(&mut self, image: &mut [u8; IMAGE_PIXELS]) {
         if self.file.read_exact(image).is_err() {
@@ -130,6 +145,19 @@ impl Images {
 }
 
 impl Labels {
+    /// Restricts the file to labels `first .. first + count` (clamped to the file).
+    pub fn select(&mut self, first: u32, count: u32) {
+        let first = first.min(self.count);
+        if self
+            .file
+            .seek(SeekFrom::Start(8 + u64::from(first)))
+            .is_err()
+        {
+            fail("seek failed", b"labels");
+        }
+        self.count = count.min(self.count - first);
+    }
+
     /// Reads the next `out.len()` labels.
     pub fn next(&mut self, out: &mut [u8]) {
         if self.file.read_exact(out).is_err() {
@@ -153,8 +181,8 @@ fn number(w: Word<'_>) -> u32 {
     digits.iter().fold(0, |n, &d| n * 10 + u32::from(d - b'0'))
 }
 
-/// Most words on the command line (kernel path, mode, three arguments).
-const MAX_WORDS: usize = 5;
+/// Most words on the command line (kernel path, mode, five arguments).
+const MAX_WORDS: usize = 7;
 
 /// Parses the semihosting command line and opens the files it names. Words are split at
 /// spaces in place (each space becomes the NUL ending a C string), so no path is copied.
@@ -198,14 +226,26 @@ pub fn command() -> Command {
             },
             5,
         ),
-        b"verify" => (
-            Command::Verify {
-                images: images(arg(2, "IMAGES")),
-                labels: labels(arg(3, "LABELS")),
-                out: create(arg(4, "OUT")),
-            },
-            5,
-        ),
+        b"verify" => {
+            let mut images = images(arg(2, "IMAGES"));
+            let mut labels = labels(arg(3, "LABELS"));
+            let out = create(arg(4, "OUT"));
+            let mut used = 5;
+            if let Some(first) = word(5).map(number) {
+                let count = number(arg(6, "COUNT"));
+                images.select(first, count);
+                labels.select(first, count);
+                used = 7;
+            }
+            (
+                Command::Verify {
+                    images,
+                    labels,
+                    out,
+                },
+                used,
+            )
+        }
         b"bench" => (
             Command::Bench {
                 images: word(2).map(images),
@@ -213,7 +253,7 @@ pub fn command() -> Command {
             3,
         ),
         other => fail(
-            "usage: demo IMAGES LABELS [N] | verify IMAGES LABELS OUT | bench [IMAGES]; got",
+            "usage: demo IMAGES LABELS [N] | verify IMAGES LABELS OUT [FIRST COUNT] | bench [IMAGES]; got",
             other,
         ),
     };

@@ -56,30 +56,54 @@ fn host_logits(
     })
 }
 
-/// Runs verify mode and checks the device's logits against `host` byte for byte, and the
-/// accuracy the device reports against the host's.
-fn verify(profile: Profile, model: &Path, host: &[Vec<u8>], per_image: usize, name: &str) -> Run {
+/// QEMU processes a verify run is split into (each takes a contiguous range of images).
+const PARTS: u32 = 2;
+
+/// Runs verify mode (in [`PARTS`] QEMU processes) and checks the device's logits against
+/// `host` byte for byte. Returns the number of images the device classified correctly.
+fn verify(profile: Profile, model: &Path, host: &[Vec<u8>], per_image: usize, name: &str) -> u64 {
     let set = qemu::test_set();
     let elf = qemu::firmware(profile);
-    let out = model.with_extension("device-logits");
-    let run = qemu::run(
-        &elf,
-        Some(model),
-        &[
-            "verify",
-            set.images_path.to_str().unwrap(),
-            set.labels_path.to_str().unwrap(),
-            out.to_str().unwrap(),
-        ],
-        VERIFY_TIMEOUT,
-    );
+    let n = set.images.len() as u32;
+    let t = std::time::Instant::now();
+    let parts: Vec<(std::path::PathBuf, Run)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..PARTS)
+            .map(|k| {
+                let (first, last) = (n * k / PARTS, n * (k + 1) / PARTS);
+                let out = model.with_extension(format!("device-logits-{k}"));
+                let elf = &elf;
+                s.spawn(move || {
+                    let (first_s, count_s) = (first.to_string(), (last - first).to_string());
+                    let args = [
+                        "verify",
+                        set.images_path.to_str().unwrap(),
+                        set.labels_path.to_str().unwrap(),
+                        out.to_str().unwrap(),
+                        &first_s,
+                        &count_s,
+                    ];
+                    let run = qemu::run(elf, Some(model), &args, VERIFY_TIMEOUT);
+                    (out, run)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
     eprintln!(
-        "{name} verify on QEMU: {:.1} s\n{}",
-        run.elapsed.as_secs_f64(),
-        run.text()
+        "{name} verify of {n} images on QEMU ({PARTS} processes): {:.1} s",
+        t.elapsed().as_secs_f64()
     );
-    assert_eq!(run.status, 0, "verify failed:\n{}", run.text());
-    let device = std::fs::read(&out).unwrap();
+    let mut device = Vec::new();
+    let mut correct = 0;
+    for (out, run) in &parts {
+        eprintln!("{}", run.text());
+        assert_eq!(run.status, 0, "verify failed:\n{}", run.text());
+        device.extend(std::fs::read(out).unwrap());
+        let line = run
+            .line(&format!("verify {name}:"))
+            .unwrap_or_else(|| panic!("no verify summary in:\n{}", run.text()));
+        correct += number_after(line, "images,").unwrap();
+    }
     assert_eq!(
         device.len(),
         set.images.len() * per_image,
@@ -103,7 +127,7 @@ fn verify(profile: Profile, model: &Path, host: &[Vec<u8>], per_image: usize, na
         &device[mismatches[0] * per_image..(mismatches[0] + 1) * per_image],
         host[mismatches[0]]
     );
-    run
+    correct
 }
 
 fn host_correct(classes: impl Iterator<Item = usize>) -> u64 {
@@ -123,15 +147,11 @@ fn int8_logits_are_bit_exact_on_all_test_images() {
     let host = host_logits(&set.images, |img| {
         net.forward(img).iter().map(|&v| v as u8).collect()
     });
-    let run = verify(Profile::Qemu, &model, &host, 10, "int8");
+    let device_correct = verify(Profile::Qemu, &model, &host, 10, "int8");
     let correct = host_correct(host.iter().map(|l| argmax(&l.map_i8())));
-    let line = run
-        .line("verify int8:")
-        .expect("no verify summary in the log");
     assert_eq!(
-        number_after(line, "images,"),
-        Some(correct),
-        "device accuracy differs: {line}"
+        device_correct, correct,
+        "device accuracy differs from the host's"
     );
 }
 
@@ -148,19 +168,15 @@ fn f32_logits_are_bit_exact_on_all_test_images() {
             .flat_map(|v| v.to_le_bytes())
             .collect()
     });
-    let run = verify(Profile::Qemu, &model, &host, 40, "f32");
+    let device_correct = verify(Profile::Qemu, &model, &host, 40, "f32");
     let correct = host_correct(host.iter().map(|l| {
         let logits: [f32; 10] =
             std::array::from_fn(|i| f32::from_le_bytes(l[4 * i..4 * i + 4].try_into().unwrap()));
         argmax(&logits)
     }));
-    let line = run
-        .line("verify f32:")
-        .expect("no verify summary in the log");
     assert_eq!(
-        number_after(line, "images,"),
-        Some(correct),
-        "device accuracy differs: {line}"
+        device_correct, correct,
+        "device accuracy differs from the host's"
     );
 }
 
@@ -218,10 +234,8 @@ fn a_model_of_another_architecture_or_kind_is_refused() {
     let unfolded = qemu::model_file(Arch::LeNet, Kind::F32, bytemuck::bytes_of(&*p));
     assert_refused(&unfolded, "wrong model");
     // No model at all: the region reads as zeros.
-    let dir = tempfile::tempdir().unwrap();
     let elf = qemu::firmware(Profile::Qemu);
     let run = qemu::run(&elf, None, &["bench"], SHORT_TIMEOUT);
-    let _ = dir;
     assert_eq!(run.status, qemu::EXIT_MODEL, "{}", run.text());
     assert!(run.text().contains("bad magic"), "{}", run.text());
 }
