@@ -150,7 +150,7 @@ pub mod portable {
         /// See `dots4`.
         #[inline(always)]
         pub fn dots4<const T: usize>(w: &[i16; T], p: &[[i16; T]; 4]) -> [i32; 4] {
-            const { assert!(T % 8 == 0) };
+            const { assert!(T.is_multiple_of(8)) };
             unsafe {
                 let z = _mm_setzero_si128();
                 let (mut a0, mut a1, mut a2, mut a3) = (z, z, z, z);
@@ -164,6 +164,97 @@ pub mod portable {
                     k += 8;
                 }
                 hsum4(a0, a1, a2, a3)
+            }
+        }
+
+        /// conv1 vectorized across output columns: for four adjacent outputs and a tap pair
+        /// `(k, k+1)` of one kernel row, `unpacklo(x[c+k..], x[c+k+1..])` holds the four input
+        /// pairs, and one `pmaddwd` with the broadcast weight pair adds both taps to the four
+        /// accumulators. Each input row is loaded once for the six channels and both output rows
+        /// of a pooling window. Exact, like the reference (integer sums).
+        pub fn conv1_relu_pool(
+            weight: &[[[[i8; 5]; 5]; 1]; 6],
+            q: &super::QLayerParams<6>,
+            image: &[u8; super::IMAGE_PIXELS],
+            out: &mut [[[i8; 14]; 14]; 6],
+        ) {
+            // Padded image, i16, rows of 40 so every 8-lane load at column ≤ 32 stays inside.
+            let mut xp = [[q.input_zero_point as i16; 40]; 32];
+            for (row, src) in xp[2..30].iter_mut().zip(image.chunks_exact(28)) {
+                for (d, &p) in row[2..30].iter_mut().zip(src) {
+                    *d = p as i16 - 128;
+                }
+            }
+            // Broadcast weight pairs (w[k], w[k+1]) for k = 0, 2, 4 (w[5] = 0), per oc and ky.
+            let mut wp = [[[0i32; 3]; 5]; 6];
+            for (oc, k5) in weight.iter().enumerate() {
+                for (ky, row) in k5[0].iter().enumerate() {
+                    for (j, pair) in wp[oc][ky].iter_mut().enumerate() {
+                        let lo = row[2 * j] as i16 as u16 as u32;
+                        let hi = if 2 * j + 1 < 5 {
+                            row[2 * j + 1] as i16 as u16 as u32
+                        } else {
+                            0
+                        };
+                        *pair = (lo | hi << 16) as i32;
+                    }
+                }
+            }
+            unsafe {
+                let z = _mm_setzero_si128();
+                let w: [[[__m128i; 3]; 5]; 6] = core::array::from_fn(|oc| {
+                    core::array::from_fn(|ky| {
+                        core::array::from_fn(|j| _mm_set1_epi32(wp[oc][ky][j]))
+                    })
+                });
+                for py in 0..14 {
+                    for xb in 0..7 {
+                        let c = 4 * xb;
+                        let mut acc = [[z; 2]; 6];
+                        for r in 0..6 {
+                            let row = &xp[2 * py + r];
+                            let l =
+                                |k: usize| _mm_loadu_si128(row[c + k..c + k + 8].as_ptr().cast());
+                            let pairs = [
+                                _mm_unpacklo_epi16(l(0), l(1)),
+                                _mm_unpacklo_epi16(l(2), l(3)),
+                                _mm_unpacklo_epi16(l(4), l(5)),
+                            ];
+                            for oc in 0..6 {
+                                // Input row r is kernel row r for output row 0, r - 1 for row 1.
+                                if r < 5 {
+                                    for j in 0..3 {
+                                        acc[oc][0] = _mm_add_epi32(
+                                            acc[oc][0],
+                                            _mm_madd_epi16(pairs[j], w[oc][r][j]),
+                                        );
+                                    }
+                                }
+                                if r >= 1 {
+                                    for j in 0..3 {
+                                        acc[oc][1] = _mm_add_epi32(
+                                            acc[oc][1],
+                                            _mm_madd_epi16(pairs[j], w[oc][r - 1][j]),
+                                        );
+                                    }
+                                }
+                            }
+                        }
+                        for (oc, plane) in out.iter_mut().enumerate() {
+                            let (mut a, mut b) = ([0i32; 4], [0i32; 4]);
+                            _mm_storeu_si128(a.as_mut_ptr().cast(), acc[oc][0]);
+                            _mm_storeu_si128(b.as_mut_ptr().cast(), acc[oc][1]);
+                            let m = [
+                                a[0].max(b[0]),
+                                a[1].max(b[1]),
+                                a[2].max(b[2]),
+                                a[3].max(b[3]),
+                            ];
+                            plane[py][2 * xb] = super::output(q, oc, m[0].max(m[1]), true);
+                            plane[py][2 * xb + 1] = super::output(q, oc, m[2].max(m[3]), true);
+                        }
+                    }
+                }
             }
         }
 
@@ -200,6 +291,19 @@ pub mod portable {
 
     /// See [`super::conv1_relu_pool`].
     pub fn conv1_relu_pool(
+        weight: &[[[[i8; 5]; 5]; 1]; 6],
+        q: &QLayerParams<6>,
+        image: &[u8; IMAGE_PIXELS],
+        out: &mut [[[i8; 14]; 14]; 6],
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        sse2::conv1_relu_pool(weight, q, image, out);
+        #[cfg(not(target_arch = "x86_64"))]
+        conv1_patches(weight, q, image, out);
+    }
+
+    /// conv1 by im2col patches (the non-x86 portable kernel; tested everywhere).
+    pub fn conv1_patches(
         weight: &[[[[i8; 5]; 5]; 1]; 6],
         q: &QLayerParams<6>,
         image: &[u8; IMAGE_PIXELS],
@@ -639,6 +743,9 @@ mod tests {
             let mut a = [[[0i8; 14]; 14]; 6];
             portable::conv1_relu_pool(&p.conv1_weight, &p.conv1, &img, &mut a);
             assert_eq!(a, want1, "portable conv1, seed {seed}");
+            let mut a = [[[0i8; 14]; 14]; 6];
+            portable::conv1_patches(&p.conv1_weight, &p.conv1, &img, &mut a);
+            assert_eq!(a, want1, "portable conv1 patches, seed {seed}");
             let mut b = [[[0i8; 14]; 14]; 6];
             dsp::conv1_relu_pool(&p.conv1_weight, &p.conv1, &img, &mut b);
             assert_eq!(b, want1, "dsp conv1, seed {seed}");

@@ -638,3 +638,31 @@ mod bench {
         time("fc3", &mut || model.fc3(black_box(&h2), &mut lg));
     }
 }
+
+/// 100,000 (or `FMNIST_BENCH_N`) fused forward passes and nothing else, for `perf stat` or
+/// `valgrind --tool=callgrind` (instructions per image),
+/// which do not depend on the machine's load the way wall time does: `perf stat -e instructions,cycles target/release/deps/fmnist_core-* --ignored --exact
+/// quant::lenet::bench_fused_only::int8_fused_100k`.
+#[cfg(test)]
+mod bench_fused_only {
+    use super::testutil::*;
+    use super::*;
+
+    #[test]
+    #[ignore = "benchmark; run in release under perf stat"]
+    fn int8_fused_100k() {
+        let p = random_qparams(1);
+        let model = LeNetQ::new(&p).unwrap();
+        let mut r = Lcg(3);
+        let images: Vec<_> = (0..256).map(|_| random_image(&mut r)).collect();
+        let n = std::env::var("FMNIST_BENCH_N")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100_000usize);
+        let mut sink = 0i32;
+        for i in 0..n {
+            sink += model.forward(std::hint::black_box(&images[i % 256]))[i % 10] as i32;
+        }
+        std::hint::black_box(sink);
+    }
+}

@@ -26,10 +26,11 @@ pub const fn saturating_rounding_doubling_high_mul(a: i32, b: i32) -> i32 {
     if a == i32::MIN && b == i32::MIN {
         return i32::MAX;
     }
-    let ab = a as i64 * b as i64;
-    let nudge: i64 = if ab >= 0 { 1 << 30 } else { 1 - (1 << 30) };
-    // `/` truncates toward zero, as C++ does.
-    ((ab + nudge) / (1i64 << 31)) as i32
+    // TFLite computes `(ab + nudge) / 2^31` with `nudge = ab >= 0 ? 2^30 : 1 - 2^30` and a
+    // division truncating toward zero. That equals `floor((ab + 2^30) / 2^31)` for both signs
+    // (for ab < 0: trunc(v / 2^31) = floor((v + 2^31 - 1) / 2^31) with v = ab + 1 - 2^30), an
+    // arithmetic shift without a branch; `literal_tflite_form_agrees` checks the identity.
+    ((a as i64 * b as i64 + (1 << 30)) >> 31) as i32
 }
 
 /// gemmlowp's `RoundingDivideByPOT`: `round(x / 2^exponent)` with ties away from zero,
@@ -212,6 +213,60 @@ mod tests {
             .to_i8(i32::MAX, 127, -128),
             127
         );
+    }
+
+    /// TFLite's expression, literally, as the oracle for the shift form used above.
+    fn srdhm_literal(a: i32, b: i32) -> i32 {
+        if a == i32::MIN && b == i32::MIN {
+            return i32::MAX;
+        }
+        let ab = a as i64 * b as i64;
+        let nudge: i64 = if ab >= 0 { 1 << 30 } else { 1 - (1 << 30) };
+        ((ab + nudge) / (1i64 << 31)) as i32
+    }
+
+    #[test]
+    fn literal_tflite_form_agrees() {
+        let edges = [
+            i32::MIN,
+            i32::MIN + 1,
+            -(1 << 30) - 1,
+            -(1 << 30),
+            -(1 << 30) + 1,
+            -3,
+            -2,
+            -1,
+            0,
+            1,
+            2,
+            3,
+            (1 << 30) - 1,
+            1 << 30,
+            (1 << 30) + 1,
+            i32::MAX - 1,
+            i32::MAX,
+        ];
+        for &a in &edges {
+            for &b in &edges {
+                assert_eq!(
+                    saturating_rounding_doubling_high_mul(a, b),
+                    srdhm_literal(a, b),
+                    "{a} {b}"
+                );
+            }
+        }
+        let mut s = 0x2545_f491u32;
+        for _ in 0..2_000_000 {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let a = (s as i32) >> (s % 24);
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let b = s as i32;
+            assert_eq!(
+                saturating_rounding_doubling_high_mul(a, b),
+                srdhm_literal(a, b),
+                "{a} {b}"
+            );
+        }
     }
 
     /// Requantization is monotone non-decreasing in the accumulator, so max-pool commutes with
