@@ -621,3 +621,41 @@ mod tests {
         ));
     }
 }
+
+/// Accuracy of a real trained model under each calibration method (a measurement, not a
+/// check): `FMNIST_F32_MODEL=path/model.fmnm cargo test --release -p fmnist-train --lib --
+/// --ignored --nocapture calibration_methods_on_real_model`. Data from `FMNIST_DATA` or the
+/// default locations; calibrates on the first `FMNIST_CALIB` (default 2,000) training images.
+#[cfg(test)]
+mod real_model {
+    use super::*;
+
+    #[test]
+    #[ignore = "needs a trained model file and the data set"]
+    fn calibration_methods_on_real_model() {
+        let path = std::env::var("FMNIST_F32_MODEL").expect("set FMNIST_F32_MODEL");
+        let m = crate::modelio::LoadedModel::read(std::path::Path::new(&path)).unwrap();
+        let p = m.file().unwrap().lenet_f32().unwrap();
+        let (train, test) = crate::data::load_both(None).unwrap();
+        let n: usize = std::env::var("FMNIST_CALIB")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2_000);
+        let f32_acc = f32_accuracy(p, &test.images, &test.labels);
+        println!("f32 test accuracy: {:.2} %", 100.0 * f32_acc);
+        for method in [
+            Calibration::MinMax,
+            Calibration::Percentile(99.99),
+            Calibration::Percentile(99.999),
+            Calibration::Mse,
+        ] {
+            let q = quantize_lenet(p, &train.images[..n], method).unwrap();
+            let acc = int8_accuracy(&q, &test.images, &test.labels);
+            println!(
+                "int8 {method} ({n} calibration images): {:.2} % ({:+.2} points)",
+                100.0 * acc,
+                100.0 * (acc - f32_acc)
+            );
+        }
+    }
+}
