@@ -62,9 +62,54 @@ impl<const IC: usize, const OC: usize, const K: usize, const P: usize> Conv2d<'_
         }
     }
 
+    /// Two output rows `oy0` and `oy0 + 1` of channel `oc`, every column, into `acc[dy][..ow]`.
+    ///
+    /// The loops run (ic, ky, row, kx, ox): for any one output the terms still arrive in the
+    /// documented order (bias, then ascending ic, ky, kx, padding taps skipped), so each value is
+    /// bit-identical to [`Conv2d::output_at`]; the innermost loop runs along a row of outputs,
+    /// which are independent, and vectorizes.
+    #[inline(always)]
+    fn two_rows<const H: usize, const W: usize>(
+        &self,
+        input: &[[[f32; W]; H]; IC],
+        oc: usize,
+        oy0: usize,
+        ow: usize,
+        acc: &mut [[f32; MAX_ROW]; 2],
+    ) {
+        let b = self.bias[oc];
+        for row in acc.iter_mut() {
+            row[..ow].fill(b);
+        }
+        for (plane, kernel) in input.iter().zip(&self.weight[oc]) {
+            for (ky, krow) in kernel.iter().enumerate() {
+                for (dy, arow) in acc.iter_mut().enumerate() {
+                    let Some(iy) = (oy0 + dy + ky).checked_sub(P).filter(|&iy| iy < H) else {
+                        continue;
+                    };
+                    let irow = &plane[iy];
+                    for (kx, &w) in krow.iter().enumerate() {
+                        // Columns whose tap ix = ox + kx - P lies inside the input.
+                        let lo = P.saturating_sub(kx);
+                        let hi = ow.min(W + P - kx);
+                        if lo >= hi {
+                            continue;
+                        }
+                        let src = &irow[lo + kx - P..hi + kx - P];
+                        for (a, &x) in arow[lo..hi].iter_mut().zip(src) {
+                            *a += w * x;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Convolution, optional batch norm, ReLU and 2x2 max-pool in one pass, so the full-size
-    /// convolution output never exists. Bit-identical to running the four layers one by one:
-    /// every convolution output is computed in the same order, and max/ReLU are exact.
+    /// convolution output never exists (two rows of one channel at a time). Bit-identical to
+    /// running the four layers one by one: every convolution output is computed in the same
+    /// order, batch norm is the same expression (its square root computed once per channel, the
+    /// same value), and max/ReLU are exact.
     ///
     /// # Shapes
     /// input `[IC][H][W]` → output `[OC][PH][PW]` with `PH = OH / 2`, `PW = OW / 2`.
@@ -80,15 +125,29 @@ impl<const IC: usize, const OC: usize, const K: usize, const P: usize> Conv2d<'_
         out: &mut [[[f32; PW]; PH]; OC],
     ) {
         const { assert!(2 * PH + K == H + 2 * P + 1 && 2 * PW + K == W + 2 * P + 1) };
+        const { assert!(2 * PW <= MAX_ROW) };
+        let mut acc = [[0.0f32; MAX_ROW]; 2];
         for (oc, plane) in out.iter_mut().enumerate() {
+            // Same value as BatchNorm::apply's denominator.
+            let bn_c = bn.map(|bn| {
+                (
+                    bn.mean[oc],
+                    libm::sqrtf(bn.var[oc] + bn.eps),
+                    bn.gamma[oc],
+                    bn.beta[oc],
+                )
+            });
             for (py, row) in plane.iter_mut().enumerate() {
+                self.two_rows(input, oc, 2 * py, 2 * PW, &mut acc);
+                if let Some((mean, sd, gamma, beta)) = bn_c {
+                    for v in acc.iter_mut().flat_map(|r| &mut r[..2 * PW]) {
+                        *v = (*v - mean) / sd * gamma + beta;
+                    }
+                }
                 for (px, o) in row.iter_mut().enumerate() {
                     let mut best = 0.0f32; // ReLU floor
                     for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
-                        let mut v = self.output_at(input, oc, 2 * py + dy, 2 * px + dx);
-                        if let Some(bn) = bn {
-                            v = bn.apply(oc, v);
-                        }
+                        let v = acc[dy][2 * px + dx];
                         if v > best {
                             best = v;
                         }
@@ -99,6 +158,9 @@ impl<const IC: usize, const OC: usize, const K: usize, const P: usize> Conv2d<'_
         }
     }
 }
+
+/// Longest output row [`Conv2d::forward_bn_relu_pool`] handles (its scratch is two such rows).
+pub const MAX_ROW: usize = 64;
 
 #[cfg(test)]
 mod tests {
