@@ -116,15 +116,13 @@ impl EvalReport {
             self.threads
         );
         let _ = writeln!(s, "\nper class:");
-        for c in 0..10 {
-            let total: u32 = self.confusion[c].iter().sum();
+        for (c, (name, row)) in CLASS_NAMES.iter().zip(&self.confusion).enumerate() {
+            let total: u32 = row.iter().sum();
             let _ = writeln!(
                 s,
-                "  {c} {:<12} {:6.2} %  ({} / {})",
-                CLASS_NAMES[c],
+                "  {c} {name:<12} {:6.2} %  ({} / {total})",
                 100.0 * self.per_class[c],
-                self.confusion[c][c],
-                total
+                row[c],
             );
         }
         let _ = writeln!(

@@ -25,7 +25,7 @@
 use std::path::Path;
 
 use fmnist_core::lenet::{IMAGE_PIXELS, IMAGE_SIDE};
-use image::{DynamicImage, GrayImage, ImageError, imageops};
+use image::{DynamicImage, GrayImage, ImageError, ImageFormat, imageops};
 
 use crate::error::{Error, Result};
 
@@ -59,22 +59,33 @@ pub struct Prepared {
 /// Object threshold above the background: 5 % of 255.
 pub const TRIM_THRESHOLD: u8 = 13;
 
-/// Reads and decodes a PNG or JPEG; any failure is bad input naming the file.
+/// Reads and decodes a PNG or JPEG, recognised by content (not by extension); any failure is
+/// bad input naming the file.
 pub fn read_image(path: &Path) -> Result<DynamicImage> {
-    let reader = image::ImageReader::open(path)
-        .and_then(|r| r.with_guessed_format())
-        .map_err(|e| Error::bad(path, e))?;
-    if reader.format().is_none() {
-        return Err(Error::bad(
-            path,
-            "not a PNG or JPEG image (unrecognised content)",
-        ));
-    }
-    reader.decode().map_err(|e| match e {
+    let bytes = std::fs::read(path).map_err(|e| Error::bad(path, e))?;
+    let format = match image::guess_format(&bytes) {
+        Ok(f @ (ImageFormat::Png | ImageFormat::Jpeg)) => f,
+        Ok(other) => {
+            return Err(Error::bad(
+                path,
+                format!("not a PNG or JPEG image ({other:?} is not supported)"),
+            ));
+        }
+        Err(_) if bytes.is_empty() => {
+            return Err(Error::bad(path, "not a PNG or JPEG image (empty file)"));
+        }
+        Err(_) => {
+            return Err(Error::bad(
+                path,
+                "not a PNG or JPEG image (unrecognised content)",
+            ));
+        }
+    };
+    image::load_from_memory_with_format(&bytes, format).map_err(|e| match e {
         ImageError::Unsupported(u) => Error::bad(path, format!("unsupported image: {u}")),
         ImageError::Decoding(d) => Error::bad(path, format!("corrupt image: {d}")),
         ImageError::Limits(l) => Error::bad(path, format!("image too large: {l}")),
-        other => Error::bad(path, other),
+        other => Error::bad(path, format!("cannot decode image: {other}")),
     })
 }
 
