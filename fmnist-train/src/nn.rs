@@ -17,6 +17,9 @@ const P1: usize = 28 * 28; // conv1 output positions per image
 const Q1: usize = 14 * 14; // pool1 outputs per channel
 const P2: usize = 10 * 10; // conv2 output positions per image
 const K2: usize = 6 * 25; // conv2 taps
+/// Spare floats after the pooled conv1 output: the conv2 kernels read a little past the last row
+/// (into values whose products are discarded).
+const A1_TAIL: usize = 16;
 const F: usize = 400; // flattened pool2
 const NONE: u32 = u32::MAX;
 /// Row width of the padded conv1 input (2 + 28 + 6: each output row reads 32 values per tap).
@@ -124,7 +127,7 @@ pub struct Chunk {
     z1: Vec<f32>,
     a1: Vec<f32>,
     arg1: Vec<u32>,
-    col2: Vec<f32>,
+    dz2t: Vec<[f32; 16]>,
     z2: Vec<f32>,
     a2: Vec<f32>,
     arg2: Vec<u32>,
@@ -158,9 +161,9 @@ impl Default for Chunk {
             n: 0,
             col1: z(CHUNK * XP),
             z1: z(6 * CHUNK * P1),
-            a1: z(CHUNK * 6 * Q1),
+            a1: z(CHUNK * 6 * Q1 + A1_TAIL),
             arg1: vec![NONE; 6 * CHUNK * Q1],
-            col2: z(K2 * CHUNK * P2),
+            dz2t: vec![[0.0; 16]; CHUNK * P2],
             z2: z(16 * CHUNK * P2),
             a2: z(CHUNK * F),
             arg2: vec![NONE; CHUNK * F],
@@ -344,6 +347,90 @@ simd_dispatch! {
     }
 }
 
+/// conv2 weights as `[tap][oc]` (tap = ic·25 + ky·5 + kx): output channels contiguous.
+fn transpose_conv2(w: &[[[[f32; 5]; 5]; 6]; 16]) -> [[f32; 16]; K2] {
+    let mut t = [[0.0; 16]; K2];
+    for (c, wc) in w.iter().enumerate() {
+        for (ic, plane) in wc.iter().enumerate() {
+            for (ky, row) in plane.iter().enumerate() {
+                for (kx, &v) in row.iter().enumerate() {
+                    t[ic * 25 + ky * 5 + kx][c] = v;
+                }
+            }
+        }
+    }
+    t
+}
+
+simd_dispatch! {
+    /// conv2 straight from the pooled conv1 output `a1` (`[n][6][14][14]` + tail) into `z2`
+    /// (`[16][n][100]`), 4 output pixels x 16 channels per register block.
+    fn conv2_forward(a1: &[f32], wt: &[[f32; 16]; K2], bias: &[f32; 16], z2: &mut [f32]) {
+        let n = (a1.len() - A1_TAIL) / (6 * Q1);
+        let np2 = n * P2;
+        for i in 0..n {
+            let img = &a1[i * 6 * Q1..];
+            for y in 0..10 {
+                for xb in [0, 4, 8] {
+                    let mut acc = [*bias; 4];
+                    for ic in 0..6 {
+                        for ky in 0..5 {
+                            let row: &[f32; 8 + 4] = img[ic * Q1 + (y + ky) * 14 + xb..][..12].try_into().unwrap();
+                            for kx in 0..5 {
+                                let w = &wt[ic * 25 + ky * 5 + kx];
+                                for (j, a) in acc.iter_mut().enumerate() {
+                                    let v = row[kx + j];
+                                    for l in 0..16 {
+                                        a[l] += v * w[l];
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    for (j, a) in acc.iter().enumerate() {
+                        if xb + j < 10 {
+                            for (c, &v) in a.iter().enumerate() {
+                                z2[c * np2 + i * P2 + y * 10 + xb + j] = v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+simd_dispatch! {
+    /// dW2 (as `[tap][oc]`) += Σ over positions of a1 · dz2ᵀ, 5 taps x 16 channels per block.
+    fn conv2_weight_grad(a1: &[f32], dz2t: &[[f32; 16]], gwt: &mut [[f32; 16]; K2]) {
+        let n = dz2t.len() / P2;
+        for ic in 0..6 {
+            for ky in 0..5 {
+                let mut acc = [[0.0f32; 16]; 5];
+                for i in 0..n {
+                    for y in 0..10 {
+                        let row: &[f32; 14] = a1[(i * 6 + ic) * Q1 + (y + ky) * 14..][..14].try_into().unwrap();
+                        for x in 0..10 {
+                            let d = &dz2t[i * P2 + y * 10 + x];
+                            for (kx, a) in acc.iter_mut().enumerate() {
+                                let v = row[x + kx];
+                                for l in 0..16 {
+                                    a[l] += v * d[l];
+                                }
+                            }
+                        }
+                    }
+                }
+                for (kx, a) in acc.iter().enumerate() {
+                    for (g, &v) in gwt[ic * 25 + ky * 5 + kx].iter_mut().zip(a) {
+                        *g += v;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// `y[n][O] = x[n][I] · Wᵀ + b`, optional ReLU.
 fn dense_forward<const I: usize, const O: usize>(
     x: &[f32],
@@ -464,27 +551,8 @@ simd_dispatch! {
             }
         }
     }
-    let np2 = n * P2;
-    // col2[(ic*25 + ky*5 + kx)][i*100 + y*10 + x] = a1[i][ic][y+ky][x+kx]
-    for ic in 0..6 {
-        for ky in 0..5 {
-            for kx in 0..5 {
-                let row = &mut ch.col2[(ic * 25 + ky * 5 + kx) * np2..][..np2];
-                for i in 0..n {
-                    let src = &ch.a1[(i * 6 + ic) * Q1..][..Q1];
-                    for y in 0..10 {
-                        row[i * P2 + y * 10..][..10].copy_from_slice(&src[(y + ky) * 14 + kx..][..10]);
-                    }
-                }
-            }
-        }
-    }
-    let z = &mut ch.z2[..16 * np2];
-    for (c, plane) in z.chunks_exact_mut(np2).enumerate() {
-        plane.fill(p.conv2_bias[c]);
-    }
-    let w = bytemuck::cast_slice::<_, f32>(&p.conv2_weight);
-    gemm(16, K2, np2, w, (K2, 1), &ch.col2[..K2 * np2], (np2, 1), 1.0, z, (np2, 1));
+    let wt = transpose_conv2(&p.conv2_weight);
+    conv2_forward(&ch.a1[..n * 6 * Q1 + A1_TAIL], &wt, &p.conv2_bias, &mut ch.z2[..16 * n * P2]);
     ch.channel_sums::<16>(false);
     }
 }
@@ -650,9 +718,19 @@ simd_dispatch! {
     for c in 0..16 {
         g.conv2_bias[c] += dz[c * np2..][..np2].iter().sum::<f32>();
     }
-    // dW2[16][150] += dz2[16][np2] · col2ᵀ[np2][150]
-    let gw = bytemuck::cast_slice_mut::<_, f32>(&mut g.conv2_weight);
-    gemm(16, np2, K2, dz, (np2, 1), &ch.col2[..K2 * np2], (1, np2), 1.0, gw, (K2, 1));
+    // dW2 from dz2ᵀ ([np2][16]) and the pooled activations, without im2col.
+    for (pos, row) in ch.dz2t[..np2].iter_mut().enumerate() {
+        for (c, v) in row.iter_mut().enumerate() {
+            *v = dz[c * np2 + pos];
+        }
+    }
+    let mut gwt = [[0.0f32; 16]; K2];
+    conv2_weight_grad(&ch.a1[..n * 6 * Q1 + A1_TAIL], &ch.dz2t[..np2], &mut gwt);
+    for (t, row) in gwt.iter().enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            g.conv2_weight[c][t / 25][(t / 5) % 5][t % 5] += v;
+        }
+    }
     // dcol2[150][np2] = W2ᵀ[150][16] · dz2[16][np2]
     let w = bytemuck::cast_slice::<_, f32>(&p.conv2_weight);
     gemm(K2, 16, np2, w, (1, K2), dz, (np2, 1), 0.0, &mut ch.dcol2[..K2 * np2], (np2, 1));
