@@ -131,11 +131,11 @@ impl Preset {
                 let epoch = steps_per_epoch(n, 64);
                 TrainConfig {
                     batch: 64,
-                    steps: 10 * epoch,
+                    steps: 7 * epoch,
                     sgd: SgdConfig {
                         lr: 0.05,
                         momentum: 0.9,
-                        weight_decay: 0.0,
+                        weight_decay: 1e-3,
                     },
                     schedule: Schedule::Cosine {
                         warmup_steps: epoch / 2,
