@@ -72,8 +72,14 @@ pub fn now() -> u32 {
 /// Runs `f` and returns its result and its cost.
 #[inline(always)]
 pub fn measure<T>(f: impl FnOnce() -> T) -> (T, u32) {
+    use core::sync::atomic::{Ordering, compiler_fence};
+    // The fences keep the compiler from moving `f`'s work across the counter reads.
+    compiler_fence(Ordering::SeqCst);
     let t0 = now();
-    let r = f();
+    compiler_fence(Ordering::SeqCst);
+    let r = core::hint::black_box(f());
+    compiler_fence(Ordering::SeqCst);
     let t1 = now();
+    compiler_fence(Ordering::SeqCst);
     (r, t1.wrapping_sub(t0))
 }
