@@ -412,6 +412,25 @@ pub mod portable {
     }
 }
 
+/// Calls `$f(ic, ky, kx)` for the 25 taps of input channel `$ic`, written out so every patch
+/// slot is a compile-time constant (the gathers below then compile to load/store pairs).
+macro_rules! taps25 {
+    ($f:ident, $ic:literal) => {
+        taps25!(@row $f, $ic, 0);
+        taps25!(@row $f, $ic, 1);
+        taps25!(@row $f, $ic, 2);
+        taps25!(@row $f, $ic, 3);
+        taps25!(@row $f, $ic, 4);
+    };
+    (@row $f:ident, $ic:literal, $ky:literal) => {
+        $f($ic, $ky, 0);
+        $f($ic, $ky, 1);
+        $f($ic, $ky, 2);
+        $f($ic, $ky, 3);
+        $f($ic, $ky, 4);
+    };
+}
+
 /// The Cortex-M4 kernels: `SXTB16` unpacks four int8 weights into two pairs of i16, `SMLAD`
 /// multiplies two pairs and adds both products to an accumulator. Activations are gathered
 /// once into i16 patches stored in the matching order, so one weight word feeds four windows.
@@ -518,14 +537,76 @@ pub mod dsp {
     /// (taps past the layer's fan-in are zero in `tail`, so their patch values do not matter).
     #[inline(always)]
     fn dots4<const G: usize>(w: &[[u8; 4]], tail: u32, p: &[[[u32; 2]; G]; 4]) -> [i32; 4] {
-        debug_assert_eq!(w.len(), G - 1);
+        assert_eq!(w.len(), G - 1);
         let views: [&[[u32; 2]]; 4] = [&p[0], &p[1], &p[2], &p[3]];
         let mut acc = [0i32; 4];
-        for (g, word) in w.iter().enumerate().take(G - 1) {
-            mac_group(u32::from_le_bytes(*word), g, &views, &mut acc);
-        }
+        full_groups(w, p, &mut acc);
         mac_group(tail, G - 1, &views, &mut acc);
         acc
+    }
+
+    /// Groups `0..w.len()` of [`dots4`] (`w.len() < G`), in Rust: what the assembly loop below
+    /// computes, instruction for instruction.
+    #[cfg(not(all(target_arch = "arm", any(target_feature = "dsp", fmnist_dsp))))]
+    #[inline(always)]
+    fn full_groups<const G: usize>(w: &[[u8; 4]], p: &[[[u32; 2]; G]; 4], acc: &mut [i32; 4]) {
+        let views: [&[[u32; 2]]; 4] = [&p[0], &p[1], &p[2], &p[3]];
+        for (g, word) in w.iter().enumerate() {
+            mac_group(u32::from_le_bytes(*word), g, &views, acc);
+        }
+    }
+
+    /// Groups `0..w.len()` of [`dots4`] (`1 ≤ w.len() < G`) as one hand-scheduled loop of 17
+    /// instructions per 16 multiply-accumulates: one (possibly unaligned) weight word, two
+    /// `SXTB16`, and per patch one `LDRD` and two `SMLAD`. The Rust version above is the same
+    /// sequence of operations, tested on the host against the reference kernel.
+    #[cfg(all(target_arch = "arm", any(target_feature = "dsp", fmnist_dsp)))]
+    #[inline(always)]
+    fn full_groups<const G: usize>(w: &[[u8; 4]], p: &[[[u32; 2]; G]; 4], acc: &mut [i32; 4]) {
+        const { assert!(G >= 2 && 24 * G <= 1020) };
+        assert!(!w.is_empty() && w.len() < G);
+        let [mut a0, mut a1, mut a2, mut a3] = *acc;
+        // SAFETY: reads `4·w.len()` bytes from `w` (LDR allows any alignment on ARMv7-M) and,
+        // for groups g < w.len() < G, the 8-byte-aligned pair words `p[j][g]` at
+        // `p + 8g + 8G·j`; writes only the named registers; no stack use.
+        unsafe {
+            core::arch::asm!(
+                "2:",
+                "ldr {w}, [{wp}], #4",
+                "sxtb16 {w02}, {w}",
+                "sxtb16 {w}, {w}, ror #8",
+                "ldrd {x0}, {x1}, [{pp}, #{s1}]",
+                "smlad {a1}, {w02}, {x0}, {a1}",
+                "smlad {a1}, {w}, {x1}, {a1}",
+                "ldrd {x0}, {x1}, [{pp}, #{s2}]",
+                "smlad {a2}, {w02}, {x0}, {a2}",
+                "smlad {a2}, {w}, {x1}, {a2}",
+                "ldrd {x0}, {x1}, [{pp}, #{s3}]",
+                "smlad {a3}, {w02}, {x0}, {a3}",
+                "smlad {a3}, {w}, {x1}, {a3}",
+                "ldrd {x0}, {x1}, [{pp}], #8",
+                "smlad {a0}, {w02}, {x0}, {a0}",
+                "smlad {a0}, {w}, {x1}, {a0}",
+                "subs {n}, {n}, #1",
+                "bne 2b",
+                w = out(reg) _,
+                w02 = out(reg) _,
+                x0 = out(reg) _,
+                x1 = out(reg) _,
+                wp = inout(reg) w.as_ptr() => _,
+                pp = inout(reg) p.as_ptr() => _,
+                n = inout(reg) w.len() => _,
+                a0 = inout(reg) a0,
+                a1 = inout(reg) a1,
+                a2 = inout(reg) a2,
+                a3 = inout(reg) a3,
+                s1 = const 8 * G,
+                s2 = const 16 * G,
+                s3 = const 24 * G,
+                options(nostack, readonly),
+            );
+        }
+        *acc = [a0, a1, a2, a3];
     }
 
     /// The trailing `n % 4` weights of a row, zero-extended to one little-endian word.
@@ -558,11 +639,11 @@ pub mod dsp {
                 for (patch, (dy, dx)) in patches.iter_mut().zip(WINDOW) {
                     let (y, x) = (2 * py + dy, 2 * px + dx);
                     let dst: &mut [i16; 28] = bytemuck::cast_mut(patch);
-                    for ky in 0..5 {
-                        for kx in 0..5 {
-                            dst[slot(ky * 5 + kx)] = xp[y + ky][x + kx] as i16;
-                        }
-                    }
+                    let src: &[[i8; 32]; 5] = xp[y..y + 5].try_into().unwrap();
+                    let mut tap = |_ic: usize, ky: usize, kx: usize| {
+                        dst[slot(ky * 5 + kx)] = src[ky][x + kx] as i16;
+                    };
+                    taps25!(tap, 0);
                 }
                 for (oc, plane) in out.iter_mut().enumerate() {
                     let (words, _) = bytemuck::cast_slice::<i8, u8>(&flat[oc]).as_chunks::<4>();
@@ -588,13 +669,17 @@ pub mod dsp {
                 for (patch, (dy, dx)) in patches.iter_mut().zip(WINDOW) {
                     let (y, xx) = (2 * py + dy, 2 * px + dx);
                     let dst: &mut [i16; 152] = bytemuck::cast_mut(patch);
-                    for (ic, plane) in x.iter().enumerate() {
-                        for ky in 0..5 {
-                            for kx in 0..5 {
-                                dst[slot(ic * 25 + ky * 5 + kx)] = plane[y + ky][xx + kx] as i16;
-                            }
-                        }
-                    }
+                    let mut tap = |ic: usize, ky: usize, kx: usize| {
+                        let row: &[i8; 14] = &x[ic][y + ky];
+                        let src: &[i8; 5] = row[xx..xx + 5].try_into().unwrap();
+                        dst[slot(ic * 25 + ky * 5 + kx)] = src[kx] as i16;
+                    };
+                    taps25!(tap, 0);
+                    taps25!(tap, 1);
+                    taps25!(tap, 2);
+                    taps25!(tap, 3);
+                    taps25!(tap, 4);
+                    taps25!(tap, 5);
                 }
                 for (oc, plane) in out.iter_mut().enumerate() {
                     let (words, _) = bytemuck::cast_slice::<i8, u8>(&flat[oc]).as_chunks::<4>();
