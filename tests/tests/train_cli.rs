@@ -113,7 +113,8 @@ fn same_seed_same_bytes_whatever_the_thread_count_and_resume_is_bit_identical() 
         s
     };
     assert!(
-        state(&c.join("checkpoint-0000060.fmck")) == state(&resumed.join("checkpoint-0000060.fmck")),
+        state(&c.join("checkpoint-0000060.fmck"))
+            == state(&resumed.join("checkpoint-0000060.fmck")),
         "resumed checkpoint state differs"
     );
 
