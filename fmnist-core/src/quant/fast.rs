@@ -167,6 +167,58 @@ pub mod portable {
             }
         }
 
+        /// [`super::super::super::requant::Requant::to_i8`] on four accumulators of one channel,
+        /// exactly (`requant4_matches_scalar` checks it): the 64-bit products come from
+        /// `pmuludq` with the sign correction `−(a < 0)·m·2^32` (m ≥ 0), `(p + 2^30) >> 31`
+        /// keeps the low 32 bits of the shifted sum, `RoundingDivideByPOT` is vectorized
+        /// literally, and saturating packs do `+ zp` and the clamp (an |h| > 32767 saturates to
+        /// ±32767 first, which lands on the same clamp bound).
+        #[inline(always)]
+        pub fn requant4(
+            acc: __m128i,
+            r: crate::quant::requant::Requant,
+            zp: i8,
+            lo: i32,
+        ) -> [i8; 4] {
+            unsafe {
+                let left = r.shift.max(0);
+                let right = (-r.shift).max(0);
+                let a = _mm_sll_epi32(acc, _mm_cvtsi32_si128(left));
+                let m = _mm_set1_epi32(r.multiplier);
+                let half = _mm_set1_epi64x(1 << 30);
+                // Lanes 0 and 2, then 1 and 3 (moved down by 32 bits).
+                let hi_of = |a: __m128i| {
+                    let p = _mm_mul_epu32(a, m);
+                    let neg = _mm_and_si128(_mm_srai_epi32(a, 31), m);
+                    let p = _mm_sub_epi64(p, _mm_slli_epi64(neg, 32));
+                    _mm_srli_epi64(_mm_add_epi64(p, half), 31)
+                };
+                let even = hi_of(a);
+                let odd = hi_of(_mm_srli_epi64(a, 32));
+                // [e0, o0, e2, o2] = interleave the low dwords.
+                let h = _mm_unpacklo_epi32(
+                    _mm_shuffle_epi32(even, 0b10_00_10_00),
+                    _mm_shuffle_epi32(odd, 0b10_00_10_00),
+                );
+                // The single saturating case of the high multiply: a = m = i32::MIN. It cannot
+                // occur (m ≥ 0 by the parameter check), so no lane needs it.
+                let mask = _mm_set1_epi32(((1u32 << right) - 1) as i32);
+                let rem = _mm_and_si128(h, mask);
+                let neg = _mm_cmplt_epi32(h, _mm_setzero_si128());
+                let thr = _mm_sub_epi32(_mm_srai_epi32(mask, 1), neg);
+                let y = _mm_sub_epi32(
+                    _mm_sra_epi32(h, _mm_cvtsi32_si128(right)),
+                    _mm_cmpgt_epi32(rem, thr),
+                );
+                let y16 = _mm_packs_epi32(y, y);
+                let y16 = _mm_adds_epi16(y16, _mm_set1_epi16(zp as i16));
+                let y16 = _mm_max_epi16(y16, _mm_set1_epi16(lo as i16));
+                let y8 = _mm_packs_epi16(y16, y16);
+                let v = _mm_cvtsi128_si32(y8) as u32;
+                v.to_le_bytes().map(|b| b as i8)
+            }
+        }
+
         /// conv1 vectorized across output columns: for four adjacent outputs and a tap pair
         /// `(k, k+1)` of one kernel row, `unpacklo(x[c+k..], x[c+k+1..])` holds the four input
         /// pairs, and one `pmaddwd` with the broadcast weight pair adds both taps to the four
@@ -208,6 +260,8 @@ pub mod portable {
                     })
                 });
                 for py in 0..14 {
+                    // Pooled accumulators (bias not yet added) of this output row, 2 spare.
+                    let mut pooled = [[0i32; 16]; 6];
                     for xb in 0..7 {
                         let c = 4 * xb;
                         let mut acc = [[z; 2]; 6];
@@ -240,7 +294,7 @@ pub mod portable {
                                 }
                             }
                         }
-                        for (oc, plane) in out.iter_mut().enumerate() {
+                        for (oc, row) in pooled.iter_mut().enumerate() {
                             let (mut a, mut b) = ([0i32; 4], [0i32; 4]);
                             _mm_storeu_si128(a.as_mut_ptr().cast(), acc[oc][0]);
                             _mm_storeu_si128(b.as_mut_ptr().cast(), acc[oc][1]);
@@ -250,9 +304,22 @@ pub mod portable {
                                 a[2].max(b[2]),
                                 a[3].max(b[3]),
                             ];
-                            plane[py][2 * xb] = super::output(q, oc, m[0].max(m[1]), true);
-                            plane[py][2 * xb + 1] = super::output(q, oc, m[2].max(m[3]), true);
+                            row[2 * xb] = m[0].max(m[1]);
+                            row[2 * xb + 1] = m[2].max(m[3]);
                         }
+                    }
+                    for (oc, plane) in out.iter_mut().enumerate() {
+                        let lo = super::clamp_floor(q.output_zero_point, true);
+                        let mut bytes = [0i8; 16];
+                        for k in 0..4 {
+                            let v = _mm_add_epi32(
+                                _mm_loadu_si128(pooled[oc][4 * k..4 * k + 4].as_ptr().cast()),
+                                _mm_set1_epi32(q.bias[oc]),
+                            );
+                            let r = requant4(v, q.requant(oc), q.output_zero_point, lo);
+                            bytes[4 * k..4 * k + 4].copy_from_slice(&r);
+                        }
+                        plane[py].copy_from_slice(&bytes[..14]);
                     }
                 }
             }
@@ -301,6 +368,10 @@ pub mod portable {
         #[cfg(not(target_arch = "x86_64"))]
         conv1_patches(weight, q, image, out);
     }
+
+    /// The SSE2 four-lane requantization (for its test).
+    #[cfg(all(test, target_arch = "x86_64"))]
+    pub(crate) use sse2::requant4 as sse2_requant4;
 
     /// conv1 by im2col patches (the non-x86 portable kernel; tested everywhere).
     pub fn conv1_patches(
@@ -875,6 +946,39 @@ mod tests {
     use super::*;
     use crate::quant::lenet::testutil::{Lcg, random_image, random_qparams};
     use crate::quant::{QConv2d, QDense, max_pool_2x2};
+
+    /// The SSE2 requantization of four lanes equals the scalar one.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn requant4_matches_scalar() {
+        use crate::quant::Requant;
+        use core::arch::x86_64::_mm_loadu_si128;
+        let mut r = Lcg(77);
+        for case in 0..4_000 {
+            let shift = r.range(-31, 3);
+            let multiplier = if case % 50 == 0 {
+                0
+            } else {
+                r.range(1 << 30, i32::MAX)
+            };
+            let rq = Requant { multiplier, shift };
+            let zp = r.range(-128, 127) as i8;
+            let lo = if case % 2 == 0 { zp as i32 } else { -128 };
+            let lim = (i32::MAX >> shift.max(0)) as i64;
+            for _ in 0..64 {
+                let accs: [i32; 4] = core::array::from_fn(|k| {
+                    let wide = (r.next_u32() as i32) >> r.range(0, 30);
+                    let v = if k == 3 { -wide } else { wide } as i64;
+                    v.clamp(-lim, lim) as i32
+                });
+                // SAFETY: 16 readable bytes.
+                let v = unsafe { _mm_loadu_si128(accs.as_ptr().cast()) };
+                let got = portable::sse2_requant4(v, rq, zp, lo);
+                let want = accs.map(|a| rq.to_i8(a, zp as i32, lo));
+                assert_eq!(got, want, "{rq:?} zp {zp} lo {lo} accs {accs:?}");
+            }
+        }
+    }
 
     /// Both implementations against the reference kernels, layer by layer, on random valid
     /// layers (weights over the whole −127..=127 range) and random inputs over all of i8.

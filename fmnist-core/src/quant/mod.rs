@@ -11,10 +11,11 @@
 //! with [`crate::layers::argmax`].
 //!
 //! # Measured cost (LeNet, 416,520 MACs per image; figures as of this commit)
-//! * Host, one thread, batch 1: about 339 k x86-64 instructions per image (callgrind,
-//!   `lenet::bench_fused_only`), 29–37 k images/s on the shared 2-core EPYC VM under load
+//! * Host, one thread, batch 1 (SSE2 baseline, no `target-cpu`): about 299 k x86-64
+//!   instructions per image (callgrind, `lenet::bench_fused_only`); 43–44 k images/s on the
+//!   shared 2-core EPYC VM at load average 4.4, 9x the reference kernels in the same run
 //!   (`cargo test --release -p fmnist-core --lib -- --ignored --nocapture int8_throughput`,
-//!   thread CPU time), 7–8x the reference kernels measured in the same run.
+//!   thread CPU time).
 //! * Cortex-M4 (QEMU mps2-an386, `-icount`, firmware `bench`): 720,720 instructions per
 //!   inference (conv1 282,680; conv2 331,320; fc1 81,760; fc2 20,760; fc3 3,320), 1.73 per MAC.
 //!   The inner loops are 17 (conv) and 23 (dense) instructions per 16 MACs; the rest is patch
