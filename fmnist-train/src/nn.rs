@@ -22,6 +22,9 @@ const K2: usize = 6 * 25; // conv2 taps
 const A1_TAIL: usize = 16;
 const F: usize = 400; // flattened pool2
 const NONE: u32 = u32::MAX;
+/// `pixel_to_f32` of every byte: the same values without a division per pixel.
+static PIXELS: std::sync::LazyLock<[f32; 256]> =
+    std::sync::LazyLock::new(|| std::array::from_fn(|p| pixel_to_f32(p as u8)));
 /// Row width of the padded conv1 input (2 + 28 + 6: each output row reads 32 values per tap).
 const XW: usize = 36;
 /// Padded conv1 input per image (32 rows; one spare row keeps the last reads in bounds).
@@ -503,270 +506,271 @@ fn relu_mask(d: &mut [f32], y: &[f32]) {
 
 simd_dispatch! {
     fn conv1_stage(ch: &mut Chunk, p: &LeNetParams, images: &[&[u8; IMAGE_PIXELS]], labels: &[u8]) {
-    let n = images.len();
-    assert!(n <= CHUNK && n == labels.len() && n > 0);
-    ch.n = n;
-    ch.labels[..n].copy_from_slice(labels);
-    let np = n * P1;
-    for (i, img) in images.iter().enumerate() {
-        // Zero-padded copy: 2 pixels top/left, and wide enough right that every output row
-        // reads 32 contiguous values (28 valid) from each of its 5x5 taps.
-        let xp = &mut ch.col1[i * XP..][..XP];
-        xp.fill(0.0);
-        for y in 0..28 {
-            for x in 0..28 {
-                xp[(y + 2) * XW + x + 2] = pixel_to_f32(img[y * 28 + x]);
+        let n = images.len();
+        assert!(n <= CHUNK && n == labels.len() && n > 0);
+        ch.n = n;
+        ch.labels[..n].copy_from_slice(labels);
+        let np = n * P1;
+        let lut = &*PIXELS;
+        for (i, img) in images.iter().enumerate() {
+            // Zero-padded copy: 2 pixels top/left, and wide enough right that every output row
+            // reads 32 contiguous values (28 valid) from each of its 5x5 taps.
+            let xp = &mut ch.col1[i * XP..][..XP];
+            xp.fill(0.0);
+            for y in 0..28 {
+                for x in 0..28 {
+                    xp[(y + 2) * XW + x + 2] = lut[img[y * 28 + x] as usize];
+                }
             }
         }
-    }
-    conv1_forward(&ch.col1[..n * XP], &p.conv1_weight, &p.conv1_bias, &mut ch.z1[..6 * np]);
-    ch.channel_sums::<6>(true);
+        conv1_forward(&ch.col1[..n * XP], &p.conv1_weight, &p.conv1_bias, &mut ch.z1[..6 * np]);
+        ch.channel_sums::<6>(true);
     }
 }
 
 simd_dispatch! {
     fn conv2_stage(ch: &mut Chunk, p: &LeNetParams, bn1: &BnBatch<6>) {
-    let n = ch.n;
-    let np1 = n * P1;
-    for c in 0..6 {
-        let (m, s, g, b) = (bn1.mean[c], bn1.invstd[c], p.bn1.gamma[c], p.bn1.beta[c]);
-        let z = &ch.z1[c * np1..][..np1];
-        for i in 0..n {
-            for py in 0..14 {
-                for px in 0..14 {
-                    let mut best = 0.0f32;
-                    let mut arg = NONE;
-                    for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
-                        let at = i * P1 + (2 * py + dy) * 28 + 2 * px + dx;
-                        let v = (z[at] - m) * s * g + b;
-                        if v > best {
-                            best = v;
-                            arg = at as u32;
+        let n = ch.n;
+        let np1 = n * P1;
+        for c in 0..6 {
+            let (m, s, g, b) = (bn1.mean[c], bn1.invstd[c], p.bn1.gamma[c], p.bn1.beta[c]);
+            let z = &ch.z1[c * np1..][..np1];
+            for i in 0..n {
+                for py in 0..14 {
+                    for px in 0..14 {
+                        let mut best = 0.0f32;
+                        let mut arg = NONE;
+                        for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                            let at = i * P1 + (2 * py + dy) * 28 + 2 * px + dx;
+                            let v = (z[at] - m) * s * g + b;
+                            if v > best {
+                                best = v;
+                                arg = at as u32;
+                            }
                         }
+                        let o = (i * 6 + c) * Q1 + py * 14 + px;
+                        ch.a1[o] = best;
+                        ch.arg1[c * n * Q1 + i * Q1 + py * 14 + px] = arg;
                     }
-                    let o = (i * 6 + c) * Q1 + py * 14 + px;
-                    ch.a1[o] = best;
-                    ch.arg1[c * n * Q1 + i * Q1 + py * 14 + px] = arg;
                 }
             }
         }
-    }
-    let wt = transpose_conv2(&p.conv2_weight);
-    conv2_forward(&ch.a1[..n * 6 * Q1 + A1_TAIL], &wt, &p.conv2_bias, &mut ch.z2[..16 * n * P2]);
-    ch.channel_sums::<16>(false);
+        let wt = transpose_conv2(&p.conv2_weight);
+        conv2_forward(&ch.a1[..n * 6 * Q1 + A1_TAIL], &wt, &p.conv2_bias, &mut ch.z2[..16 * n * P2]);
+        ch.channel_sums::<16>(false);
     }
 }
 
 simd_dispatch! {
     fn head_stage(ch: &mut Chunk, p: &LeNetParams, bn2: &BnBatch<16>, batch: Option<usize>) {
-    let n = ch.n;
-    let np2 = n * P2;
-    for c in 0..16 {
-        let (m, s, g, b) = (bn2.mean[c], bn2.invstd[c], p.bn2.gamma[c], p.bn2.beta[c]);
-        let z = &ch.z2[c * np2..][..np2];
-        for i in 0..n {
-            for py in 0..5 {
-                for px in 0..5 {
-                    let mut best = 0.0f32;
-                    let mut arg = NONE;
-                    for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
-                        let at = i * P2 + (2 * py + dy) * 10 + 2 * px + dx;
-                        let v = (z[at] - m) * s * g + b;
-                        if v > best {
-                            best = v;
-                            arg = at as u32;
-                        }
-                    }
-                    let o = i * F + c * 25 + py * 5 + px;
-                    ch.a2[o] = best;
-                    ch.arg2[o] = arg;
-                }
-            }
-        }
-    }
-    dense_forward(&ch.a2[..n * F], &p.fc1_weight, &p.fc1_bias, &mut ch.h1[..n * 120], true);
-    dense_forward(&ch.h1[..n * 120], &p.fc2_weight, &p.fc2_bias, &mut ch.h2[..n * 84], true);
-    dense_forward(&ch.h2[..n * 84], &p.fc3_weight, &p.fc3_bias, &mut ch.logits[..n * 10], false);
-
-    ch.loss = 0.0;
-    ch.correct = 0;
-    for i in 0..n {
-        let l = &ch.logits[i * 10..][..10];
-        let y = ch.labels[i] as usize;
-        let pred = fmnist_core::layers::argmax::<f32, 10>(l.try_into().unwrap());
-        ch.correct += (pred == y) as usize;
-        let m = l[pred];
-        let sum: f32 = l.iter().map(|&v| libm::expf(v - m)).sum();
-        let lse = m + libm::logf(sum);
-        ch.loss += (lse - l[y]) as f64;
-        if let Some(batch) = batch {
-            let d = &mut ch.dlogits[i * 10..][..10];
-            for (j, dj) in d.iter_mut().enumerate() {
-                let pj = libm::expf(l[j] - lse);
-                *dj = (pj - (j == y) as u32 as f32) / batch as f32;
-            }
-        }
-    }
-    let Some(_) = batch else { return };
-
-    let g = &mut *ch.grads;
-    dense_backward(
-        &ch.h2[..n * 84],
-        &ch.dlogits[..n * 10],
-        &p.fc3_weight,
-        &mut g.fc3_weight,
-        &mut g.fc3_bias,
-        Some(&mut ch.dh2[..n * 84]),
-    );
-    relu_mask(&mut ch.dh2[..n * 84], &ch.h2[..n * 84]);
-    dense_backward(
-        &ch.h1[..n * 120],
-        &ch.dh2[..n * 84],
-        &p.fc2_weight,
-        &mut g.fc2_weight,
-        &mut g.fc2_bias,
-        Some(&mut ch.dh1[..n * 120]),
-    );
-    relu_mask(&mut ch.dh1[..n * 120], &ch.h1[..n * 120]);
-    dense_backward(
-        &ch.a2[..n * F],
-        &ch.dh1[..n * 120],
-        &p.fc1_weight,
-        &mut g.fc1_weight,
-        &mut g.fc1_bias,
-        Some(&mut ch.da2[..n * F]),
-    );
-    // Σdy and Σdy·x̂ for BN2, from the sparse pool/ReLU routing.
-    ch.sums = [[0.0; 16]; 2];
-    for i in 0..n {
+        let n = ch.n;
+        let np2 = n * P2;
         for c in 0..16 {
-            for q in 0..25 {
-                let o = i * F + c * 25 + q;
-                let arg = ch.arg2[o];
-                if arg != NONE {
-                    let dy = ch.da2[o] as f64;
-                    let xhat = ((ch.z2[c * np2 + arg as usize] - bn2.mean[c]) * bn2.invstd[c]) as f64;
-                    ch.sums[0][c] += dy;
-                    ch.sums[1][c] += dy * xhat;
+            let (m, s, g, b) = (bn2.mean[c], bn2.invstd[c], p.bn2.gamma[c], p.bn2.beta[c]);
+            let z = &ch.z2[c * np2..][..np2];
+            for i in 0..n {
+                for py in 0..5 {
+                    for px in 0..5 {
+                        let mut best = 0.0f32;
+                        let mut arg = NONE;
+                        for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                            let at = i * P2 + (2 * py + dy) * 10 + 2 * px + dx;
+                            let v = (z[at] - m) * s * g + b;
+                            if v > best {
+                                best = v;
+                                arg = at as u32;
+                            }
+                        }
+                        let o = i * F + c * 25 + py * 5 + px;
+                        ch.a2[o] = best;
+                        ch.arg2[o] = arg;
+                    }
                 }
             }
         }
-    }
+        dense_forward(&ch.a2[..n * F], &p.fc1_weight, &p.fc1_bias, &mut ch.h1[..n * 120], true);
+        dense_forward(&ch.h1[..n * 120], &p.fc2_weight, &p.fc2_bias, &mut ch.h2[..n * 84], true);
+        dense_forward(&ch.h2[..n * 84], &p.fc3_weight, &p.fc3_bias, &mut ch.logits[..n * 10], false);
+
+        ch.loss = 0.0;
+        ch.correct = 0;
+        for i in 0..n {
+            let l = &ch.logits[i * 10..][..10];
+            let y = ch.labels[i] as usize;
+            let pred = fmnist_core::layers::argmax::<f32, 10>(l.try_into().unwrap());
+            ch.correct += (pred == y) as usize;
+            let m = l[pred];
+            let sum: f32 = l.iter().map(|&v| libm::expf(v - m)).sum();
+            let lse = m + libm::logf(sum);
+            ch.loss += (lse - l[y]) as f64;
+            if let Some(batch) = batch {
+                let d = &mut ch.dlogits[i * 10..][..10];
+                for (j, dj) in d.iter_mut().enumerate() {
+                    let pj = libm::expf(l[j] - lse);
+                    *dj = (pj - (j == y) as u32 as f32) / batch as f32;
+                }
+            }
+        }
+        let Some(_) = batch else { return };
+
+        let g = &mut *ch.grads;
+        dense_backward(
+            &ch.h2[..n * 84],
+            &ch.dlogits[..n * 10],
+            &p.fc3_weight,
+            &mut g.fc3_weight,
+            &mut g.fc3_bias,
+            Some(&mut ch.dh2[..n * 84]),
+        );
+        relu_mask(&mut ch.dh2[..n * 84], &ch.h2[..n * 84]);
+        dense_backward(
+            &ch.h1[..n * 120],
+            &ch.dh2[..n * 84],
+            &p.fc2_weight,
+            &mut g.fc2_weight,
+            &mut g.fc2_bias,
+            Some(&mut ch.dh1[..n * 120]),
+        );
+        relu_mask(&mut ch.dh1[..n * 120], &ch.h1[..n * 120]);
+        dense_backward(
+            &ch.a2[..n * F],
+            &ch.dh1[..n * 120],
+            &p.fc1_weight,
+            &mut g.fc1_weight,
+            &mut g.fc1_bias,
+            Some(&mut ch.da2[..n * F]),
+        );
+        // Σdy and Σdy·x̂ for BN2, from the sparse pool/ReLU routing.
+        ch.sums = [[0.0; 16]; 2];
+        for i in 0..n {
+            for c in 0..16 {
+                for q in 0..25 {
+                    let o = i * F + c * 25 + q;
+                    let arg = ch.arg2[o];
+                    if arg != NONE {
+                        let dy = ch.da2[o] as f64;
+                        let xhat = ((ch.z2[c * np2 + arg as usize] - bn2.mean[c]) * bn2.invstd[c]) as f64;
+                        ch.sums[0][c] += dy;
+                        ch.sums[1][c] += dy * xhat;
+                    }
+                }
+            }
+        }
     }
 }
 
 simd_dispatch! {
     fn back_conv1_stage(ch: &mut Chunk, p: &LeNetParams, bn1: &BnBatch<6>, dsum: &[f64; 6], dxsum: &[f64; 6]) {
-    let n = ch.n;
-    let np1 = n * P1;
-    let total = bn1.count as f32;
-    for c in 0..6 {
-        let k = p.bn1.gamma[c] * bn1.invstd[c] / total;
-        let (m, s) = (bn1.mean[c], bn1.invstd[c]);
-        let (sd, sdx) = (dsum[c] as f32, dxsum[c] as f32);
-        let dz = &mut ch.dz1[c * np1..][..np1];
-        for (d, &z) in dz.iter_mut().zip(&ch.z1[c * np1..][..np1]) {
-            *d = -k * (sd + (z - m) * s * sdx);
-        }
-        let k = p.bn1.gamma[c] * bn1.invstd[c];
-        for i in 0..n {
-            for q in 0..Q1 {
-                let arg = ch.arg1[c * n * Q1 + i * Q1 + q];
-                if arg != NONE {
-                    dz[arg as usize] += k * ch.da1[(i * 6 + c) * Q1 + q];
+        let n = ch.n;
+        let np1 = n * P1;
+        let total = bn1.count as f32;
+        for c in 0..6 {
+            let k = p.bn1.gamma[c] * bn1.invstd[c] / total;
+            let (m, s) = (bn1.mean[c], bn1.invstd[c]);
+            let (sd, sdx) = (dsum[c] as f32, dxsum[c] as f32);
+            let dz = &mut ch.dz1[c * np1..][..np1];
+            for (d, &z) in dz.iter_mut().zip(&ch.z1[c * np1..][..np1]) {
+                *d = -k * (sd + (z - m) * s * sdx);
+            }
+            let k = p.bn1.gamma[c] * bn1.invstd[c];
+            for i in 0..n {
+                for q in 0..Q1 {
+                    let arg = ch.arg1[c * n * Q1 + i * Q1 + q];
+                    if arg != NONE {
+                        dz[arg as usize] += k * ch.da1[(i * 6 + c) * Q1 + q];
+                    }
                 }
             }
         }
-    }
-    let g = &mut *ch.grads;
-    let dz = &ch.dz1[..6 * np1];
-    for c in 0..6 {
-        g.conv1_bias[c] += dz[c * np1..][..np1].iter().sum::<f32>();
-    }
-    conv1_weight_grad(&ch.col1[..n * XP], dz, &mut g.conv1_weight);
+        let g = &mut *ch.grads;
+        let dz = &ch.dz1[..6 * np1];
+        for c in 0..6 {
+            g.conv1_bias[c] += dz[c * np1..][..np1].iter().sum::<f32>();
+        }
+        conv1_weight_grad(&ch.col1[..n * XP], dz, &mut g.conv1_weight);
     }
 }
 
 simd_dispatch! {
     fn back_conv2_stage(ch: &mut Chunk, p: &LeNetParams, bn1: &BnBatch<6>, bn2: &BnBatch<16>, dsum: &[f64; 16], dxsum: &[f64; 16]) {
-    let n = ch.n;
-    let np2 = n * P2;
-    let g = &mut *ch.grads;
-    let total = bn2.count as f32;
-    for c in 0..16 {
-        let k = p.bn2.gamma[c] * bn2.invstd[c] / total;
-        let (m, s) = (bn2.mean[c], bn2.invstd[c]);
-        let (sd, sdx) = (dsum[c] as f32, dxsum[c] as f32);
-        let dz = &mut ch.dz2[c * np2..][..np2];
-        for (d, &z) in dz.iter_mut().zip(&ch.z2[c * np2..][..np2]) {
-            *d = -k * (sd + (z - m) * s * sdx);
-        }
-    }
-    for i in 0..n {
+        let n = ch.n;
+        let np2 = n * P2;
+        let g = &mut *ch.grads;
+        let total = bn2.count as f32;
         for c in 0..16 {
-            let k = p.bn2.gamma[c] * bn2.invstd[c];
-            for q in 0..25 {
-                let o = i * F + c * 25 + q;
-                let arg = ch.arg2[o];
-                if arg != NONE {
-                    ch.dz2[c * np2 + arg as usize] += k * ch.da2[o];
+            let k = p.bn2.gamma[c] * bn2.invstd[c] / total;
+            let (m, s) = (bn2.mean[c], bn2.invstd[c]);
+            let (sd, sdx) = (dsum[c] as f32, dxsum[c] as f32);
+            let dz = &mut ch.dz2[c * np2..][..np2];
+            for (d, &z) in dz.iter_mut().zip(&ch.z2[c * np2..][..np2]) {
+                *d = -k * (sd + (z - m) * s * sdx);
+            }
+        }
+        for i in 0..n {
+            for c in 0..16 {
+                let k = p.bn2.gamma[c] * bn2.invstd[c];
+                for q in 0..25 {
+                    let o = i * F + c * 25 + q;
+                    let arg = ch.arg2[o];
+                    if arg != NONE {
+                        ch.dz2[c * np2 + arg as usize] += k * ch.da2[o];
+                    }
                 }
             }
         }
-    }
-    let dz = &ch.dz2[..16 * np2];
-    for c in 0..16 {
-        g.conv2_bias[c] += dz[c * np2..][..np2].iter().sum::<f32>();
-    }
-    // dW2 from dz2ᵀ ([np2][16]) and the pooled activations, without im2col.
-    for (pos, row) in ch.dz2t[..np2].iter_mut().enumerate() {
-        for (c, v) in row.iter_mut().enumerate() {
-            *v = dz[c * np2 + pos];
+        let dz = &ch.dz2[..16 * np2];
+        for c in 0..16 {
+            g.conv2_bias[c] += dz[c * np2..][..np2].iter().sum::<f32>();
         }
-    }
-    let mut gwt = [[0.0f32; 16]; K2];
-    conv2_weight_grad(&ch.a1[..n * 6 * Q1 + A1_TAIL], &ch.dz2t[..np2], &mut gwt);
-    for (t, row) in gwt.iter().enumerate() {
-        for (c, &v) in row.iter().enumerate() {
-            g.conv2_weight[c][t / 25][(t / 5) % 5][t % 5] += v;
+        // dW2 from dz2ᵀ ([np2][16]) and the pooled activations, without im2col.
+        for (pos, row) in ch.dz2t[..np2].iter_mut().enumerate() {
+            for (c, v) in row.iter_mut().enumerate() {
+                *v = dz[c * np2 + pos];
+            }
         }
-    }
-    // dcol2[150][np2] = W2ᵀ[150][16] · dz2[16][np2]
-    let w = bytemuck::cast_slice::<_, f32>(&p.conv2_weight);
-    gemm(K2, 16, np2, w, (1, K2), dz, (np2, 1), 0.0, &mut ch.dcol2[..K2 * np2], (np2, 1));
-    // col2im into da1[i][ic][14][14]
-    ch.da1[..n * 6 * Q1].fill(0.0);
-    for ic in 0..6 {
-        for ky in 0..5 {
-            for kx in 0..5 {
-                let row = &ch.dcol2[(ic * 25 + ky * 5 + kx) * np2..][..np2];
-                for i in 0..n {
-                    let dst = &mut ch.da1[(i * 6 + ic) * Q1..][..Q1];
-                    for y in 0..10 {
-                        let d = &mut dst[(y + ky) * 14 + kx..][..10];
-                        for (a, &b) in d.iter_mut().zip(&row[i * P2 + y * 10..][..10]) {
-                            *a += b;
+        let mut gwt = [[0.0f32; 16]; K2];
+        conv2_weight_grad(&ch.a1[..n * 6 * Q1 + A1_TAIL], &ch.dz2t[..np2], &mut gwt);
+        for (t, row) in gwt.iter().enumerate() {
+            for (c, &v) in row.iter().enumerate() {
+                g.conv2_weight[c][t / 25][(t / 5) % 5][t % 5] += v;
+            }
+        }
+        // dcol2[150][np2] = W2ᵀ[150][16] · dz2[16][np2]
+        let w = bytemuck::cast_slice::<_, f32>(&p.conv2_weight);
+        gemm(K2, 16, np2, w, (1, K2), dz, (np2, 1), 0.0, &mut ch.dcol2[..K2 * np2], (np2, 1));
+        // col2im into da1[i][ic][14][14]
+        ch.da1[..n * 6 * Q1].fill(0.0);
+        for ic in 0..6 {
+            for ky in 0..5 {
+                for kx in 0..5 {
+                    let row = &ch.dcol2[(ic * 25 + ky * 5 + kx) * np2..][..np2];
+                    for i in 0..n {
+                        let dst = &mut ch.da1[(i * 6 + ic) * Q1..][..Q1];
+                        for y in 0..10 {
+                            let d = &mut dst[(y + ky) * 14 + kx..][..10];
+                            for (a, &b) in d.iter_mut().zip(&row[i * P2 + y * 10..][..10]) {
+                                *a += b;
+                            }
                         }
                     }
                 }
             }
         }
-    }
-    // Σdy and Σdy·x̂ for BN1.
-    let np1 = n * P1;
-    ch.sums = [[0.0; 16]; 2];
-    for c in 0..6 {
-        for i in 0..n {
-            for q in 0..Q1 {
-                let arg = ch.arg1[c * n * Q1 + i * Q1 + q];
-                if arg != NONE {
-                    let dy = ch.da1[(i * 6 + c) * Q1 + q] as f64;
-                    let xhat = ((ch.z1[c * np1 + arg as usize] - bn1.mean[c]) * bn1.invstd[c]) as f64;
-                    ch.sums[0][c] += dy;
-                    ch.sums[1][c] += dy * xhat;
+        // Σdy and Σdy·x̂ for BN1.
+        let np1 = n * P1;
+        ch.sums = [[0.0; 16]; 2];
+        for c in 0..6 {
+            for i in 0..n {
+                for q in 0..Q1 {
+                    let arg = ch.arg1[c * n * Q1 + i * Q1 + q];
+                    if arg != NONE {
+                        let dy = ch.da1[(i * 6 + c) * Q1 + q] as f64;
+                        let xhat = ((ch.z1[c * np1 + arg as usize] - bn1.mean[c]) * bn1.invstd[c]) as f64;
+                        ch.sums[0][c] += dy;
+                        ch.sums[1][c] += dy * xhat;
+                    }
                 }
             }
         }
-    }
     }
 }
