@@ -284,6 +284,65 @@ pub fn test_set() -> &'static TestSet {
     })
 }
 
+/// Optimizer steps of the short deterministic training run behind [`trained`].
+pub const TRAIN_STEPS: u64 = 300;
+
+/// A briefly trained LeNet-BN in the two forms the device runs.
+pub struct Trained {
+    /// BN folded into the convolutions (`Kind::F32Folded`).
+    pub folded: Box<LeNetFoldedParams>,
+    /// Quantized (`Kind::Int8`), calibrated min/max on 1,000 training images.
+    pub int8: Box<LeNetQParams>,
+}
+
+/// Trains LeNet-BN for [`TRAIN_STEPS`] steps (batch 64, SGD lr 0.05 momentum 0.9, constant
+/// rate, seed 7: deterministic, a few seconds), folds and quantizes it. Once per process.
+pub fn trained() -> &'static Trained {
+    static TRAINED: OnceLock<Trained> = OnceLock::new();
+    TRAINED.get_or_init(|| {
+        use fmnist_train::config::{Preset, Schedule};
+        use fmnist_train::{data, fold, quantize, trainer};
+        let t = Instant::now();
+        let dir = data::locate(None).unwrap_or_else(|e| panic!("{e}"));
+        let train = data::load(&dir, data::Split::Train).unwrap_or_else(|e| panic!("{e}"));
+        let mut config = Preset::Fast.config(train.len(), 7);
+        config.steps = TRAIN_STEPS;
+        config.schedule = Schedule::Constant;
+        let mut tr = trainer::Trainer::new(config, &train, 2);
+        for _ in 0..TRAIN_STEPS {
+            tr.step();
+        }
+        let p = tr.params();
+        let folded = fold::fold_batch_norm(p);
+        let int8 =
+            quantize::quantize_lenet(p, &train.images[..1000], quantize::Calibration::MinMax)
+                .expect("quantizing the trained model");
+        eprintln!(
+            "trained LeNet-BN for {TRAIN_STEPS} steps in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        Trained { folded, int8 }
+    })
+}
+
+/// Scales every 97th weight of the dense layers into the subnormal range, so that sums and
+/// products on the device cross it: a flush-to-zero FPU would give different logits.
+pub fn with_subnormals(p: &LeNetFoldedParams) -> Box<LeNetFoldedParams> {
+    let mut q = Box::new(*p);
+    for xs in [
+        q.fc1_weight.as_flattened_mut(),
+        q.fc2_weight.as_flattened_mut(),
+        q.fc3_weight.as_flattened_mut(),
+    ] {
+        for (i, x) in xs.iter_mut().enumerate() {
+            if i % 97 == 13 {
+                *x *= 1e-38;
+            }
+        }
+    }
+    q
+}
+
 /// A complete model file (header, payload, CRC).
 pub fn model_file(arch: Arch, kind: Kind, payload: &[u8]) -> Vec<u8> {
     fmnist_train::modelio::encode_model(arch, kind, payload)
