@@ -9,6 +9,7 @@
 //!                            classify every image (or COUNT from index FIRST), write the
 //!                            logits to OUT, log the accuracy
 //! bench  [IMAGES]            per-layer cost of one image (the first of IMAGES, or a pattern)
+//! panic | fault              end in a panic or a HardFault (tests of the failure exit)
 //! ```
 //! IMAGES and LABELS are the un-gzipped IDX files (`t10k-images-idx3-ubyte`,
 //! `t10k-labels-idx1-ubyte`). OUT receives, per image in order, the 10 int8 logits (10 bytes) or
@@ -252,6 +253,10 @@ pub fn command() -> Command {
             },
             3,
         ),
+        // Exercise the failure exits (for the tests): a panic, and a HardFault (an undefined
+        // instruction escalates to HardFault since UsageFault is not enabled).
+        b"panic" => defmt::panic!("panic requested on the command line"),
+        b"fault" => cortex_m::asm::udf(),
         other => fail(
             "usage: demo IMAGES LABELS [N] | verify IMAGES LABELS OUT [FIRST COUNT] | bench [IMAGES]; got",
             other,

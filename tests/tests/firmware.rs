@@ -400,3 +400,19 @@ fn board_profile_builds() {
     eprintln!("board (STM32F407, RTT) sizes: {s:?}");
     assert!(s.text > 0);
 }
+
+#[test]
+fn panic_and_hardfault_exit_with_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = int8_model(dir.path());
+    let elf = qemu::firmware(Profile::Qemu);
+    for (mode, needle) in [("panic", "panicked at"), ("fault", "HardFault at pc")] {
+        let run = qemu::run(&elf, Some(&model), &[mode], SHORT_TIMEOUT);
+        assert_eq!(run.status, 1, "{mode}: expected exit 1:\n{}", run.text());
+        assert!(
+            run.text().contains(needle),
+            "{mode}: no {needle:?} in:\n{}",
+            run.text()
+        );
+    }
+}
