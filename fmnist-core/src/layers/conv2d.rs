@@ -64,10 +64,12 @@ impl<const IC: usize, const OC: usize, const K: usize, const P: usize> Conv2d<'_
 
     /// Two output rows `oy0` and `oy0 + 1` of channel `oc`, every column, into `acc[dy][..ow]`.
     ///
-    /// The loops run (ic, ky, row, kx, ox): for any one output the terms still arrive in the
-    /// documented order (bias, then ascending ic, ky, kx, padding taps skipped), so each value is
-    /// bit-identical to [`Conv2d::output_at`]; the innermost loop runs along a row of outputs,
-    /// which are independent, and vectorizes.
+    /// Columns whose taps all lie inside the input (no horizontal padding) are computed
+    /// [`LANES`] at a time for both rows, the 2 x [`LANES`] accumulators held in registers
+    /// across every tap; the few edge columns go through [`Conv2d::output_at`]. The last block
+    /// may overlap the one before it (a value computed twice is the same value). For any one
+    /// output the terms arrive in the documented order (bias, then ascending ic, ky, kx, padding
+    /// taps skipped), so each value is bit-identical to [`Conv2d::output_at`].
     #[inline(always)]
     fn two_rows<const H: usize, const W: usize>(
         &self,
@@ -77,30 +79,77 @@ impl<const IC: usize, const OC: usize, const K: usize, const P: usize> Conv2d<'_
         ow: usize,
         acc: &mut [[f32; MAX_ROW]; 2],
     ) {
-        let b = self.bias[oc];
-        for row in acc.iter_mut() {
-            row[..ow].fill(b);
+        // Output columns ox with every tap ix = ox + kx - P inside 0..W.
+        let lo = P;
+        let hi = ow.min((W + P + 1).saturating_sub(K));
+        if hi < lo + LANES {
+            for (dy, row) in acc.iter_mut().enumerate() {
+                for (ox, o) in row[..ow].iter_mut().enumerate() {
+                    *o = self.output_at(input, oc, oy0 + dy, ox);
+                }
+            }
+            return;
         }
+        let b = self.bias[oc];
+        let mut next = lo;
+        loop {
+            let start = next.min(hi - LANES);
+            let mut block = [[b; LANES]; 2];
+            for (plane, kernel) in input.iter().zip(&self.weight[oc]) {
+                for (ky, krow) in kernel.iter().enumerate() {
+                    for (dy, brow) in block.iter_mut().enumerate() {
+                        let Some(iy) = (oy0 + dy + ky).checked_sub(P).filter(|&iy| iy < H) else {
+                            continue;
+                        };
+                        let irow = &plane[iy];
+                        for (kx, &w) in krow.iter().enumerate() {
+                            let at = start + kx - P;
+                            let xs: &[f32; LANES] = irow[at..at + LANES].try_into().unwrap();
+                            for (a, &x) in brow.iter_mut().zip(xs) {
+                                *a += w * x;
+                            }
+                        }
+                    }
+                }
+            }
+            for (row, brow) in acc.iter_mut().zip(&block) {
+                row[start..start + LANES].copy_from_slice(brow);
+            }
+            if start + LANES >= hi {
+                break;
+            }
+            next = start + LANES;
+        }
+        // The edge columns (at most P on each side, plus any not covered above), all of them
+        // and both rows side by side so their sums do not wait on one another.
+        let mut edges = [0usize; MAX_EDGES];
+        let mut n = 0;
+        for ox in (0..lo).chain(hi..ow) {
+            edges[n] = ox;
+            n += 1;
+        }
+        let edges = &edges[..n];
+        let mut eacc = [[b; MAX_EDGES]; 2];
         for (plane, kernel) in input.iter().zip(&self.weight[oc]) {
             for (ky, krow) in kernel.iter().enumerate() {
-                for (dy, arow) in acc.iter_mut().enumerate() {
+                for (dy, erow) in eacc.iter_mut().enumerate() {
                     let Some(iy) = (oy0 + dy + ky).checked_sub(P).filter(|&iy| iy < H) else {
                         continue;
                     };
                     let irow = &plane[iy];
                     for (kx, &w) in krow.iter().enumerate() {
-                        // Columns whose tap ix = ox + kx - P lies inside the input.
-                        let lo = P.saturating_sub(kx);
-                        let hi = ow.min(W + P - kx);
-                        if lo >= hi {
-                            continue;
-                        }
-                        let src = &irow[lo + kx - P..hi + kx - P];
-                        for (a, &x) in arow[lo..hi].iter_mut().zip(src) {
-                            *a += w * x;
+                        for (a, &ox) in erow.iter_mut().zip(edges) {
+                            if let Some(ix) = (ox + kx).checked_sub(P).filter(|&ix| ix < W) {
+                                *a += w * irow[ix];
+                            }
                         }
                     }
                 }
+            }
+        }
+        for (row, erow) in acc.iter_mut().zip(&eacc) {
+            for (&ox, &v) in edges.iter().zip(erow) {
+                row[ox] = v;
             }
         }
     }
@@ -125,7 +174,7 @@ impl<const IC: usize, const OC: usize, const K: usize, const P: usize> Conv2d<'_
         out: &mut [[[f32; PW]; PH]; OC],
     ) {
         const { assert!(2 * PH + K == H + 2 * P + 1 && 2 * PW + K == W + 2 * P + 1) };
-        const { assert!(2 * PW <= MAX_ROW) };
+        const { assert!(2 * PW <= MAX_ROW && 2 * P + K <= MAX_EDGES) };
         let mut acc = [[0.0f32; MAX_ROW]; 2];
         for (oc, plane) in out.iter_mut().enumerate() {
             // Same value as BatchNorm::apply's denominator.
@@ -158,6 +207,12 @@ impl<const IC: usize, const OC: usize, const K: usize, const P: usize> Conv2d<'_
         }
     }
 }
+
+/// Output columns computed together by the fused pass (per row; two rows at a time).
+pub const LANES: usize = 8;
+
+/// Most edge columns (padding on either side) one output row may have.
+const MAX_EDGES: usize = 16;
 
 /// Longest output row [`Conv2d::forward_bn_relu_pool`] handles (its scratch is two such rows).
 pub const MAX_ROW: usize = 64;
@@ -257,6 +312,61 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(bits(&pooled), bits(&fused));
+    }
+
+    #[test]
+    fn fused_unpadded_equals_layer_by_layer_bitwise() {
+        // The P = 0 path (whole plane at a time), 3 -> 4 channels, 5x5 over 14x14 -> 10x10 -> 5x5.
+        let mut seed = 0x0bad_f00du32;
+        let mut next = || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        let mut weight = [[[[0.0; 5]; 5]; 3]; 4];
+        weight
+            .iter_mut()
+            .flatten()
+            .flatten()
+            .flatten()
+            .for_each(|w| *w = next());
+        let bias = [next(), next(), next(), next()];
+        let mut input = [[[0.0; 14]; 14]; 3];
+        input
+            .iter_mut()
+            .flatten()
+            .flatten()
+            .for_each(|x| *x = next());
+        let conv = Conv2d::<3, 4, 5, 0> {
+            weight: &weight,
+            bias: &bias,
+        };
+        let bn = BatchNorm {
+            gamma: &[1.5, -0.7, 0.3, 1.0],
+            beta: &[0.1, 0.2, -0.3, 0.0],
+            mean: &[0.05, -0.1, 0.0, 0.2],
+            var: &[0.9, 1.7, 0.01, 2.0],
+            eps: 1e-5,
+        };
+        for bn in [Some(&bn), None] {
+            let mut full = [[[0.0; 10]; 10]; 4];
+            conv.forward(&input, &mut full);
+            if let Some(bn) = bn {
+                bn.forward(bytemuck::cast_mut::<_, [[f32; 100]; 4]>(&mut full));
+            }
+            relu(full.as_flattened_mut().as_flattened_mut());
+            let mut pooled = [[[0.0; 5]; 5]; 4];
+            max_pool_2x2(&full, &mut pooled);
+            let mut fused = [[[0.0; 5]; 5]; 4];
+            conv.forward_bn_relu_pool(&input, bn, &mut fused);
+            let bits = |a: &[[[f32; 5]; 5]; 4]| {
+                a.as_flattened()
+                    .as_flattened()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(bits(&pooled), bits(&fused));
+        }
     }
 
     /// Views `[C][H][W]` as `[C][H*W]` for the per-channel BN.
