@@ -24,10 +24,19 @@ pub const INT8_TARGET: f64 = 40_000.0;
 pub struct KernelResult {
     /// What ran.
     pub kernel: &'static str,
-    /// Median images/s.
+    /// Median images/s (wall clock).
     pub images_per_second: f64,
-    /// Every repetition's images/s.
+    /// Every repetition's images/s (wall clock).
     pub repetitions: Vec<f64>,
+    /// Median images per second of this thread's CPU time (Linux `/proc/thread-self/schedstat`),
+    /// which other processes competing for the cores do not lower; `None` where unavailable.
+    pub images_per_cpu_second: Option<f64>,
+}
+
+/// Nanoseconds this thread has run on a CPU (Linux), `None` elsewhere.
+pub fn thread_cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
 }
 
 /// A model's fast kernel and its reference.
@@ -73,6 +82,7 @@ pub fn measure<T>(
     let rep_time = Duration::from_secs_f64((seconds / REPS as f64).max(0.01));
     let mut offset = 0usize;
     let mut run = |budget: Duration| {
+        let cpu0 = thread_cpu_ns();
         let start = Instant::now();
         let mut n = 0usize;
         loop {
@@ -85,16 +95,23 @@ pub fn measure<T>(
             offset = (offset + chunk.len()) % images.len();
             let t = start.elapsed();
             if t >= budget {
-                return n as f64 / t.as_secs_f64();
+                let cpu = match (cpu0, thread_cpu_ns()) {
+                    (Some(a), Some(b)) if b > a => Some(n as f64 / ((b - a) as f64 * 1e-9)),
+                    _ => None,
+                };
+                return (n as f64 / t.as_secs_f64(), cpu);
             }
         }
     };
     run(rep_time / 2);
-    let repetitions: Vec<f64> = (0..REPS).map(|_| run(rep_time)).collect();
+    let reps: Vec<(f64, Option<f64>)> = (0..REPS).map(|_| run(rep_time)).collect();
+    let repetitions: Vec<f64> = reps.iter().map(|r| r.0).collect();
+    let cpu: Option<Vec<f64>> = reps.iter().map(|r| r.1).collect();
     KernelResult {
         kernel,
         images_per_second: median(&repetitions),
         repetitions,
+        images_per_cpu_second: cpu.map(|c| median(&c)),
     }
 }
 
@@ -141,19 +158,28 @@ pub fn bench_model(model: &Model, images: &[[u8; IMAGE_PIXELS]], seconds: f64) -
     }
 }
 
+fn cpu_note(k: &KernelResult) -> String {
+    match k.images_per_cpu_second {
+        Some(c) => format!(" ({c:.0} per CPU-second)"),
+        None => String::new(),
+    }
+}
+
 impl ModelBench {
     /// Human-readable lines.
     pub fn to_text(&self) -> String {
         format!(
-            "{} ({}), 1 thread, batch 1, median of {REPS}:\n  {:<40} {:>10.0} images/s  (target {:.0}: {})\n  {:<40} {:>10.0} images/s\n  speed-up {:.2}x, outputs bit-identical: {}\n",
+            "{} ({}), 1 thread, batch 1, median of {REPS}:\n  {:<40} {:>10.0} images/s{}  (target {:.0}: {})\n  {:<40} {:>10.0} images/s{}\n  speed-up {:.2}x, outputs bit-identical: {}\n",
             self.model,
             self.kind,
             self.fast.kernel,
             self.fast.images_per_second,
+            cpu_note(&self.fast),
             self.target,
             if self.meets_target { "met" } else { "NOT met" },
             self.reference.kernel,
             self.reference.images_per_second,
+            cpu_note(&self.reference),
             self.speedup,
             if self.bit_identical { "yes" } else { "NO" },
         )
