@@ -340,7 +340,8 @@ fn memory_report() -> Vec<(String, u64)> {
 }
 
 /// Sizes are compared with `firmware/expected-sizes.txt`; `FMNIST_BLESS=1` rewrites it.
-/// Growth beyond 2 % of a figure fails (so growth is noticed and the file updated on purpose).
+/// Growth beyond 2 % (or 256 bytes, whichever is more) fails, so growth is noticed and the file
+/// updated on purpose.
 /// The int8 build must keep RAM (static + stack peak) within 8 KiB; the 16 KiB program-flash
 /// target is reported (see firmware/README.md for where the bytes go), not enforced.
 #[test]
@@ -380,7 +381,7 @@ fn memory_stays_within_budget_and_expected_sizes() {
             .find(|(n, _)| n == k)
             .map(|x| x.1)
             .unwrap_or(0);
-        if now * 100 > v * 102 + 100 {
+        if now > v + (v / 50).max(256) {
             grown.push(format!("{k}: expected {v}, now {now}"));
         } else if now != v {
             eprintln!("note: {k} changed from {v} to {now} (FMNIST_BLESS=1 to record)");
@@ -388,7 +389,7 @@ fn memory_stays_within_budget_and_expected_sizes() {
     }
     assert!(
         grown.is_empty(),
-        "firmware memory grew more than 2 % (rerun with FMNIST_BLESS=1 if intended):\n{}",
+        "firmware memory grew more than 2 % / 256 bytes (rerun with FMNIST_BLESS=1 if intended):\n{}",
         grown.join("\n")
     );
 }
