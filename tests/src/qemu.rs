@@ -215,6 +215,76 @@ pub fn run(elf: &Path, model: Option<&Path>, args: &[&str], timeout: Duration) -
     }
 }
 
+/// QEMU processes a verify run is split into (each takes a contiguous range of images).
+pub const VERIFY_PARTS: u32 = 2;
+
+/// What a verify run over the whole test set produced.
+#[derive(Debug)]
+pub struct Verify {
+    /// The device's logits, image after image (10 bytes per int8 image, 40 per f32 image).
+    pub logits: Vec<u8>,
+    /// Images the device classified correctly (from its `verify NAME: N images, C correct` lines).
+    pub correct: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// The decoded logs of all parts.
+    pub log: String,
+}
+
+/// Runs verify mode over the whole test set in [`VERIFY_PARTS`] parallel QEMU processes, each
+/// streaming a contiguous range of images; `name` is the model kind the firmware logs (`int8` or
+/// `f32`). Panics with the log when a part fails.
+pub fn verify(profile: Profile, model: &Path, name: &str, timeout: Duration) -> Verify {
+    let set = test_set();
+    let elf = firmware(profile);
+    let n = set.images.len() as u32;
+    let t = Instant::now();
+    let parts: Vec<(PathBuf, Run)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..VERIFY_PARTS)
+            .map(|k| {
+                let (first, last) = (n * k / VERIFY_PARTS, n * (k + 1) / VERIFY_PARTS);
+                let out = model.with_extension(format!("device-logits-{k}"));
+                let elf = &elf;
+                s.spawn(move || {
+                    let (first_s, count_s) = (first.to_string(), (last - first).to_string());
+                    let args = [
+                        "verify",
+                        set.images_path.to_str().unwrap(),
+                        set.labels_path.to_str().unwrap(),
+                        out.to_str().unwrap(),
+                        &first_s,
+                        &count_s,
+                    ];
+                    let run = run(elf, Some(model), &args, timeout);
+                    (out, run)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let elapsed = t.elapsed();
+    let mut logits = Vec::new();
+    let mut correct = 0;
+    let mut log = String::new();
+    for (out, run) in &parts {
+        log.push_str(&run.text());
+        log.push('\n');
+        assert_eq!(run.status, 0, "verify failed:\n{}", run.text());
+        logits.extend(std::fs::read(out).unwrap());
+        let _ = std::fs::remove_file(out);
+        let line = run
+            .line(&format!("verify {name}:"))
+            .unwrap_or_else(|| panic!("no verify summary in:\n{}", run.text()));
+        correct += number_after(line, "images,").unwrap();
+    }
+    Verify {
+        logits,
+        correct,
+        elapsed,
+        log,
+    }
+}
+
 /// Decodes a defmt byte stream with the ELF's defmt table.
 pub fn decode(elf: &Path, bytes: &[u8]) -> Vec<String> {
     let elf_bytes = std::fs::read(elf).unwrap();

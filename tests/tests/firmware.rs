@@ -57,54 +57,18 @@ fn host_logits(
     })
 }
 
-/// QEMU processes a verify run is split into (each takes a contiguous range of images).
-const PARTS: u32 = 2;
-
-/// Runs verify mode (in [`PARTS`] QEMU processes) and checks the device's logits against
-/// `host` byte for byte. Returns the number of images the device classified correctly.
+/// Runs verify mode on the device and checks its logits against `host` byte for byte. Returns
+/// the number of images the device classified correctly.
 fn verify(profile: Profile, model: &Path, host: &[Vec<u8>], per_image: usize, name: &str) -> u64 {
     let set = qemu::test_set();
-    let elf = qemu::firmware(profile);
-    let n = set.images.len() as u32;
-    let t = std::time::Instant::now();
-    let parts: Vec<(std::path::PathBuf, Run)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..PARTS)
-            .map(|k| {
-                let (first, last) = (n * k / PARTS, n * (k + 1) / PARTS);
-                let out = model.with_extension(format!("device-logits-{k}"));
-                let elf = &elf;
-                s.spawn(move || {
-                    let (first_s, count_s) = (first.to_string(), (last - first).to_string());
-                    let args = [
-                        "verify",
-                        set.images_path.to_str().unwrap(),
-                        set.labels_path.to_str().unwrap(),
-                        out.to_str().unwrap(),
-                        &first_s,
-                        &count_s,
-                    ];
-                    let run = qemu::run(elf, Some(model), &args, VERIFY_TIMEOUT);
-                    (out, run)
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let run = qemu::verify(profile, model, name, VERIFY_TIMEOUT);
+    eprintln!("{}", run.log);
     eprintln!(
-        "{name} verify of {n} images on QEMU ({PARTS} processes): {:.1} s",
-        t.elapsed().as_secs_f64()
+        "{name} verify of {} images on QEMU: {:.1} s",
+        set.images.len(),
+        run.elapsed.as_secs_f64()
     );
-    let mut device = Vec::new();
-    let mut correct = 0;
-    for (out, run) in &parts {
-        eprintln!("{}", run.text());
-        assert_eq!(run.status, 0, "verify failed:\n{}", run.text());
-        device.extend(std::fs::read(out).unwrap());
-        let line = run
-            .line(&format!("verify {name}:"))
-            .unwrap_or_else(|| panic!("no verify summary in:\n{}", run.text()));
-        correct += number_after(line, "images,").unwrap();
-    }
+    let (device, correct) = (run.logits, run.correct);
     assert_eq!(
         device.len(),
         set.images.len() * per_image,

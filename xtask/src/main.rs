@@ -198,23 +198,163 @@ fn main() -> ExitCode {
 
 /// The main job.
 fn demo() -> Step {
+    use fmnist_core::layers::argmax;
+    use fmnist_core::lenet::LeNet;
+    use fmnist_core::quant::LeNetQ;
+    use fmnist_tests::qemu::{self, Profile};
+    use fmnist_train::modelio::LoadedModel;
+
     setup()?;
     run(cargo().args(["build", "--release", "--workspace", "--bins"]))?;
     let out = root().join("runs/demo");
-    let train = root().join("target/release/fmnist-train");
-    let summary = output(
-        Command::new(&train)
+    let bin = |name: &str| root().join("target/release").join(name);
+    let json = |text: String| -> Result<serde_json::Value, Failure> {
+        serde_json::from_str(text.trim())
+            .map_err(|e| Failure(format!("unexpected output ({e}): {text}")))
+    };
+
+    println!("== 1. train LeNet-BN (default preset) ==");
+    let t = json(output(
+        Command::new(bin("fmnist-train"))
             .args(["train", "--json", "--out"])
             .arg(&out),
-    )?;
-    let j: serde_json::Value =
-        serde_json::from_str(summary.trim()).map_err(|e| Failure(format!("train output: {e}")))?;
-    println!(
-        "trained LeNet-BN: test accuracy {:.2} % ({:.0} images/s, {:.0} s) → {}",
-        100.0 * j["test_accuracy"].as_f64().unwrap_or(f64::NAN),
-        j["images_per_second"].as_f64().unwrap_or(f64::NAN),
-        j["wall_seconds"].as_f64().unwrap_or(f64::NAN),
-        j["model"].as_str().unwrap_or("?")
+    )?)?;
+    let f32_model = PathBuf::from(t["model"].as_str().unwrap_or_default());
+
+    println!("== 2. fold batch norm, calibrate, quantize to int8 ==");
+    let int8_model = out.join("model.fmq");
+    let folded_model = out.join("model-f32-folded.fmnm");
+    let e = json(output(
+        Command::new(bin("fmnist-train"))
+            .args(["export", "--json", "--method", "percentile", "--checkpoint"])
+            .arg(&f32_model)
+            .arg("--out")
+            .arg(&int8_model)
+            .arg("--folded-out")
+            .arg(&folded_model),
+    )?)?;
+
+    println!("== 3. run on the emulated Cortex-M4F (QEMU mps2-an386) ==");
+    let set = qemu::test_set();
+    let elf = qemu::firmware(Profile::Qemu);
+    let demo = qemu::run(
+        &elf,
+        Some(&int8_model),
+        &[
+            "demo",
+            set.images_path.to_str().unwrap(),
+            set.labels_path.to_str().unwrap(),
+        ],
+        std::time::Duration::from_secs(120),
     );
-    Ok(())
+    for line in &demo.log {
+        println!("   device: {line}");
+    }
+    let timeout = std::time::Duration::from_secs(600);
+    let q = LoadedModel::read(&int8_model).map_err(|e| Failure(e.to_string()))?;
+    let q = q
+        .file()
+        .and_then(|f| f.lenet_int8())
+        .map_err(|e| Failure(e.to_string()))?;
+    let net = LeNetQ::new(q).map_err(|e| Failure(format!("{e:?}")))?;
+    let host: Vec<u8> = set
+        .images
+        .iter()
+        .flat_map(|img| net.forward(img).map(|v| v as u8))
+        .collect();
+    let host_correct = set
+        .images
+        .iter()
+        .zip(&set.labels)
+        .filter(|(img, l)| net.classify(img) == **l as usize)
+        .count();
+    let dev = qemu::verify(Profile::Qemu, &int8_model, "int8", timeout);
+    let int8_same = dev.logits == host;
+
+    let f = LoadedModel::read(&folded_model).map_err(|e| Failure(e.to_string()))?;
+    let f = f
+        .file()
+        .and_then(|f| f.lenet_folded())
+        .map_err(|e| Failure(e.to_string()))?;
+    let fnet = LeNet::from(f);
+    let host_f32: Vec<u8> = set
+        .images
+        .iter()
+        .flat_map(|img| fnet.forward(img).map(f32::to_le_bytes))
+        .flatten()
+        .collect();
+    let host_f32_correct = set
+        .images
+        .iter()
+        .zip(&set.labels)
+        .filter(|(img, l)| argmax(&fnet.forward(img)) == **l as usize)
+        .count();
+    let dev_f32 = qemu::verify(Profile::Qemu, &folded_model, "f32", timeout);
+    let f32_same = dev_f32.logits == host_f32;
+
+    let bench = qemu::run(
+        &elf,
+        Some(&int8_model),
+        &["bench", set.images_path.to_str().unwrap()],
+        std::time::Duration::from_secs(120),
+    );
+    let int8_elf = qemu::firmware(Profile::QemuInt8);
+    let size = qemu::sizes(&int8_elf);
+
+    let n = set.images.len();
+    let pct = |c: f64| 100.0 * c;
+    println!();
+    println!("== report ==");
+    println!(
+        "training     f32 test accuracy {:.2} %, {:.0} images/s on {} threads, {:.0} s ({})",
+        pct(t["test_accuracy"].as_f64().unwrap_or(f64::NAN)),
+        t["images_per_second"].as_f64().unwrap_or(f64::NAN),
+        t["threads"],
+        t["wall_seconds"].as_f64().unwrap_or(f64::NAN),
+        f32_model.display()
+    );
+    println!(
+        "int8 export  f32 {:.2} %, int8 {:.2} % ({:+.2} points), {} bytes ({})",
+        pct(e["f32_accuracy"].as_f64().unwrap_or(f64::NAN)),
+        pct(e["int8_accuracy"].as_f64().unwrap_or(f64::NAN)),
+        e["delta_points"].as_f64().unwrap_or(f64::NAN),
+        e["bytes"],
+        int8_model.display()
+    );
+    println!(
+        "device int8  {}: {}/{n} correct on the device, {host_correct}/{n} on the host ({:.1} s under QEMU)",
+        if int8_same {
+            "all 10,000 logits identical to the host's"
+        } else {
+            "LOGITS DIFFER FROM THE HOST"
+        },
+        dev.correct,
+        dev.elapsed.as_secs_f64()
+    );
+    println!(
+        "device f32   {}: {}/{n} correct on the device, {host_f32_correct}/{n} on the host ({:.1} s under QEMU)",
+        if f32_same {
+            "all 10,000 logits bit-identical to the host's"
+        } else {
+            "LOGITS DIFFER FROM THE HOST"
+        },
+        dev_f32.correct,
+        dev_f32.elapsed.as_secs_f64()
+    );
+    for line in bench.log.iter().filter(|l| l.contains("bench")) {
+        println!("cost         {}", line.trim_start_matches("INFO "));
+    }
+    println!(
+        "memory       int8 firmware: .text {} .rodata {} .data {} .bss {} bytes (stack peak: see the firmware test)",
+        size.text, size.rodata, size.data, size.bss
+    );
+    if int8_same
+        && f32_same
+        && dev.correct as usize == host_correct
+        && dev_f32.correct as usize == host_f32_correct
+    {
+        Ok(())
+    } else {
+        Err(Failure("the device disagrees with the host".into()))
+    }
 }
