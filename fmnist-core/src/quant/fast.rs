@@ -689,40 +689,192 @@ pub mod dsp {
         u32::from_le_bytes(b)
     }
 
-    /// See [`super::conv1_relu_pool`]. 25 taps = 6 weight words + a tail word (tap 24).
+    /// See [`super::conv1_relu_pool`]. Row-wise, without patches: the padded image is stored
+    /// once as i16 pairs `(x[r][c], x[r][c+1])` (c even), column-major (`xt[c/2][r]`), and for a
+    /// 2x2 window at even column `x` the words at columns `x, x+2, x+4` of each input row feed
+    /// both columns of the window: column `x` with the weight pairs `(w0,w1) (w2,w3) (w4,0)`,
+    /// column `x+1` with `(0,w0) (w1,w2) (w3,w4)`. Rows `r` and `r+1` of a column are adjacent,
+    /// so one `LDRD` of two inputs and one of two weight pairs feed four `SMLAD`; no gathering.
     pub fn conv1_relu_pool(
         weight: &[[[[i8; 5]; 5]; 1]; 6],
         q: &QLayerParams<6>,
         image: &[u8; IMAGE_PIXELS],
         out: &mut [[[i8; 14]; 14]; 6],
     ) {
-        let mut xp = [[q.input_zero_point; 32]; 32];
-        for (row, src) in xp[2..30].iter_mut().zip(image.chunks_exact(28)) {
-            for (d, &p) in row[2..30].iter_mut().zip(src) {
-                *d = (p ^ 0x80) as i8;
+        let zp = q.input_zero_point as i16 as u16 as u32;
+        let mut xt = Conv1Image([[zp | zp << 16; 32]; 16]);
+        for (r, src) in image.as_chunks::<2>().0.chunks_exact(14).enumerate() {
+            for (c, &[a, b]) in src.iter().enumerate() {
+                let lo = (a ^ 0x80) as i8 as i16 as u16 as u32;
+                let hi = (b ^ 0x80) as i8 as i16 as u16 as u32;
+                xt.0[c + 1][r + 2] = lo | hi << 16;
             }
         }
-        let flat: &[[i8; 25]; 6] = bytemuck::cast_ref(weight);
-        let tails: [u32; 6] = core::array::from_fn(|oc| tail_word(&flat[oc][24..]));
-        let mut patches = [[[0u32; 2]; 7]; 4];
+        let pair = |lo: i8, hi: i8| (lo as i16 as u16 as u32) | (hi as i16 as u16 as u32) << 16;
+        // Per channel, kernel row and pair j: [even column's pair, odd column's pair].
+        let wp: [Conv1Weights; 6] = core::array::from_fn(|oc| {
+            Conv1Weights(core::array::from_fn(|ky| {
+                let w = &weight[oc][0][ky];
+                [
+                    [pair(w[0], w[1]), pair(0, w[0])],
+                    [pair(w[2], w[3]), pair(w[1], w[2])],
+                    [pair(w[4], 0), pair(w[3], w[4])],
+                ]
+            }))
+        });
         for py in 0..14 {
             for px in 0..14 {
-                for (patch, (dy, dx)) in patches.iter_mut().zip(WINDOW) {
-                    let (y, x) = (2 * py + dy, 2 * px + dx);
-                    let dst: &mut [i16; 28] = bytemuck::cast_mut(patch);
-                    let src: &[[i8; 32]; 5] = xp[y..y + 5].try_into().unwrap();
-                    let mut tap = |_ic: usize, ky: usize, kx: usize| {
-                        dst[slot(ky * 5 + kx)] = src[ky][x + kx] as i16;
-                    };
-                    taps25!(tap, 0);
-                }
                 for (oc, plane) in out.iter_mut().enumerate() {
-                    let (words, _) = bytemuck::cast_slice::<i8, u8>(&flat[oc]).as_chunks::<4>();
-                    let acc = dots4(&words[..6], tails[oc], &patches);
+                    let acc = window_rows(&wp[oc], &xt, px, 2 * py);
                     plane[py][px] = output(q, oc, max4(acc), true);
                 }
             }
         }
+    }
+
+    /// conv1's padded input, i16 pairs, column-major: `[c/2][row]`.
+    #[repr(C, align(8))]
+    struct Conv1Image([[u32; 32]; 16]);
+
+    /// conv1's weights of one channel as `[ky][j][even, odd]` pairs (see `conv1_relu_pool`).
+    #[repr(C, align(8))]
+    struct Conv1Weights([[[u32; 2]; 3]; 5]);
+
+    /// The four sums `[(0,0), (0,1), (1,0), (1,1)]` of the 2x2 window at rows `y, y+1` and
+    /// columns `2px, 2px+1` of conv1, in Rust: what the assembly below computes.
+    #[cfg(not(all(target_arch = "arm", any(target_feature = "dsp", fmnist_dsp))))]
+    #[inline(always)]
+    fn window_rows(w: &Conv1Weights, xt: &Conv1Image, px: usize, y: usize) -> [i32; 4] {
+        let (mut a00, mut a01, mut a10, mut a11) = (0i32, 0i32, 0i32, 0i32);
+        for ky in 0..5 {
+            for j in 0..3 {
+                let [k0, k1] = w.0[ky][j];
+                let (x0, x1) = (xt.0[px + j][y + ky], xt.0[px + j][y + ky + 1]);
+                a00 = smlad(k0, x0, a00);
+                a10 = smlad(k0, x1, a10);
+                a01 = smlad(k1, x0, a01);
+                a11 = smlad(k1, x1, a11);
+            }
+        }
+        [a00, a01, a10, a11]
+    }
+
+    /// The same, unrolled: 15 × (two `LDRD` at constant offsets, four `SMLAD`), the first
+    /// step with `SMUAD` (no accumulator to clear): 90 instructions for 100 multiply-adds.
+    #[cfg(all(target_arch = "arm", any(target_feature = "dsp", fmnist_dsp)))]
+    #[inline(always)]
+    fn window_rows(w: &Conv1Weights, xt: &Conv1Image, px: usize, y: usize) -> [i32; 4] {
+        assert!(px < 14 && y < 28);
+        let (a00, a01, a10, a11): (i32, i32, i32, i32);
+        // SAFETY: reads the 120 bytes of `w` and, for columns px..px+3 (< 16) and rows
+        // y..y+6 (≤ 32) of `xt`, the words at `xt[px + j][y + ky]` (offset j·128 + ky·4 from
+        // `&xt[px][y]`); both are 8-byte aligned so every LDRD address is word aligned.
+        unsafe {
+            core::arch::asm!(
+                "ldrd {k0}, {k1}, [{wp}, #0]",
+                "ldrd {x0}, {x1}, [{xp}, #0]",
+                "smuad {a00}, {k0}, {x0}",
+                "smuad {a10}, {k0}, {x1}",
+                "smuad {a01}, {k1}, {x0}",
+                "smuad {a11}, {k1}, {x1}",
+                "ldrd {k0}, {k1}, [{wp}, #8]",
+                "ldrd {x0}, {x1}, [{xp}, #128]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #16]",
+                "ldrd {x0}, {x1}, [{xp}, #256]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #24]",
+                "ldrd {x0}, {x1}, [{xp}, #4]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #32]",
+                "ldrd {x0}, {x1}, [{xp}, #132]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #40]",
+                "ldrd {x0}, {x1}, [{xp}, #260]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #48]",
+                "ldrd {x0}, {x1}, [{xp}, #8]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #56]",
+                "ldrd {x0}, {x1}, [{xp}, #136]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #64]",
+                "ldrd {x0}, {x1}, [{xp}, #264]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #72]",
+                "ldrd {x0}, {x1}, [{xp}, #12]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #80]",
+                "ldrd {x0}, {x1}, [{xp}, #140]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #88]",
+                "ldrd {x0}, {x1}, [{xp}, #268]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #96]",
+                "ldrd {x0}, {x1}, [{xp}, #16]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #104]",
+                "ldrd {x0}, {x1}, [{xp}, #144]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #112]",
+                "ldrd {x0}, {x1}, [{xp}, #272]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                k0 = out(reg) _,
+                k1 = out(reg) _,
+                x0 = out(reg) _,
+                x1 = out(reg) _,
+                a00 = out(reg) a00,
+                a01 = out(reg) a01,
+                a10 = out(reg) a10,
+                a11 = out(reg) a11,
+                wp = in(reg) w.0.as_ptr(),
+                xp = in(reg) xt.0[px].as_ptr().add(y),
+                options(pure, readonly, nostack, preserves_flags),
+            );
+        }
+        [a00, a01, a10, a11]
     }
 
     /// See [`super::conv2_relu_pool`]. 150 taps = 37 weight words + a tail word (taps 148, 149).
