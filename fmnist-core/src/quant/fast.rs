@@ -587,6 +587,58 @@ pub mod dsp {
 
     use intrinsics::{smlad, sxtb16, sxtb16_ror8};
 
+    /// One output channel's bias and requantization, unpacked for [`Rq::output`]: the shifts
+    /// and the rounding divide's mask are computed once, not per output.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Rq {
+        bias: i32,
+        multiplier: i32,
+        left: u32,
+        right: u32,
+        mask: i32,
+        half: i32,
+        zp: i32,
+    }
+
+    impl Rq {
+        /// Channel `c` of `q`. Needs `multiplier ≥ 0` (checked for every model).
+        #[inline(always)]
+        pub fn new<const C: usize>(q: &QLayerParams<C>, c: usize) -> Self {
+            let r = q.requant(c);
+            let right = (-r.shift).max(0) as u32;
+            let mask = ((1u64 << right) - 1) as i32;
+            Self {
+                bias: q.bias[c],
+                multiplier: r.multiplier,
+                left: r.shift.max(0) as u32,
+                right,
+                mask,
+                half: mask >> 1,
+                zp: q.output_zero_point as i32,
+            }
+        }
+
+        /// `Requant::to_i8(bias + best, zp, clamp_floor(zp, relu))`, bit for bit
+        /// (`fast_requant_matches_to_i8` checks it), in fewer instructions:
+        ///
+        /// * the high multiply is `(a·m + 2^30) >> 31` in i64 (one `SMLAL`): its only
+        ///   saturating case needs `m = i32::MIN`, excluded by `m ≥ 0`;
+        /// * `RoundingDivideByPOT` as in gemmlowp, with the mask and its half precomputed;
+        /// * with ReLU, `max(y ⊕ zp, zp) = max(y, 0) ⊕ zp` (⊕ saturating; both sides are
+        ///   non-decreasing in y and agree for y ≤ 0 and y ≥ 0), and `max(y, 0) ⊕ zp ≥ −128`,
+        ///   so the final clamp is the `SSAT #8` of `[−128, 127]`.
+        #[inline(always)]
+        pub fn output(&self, best: i32, relu: bool) -> i8 {
+            let a = (self.bias + best) << self.left;
+            let h = ((a as i64 * self.multiplier as i64 + (1 << 30)) >> 31) as i32;
+            let rem = h & self.mask;
+            let threshold = self.half + (h < 0) as i32;
+            let y = (h >> self.right) + (rem > threshold) as i32;
+            let y = if relu { y.max(0) } else { y };
+            y.saturating_add(self.zp).clamp(-128, 127) as i8
+        }
+    }
+
     /// Position of tap `t` in a patch: taps `4g..4g+4` are stored as `[t0, t2, t1, t3]`, the
     /// order in which `SXTB16` / `SXTB16 ROR #8` unpack a little-endian weight word.
     #[inline(always)]
@@ -722,11 +774,12 @@ pub mod dsp {
                 ]
             }))
         });
+        let rq: [Rq; 6] = core::array::from_fn(|oc| Rq::new(q, oc));
         for py in 0..14 {
             for px in 0..14 {
                 for (oc, plane) in out.iter_mut().enumerate() {
                     let acc = window_rows(&wp[oc], &xt, px, 2 * py);
-                    plane[py][px] = output(q, oc, max4(acc), true);
+                    plane[py][px] = rq[oc].output(max4(acc), true);
                 }
             }
         }
@@ -886,6 +939,7 @@ pub mod dsp {
     ) {
         let flat: &[[i8; 150]; 16] = bytemuck::cast_ref(weight);
         let tails: [u32; 16] = core::array::from_fn(|oc| tail_word(&flat[oc][148..]));
+        let rq: [Rq; 16] = core::array::from_fn(|oc| Rq::new(q, oc));
         let mut patches = [[[0u32; 2]; 38]; 4];
         for py in 0..5 {
             for px in 0..5 {
@@ -907,7 +961,7 @@ pub mod dsp {
                 for (oc, plane) in out.iter_mut().enumerate() {
                     let (words, _) = bytemuck::cast_slice::<i8, u8>(&flat[oc]).as_chunks::<4>();
                     let acc = dots4(&words[..37], tails[oc], &patches);
-                    plane[py][px] = output(q, oc, max4(acc), true);
+                    plane[py][px] = rq[oc].output(max4(acc), true);
                 }
             }
         }
@@ -1019,7 +1073,7 @@ pub mod dsp {
             });
             let acc = dense_rows4::<I>(&weight[o..o + 4], rows, xs);
             for r in 0..4 {
-                out[o + r] = output(q, o + r, acc[r], relu);
+                out[o + r] = Rq::new(q, o + r).output(acc[r], relu);
             }
             o += 4;
         }
@@ -1030,7 +1084,7 @@ pub mod dsp {
                 let word = u32::from_le_bytes(*word);
                 acc = smlad(sxtb16_ror8(word), x13, smlad(sxtb16(word), x02, acc));
             }
-            out[o] = output(q, o, acc, relu);
+            out[o] = Rq::new(q, o).output(acc, relu);
             o += 1;
         }
     }
@@ -1039,6 +1093,87 @@ pub mod dsp {
     mod tests {
         use super::intrinsics::emulated;
         use super::*;
+
+        /// [`Rq::output`] equals `Requant::to_i8` on random channels (every shift, multipliers
+        /// ≥ 0 including 0 and the extremes) and accumulators up to the overflow bound, with
+        /// the rounding ties and the saturating ends hit on purpose.
+        #[test]
+        fn fast_requant_matches_to_i8() {
+            use crate::quant::lenet::testutil::Lcg;
+            let mut r = Lcg(4242);
+            let mut q = QLayerParams::<1> {
+                input_scale: 1.0,
+                output_scale: 1.0,
+                input_zero_point: 0,
+                output_zero_point: 0,
+                _pad: [0; 2],
+                bias: [0],
+                multiplier: [0],
+                shift: [0],
+                weight_scale: [1.0],
+            };
+            for case in 0..200_000u32 {
+                let shift = r.range(-31, 30);
+                let multiplier = match case % 8 {
+                    0 => 0,
+                    1 => i32::MAX,
+                    2 => 1 << 30,
+                    3 => (r.next_u32() >> 1) as i32,
+                    _ => (1 << 30) | (r.next_u32() >> 2) as i32,
+                };
+                q.shift[0] = shift;
+                q.multiplier[0] = multiplier;
+                q.output_zero_point = r.range(-128, 127) as i8;
+                let lim = (i32::MAX >> shift.max(0)) as i64;
+                let wide = (r.next_u32() as i32) >> r.range(0, 31);
+                let total = match case % 5 {
+                    0 => lim as i32,
+                    1 => -lim as i32,
+                    // Near a tie of the divide: a multiple of 2^(right−1) before scaling.
+                    2 => wide & !((1 << (-shift).clamp(1, 31) as u32 >> 1) - 1),
+                    _ => wide,
+                } as i64;
+                let total = total.clamp(-lim, lim) as i32;
+                let bias = r.range(-1000, 1000);
+                q.bias[0] = bias;
+                let best = total.wrapping_sub(bias);
+                if (best as i64 + bias as i64).abs() > lim {
+                    continue;
+                }
+                let rq = q.requant(0);
+                let zp = q.output_zero_point as i32;
+                for relu in [true, false] {
+                    let want = rq.to_i8(bias + best, zp, clamp_floor(q.output_zero_point, relu));
+                    assert_eq!(
+                        Rq::new(&q, 0).output(best, relu),
+                        want,
+                        "{rq:?} {total} {relu}"
+                    );
+                }
+            }
+            // Exhaustive over small accumulators for a few scales.
+            for (multiplier, shift) in [
+                (1 << 30, -1),
+                (1 << 30, -7),
+                (1_610_612_736, -3),
+                (i32::MAX, 0),
+                (1_234_567_890, 2),
+            ] {
+                q.multiplier[0] = multiplier;
+                q.shift[0] = shift;
+                q.bias[0] = 0;
+                for zp in [-128i8, -5, 0, 127] {
+                    q.output_zero_point = zp;
+                    let rq = q.requant(0);
+                    for acc in -70_000..=70_000 {
+                        for relu in [true, false] {
+                            let want = rq.to_i8(acc, zp as i32, clamp_floor(zp, relu));
+                            assert_eq!(Rq::new(&q, 0).output(acc, relu), want);
+                        }
+                    }
+                }
+            }
+        }
 
         #[test]
         fn emulated_instructions_hand_checked() {
