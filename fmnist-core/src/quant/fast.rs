@@ -483,28 +483,11 @@ pub mod portable {
     }
 }
 
-/// Calls `$f(ic, ky, kx)` for the 25 taps of input channel `$ic`, written out so every patch
-/// slot is a compile-time constant (the gathers below then compile to load/store pairs).
-macro_rules! taps25 {
-    ($f:ident, $ic:literal) => {
-        taps25!(@row $f, $ic, 0);
-        taps25!(@row $f, $ic, 1);
-        taps25!(@row $f, $ic, 2);
-        taps25!(@row $f, $ic, 3);
-        taps25!(@row $f, $ic, 4);
-    };
-    (@row $f:ident, $ic:literal, $ky:literal) => {
-        $f($ic, $ky, 0);
-        $f($ic, $ky, 1);
-        $f($ic, $ky, 2);
-        $f($ic, $ky, 3);
-        $f($ic, $ky, 4);
-    };
-}
-
-/// The Cortex-M4 kernels: `SXTB16` unpacks four int8 weights into two pairs of i16, `SMLAD`
-/// multiplies two pairs and adds both products to an accumulator. Activations are gathered
-/// once into i16 patches stored in the matching order, so one weight word feeds four windows.
+/// The Cortex-M4 kernels, built on `SMLAD` (multiply two pairs of i16 and add both products to
+/// an accumulator). The convolutions store their input once as i16 pairs and their weights as
+/// pairs for the even and the odd column of a pooling window, so one `LDRD` of two input rows
+/// and one of two weight pairs feed the four outputs of the window; the dense layers unpack
+/// four int8 weights into two pairs with `SXTB16` against activations stored in that order.
 pub mod dsp {
     use super::*;
 
@@ -646,99 +629,15 @@ pub mod dsp {
         (t & !3) | [0, 2, 1, 3][t & 3]
     }
 
-    /// One weight word (4 int8 taps) against the matching pair words of four patches.
-    #[inline(always)]
+    /// One weight word (4 int8 taps) against the matching pair words of four activation
+    /// vectors: the dense kernel's step, for the exhaustive test.
+    #[cfg(test)]
     fn mac_group(word: u32, g: usize, p: &[&[[u32; 2]]; 4], acc: &mut [i32; 4]) {
         let (w02, w13) = (sxtb16(word), sxtb16_ror8(word));
         for j in 0..4 {
             let [x02, x13] = p[j][g];
             acc[j] = smlad(w13, x13, smlad(w02, x02, acc[j]));
         }
-    }
-
-    /// `Σ w·x` of four patches of `G` groups; the last group's weights come from `tail`
-    /// (taps past the layer's fan-in are zero in `tail`, so their patch values do not matter).
-    #[inline(always)]
-    fn dots4<const G: usize>(w: &[[u8; 4]], tail: u32, p: &[[[u32; 2]; G]; 4]) -> [i32; 4] {
-        assert_eq!(w.len(), G - 1);
-        let views: [&[[u32; 2]]; 4] = [&p[0], &p[1], &p[2], &p[3]];
-        let mut acc = [0i32; 4];
-        full_groups(w, p, &mut acc);
-        mac_group(tail, G - 1, &views, &mut acc);
-        acc
-    }
-
-    /// Groups `0..w.len()` of [`dots4`] (`w.len() < G`), in Rust: what the assembly loop below
-    /// computes, instruction for instruction.
-    #[cfg(not(all(target_arch = "arm", any(target_feature = "dsp", fmnist_dsp))))]
-    #[inline(always)]
-    fn full_groups<const G: usize>(w: &[[u8; 4]], p: &[[[u32; 2]; G]; 4], acc: &mut [i32; 4]) {
-        let views: [&[[u32; 2]]; 4] = [&p[0], &p[1], &p[2], &p[3]];
-        for (g, word) in w.iter().enumerate() {
-            mac_group(u32::from_le_bytes(*word), g, &views, acc);
-        }
-    }
-
-    /// Groups `0..w.len()` of [`dots4`] (`1 ≤ w.len() < G`) as one hand-scheduled loop of 17
-    /// instructions per 16 multiply-accumulates: one (possibly unaligned) weight word, two
-    /// `SXTB16`, and per patch one `LDRD` and two `SMLAD`. The Rust version above is the same
-    /// sequence of operations, tested on the host against the reference kernel.
-    #[cfg(all(target_arch = "arm", any(target_feature = "dsp", fmnist_dsp)))]
-    #[inline(always)]
-    fn full_groups<const G: usize>(w: &[[u8; 4]], p: &[[[u32; 2]; G]; 4], acc: &mut [i32; 4]) {
-        const { assert!(G >= 2 && 24 * G <= 1020) };
-        assert!(!w.is_empty() && w.len() < G);
-        let [mut a0, mut a1, mut a2, mut a3] = *acc;
-        // SAFETY: reads `4·w.len()` bytes from `w` (LDR allows any alignment on ARMv7-M) and,
-        // for groups g < w.len() < G, the 8-byte-aligned pair words `p[j][g]` at
-        // `p + 8g + 8G·j`; writes only the named registers; no stack use.
-        unsafe {
-            core::arch::asm!(
-                "2:",
-                "ldr {w}, [{wp}], #4",
-                "sxtb16 {w02}, {w}",
-                "sxtb16 {w}, {w}, ror #8",
-                "ldrd {x0}, {x1}, [{pp}, #{s1}]",
-                "smlad {a1}, {w02}, {x0}, {a1}",
-                "smlad {a1}, {w}, {x1}, {a1}",
-                "ldrd {x0}, {x1}, [{pp}, #{s2}]",
-                "smlad {a2}, {w02}, {x0}, {a2}",
-                "smlad {a2}, {w}, {x1}, {a2}",
-                "ldrd {x0}, {x1}, [{pp}, #{s3}]",
-                "smlad {a3}, {w02}, {x0}, {a3}",
-                "smlad {a3}, {w}, {x1}, {a3}",
-                "ldrd {x0}, {x1}, [{pp}], #8",
-                "smlad {a0}, {w02}, {x0}, {a0}",
-                "smlad {a0}, {w}, {x1}, {a0}",
-                "subs {n}, {n}, #1",
-                "bne 2b",
-                w = out(reg) _,
-                w02 = out(reg) _,
-                x0 = out(reg) _,
-                x1 = out(reg) _,
-                wp = inout(reg) w.as_ptr() => _,
-                pp = inout(reg) p.as_ptr() => _,
-                n = inout(reg) w.len() => _,
-                a0 = inout(reg) a0,
-                a1 = inout(reg) a1,
-                a2 = inout(reg) a2,
-                a3 = inout(reg) a3,
-                s1 = const 8 * G,
-                s2 = const 16 * G,
-                s3 = const 24 * G,
-                options(nostack, readonly),
-            );
-        }
-        *acc = [a0, a1, a2, a3];
-    }
-
-    /// The trailing `n % 4` weights of a row, zero-extended to one little-endian word.
-    fn tail_word(tail: &[i8]) -> u32 {
-        let mut b = [0u8; 4];
-        for (d, &s) in b.iter_mut().zip(tail) {
-            *d = s as u8;
-        }
-        u32::from_le_bytes(b)
     }
 
     /// See [`super::conv1_relu_pool`]. Row-wise, without patches: the padded image is stored
@@ -762,18 +661,9 @@ pub mod dsp {
                 xt.0[c + 1][r + 2] = lo | hi << 16;
             }
         }
-        let pair = |lo: i8, hi: i8| (lo as i16 as u16 as u32) | (hi as i16 as u16 as u32) << 16;
         // Per channel, kernel row and pair j: [even column's pair, odd column's pair].
-        let wp: [Conv1Weights; 6] = core::array::from_fn(|oc| {
-            Conv1Weights(core::array::from_fn(|ky| {
-                let w = &weight[oc][0][ky];
-                [
-                    [pair(w[0], w[1]), pair(0, w[0])],
-                    [pair(w[2], w[3]), pair(w[1], w[2])],
-                    [pair(w[4], 0), pair(w[3], w[4])],
-                ]
-            }))
-        });
+        let wp: [Conv1Weights; 6] =
+            core::array::from_fn(|oc| Conv1Weights(weight[oc][0].each_ref().map(row_pairs)));
         let rq: [Rq; 6] = core::array::from_fn(|oc| Rq::new(q, oc));
         for py in 0..14 {
             for px in 0..14 {
@@ -930,41 +820,654 @@ pub mod dsp {
         [a00, a01, a10, a11]
     }
 
-    /// See [`super::conv2_relu_pool`]. 150 taps = 37 weight words + a tail word (taps 148, 149).
+    /// See [`super::conv2_relu_pool`]. The conv1 scheme per input channel (see
+    /// [`conv1_relu_pool`]): each channel's input as column-major i16 pairs, each output
+    /// channel's 5x5 kernels as even/odd column weight pairs (built once per output channel).
     pub fn conv2_relu_pool(
         weight: &[[[[i8; 5]; 5]; 6]; 16],
         q: &QLayerParams<16>,
         x: &[[[i8; 14]; 14]; 6],
         out: &mut [[[i8; 5]; 5]; 16],
     ) {
-        let flat: &[[i8; 150]; 16] = bytemuck::cast_ref(weight);
-        let tails: [u32; 16] = core::array::from_fn(|oc| tail_word(&flat[oc][148..]));
-        let rq: [Rq; 16] = core::array::from_fn(|oc| Rq::new(q, oc));
-        let mut patches = [[[0u32; 2]; 38]; 4];
-        for py in 0..5 {
-            for px in 0..5 {
-                for (patch, (dy, dx)) in patches.iter_mut().zip(WINDOW) {
-                    let (y, xx) = (2 * py + dy, 2 * px + dx);
-                    let dst: &mut [i16; 152] = bytemuck::cast_mut(patch);
-                    let mut tap = |ic: usize, ky: usize, kx: usize| {
-                        let row: &[i8; 14] = &x[ic][y + ky];
-                        let src: &[i8; 5] = row[xx..xx + 5].try_into().unwrap();
-                        dst[slot(ic * 25 + ky * 5 + kx)] = src[kx] as i16;
-                    };
-                    taps25!(tap, 0);
-                    taps25!(tap, 1);
-                    taps25!(tap, 2);
-                    taps25!(tap, 3);
-                    taps25!(tap, 4);
-                    taps25!(tap, 5);
-                }
-                for (oc, plane) in out.iter_mut().enumerate() {
-                    let (words, _) = bytemuck::cast_slice::<i8, u8>(&flat[oc]).as_chunks::<4>();
-                    let acc = dots4(&words[..37], tails[oc], &patches);
-                    plane[py][px] = rq[oc].output(max4(acc), true);
+        let mut xt = Conv2Image([[[0u32; 14]; 6]; 7]);
+        for (ic, plane) in x.iter().enumerate() {
+            for (r, row) in plane.iter().enumerate() {
+                for (c, &[a, b]) in row.as_chunks::<2>().0.iter().enumerate() {
+                    xt.0[c][ic][r] = pair(a, b);
                 }
             }
         }
+        let rq: [Rq; 16] = core::array::from_fn(|oc| Rq::new(q, oc));
+        let mut wp = Conv2Weights([[[[0u32; 2]; 3]; 5]; 6]);
+        for (oc, plane) in out.iter_mut().enumerate() {
+            for (dst, k) in wp.0.iter_mut().zip(&weight[oc]) {
+                for (d, w) in dst.iter_mut().zip(k) {
+                    *d = row_pairs(w);
+                }
+            }
+            for (py, row) in plane.iter_mut().enumerate() {
+                for (px, o) in row.iter_mut().enumerate() {
+                    let acc = conv2_window(&wp, &xt, px, 2 * py);
+                    *o = rq[oc].output(max4(acc), true);
+                }
+            }
+        }
+    }
+
+    /// `(lo, hi)` as an i16 pair word.
+    #[inline(always)]
+    fn pair(lo: i8, hi: i8) -> u32 {
+        (lo as i16 as u16 as u32) | (hi as i16 as u16 as u32) << 16
+    }
+
+    /// A 5-tap kernel row as `[j][even, odd]` pairs: `(w0,w1) (w2,w3) (w4,0)` for an even
+    /// output column, `(0,w0) (w1,w2) (w3,w4)` for the odd one (see [`conv1_relu_pool`]).
+    #[inline(always)]
+    fn row_pairs(w: &[i8; 5]) -> [[u32; 2]; 3] {
+        [
+            [pair(w[0], w[1]), pair(0, w[0])],
+            [pair(w[2], w[3]), pair(w[1], w[2])],
+            [pair(w[4], 0), pair(w[3], w[4])],
+        ]
+    }
+
+    /// conv2's input, i16 pairs, column-major with the channels inside the columns:
+    /// `[c/2][ic][row]` (so every offset of a window fits an `LDRD` immediate).
+    #[repr(C, align(8))]
+    struct Conv2Image([[[u32; 14]; 6]; 7]);
+
+    /// conv2's weights of one output channel: `[ic][ky][j][even, odd]` pairs.
+    #[repr(C, align(8))]
+    struct Conv2Weights([[[[u32; 2]; 3]; 5]; 6]);
+
+    /// The four sums `[(0,0), (0,1), (1,0), (1,1)]` of the 2x2 window at rows `y, y+1` and
+    /// columns `2px, 2px+1` of conv2, in Rust: what the assembly below computes.
+    #[cfg(not(all(target_arch = "arm", any(target_feature = "dsp", fmnist_dsp))))]
+    #[inline(always)]
+    fn conv2_window(w: &Conv2Weights, xt: &Conv2Image, px: usize, y: usize) -> [i32; 4] {
+        let (mut a00, mut a01, mut a10, mut a11) = (0i32, 0i32, 0i32, 0i32);
+        for (ic, wk) in w.0.iter().enumerate() {
+            for (ky, wr) in wk.iter().enumerate() {
+                for (j, &[k0, k1]) in wr.iter().enumerate() {
+                    let col = &xt.0[px + j][ic];
+                    let (x0, x1) = (col[y + ky], col[y + ky + 1]);
+                    a00 = smlad(k0, x0, a00);
+                    a10 = smlad(k0, x1, a10);
+                    a01 = smlad(k1, x0, a01);
+                    a11 = smlad(k1, x1, a11);
+                }
+            }
+        }
+        [a00, a01, a10, a11]
+    }
+
+    /// The same, unrolled: 90 × (two `LDRD` at constant offsets, four `SMLAD`), the first
+    /// with `SMUAD`: 540 instructions for 600 multiply-adds.
+    #[cfg(all(target_arch = "arm", any(target_feature = "dsp", fmnist_dsp)))]
+    #[inline(always)]
+    fn conv2_window(w: &Conv2Weights, xt: &Conv2Image, px: usize, y: usize) -> [i32; 4] {
+        assert!(px < 5 && y < 9);
+        let (a00, a01, a10, a11): (i32, i32, i32, i32);
+        // SAFETY: reads the 720 bytes of `w` and, for columns px..px+3 (≤ 7), every input
+        // channel and rows y..y+6 (≤ 14), the words `xt[px + j][ic][y + ky]` (offset
+        // j·336 + ic·56 + ky·4 ≤ 968 from `&xt[px][0][y]`); both are 8-byte aligned so every
+        // LDRD address is word aligned.
+        unsafe {
+            core::arch::asm!(
+                "ldrd {k0}, {k1}, [{wp}, #0]",
+                "ldrd {x0}, {x1}, [{xp}, #0]",
+                "smuad {a00}, {k0}, {x0}",
+                "smuad {a10}, {k0}, {x1}",
+                "smuad {a01}, {k1}, {x0}",
+                "smuad {a11}, {k1}, {x1}",
+                "ldrd {k0}, {k1}, [{wp}, #8]",
+                "ldrd {x0}, {x1}, [{xp}, #336]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #16]",
+                "ldrd {x0}, {x1}, [{xp}, #672]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #24]",
+                "ldrd {x0}, {x1}, [{xp}, #4]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #32]",
+                "ldrd {x0}, {x1}, [{xp}, #340]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #40]",
+                "ldrd {x0}, {x1}, [{xp}, #676]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #48]",
+                "ldrd {x0}, {x1}, [{xp}, #8]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #56]",
+                "ldrd {x0}, {x1}, [{xp}, #344]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #64]",
+                "ldrd {x0}, {x1}, [{xp}, #680]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #72]",
+                "ldrd {x0}, {x1}, [{xp}, #12]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #80]",
+                "ldrd {x0}, {x1}, [{xp}, #348]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #88]",
+                "ldrd {x0}, {x1}, [{xp}, #684]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #96]",
+                "ldrd {x0}, {x1}, [{xp}, #16]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #104]",
+                "ldrd {x0}, {x1}, [{xp}, #352]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #112]",
+                "ldrd {x0}, {x1}, [{xp}, #688]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #120]",
+                "ldrd {x0}, {x1}, [{xp}, #56]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #128]",
+                "ldrd {x0}, {x1}, [{xp}, #392]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #136]",
+                "ldrd {x0}, {x1}, [{xp}, #728]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #144]",
+                "ldrd {x0}, {x1}, [{xp}, #60]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #152]",
+                "ldrd {x0}, {x1}, [{xp}, #396]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #160]",
+                "ldrd {x0}, {x1}, [{xp}, #732]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #168]",
+                "ldrd {x0}, {x1}, [{xp}, #64]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #176]",
+                "ldrd {x0}, {x1}, [{xp}, #400]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #184]",
+                "ldrd {x0}, {x1}, [{xp}, #736]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #192]",
+                "ldrd {x0}, {x1}, [{xp}, #68]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #200]",
+                "ldrd {x0}, {x1}, [{xp}, #404]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #208]",
+                "ldrd {x0}, {x1}, [{xp}, #740]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #216]",
+                "ldrd {x0}, {x1}, [{xp}, #72]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #224]",
+                "ldrd {x0}, {x1}, [{xp}, #408]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #232]",
+                "ldrd {x0}, {x1}, [{xp}, #744]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #240]",
+                "ldrd {x0}, {x1}, [{xp}, #112]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #248]",
+                "ldrd {x0}, {x1}, [{xp}, #448]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #256]",
+                "ldrd {x0}, {x1}, [{xp}, #784]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #264]",
+                "ldrd {x0}, {x1}, [{xp}, #116]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #272]",
+                "ldrd {x0}, {x1}, [{xp}, #452]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #280]",
+                "ldrd {x0}, {x1}, [{xp}, #788]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #288]",
+                "ldrd {x0}, {x1}, [{xp}, #120]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #296]",
+                "ldrd {x0}, {x1}, [{xp}, #456]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #304]",
+                "ldrd {x0}, {x1}, [{xp}, #792]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #312]",
+                "ldrd {x0}, {x1}, [{xp}, #124]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #320]",
+                "ldrd {x0}, {x1}, [{xp}, #460]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #328]",
+                "ldrd {x0}, {x1}, [{xp}, #796]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #336]",
+                "ldrd {x0}, {x1}, [{xp}, #128]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #344]",
+                "ldrd {x0}, {x1}, [{xp}, #464]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #352]",
+                "ldrd {x0}, {x1}, [{xp}, #800]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #360]",
+                "ldrd {x0}, {x1}, [{xp}, #168]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #368]",
+                "ldrd {x0}, {x1}, [{xp}, #504]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #376]",
+                "ldrd {x0}, {x1}, [{xp}, #840]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #384]",
+                "ldrd {x0}, {x1}, [{xp}, #172]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #392]",
+                "ldrd {x0}, {x1}, [{xp}, #508]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #400]",
+                "ldrd {x0}, {x1}, [{xp}, #844]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #408]",
+                "ldrd {x0}, {x1}, [{xp}, #176]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #416]",
+                "ldrd {x0}, {x1}, [{xp}, #512]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #424]",
+                "ldrd {x0}, {x1}, [{xp}, #848]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #432]",
+                "ldrd {x0}, {x1}, [{xp}, #180]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #440]",
+                "ldrd {x0}, {x1}, [{xp}, #516]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #448]",
+                "ldrd {x0}, {x1}, [{xp}, #852]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #456]",
+                "ldrd {x0}, {x1}, [{xp}, #184]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #464]",
+                "ldrd {x0}, {x1}, [{xp}, #520]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #472]",
+                "ldrd {x0}, {x1}, [{xp}, #856]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #480]",
+                "ldrd {x0}, {x1}, [{xp}, #224]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #488]",
+                "ldrd {x0}, {x1}, [{xp}, #560]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #496]",
+                "ldrd {x0}, {x1}, [{xp}, #896]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #504]",
+                "ldrd {x0}, {x1}, [{xp}, #228]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #512]",
+                "ldrd {x0}, {x1}, [{xp}, #564]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #520]",
+                "ldrd {x0}, {x1}, [{xp}, #900]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #528]",
+                "ldrd {x0}, {x1}, [{xp}, #232]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #536]",
+                "ldrd {x0}, {x1}, [{xp}, #568]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #544]",
+                "ldrd {x0}, {x1}, [{xp}, #904]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #552]",
+                "ldrd {x0}, {x1}, [{xp}, #236]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #560]",
+                "ldrd {x0}, {x1}, [{xp}, #572]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #568]",
+                "ldrd {x0}, {x1}, [{xp}, #908]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #576]",
+                "ldrd {x0}, {x1}, [{xp}, #240]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #584]",
+                "ldrd {x0}, {x1}, [{xp}, #576]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #592]",
+                "ldrd {x0}, {x1}, [{xp}, #912]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #600]",
+                "ldrd {x0}, {x1}, [{xp}, #280]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #608]",
+                "ldrd {x0}, {x1}, [{xp}, #616]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #616]",
+                "ldrd {x0}, {x1}, [{xp}, #952]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #624]",
+                "ldrd {x0}, {x1}, [{xp}, #284]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #632]",
+                "ldrd {x0}, {x1}, [{xp}, #620]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #640]",
+                "ldrd {x0}, {x1}, [{xp}, #956]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #648]",
+                "ldrd {x0}, {x1}, [{xp}, #288]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #656]",
+                "ldrd {x0}, {x1}, [{xp}, #624]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #664]",
+                "ldrd {x0}, {x1}, [{xp}, #960]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #672]",
+                "ldrd {x0}, {x1}, [{xp}, #292]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #680]",
+                "ldrd {x0}, {x1}, [{xp}, #628]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #688]",
+                "ldrd {x0}, {x1}, [{xp}, #964]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #696]",
+                "ldrd {x0}, {x1}, [{xp}, #296]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #704]",
+                "ldrd {x0}, {x1}, [{xp}, #632]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                "ldrd {k0}, {k1}, [{wp}, #712]",
+                "ldrd {x0}, {x1}, [{xp}, #968]",
+                "smlad {a00}, {k0}, {x0}, {a00}",
+                "smlad {a10}, {k0}, {x1}, {a10}",
+                "smlad {a01}, {k1}, {x0}, {a01}",
+                "smlad {a11}, {k1}, {x1}, {a11}",
+                k0 = out(reg) _,
+                k1 = out(reg) _,
+                x0 = out(reg) _,
+                x1 = out(reg) _,
+                a00 = out(reg) a00,
+                a01 = out(reg) a01,
+                a10 = out(reg) a10,
+                a11 = out(reg) a11,
+                wp = in(reg) w.0.as_ptr(),
+                xp = in(reg) xt.0[px][0].as_ptr().add(y),
+                options(pure, readonly, nostack, preserves_flags),
+            );
+        }
+        [a00, a01, a10, a11]
     }
 
     /// `Σ w·x` of four consecutive weight rows (`rows[r]` = the words of `block[r]`).
@@ -1094,6 +1597,47 @@ pub mod dsp {
         use super::intrinsics::emulated;
         use super::*;
 
+        /// The convolutions' pair scheme: for every weight and input value and every tap
+        /// position, the three `SMLAD` of [`row_pairs`] against the input pairs of one row give
+        /// `w·x` at the even column (input at `kx`) and at the odd column (input at `kx + 1`),
+        /// and nothing from inputs outside the taps; plus random full rows.
+        #[test]
+        fn row_pairs_match_plain_products_exhaustively() {
+            let dot = |k: &[[u32; 2]; 3], side: usize, xs: &[i8; 6]| {
+                (0..3).fold(0i32, |a, j| {
+                    smlad(k[j][side], pair(xs[2 * j], xs[2 * j + 1]), a)
+                })
+            };
+            for w in -128i8..=127 {
+                for x in -128i8..=127 {
+                    for kx in 0..5 {
+                        let mut row = [0i8; 5];
+                        row[kx] = w;
+                        let k = row_pairs(&row);
+                        let mut xs = [0i8; 6];
+                        xs[kx] = x;
+                        assert_eq!(dot(&k, 0, &xs), w as i32 * x as i32);
+                        let mut xs = [0i8; 6];
+                        xs[kx + 1] = x;
+                        assert_eq!(dot(&k, 1, &xs), w as i32 * x as i32);
+                    }
+                    // Input 0 (even column) and 5 (odd column) are outside the taps.
+                    let k = row_pairs(&[w; 5]);
+                    assert_eq!(dot(&k, 0, &[0, 0, 0, 0, 0, x]), 0);
+                    assert_eq!(dot(&k, 1, &[x, 0, 0, 0, 0, 0]), 0);
+                }
+            }
+            let mut r = crate::quant::lenet::testutil::Lcg(99);
+            for _ in 0..100_000 {
+                let w: [i8; 5] = core::array::from_fn(|_| r.range(-128, 127) as i8);
+                let xs: [i8; 6] = core::array::from_fn(|_| r.range(-128, 127) as i8);
+                let k = row_pairs(&w);
+                let even: i32 = (0..5).map(|t| w[t] as i32 * xs[t] as i32).sum();
+                let odd: i32 = (0..5).map(|t| w[t] as i32 * xs[t + 1] as i32).sum();
+                assert_eq!([dot(&k, 0, &xs), dot(&k, 1, &xs)], [even, odd]);
+            }
+        }
+
         /// [`Rq::output`] equals `Requant::to_i8` on random channels (every shift, multipliers
         /// ≥ 0 including 0 and the extremes) and accumulators up to the overflow bound, with
         /// the rounding ties and the saturating ends hit on purpose.
@@ -1187,7 +1731,7 @@ pub mod dsp {
             assert_eq!(emulated::smlad(0x8000_8000, 0x8000_8000, 0), i32::MIN);
         }
 
-        /// The device's dot product (`SXTB16` + `SMLAD` in patch order) equals the plain
+        /// The dense layers' dot product (`SXTB16` + `SMLAD` in `slot` order) equals the plain
         /// `Σ w·x` for every weight byte and activation value: exhaustive over all 256 × 256
         /// (w, x) pairs in every lane, plus random full groups.
         #[test]
