@@ -168,8 +168,8 @@ pub fn require_qemu() {
 }
 
 /// Runs the firmware on QEMU mps2-an386 with `model` loaded at [`MODEL_ADDR`] and `args` as its
-/// semihosting command line. Bench mode gets `-icount shift=0` (one instruction per virtual
-/// nanosecond: the TIMER0 count is exact); the other modes run about 10 % faster without it.
+/// semihosting command line. Bench and demo modes get `-icount shift=0` (one instruction per
+/// virtual nanosecond: the TIMER0 count they log is exact); verify runs about 10 % faster without.
 pub fn run(elf: &Path, model: Option<&Path>, args: &[&str], timeout: Duration) -> Run {
     require_qemu();
     let mut cmd = Command::new("timeout");
@@ -178,7 +178,7 @@ pub fn run(elf: &Path, model: Option<&Path>, args: &[&str], timeout: Duration) -
         .args(["-machine", "mps2-an386", "-cpu", "cortex-m4"])
         .args(["-display", "none", "-serial", "none", "-monitor", "none"])
         .args(["-semihosting-config", "enable=on,target=native"]);
-    if args.first() == Some(&"bench") {
+    if matches!(args.first(), Some(&"bench") | Some(&"demo")) {
         cmd.args(["-icount", "shift=0"]);
     }
     if let Some(m) = model {
