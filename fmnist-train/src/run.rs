@@ -107,6 +107,18 @@ fn list_checkpoints(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// Removes temp files a killed run left behind (`.NAME.PID.tmp`, see `atomic`): the files they
+/// were meant to replace are intact.
+fn remove_stale_temp_files(dir: &Path) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.ends_with(".tmp") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Drops log lines of steps after `step` (they belong to a run that was cut short).
 fn truncate_log(log: &Path, step: u64) -> std::io::Result<()> {
     let Ok(text) = std::fs::read_to_string(log) else {
@@ -138,6 +150,7 @@ pub fn run(
         move |e| RunError::Io(p, e)
     };
     std::fs::create_dir_all(&opts.out).map_err(io(&opts.out))?;
+    remove_stale_temp_files(&opts.out);
     let log_path = opts.out.join("train-log.jsonl");
     truncate_log(&log_path, trainer.state.step).map_err(io(&log_path))?;
     let mut log = BufWriter::new(

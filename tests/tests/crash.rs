@@ -1,0 +1,122 @@
+//! Crash-safe training: the trainer is killed with SIGKILL at random moments (during steps,
+//! evaluations and checkpoint writes), resumed each time from its newest checkpoint, and still
+//! ends with weights byte-identical to an uninterrupted run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use fmnist_tests::{bin, run, text};
+
+const STEPS: &str = "150";
+const ARGS: [&str; 8] = [
+    "--preset",
+    "fast",
+    "--steps",
+    STEPS,
+    "--checkpoint-every",
+    "10",
+    "--seed",
+    "5",
+];
+
+fn newest_checkpoint(dir: &Path) -> Option<PathBuf> {
+    fmnist_train::run::newest_checkpoint(dir)
+}
+
+#[test]
+fn killed_twenty_times_and_resumed_ends_byte_identical() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (reference, crash) = (tmp.path().join("reference"), tmp.path().join("crash"));
+    let mut args = vec!["train", "--out", reference.to_str().unwrap()];
+    args.extend(ARGS);
+    let o = run("fmnist-train", &args);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let want = std::fs::read(reference.join("model.fmnm")).unwrap();
+
+    // A fixed pseudo-random sequence of kill delays, 0.25 to 2 s: the first ~0.5 s of each run
+    // loads the data, the rest trains, evaluates and writes checkpoints every 10 steps.
+    let mut seed = 0x2545_f491u32;
+    let mut kills = 0;
+    let mut resumes_from = Vec::new();
+    loop {
+        let mut cmd = Command::new(bin("fmnist-train"));
+        match newest_checkpoint(&crash) {
+            Some(ck) => {
+                // Every newest checkpoint must load.
+                let state = fmnist_train::checkpoint::load(&ck).unwrap_or_else(|e| {
+                    panic!("newest checkpoint after kill {kills} does not load: {e}")
+                });
+                resumes_from.push(state.step);
+                cmd.args([
+                    "resume",
+                    "--checkpoint",
+                    ck.to_str().unwrap(),
+                    "--out",
+                    crash.to_str().unwrap(),
+                ]);
+            }
+            None => {
+                cmd.args(["train", "--out", crash.to_str().unwrap()])
+                    .args(ARGS);
+            }
+        }
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if kills >= 20 {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "final resume failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            break;
+        }
+        seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        let delay = Duration::from_millis(250 + u64::from(seed >> 16) % 1750);
+        std::thread::sleep(delay);
+        match child.try_wait().unwrap() {
+            Some(status) => {
+                // Finished before the kill: start over from scratch to keep killing.
+                assert!(status.success(), "run failed before being killed");
+                std::fs::remove_dir_all(&crash).unwrap();
+            }
+            None => {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                kills += 1;
+            }
+        }
+    }
+    eprintln!("{kills} kills; resumed from steps {resumes_from:?}");
+    assert!(kills >= 20);
+    assert!(
+        resumes_from.iter().any(|&s| s > 0),
+        "no kill landed after a checkpoint: the test did not exercise resume"
+    );
+    let got = std::fs::read(crash.join("model.fmnm")).unwrap();
+    assert!(
+        got == want,
+        "weights after {kills} kills differ from the uninterrupted run"
+    );
+    // No temp file is left behind, and the log has each step once, in order.
+    let names: Vec<String> = std::fs::read_dir(&crash)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.ends_with(".tmp")),
+        "temp files left: {names:?}"
+    );
+    let log = std::fs::read_to_string(crash.join("train-log.jsonl")).unwrap();
+    let steps: Vec<u64> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v.get("loss").is_some())
+        .map(|v| v["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, (1..=150).collect::<Vec<u64>>(), "log steps");
+}
