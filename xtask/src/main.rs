@@ -353,9 +353,17 @@ fn demo() -> Step {
     for line in bench.log.iter().filter(|l| l.contains("bench")) {
         println!("cost         {}", line.trim_start_matches("INFO "));
     }
+    let stack = demo
+        .line("stack peak")
+        .and_then(|l| qemu::number_after(l, "stack peak: "));
     println!(
-        "memory       int8 firmware: .text {} .rodata {} .data {} .bss {} bytes (stack peak: see the firmware test)",
-        size.text, size.rodata, size.data, size.bss
+        "memory       int8-only firmware: .text {} .rodata {} .data {} .bss {} bytes; \
+         stack peak {} bytes (demo run of the full firmware)",
+        size.text,
+        size.rodata,
+        size.data,
+        size.bss,
+        stack.map_or("?".to_string(), |s| s.to_string())
     );
     if int8_same
         && f32_same
