@@ -838,20 +838,20 @@ pub mod dsp {
         out: &mut [[[i8; 5]; 5]; 16],
     ) {
         let mut xt = Conv2Image([[[0u32; 14]; 3]; 14]);
-        for (p, planes) in x.as_chunks::<2>().0.iter().enumerate() {
-            for r in 0..14 {
-                for c in 0..14 {
-                    xt.0[c][p][r] = pair(planes[0][r][c], planes[1][r][c]);
+        for (p, [even, odd]) in x.as_chunks::<2>().0.iter().enumerate() {
+            for (r, (re, ro)) in even.iter().zip(odd).enumerate() {
+                for (c, (&a, &b)) in re.iter().zip(ro).enumerate() {
+                    xt.0[c][p][r] = pair(a, b);
                 }
             }
         }
         let rq: [Rq; 16] = core::array::from_fn(|oc| Rq::new(q, oc));
         let mut wp = Conv2Weights([[[0u32; 5]; 5]; 3]);
         for (oc, plane) in out.iter_mut().enumerate() {
-            for (dst, k) in wp.0.iter_mut().zip(weight[oc].as_chunks::<2>().0) {
-                for ky in 0..5 {
-                    for kx in 0..5 {
-                        dst[ky][kx] = pair(k[0][ky][kx], k[1][ky][kx]);
+            for (dst, [even, odd]) in wp.0.iter_mut().zip(weight[oc].as_chunks::<2>().0) {
+                for (d, (re, ro)) in dst.iter_mut().zip(even.iter().zip(odd)) {
+                    for (d, (&a, &b)) in d.iter_mut().zip(re.iter().zip(ro)) {
+                        *d = pair(a, b);
                     }
                 }
             }
