@@ -614,8 +614,14 @@ pub mod dsp {
         ///   so the final clamp is the `SSAT #8` of `[−128, 127]`.
         #[inline(always)]
         pub fn output(&self, best: i32, relu: bool) -> i8 {
+            let t = self.bias + best;
+            if relu && t <= 0 {
+                // `a = t·2^left ≤ 0` (no overflow, by the proof), so `a·m + 2^30 < 2^31`,
+                // `h ≤ 0`, `y ≤ 0`, and the ReLU output is the zero point itself.
+                return self.zp as i8;
+            }
             // SAFETY: `left` and `right` are below 32 (see `new`).
-            let a = unsafe { (self.bias + best).unchecked_shl(self.left) };
+            let a = unsafe { t.unchecked_shl(self.left) };
             let h = ((a as i64 * self.multiplier as i64 + (1 << 30)) >> 31) as i32;
             let rem = h & self.mask;
             let threshold = self.half + (h < 0) as i32;
