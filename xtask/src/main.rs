@@ -158,7 +158,7 @@ fn test() -> Step {
     run(cargo().args(["test", "-p", "fmnist-core"]))?;
     // ...then everything optimised, the integration tests using the release binaries.
     run(cargo().args(["build", "--release", "--workspace", "--bins"]))?;
-    run(cargo().args(["test", "--release", "--workspace"]))?;
+    run(cargo().args(["test", "--release", "--workspace", "--no-fail-fast"]))?;
     firmware_checks()
 }
 
