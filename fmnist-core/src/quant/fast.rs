@@ -7,10 +7,12 @@
 //!
 //! * [`portable`]: plain Rust shaped for auto-vectorization (i16 patches and weights, four
 //!   windows per weight load); what the host runs;
-//! * [`dsp`]: the Cortex-M4 kernel built on the dual 16-bit multiply-accumulate `SMLAD` and the
-//!   byte unpack `SXTB16` ([`dsp::intrinsics`]): inline assembly on Arm targets with the DSP
-//!   extension, a bit-exact Rust emulation elsewhere, so the host tests exercise exactly the
-//!   algorithm the device runs.
+//! * [`dsp`]: the Cortex-M4 kernels built on the dual 16-bit multiply-accumulate `SMLAD` (and
+//!   the byte unpack `SXTB16` for the dense layers, [`dsp::intrinsics`]), with the convolution
+//!   windows and the dense row loop as hand-scheduled inline assembly on Arm targets with the
+//!   DSP extension and a Rust version of the same arithmetic elsewhere (on the emulated
+//!   instructions), so the host tests exercise the data layouts and pairings the device uses;
+//!   requantization through [`dsp::Rq`], exhaustively tested against `Requant::to_i8`.
 //!
 //! Both compute `max over the 2x2 window of Σ w·x`, then add the bias and requantize once.
 //! That equals pooling the requantized outputs because requantization and the clamp are

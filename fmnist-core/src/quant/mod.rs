@@ -16,10 +16,13 @@
 //!   shared 2-core EPYC VM at load average 4.4, 9x the reference kernels in the same run
 //!   (`cargo test --release -p fmnist-core --lib -- --ignored --nocapture int8_throughput`,
 //!   thread CPU time).
-//! * Cortex-M4 (QEMU mps2-an386, `-icount`, firmware `bench`): 720,720 instructions per
-//!   inference (conv1 282,680; conv2 331,320; fc1 81,760; fc2 20,760; fc3 3,320), 1.73 per MAC.
-//!   The inner loops are 17 (conv) and 23 (dense) instructions per 16 MACs; the rest is patch
-//!   gathering, the 1,790 requantizations and loop control.
+//! * Cortex-M4 (QEMU mps2-an386, `-icount`, firmware `bench`, fixed pattern, MSE-calibrated
+//!   model): 452,320 instructions per inference (conv1 152,680; conv2 210,880; fc1 69,640;
+//!   fc2 16,160; fc3 2,080), 1.09 per MAC (was 720,720). Inner loops: conv1 90 and conv2 465
+//!   instructions per 2x2 window and channel (100 and 600 MACs: `LDRD` + `SMLAD`, no patch
+//!   gathering), dense 44 per 32 MACs; the rest is the 1,790 requantizations (~20 instructions,
+//!   none for a ReLU output whose accumulator is ≤ 0, so the count depends slightly on the
+//!   input), max-pooling, data layout and loop control.
 //! * Bit-exactness: `fast::tests` (both paths vs the reference, host), `lenet::tests`, and
 //!   `lenet::external_logits` (QEMU `verify` logits vs host, 800 test images, identical).
 
