@@ -205,16 +205,7 @@ impl Chunk {
         };
         self.sums = [[0.0; 16]; 2];
         for c in 0..C {
-            let (mut s, mut q) = (0.0f64, 0.0f64);
-            for lane in z[c * len..][..len].chunks(64) {
-                let (mut s32, mut q32) = (0.0f32, 0.0f32);
-                for &v in lane {
-                    s32 += v;
-                    q32 += v * v;
-                }
-                s += s32 as f64;
-                q += q32 as f64;
-            }
+            let (s, q) = sum_and_squares(&z[c * len..][..len]);
             self.sums[0][c] = s;
             self.sums[1][c] = q;
         }
@@ -254,6 +245,30 @@ impl Chunk {
     ) {
         back_conv1_stage(self, p, bn1, dsum, dxsum)
     }
+}
+
+/// Σx and Σx² in f64, from 16 independent f32 lanes flushed every 1,024 values: vectorises
+/// (a single running sum is one long dependency chain) and keeps the precision of f64.
+#[inline(always)]
+fn sum_and_squares(xs: &[f32]) -> (f64, f64) {
+    let (mut s, mut q) = (0.0f64, 0.0f64);
+    for block in xs.chunks(1024) {
+        let (mut ls, mut lq) = ([0.0f32; 16], [0.0f32; 16]);
+        let mut it = block.chunks_exact(16);
+        for v in &mut it {
+            for l in 0..16 {
+                ls[l] += v[l];
+                lq[l] += v[l] * v[l];
+            }
+        }
+        for &v in it.remainder() {
+            s += v as f64;
+            q += (v * v) as f64;
+        }
+        s += ls.iter().map(|&v| v as f64).sum::<f64>();
+        q += lq.iter().map(|&v| v as f64).sum::<f64>();
+    }
+    (s, q)
 }
 
 /// Defines `fn $name` that runs its body compiled for AVX2 when the CPU has it (checked at run
@@ -685,7 +700,7 @@ simd_dispatch! {
         let g = &mut *ch.grads;
         let dz = &ch.dz1[..6 * np1];
         for c in 0..6 {
-            g.conv1_bias[c] += dz[c * np1..][..np1].iter().sum::<f32>();
+            g.conv1_bias[c] += sum_and_squares(&dz[c * np1..][..np1]).0 as f32;
         }
         conv1_weight_grad(&ch.col1[..n * XP], dz, &mut g.conv1_weight);
     }
@@ -720,7 +735,7 @@ simd_dispatch! {
         }
         let dz = &ch.dz2[..16 * np2];
         for c in 0..16 {
-            g.conv2_bias[c] += dz[c * np2..][..np2].iter().sum::<f32>();
+            g.conv2_bias[c] += sum_and_squares(&dz[c * np2..][..np2]).0 as f32;
         }
         // dW2 from dz2ᵀ ([np2][16]) and the pooled activations, without im2col.
         for (pos, row) in ch.dz2t[..np2].iter_mut().enumerate() {
