@@ -512,6 +512,18 @@ pub mod dsp {
                 r
             }
 
+            /// `SMMLAR acc, a, b`: bits 63..32 of `acc·2^32 + a·b + 2^31`.
+            #[inline(always)]
+            pub fn smmlar(a: i32, b: i32, acc: i32) -> i32 {
+                let r: i32;
+                // SAFETY: a pure register-only instruction of ARMv7E-M.
+                unsafe {
+                    asm!("smmlar {r}, {a}, {b}, {c}", r = lateout(reg) r, a = in(reg) a,
+                         b = in(reg) b, c = in(reg) acc, options(pure, nomem, nostack, preserves_flags));
+                }
+                r
+            }
+
             /// `SXTB16 x`: bytes 0 and 2 sign-extended into the low and high halfwords.
             #[inline(always)]
             pub fn sxtb16(x: u32) -> u32 {
@@ -549,6 +561,16 @@ pub mod dsp {
                 acc.wrapping_add(lo).wrapping_add(hi)
             }
 
+            /// `SMMLAR`: bits 63..32 of `acc·2^32 + a·b + 2^31`, the sum taken modulo 2^64 as
+            /// in the architecture's pseudocode (bits 63..32 of the exact sum).
+            #[inline(always)]
+            pub fn smmlar(a: i32, b: i32, acc: i32) -> i32 {
+                (((acc as i64) << 32)
+                    .wrapping_add(a as i64 * b as i64)
+                    .wrapping_add(1 << 31)
+                    >> 32) as i32
+            }
+
             /// `SXTB16`: bytes 0 and 2 sign-extended to halfwords.
             #[inline(always)]
             pub fn sxtb16(x: u32) -> u32 {
@@ -565,19 +587,22 @@ pub mod dsp {
         }
 
         #[cfg(not(all(target_arch = "arm", any(target_feature = "dsp", fmnist_dsp))))]
-        pub use emulated::{smlad, sxtb16, sxtb16_ror8};
+        pub use emulated::{smlad, smmlar, sxtb16, sxtb16_ror8};
         #[cfg(all(target_arch = "arm", any(target_feature = "dsp", fmnist_dsp)))]
-        pub use imp::{smlad, sxtb16, sxtb16_ror8};
+        pub use imp::{smlad, smmlar, sxtb16, sxtb16_ror8};
     }
 
-    use intrinsics::{smlad, sxtb16, sxtb16_ror8};
+    use intrinsics::{smlad, smmlar, sxtb16, sxtb16_ror8};
 
     /// One output channel's bias and requantization, unpacked for [`Rq::output`]: the shifts
     /// and the rounding divide's mask are computed once, not per output.
     #[derive(Clone, Copy, Debug)]
     pub struct Rq {
         bias: i32,
-        multiplier: i32,
+        /// `2·multiplier` modulo 2^32.
+        multiplier2: i32,
+        /// All ones when `multiplier ≥ 2^30` (then `multiplier2 = 2·multiplier − 2^32`).
+        high: i32,
         left: u32,
         right: u32,
         mask: i32,
@@ -596,7 +621,8 @@ pub mod dsp {
             let mask = ((1u64 << right) - 1) as i32;
             Self {
                 bias: q.bias[c],
-                multiplier: r.multiplier,
+                multiplier2: r.multiplier.wrapping_mul(2),
+                high: -((r.multiplier >= 1 << 30) as i32),
                 left: r.shift.clamp(0, 31) as u32,
                 right,
                 mask,
@@ -608,8 +634,8 @@ pub mod dsp {
         /// `Requant::to_i8(bias + best, zp, clamp_floor(zp, relu))`, bit for bit
         /// (`fast_requant_matches_to_i8` checks it), in fewer instructions:
         ///
-        /// * the high multiply is `(a·m + 2^30) >> 31` in i64 (one `SMLAL`): its only
-        ///   saturating case needs `m = i32::MIN`, excluded by `m ≥ 0`;
+        /// * the high multiply is `(a·m + 2^30) >> 31` (its only saturating case needs
+        ///   `m = i32::MIN`, excluded by `m ≥ 0`), as one `SMMLAR` of `a` by `2m` (see below);
         /// * `RoundingDivideByPOT` as in gemmlowp, with the mask and its half precomputed;
         /// * with ReLU, `max(y ⊕ zp, zp) = max(y, 0) ⊕ zp` (⊕ saturating; both sides are
         ///   non-decreasing in y and agree for y ≤ 0 and y ≥ 0), and `max(y, 0) ⊕ zp ≥ −128`,
@@ -624,7 +650,9 @@ pub mod dsp {
             }
             // SAFETY: `left` and `right` are below 32 (see `new`).
             let a = unsafe { t.unchecked_shl(self.left) };
-            let h = ((a as i64 * self.multiplier as i64 + (1 << 30)) >> 31) as i32;
+            // (a·m + 2^30) >> 31 = bits 63..32 of 2·a·m + 2^31, and 2·a·m = a·multiplier2
+            // + (a·2^32 when multiplier2 wrapped): one `SMMLAR`, exact for every a.
+            let h = smmlar(a, self.multiplier2, a & self.high);
             let rem = h & self.mask;
             let threshold = self.half + (h < 0) as i32;
             // SAFETY: as above.
@@ -1700,6 +1728,17 @@ pub mod dsp {
             assert_eq!(emulated::smlad(0xffff_ff80, 0xfff9_0003, 10), -367);
             // Extremes: (-32768)(-32768)·2 + 0 wraps to i32::MIN (hardware: Q flag, same bits).
             assert_eq!(emulated::smlad(0x8000_8000, 0x8000_8000, 0), i32::MIN);
+            // SMMLAR: 2^30·4 + 2^31 = 2^32 + 2^31 → 1; −2^31 + 2^31 → 0 (ties round up);
+            // 3·2^32 − 2^31 + 2^31 → 3; 2^62 + 2^31 → 2^30.
+            assert_eq!(emulated::smmlar(1 << 30, 4, 0), 1);
+            assert_eq!(emulated::smmlar(-(1 << 30), 2, 0), 0);
+            assert_eq!(emulated::smmlar(-(1 << 16), 1 << 15, 3), 3);
+            assert_eq!(emulated::smmlar(i32::MIN, i32::MIN, 0), 1 << 30);
+            // Bits 63..32 of (2^31 − 1)·2^32 + 2^62 + 2^31, past 2^63: 0xbfff_ffff.
+            assert_eq!(
+                emulated::smmlar(i32::MIN, i32::MIN, i32::MAX),
+                0xbfff_ffffu32 as i32
+            );
         }
 
         /// The dense layers' dot product (`SXTB16` + `SMLAD` in `slot` order) equals the plain
