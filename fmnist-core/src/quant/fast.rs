@@ -695,11 +695,13 @@ pub mod dsp {
     ) {
         let zp = q.input_zero_point as i16 as u16 as u32;
         let mut xt = Conv1Image([[zp | zp << 16; 32]; 16]);
-        for (r, src) in image.as_chunks::<2>().0.chunks_exact(14).enumerate() {
-            for (c, &[a, b]) in src.iter().enumerate() {
-                let lo = (a ^ 0x80) as i8 as i16 as u16 as u32;
-                let hi = (b ^ 0x80) as i8 as i16 as u16 as u32;
-                xt.0[c + 1][r + 2] = lo | hi << 16;
+        // Four pixels at a time: `SXTB16` of `p ^ 0x80` gives (q0, q2) and (q1, q3).
+        for (r, src) in image.as_chunks::<4>().0.chunks_exact(7).enumerate() {
+            for (g, &px) in src.iter().enumerate() {
+                let w = u32::from_le_bytes(px) ^ 0x8080_8080;
+                let (e, o) = (sxtb16(w), sxtb16_ror8(w));
+                xt.0[2 * g + 1][r + 2] = (e & 0xffff) | o << 16;
+                xt.0[2 * g + 2][r + 2] = e >> 16 | (o & 0xffff_0000);
             }
         }
         // Per channel, kernel row and pair j: [even column's pair, odd column's pair].

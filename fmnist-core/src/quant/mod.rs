@@ -17,8 +17,8 @@
 //!   (`cargo test --release -p fmnist-core --lib -- --ignored --nocapture int8_throughput`,
 //!   thread CPU time).
 //! * Cortex-M4 (QEMU mps2-an386, `-icount`, firmware `bench`, fixed pattern, MSE-calibrated
-//!   model): 451,320 instructions per inference (conv1 151,880; conv2 210,600; fc1 69,640;
-//!   fc2 16,160; fc3 2,080), 1.08 per MAC (was 720,720). Inner loops: conv1 90 and conv2 465
+//!   model): 450,520 instructions per inference (conv1 151,080; conv2 210,640; fc1 69,640;
+//!   fc2 16,200; fc3 2,080), 1.08 per MAC (was 720,720). Inner loops: conv1 90 and conv2 465
 //!   instructions per 2x2 window and channel (100 and 600 MACs: `LDRD` + `SMLAD`, no patch
 //!   gathering), dense 44 per 32 MACs; the rest is the 1,790 requantizations (~19 instructions,
 //!   none for a ReLU output whose accumulator is ≤ 0, so the count depends slightly on the
