@@ -131,7 +131,7 @@ fn is_root() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
-/// The whole test suite.
+/// The whole test suite. Ends with one `N passed, N failed` line over every test binary.
 fn test() -> Step {
     setup()?;
     run(cargo().args(["fmt", "--all", "--check"]))?;
@@ -144,6 +144,7 @@ fn test() -> Step {
         "-D",
         "warnings",
     ]))?;
+    firmware_checks()?;
     // fmnist-core is no_std: it must build for the microcontroller.
     run(cargo().args([
         "build",
@@ -155,11 +156,56 @@ fn test() -> Step {
         TARGET,
     ]))?;
     // Unit tests of the integer kernels with overflow checks (dev profile)...
-    run(cargo().args(["test", "-p", "fmnist-core"]))?;
+    let core = run_tests(cargo().args(["test", "-p", "fmnist-core"]));
     // ...then everything optimised, the integration tests using the release binaries.
     run(cargo().args(["build", "--release", "--workspace", "--bins"]))?;
-    run(cargo().args(["test", "--release", "--workspace", "--no-fail-fast"]))?;
-    firmware_checks()
+    let all = run_tests(cargo().args(["test", "--release", "--workspace", "--no-fail-fast"]));
+    let (passed, failed) = (core.0 + all.0, core.1 + all.1);
+    println!("{passed} passed, {failed} failed");
+    match (core.2, all.2) {
+        (Ok(()), Ok(())) if failed == 0 => Ok(()),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+        _ => Err(Failure(format!("{failed} tests failed"))),
+    }
+}
+
+/// Runs a `cargo test` command, echoing its output, and counts passed and failed tests from the
+/// harness's `test result:` lines.
+fn run_tests(cmd: &mut Command) -> (u64, u64, Step) {
+    use std::io::{BufRead, BufReader};
+    eprintln!("$ {}", describe(cmd));
+    let mut child = match cmd.stdout(std::process::Stdio::piped()).spawn() {
+        Ok(c) => c,
+        Err(e) => return (0, 0, Err(Failure(format!("{}: {e}", describe(cmd))))),
+    };
+    let (mut passed, mut failed) = (0, 0);
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                let count = |key: &str| {
+                    rest.split(';')
+                        .find_map(|part| {
+                            part.trim()
+                                .trim_start_matches("ok. ")
+                                .trim_start_matches("FAILED. ")
+                                .strip_suffix(key)
+                        })
+                        .and_then(|n| n.trim().parse::<u64>().ok())
+                        .unwrap_or(0)
+                };
+                passed += count(" passed");
+                failed += count(" failed");
+            }
+        }
+    }
+    let status = child.wait();
+    let step = match status {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(Failure(format!("{} failed ({s})", describe(cmd)))),
+        Err(e) => Err(Failure(format!("{}: {e}", describe(cmd)))),
+    };
+    (passed, failed, step)
 }
 
 /// Lints the firmware crate, which the workspace commands skip (it is excluded: its own target).
