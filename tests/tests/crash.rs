@@ -120,3 +120,114 @@ fn killed_twenty_times_and_resumed_ends_byte_identical() {
         .collect();
     assert_eq!(steps, (1..=150).collect::<Vec<u64>>(), "log steps");
 }
+
+/// A tmpfs of `kib` KiB mounted on a fresh directory, unmounted on drop. Needs root (CI and the
+/// development machines run as root); fails loudly otherwise.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn new(kib: u32) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let o = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("mount runs");
+        assert!(
+            o.status.success(),
+            "cannot mount a tmpfs to simulate a full disk (needs root): {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        SmallDisk { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn remount_read_only(&self) {
+        let o = Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(self.path())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn a_checkpoint_that_cannot_be_written_is_reported_and_the_previous_one_survives() {
+    // A checkpoint is ~660 KB: the first fits in 1,000 KiB, the second does not.
+    let disk = SmallDisk::new(1000);
+    let out = disk.path().join("run");
+    let o = run(
+        "fmnist-train",
+        &[
+            "train",
+            "--out",
+            out.to_str().unwrap(),
+            "--preset",
+            "fast",
+            "--steps",
+            "30",
+            "--checkpoint-every",
+            "10",
+            "--keep",
+            "5",
+        ],
+    );
+    let (_, err) = text(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "expected exit 1 on a full disk: {err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("checkpoint-0000020.fmck") && err.contains("No space left"),
+        "{err}"
+    );
+    let first = out.join("checkpoint-0000010.fmck");
+    let state = fmnist_train::checkpoint::load(&first).expect("the previous checkpoint is intact");
+    assert_eq!(state.step, 10);
+    let names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.ends_with(".tmp") || n.contains("0000020")),
+        "left behind: {names:?}"
+    );
+
+    // Read-only: resuming into it fails with a clear error and leaves the checkpoint as it was.
+    let before = std::fs::read(&first).unwrap();
+    disk.remount_read_only();
+    let o = run(
+        "fmnist-train",
+        &["resume", "--checkpoint", first.to_str().unwrap()],
+    );
+    let (_, err) = text(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "expected exit 1 on a read-only disk: {err}"
+    );
+    assert!(
+        !err.contains("panicked") && err.contains("Read-only file system"),
+        "{err}"
+    );
+    assert!(
+        std::fs::read(&first).unwrap() == before,
+        "the checkpoint changed"
+    );
+}
