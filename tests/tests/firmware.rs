@@ -381,3 +381,47 @@ fn panic_and_hardfault_exit_with_failure() {
         );
     }
 }
+
+/// No panic is reachable from the inference entry point in the release firmware: a walk over
+/// the disassembly's direct calls and branches from `Net::infer` meets no `core::panicking`
+/// (bounds checks, overflow, unwrap) nor any panic handler, and no indirect call it could not
+/// follow. Checked for the int8-only and the f32-only builds.
+#[test]
+fn inference_path_reaches_no_panic() {
+    for profile in [Profile::QemuInt8, Profile::QemuF32] {
+        let elf = qemu::firmware(profile);
+        let dis = qemu::disassemble(&elf);
+        let (reachable, indirect) = qemu::reachable_functions(&dis, "Net::infer");
+        assert!(
+            reachable.iter().any(|f| f.contains("forward")),
+            "{}: the walk did not reach the model's forward pass: {reachable:?}",
+            profile.name()
+        );
+        let panicky: Vec<&String> = reachable
+            .iter()
+            .filter(|f| {
+                let f = f.to_lowercase();
+                f.contains("panic")
+                    || f.contains("unwrap_failed")
+                    || f.contains("expect_failed")
+                    || f.contains("slice_index")
+                    || f.contains("hardfault")
+            })
+            .collect();
+        assert!(
+            panicky.is_empty(),
+            "{}: inference can reach {panicky:?}",
+            profile.name()
+        );
+        assert!(
+            indirect.is_empty(),
+            "{}: indirect calls the walk cannot follow in {indirect:?}",
+            profile.name()
+        );
+        eprintln!(
+            "{}: {} functions reachable from Net::infer, none panics",
+            profile.name(),
+            reachable.len()
+        );
+    }
+}
