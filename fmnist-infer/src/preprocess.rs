@@ -63,7 +63,12 @@ pub const TRIM_THRESHOLD: u8 = 13;
 /// bad input naming the file.
 pub fn read_image(path: &Path) -> Result<DynamicImage> {
     let bytes = std::fs::read(path).map_err(|e| Error::bad(path, e))?;
-    let format = match image::guess_format(&bytes) {
+    decode_image(path, &bytes)
+}
+
+/// Decodes the bytes of a PNG or JPEG read from `path` (named in errors), recognised by content.
+pub fn decode_image(path: &Path, bytes: &[u8]) -> Result<DynamicImage> {
+    let format = match image::guess_format(bytes) {
         Ok(f @ (ImageFormat::Png | ImageFormat::Jpeg)) => f,
         Ok(other) => {
             return Err(Error::bad(
@@ -81,7 +86,7 @@ pub fn read_image(path: &Path) -> Result<DynamicImage> {
             ));
         }
     };
-    image::load_from_memory_with_format(&bytes, format).map_err(|e| match e {
+    image::load_from_memory_with_format(bytes, format).map_err(|e| match e {
         ImageError::Unsupported(u) => Error::bad(path, format!("unsupported image: {u}")),
         ImageError::Decoding(d) => Error::bad(path, format!("corrupt image: {d}")),
         ImageError::Limits(l) => Error::bad(path, format!("image too large: {l}")),

@@ -3,6 +3,7 @@
 //! Where the files are looked for, in order: `--data DIR`, `$FMNIST_DATA`, `./data/fashion-mnist`,
 //! `/usr/share/datasets/fashion-mnist` (Debian's `dataset-fashion-mnist` package).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -155,22 +156,30 @@ pub fn locate(cli: Option<&Path>) -> Result<PathBuf, DataError> {
     Err(DataError::NotFound { tried })
 }
 
+/// Gunzips `bytes` when they start with the gzip magic (all members, as `gzip -d` does),
+/// stopping after `limit + 1` bytes of output so a small input cannot inflate without bound (the
+/// extra byte lets the parser report "bytes after"); other bytes are returned as they are.
+/// `Err` holds the reason the gzip data is bad.
+pub fn decode_maybe_gz(bytes: &[u8], limit: u64) -> Result<Cow<'_, [u8]>, String> {
+    if !bytes.starts_with(&[0x1f, 0x8b]) {
+        return Ok(Cow::Borrowed(bytes));
+    }
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(bytes)
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|e| format!("bad gzip data: {e}"))?;
+    Ok(Cow::Owned(out))
+}
+
 /// Reads a file whole, gunzipping `.gz` (or any file that starts with the gzip magic), stopping
 /// after `limit` bytes of output so a small file cannot inflate without bound.
 fn read_maybe_gz(path: &Path, limit: u64) -> Result<Vec<u8>, DataError> {
     let raw = std::fs::read(path).map_err(|e| DataError::Io(path.to_owned(), e))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(&raw[..])
-            .take(limit + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| DataError::Invalid {
-                file: path.to_owned(),
-                problem: format!("bad gzip data: {e}"),
-            })?;
-        Ok(out)
-    } else {
-        Ok(raw)
+    match decode_maybe_gz(&raw, limit) {
+        Ok(Cow::Owned(out)) => Ok(out),
+        Ok(Cow::Borrowed(_)) => Ok(raw),
+        Err(problem) => Err(invalid(path, problem)),
     }
 }
 
@@ -501,6 +510,21 @@ mod tests {
         g.truncate(n / 2);
         std::fs::write(&f, g).unwrap();
         assert!(err(read_maybe_gz(&f, 1 << 20)).contains("bad gzip data"));
+    }
+
+    #[test]
+    fn decode_maybe_gz_passes_raw_through_and_bounds_gzip() {
+        let raw = encode_labels(&[1, 2, 3]);
+        assert!(matches!(decode_maybe_gz(&raw, 0), Ok(Cow::Borrowed(b)) if b == &raw[..]));
+        assert_eq!(&*decode_maybe_gz(&gz(&raw), 1 << 20).unwrap(), &raw[..]);
+        // Output stops one byte past the limit; a huge limit does not overflow.
+        assert_eq!(decode_maybe_gz(&gz(&raw), 4).unwrap().len(), 5);
+        assert_eq!(&*decode_maybe_gz(&gz(&raw), u64::MAX).unwrap(), &raw[..]);
+        assert!(
+            decode_maybe_gz(&[0x1f, 0x8b], 10)
+                .unwrap_err()
+                .contains("bad gzip data")
+        );
     }
 
     #[test]

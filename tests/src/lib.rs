@@ -71,4 +71,5 @@ pub fn assert_bad_input(o: &Output, needle: &str) {
 pub fn data_dir() -> PathBuf {
     fmnist_train::data::locate(None).unwrap_or_else(|e| panic!("{e}"))
 }
+pub mod fuzz;
 pub mod qemu;

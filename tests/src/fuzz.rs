@@ -1,0 +1,118 @@
+//! The fuzz harnesses: one function per `cargo fuzz` target in `fuzz/fuzz_targets/`, shared with
+//! the corpus replay test (`tests/tests/fuzz_corpus.rs`) so both run exactly the same code. Each
+//! takes arbitrary bytes and must return without panicking, overflowing or allocating memory
+//! out of proportion to the input.
+
+use std::path::Path;
+
+use fmnist_core::format::{CRC32, HEADER_LEN, TRAILER_LEN};
+use fmnist_core::quant::LeNetQ;
+use fmnist_train::data::{self, IMAGES_MAGIC, MAX_IMAGES};
+use fmnist_train::modelio::LoadedModel;
+
+/// A harness: arbitrary bytes in, no panic.
+pub type Harness = fn(&[u8]);
+
+/// The targets, by name: the name of the `fuzz/fuzz_targets/<name>.rs` file and of its corpus
+/// directory `fuzz/corpus/<name>/`.
+pub const TARGETS: [(&str, Harness); 4] = [
+    ("idx", idx),
+    ("checkpoint", checkpoint),
+    ("model_file", model_file),
+    ("image", image),
+];
+
+/// Output cap for gzip input while fuzzing: 64 images' worth (the real loader's cap is the
+/// 1,000,000 images of [`MAX_IMAGES`]; the same code stops at either).
+pub const FUZZ_GZ_LIMIT: u64 = 16 + 64 * 784;
+
+/// The IDX parser: the bytes as raw images and labels, then through the gzip path (as
+/// `data::load` reads a file) and the parsers again.
+pub fn idx(bytes: &[u8]) {
+    let f = Path::new("fuzz.idx");
+    let parse_both = |b: &[u8]| {
+        if let Ok(images) = data::parse_images(f, b) {
+            assert!(images.len() <= MAX_IMAGES);
+            assert_eq!(16 + images.len() * 784, b.len());
+            assert_eq!(b[..4], IMAGES_MAGIC.to_be_bytes());
+        }
+        if let Ok(labels) = data::parse_labels(f, b) {
+            assert!(labels.iter().all(|&l| l <= 9));
+            assert_eq!(8 + labels.len(), b.len());
+        }
+    };
+    parse_both(bytes);
+    if let Ok(out) = data::decode_maybe_gz(bytes, FUZZ_GZ_LIMIT) {
+        assert!(out.len() as u64 <= FUZZ_GZ_LIMIT + 1 || out.as_ptr() == bytes.as_ptr());
+        parse_both(&out);
+    }
+}
+
+/// Rewrites a checkpoint's length field and CRC so the bytes after the header reach the
+/// postcard decoder (otherwise nearly every mutation stops at the CRC).
+fn with_fixed_checkpoint_crc(bytes: &[u8]) -> Option<Vec<u8>> {
+    if bytes.len() < 16 {
+        return None;
+    }
+    let mut b = bytes.to_vec();
+    let n = b.len() - 16;
+    b[8..12].copy_from_slice(&(n as u32).to_le_bytes());
+    let crc = CRC32.checksum(&b[..12 + n]);
+    b[12 + n..].copy_from_slice(&crc.to_le_bytes());
+    Some(b)
+}
+
+/// The checkpoint loader: `checkpoint::decode` on the bytes as they are, then with the length
+/// and CRC made consistent.
+pub fn checkpoint(bytes: &[u8]) {
+    let _ = fmnist_train::checkpoint::decode(bytes);
+    if let Some(b) = with_fixed_checkpoint_crc(bytes) {
+        let _ = fmnist_train::checkpoint::decode(&b);
+    }
+}
+
+/// A fixed input image for the int8 forward pass.
+fn test_image() -> [u8; 784] {
+    std::array::from_fn(|i| (i * 37 % 256) as u8)
+}
+
+fn use_model(bytes: &[u8]) {
+    // The host's own reader: copies into an aligned buffer, as `fmnist-infer` does.
+    let model = LoadedModel::from_bytes(bytes, Path::new("fuzz.fmnm"));
+    let Ok(file) = model.file() else { return };
+    let _ = file.lenet_f32();
+    let _ = file.lenet_folded();
+    if let Ok(q) = file.lenet_int8() {
+        let net = LeNetQ::new(q).expect("lenet_int8 checked the parameters");
+        let img = test_image();
+        let logits = net.forward(&img);
+        assert_eq!(
+            logits,
+            net.forward_reference(&img),
+            "fast and reference kernels differ"
+        );
+    }
+}
+
+/// The model-file parser: `format::parse` and the typed views, and for an int8 model the
+/// checked wrapper and one forward pass — on the bytes as they are, then with the CRC trailer
+/// recomputed so mutations of header and payload get past the checksum.
+pub fn model_file(bytes: &[u8]) {
+    use_model(bytes);
+    if bytes.len() >= HEADER_LEN + TRAILER_LEN {
+        let mut b = bytes.to_vec();
+        let n = b.len() - TRAILER_LEN;
+        let crc = CRC32.checksum(&b[..n]);
+        b[n..].copy_from_slice(&crc.to_le_bytes());
+        use_model(&b);
+    }
+}
+
+/// The image loader of `predict`: decode PNG/JPEG bytes, then the full preprocessing to 28x28.
+pub fn image(bytes: &[u8]) {
+    use fmnist_infer::preprocess::{Invert, decode_image, prepare};
+    if let Ok(img) = decode_image(Path::new("fuzz.png"), bytes) {
+        let out = prepare(&img, Invert::Auto);
+        assert_eq!(out.pixels.len(), 784);
+    }
+}
