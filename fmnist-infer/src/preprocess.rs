@@ -59,6 +59,12 @@ pub struct Prepared {
 /// Object threshold above the background: 5 % of 255.
 pub const TRIM_THRESHOLD: u8 = 13;
 
+/// The widest or tallest image `predict` decodes: a few bytes of header must not make it
+/// allocate gigabytes (decoding, then the RGBA copy of step 1).
+pub const MAX_IMAGE_SIDE: u32 = 16_384;
+/// The most memory the decoder may allocate (an 8-bit RGB photo of about 85 megapixels).
+pub const MAX_DECODE_BYTES: u64 = 256 << 20;
+
 /// Reads and decodes a PNG or JPEG, recognised by content (not by extension); any failure is
 /// bad input naming the file.
 pub fn read_image(path: &Path) -> Result<DynamicImage> {
@@ -86,7 +92,13 @@ pub fn decode_image(path: &Path, bytes: &[u8]) -> Result<DynamicImage> {
             ));
         }
     };
-    image::load_from_memory_with_format(bytes, format).map_err(|e| match e {
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
+    reader.limits(limits);
+    reader.decode().map_err(|e| match e {
         ImageError::Unsupported(u) => Error::bad(path, format!("unsupported image: {u}")),
         ImageError::Decoding(d) => Error::bad(path, format!("corrupt image: {d}")),
         ImageError::Limits(l) => Error::bad(path, format!("image too large: {l}")),
@@ -297,6 +309,57 @@ mod tests {
         assert_eq!(out.pixels.iter().copied().max(), Some(237));
         // Corners are background.
         assert_eq!(out.pixels[0], 0);
+    }
+
+    /// A PNG with the header (IHDR) of a `w`x`h` 8-bit RGB image and one byte of pixel data.
+    fn png_without_pixels(w: u32, h: u32) -> Vec<u8> {
+        fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+            out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            out.extend_from_slice(kind);
+            out.extend_from_slice(data);
+            let crc = fmnist_core::format::CRC32.checksum(&[&kind[..], data].concat());
+            out.extend_from_slice(&crc.to_be_bytes());
+        }
+        let mut b = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut ihdr = Vec::new();
+        ihdr.extend_from_slice(&w.to_be_bytes());
+        ihdr.extend_from_slice(&h.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+        chunk(&mut b, b"IHDR", &ihdr);
+        // A zlib stream holding one zero byte (one stored block): far too little pixel data.
+        let zlib = [
+            0x78, 0x01, 0x01, 0x01, 0x00, 0xfe, 0xff, 0x00, 0x00, 0x01, 0x00, 0x01,
+        ];
+        chunk(&mut b, b"IDAT", &zlib);
+        chunk(&mut b, b"IEND", &[]);
+        b
+    }
+
+    #[test]
+    fn huge_dimensions_in_a_tiny_file_are_refused_before_allocating() {
+        // Under 100 bytes claiming 100000x100000 (30 GB of pixels), or 12000x12000 (432 MB:
+        // under the `image` crate's default 512 MB cap, which would allocate it, but over ours),
+        // or one column more than the widest accepted: all refused as too large before decoding.
+        for (w, h) in [
+            (100_000, 100_000),
+            (12_000, 12_000),
+            (MAX_IMAGE_SIDE + 1, 1),
+        ] {
+            let e = decode_image(Path::new("big.png"), &png_without_pixels(w, h))
+                .err()
+                .unwrap_or_else(|| panic!("{w}x{h} decoded"))
+                .to_string();
+            assert!(
+                e.contains("big.png") && e.contains("image too large"),
+                "{w}x{h}: {e}"
+            );
+        }
+        // A small one with the same structure gets past the limits to the missing pixel data.
+        let e = decode_image(Path::new("small.png"), &png_without_pixels(4, 4))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(!e.contains("too large"), "{e}");
     }
 
     #[test]

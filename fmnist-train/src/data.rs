@@ -172,11 +172,25 @@ pub fn decode_maybe_gz(bytes: &[u8], limit: u64) -> Result<Cow<'_, [u8]>, String
     Ok(Cow::Owned(out))
 }
 
-/// Reads a file whole, gunzipping `.gz` (or any file that starts with the gzip magic), stopping
-/// after `limit` bytes of output so a small file cannot inflate without bound.
-fn read_maybe_gz(path: &Path, limit: u64) -> Result<Vec<u8>, DataError> {
+/// The bytes of an IDX file, gunzipped when they start with the gzip magic (whatever the file's
+/// name). Inflation stops one byte past what the header announces (`header` bytes, then the
+/// count at bytes 4..8, capped at [`MAX_IMAGES`], times `record` bytes), so a small file cannot
+/// inflate without bound and the parser can still report trailing data. `Err` holds the reason
+/// the gzip data is bad.
+pub fn decode_idx(bytes: &[u8], header: usize, record: usize) -> Result<Cow<'_, [u8]>, String> {
+    let head = decode_maybe_gz(bytes, header as u64)?;
+    let n = if head.len() >= 8 {
+        (be_u32(&head, 4) as usize).min(MAX_IMAGES)
+    } else {
+        0
+    };
+    decode_maybe_gz(bytes, (header + n * record) as u64)
+}
+
+/// Reads an IDX file whole through [`decode_idx`].
+fn read_idx(path: &Path, header: usize, record: usize) -> Result<Vec<u8>, DataError> {
     let raw = std::fs::read(path).map_err(|e| DataError::Io(path.to_owned(), e))?;
-    match decode_maybe_gz(&raw, limit) {
+    match decode_idx(&raw, header, record) {
         Ok(Cow::Owned(out)) => Ok(out),
         Ok(Cow::Borrowed(_)) => Ok(raw),
         Err(problem) => Err(invalid(path, problem)),
@@ -314,12 +328,8 @@ pub fn load(dir: &Path, split: Split) -> Result<Dataset, DataError> {
             format!("missing {}-labels-idx1-ubyte[.gz]", split.prefix()),
         )],
     })?;
-    let limit = 16 + (MAX_IMAGES * IMAGE_PIXELS) as u64;
-    let images = parse_images(&images_path, &read_maybe_gz(&images_path, limit)?)?;
-    let labels = parse_labels(
-        &labels_path,
-        &read_maybe_gz(&labels_path, 8 + MAX_IMAGES as u64)?,
-    )?;
+    let images = parse_images(&images_path, &read_idx(&images_path, 16, IMAGE_PIXELS)?)?;
+    let labels = parse_labels(&labels_path, &read_idx(&labels_path, 8, 1)?)?;
     if images.len() != labels.len() {
         return Err(invalid(
             &labels_path,
@@ -496,9 +506,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("train-images-idx3-ubyte.gz");
         std::fs::write(&f, gz(&b)).unwrap();
-        let bytes = read_maybe_gz(&f, 16 + IMAGE_PIXELS as u64).unwrap();
+        // Inflation stops one byte past what the header announces.
+        let bytes = read_idx(&f, 16, IMAGE_PIXELS).unwrap();
         assert_eq!(bytes.len(), 16 + IMAGE_PIXELS + 1);
         assert!(err(parse_images(&f, &bytes)).contains("1 bytes after the 1 images"));
+        // A header claiming more than MAX_IMAGES inflates no further than MAX_IMAGES allow,
+        // and one cut short is read whole (the parser reports it truncated).
+        let mut b = encode_images(&images(0));
+        b[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
+        b.resize(16 + 3 * IMAGE_PIXELS, 0);
+        std::fs::write(&f, gz(&b)).unwrap();
+        assert_eq!(read_idx(&f, 16, IMAGE_PIXELS).unwrap(), b);
+        let l = dir.path().join("train-labels-idx1-ubyte.gz");
+        std::fs::write(&l, gz(&[0, 0, 8, 1, 0, 0, 0, 2, 1, 2, 3, 4, 5])).unwrap();
+        assert_eq!(read_idx(&l, 8, 1).unwrap().len(), 8 + 2 + 1);
+        std::fs::write(&l, gz(&[0, 0, 8])).unwrap();
+        assert_eq!(read_idx(&l, 8, 1).unwrap().len(), 3);
     }
 
     #[test]
@@ -509,7 +532,7 @@ mod tests {
         let n = g.len();
         g.truncate(n / 2);
         std::fs::write(&f, g).unwrap();
-        assert!(err(read_maybe_gz(&f, 1 << 20)).contains("bad gzip data"));
+        assert!(err(read_idx(&f, 16, IMAGE_PIXELS)).contains("bad gzip data"));
     }
 
     #[test]
