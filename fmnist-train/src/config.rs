@@ -94,6 +94,27 @@ pub enum Preset {
 }
 
 impl Preset {
+    /// `epochs` of batch 64, cosine from lr 0.05 after half an epoch of warm-up, L2 1e-3, a
+    /// checkpoint every epoch.
+    fn cosine_recipe(n: usize, epochs: u64, seed: u64) -> TrainConfig {
+        let epoch = steps_per_epoch(n, 64);
+        TrainConfig {
+            batch: 64,
+            steps: epochs * epoch,
+            sgd: SgdConfig {
+                lr: 0.05,
+                momentum: 0.9,
+                weight_decay: 1e-3,
+            },
+            schedule: Schedule::Cosine {
+                warmup_steps: epoch / 2,
+                final_fraction: 0.0,
+            },
+            checkpoint_every: epoch,
+            seed,
+        }
+    }
+
     /// The recipe for a training set of `n` images.
     pub fn config(self, n: usize, seed: u64) -> TrainConfig {
         match self {
@@ -109,42 +130,9 @@ impl Preset {
                 checkpoint_every: 1_000,
                 seed,
             },
-            Preset::Default => {
-                let epoch = steps_per_epoch(n, 64);
-                TrainConfig {
-                    batch: 64,
-                    steps: 20 * epoch,
-                    sgd: SgdConfig {
-                        lr: 0.05,
-                        momentum: 0.9,
-                        weight_decay: 1e-3,
-                    },
-                    schedule: Schedule::Cosine {
-                        warmup_steps: epoch / 2,
-                        final_fraction: 0.0,
-                    },
-                    checkpoint_every: epoch,
-                    seed,
-                }
-            }
-            Preset::Fast => {
-                let epoch = steps_per_epoch(n, 64);
-                TrainConfig {
-                    batch: 64,
-                    steps: 7 * epoch,
-                    sgd: SgdConfig {
-                        lr: 0.05,
-                        momentum: 0.9,
-                        weight_decay: 1e-3,
-                    },
-                    schedule: Schedule::Cosine {
-                        warmup_steps: epoch / 2,
-                        final_fraction: 0.0,
-                    },
-                    checkpoint_every: epoch,
-                    seed,
-                }
-            }
+            // The two tuned recipes differ only in length.
+            Preset::Default => Self::cosine_recipe(n, 20, seed),
+            Preset::Fast => Self::cosine_recipe(n, 7, seed),
         }
     }
 }
@@ -165,6 +153,31 @@ mod tests {
         assert!((s.lr_at(0.1, 60, 110) - 0.05).abs() < 1e-6);
         assert!(s.lr_at(0.1, 110, 110).abs() < 1e-7);
         assert_eq!(Schedule::Constant.lr_at(0.3, 5, 10), 0.3);
+    }
+
+    #[test]
+    fn tuned_presets_differ_only_in_length() {
+        let (d, f) = (
+            Preset::Default.config(60_000, 1),
+            Preset::Fast.config(60_000, 1),
+        );
+        assert_eq!((d.steps, f.steps), (20 * 938, 7 * 938));
+        assert_eq!(TrainConfig { steps: 0, ..d }, TrainConfig { steps: 0, ..f });
+        assert_eq!(
+            d.sgd,
+            SgdConfig {
+                lr: 0.05,
+                momentum: 0.9,
+                weight_decay: 1e-3
+            }
+        );
+        assert_eq!(
+            d.schedule,
+            Schedule::Cosine {
+                warmup_steps: 469,
+                final_fraction: 0.0
+            }
+        );
     }
 
     #[test]
