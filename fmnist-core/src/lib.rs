@@ -7,6 +7,7 @@
 //! * [`layers`]: f32 layers (conv, batch norm, ReLU, 2x2 max-pool, dense, softmax, argmax) as
 //!   fixed-size types whose shapes are const generics, so a mismatched model does not compile;
 //! * [`lenet`]: the LeNet-BN model built from them, reading its weights in place;
+//! * [`wide`]: the wide CNN (1.6 M parameters) built from the same layers;
 //! * [`classes`]: the ten Fashion-MNIST class names.
 //!
 //! Kernels cannot fail: they write into caller-provided buffers. `Result` appears only where bytes
@@ -17,5 +18,6 @@ pub mod format;
 pub mod layers;
 pub mod lenet;
 pub mod quant;
+pub mod wide;
 
 pub use classes::{CLASS_NAMES, NUM_CLASSES};
