@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use fmnist_core::CLASS_NAMES;
+use fmnist_core::layers::argmax;
 use fmnist_core::lenet::IMAGE_PIXELS;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -66,6 +67,53 @@ pub fn evaluate(
         secs,
         pool.current_num_threads(),
     ))
+}
+
+/// Evaluates the ensemble of `models`: each image's class is the argmax of the mean of the
+/// models' f32 logits (an int8 model's dequantized). Models are added in the order given.
+pub fn evaluate_ensemble(
+    models: &[Model],
+    images: &[[u8; IMAGE_PIXELS]],
+    labels: &[u8],
+    threads: usize,
+) -> Result<EvalReport> {
+    let Some(first) = models.first() else {
+        return Err(Error::failure_msg("an ensemble needs at least one model"));
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| Error::failure_msg(format!("cannot start the thread pool: {e}")))?;
+    let start = Instant::now();
+    let preds: Vec<u8> = pool.install(|| {
+        images
+            .par_iter()
+            .with_min_len(64)
+            .map(|img| argmax(&mean_logits(models, img)) as u8)
+            .collect()
+    });
+    let secs = start.elapsed().as_secs_f64();
+    let mut r = report(first, &preds, labels, secs, pool.current_num_threads());
+    if models.len() > 1 {
+        r.model = models
+            .iter()
+            .map(|m| m.path.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" + ");
+        r.kind = "ensemble";
+    }
+    Ok(r)
+}
+
+/// The mean of the models' f32 logits for one image.
+pub fn mean_logits(models: &[Model], image: &[u8; IMAGE_PIXELS]) -> [f32; 10] {
+    let mut sum = [0.0f32; 10];
+    for m in models {
+        for (s, l) in sum.iter_mut().zip(m.logits_f32(image)) {
+            *s += l;
+        }
+    }
+    sum.map(|s| s / models.len().max(1) as f32)
 }
 
 /// Builds the report from predictions.

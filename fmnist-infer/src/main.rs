@@ -41,9 +41,10 @@ enum InvertArg {
 enum Command {
     /// Accuracy, per-class accuracy and confusion matrix on the 10,000 test images.
     Eval {
-        /// Model file: FMNM (f32, f32 BN-folded, int8) or PyTorch-named .safetensors.
-        #[arg(long)]
-        model: PathBuf,
+        /// Model file: FMNM (f32, f32 BN-folded, int8) or PyTorch-named .safetensors. Give it
+        /// more than once to evaluate the ensemble (mean of the models' logits).
+        #[arg(long, required = true)]
+        model: Vec<PathBuf>,
         /// Fashion-MNIST directory (default: $FMNIST_DATA, ./data/fashion-mnist, /usr/share/datasets/fashion-mnist).
         #[arg(long)]
         data: Option<PathBuf>,
@@ -117,14 +118,22 @@ fn print_json(v: &serde_json::Value) {
 }
 
 fn cmd_eval(
-    model: &Path,
+    paths: &[PathBuf],
     data_dir: Option<&Path>,
     json: bool,
     threads: Option<usize>,
 ) -> Result<()> {
-    let model = Model::load(model)?;
+    let models = paths
+        .iter()
+        .map(|p| Model::load(p))
+        .collect::<Result<Vec<_>>>()?;
     let test = load_test(data_dir)?;
-    let report = eval::evaluate(&model, &test.images, &test.labels, threads.unwrap_or(0))?;
+    let threads = threads.unwrap_or(0);
+    let report = if let [model] = &models[..] {
+        eval::evaluate(model, &test.images, &test.labels, threads)?
+    } else {
+        eval::evaluate_ensemble(&models, &test.images, &test.labels, threads)?
+    };
     if json {
         print_json(&serde_json::to_value(&report).expect("report serialises"));
     } else {

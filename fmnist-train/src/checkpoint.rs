@@ -3,7 +3,8 @@
 //! ```text
 //! offset size field
 //! 0      4    magic "FMCK"
-//! 4      2    format version (u16 LE, = 1)
+//! 4      2    format version (u16 LE, = 2; version 2 added augmentation, label smoothing
+//!             and decoupled decay to the recipe)
 //! 6      2    architecture (u16 LE, 1 = LeNet-BN)
 //! 8      4    payload length n (u32 LE)
 //! 12     n    postcard encoding of TrainState
@@ -19,7 +20,7 @@ use crate::trainer::TrainState;
 /// Magic bytes of a checkpoint.
 pub const MAGIC: [u8; 4] = *b"FMCK";
 /// Checkpoint format version.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// Architecture id of LeNet-BN (as in the model file).
 pub const ARCH_LENET: u16 = 1;
 /// Largest payload accepted (a LeNet state is ~0.8 MB).

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::augment::Augment;
+
 /// Momentum SGD (`v = μ·v − lr·g; w += v`), as dfdx's `SgdConfig`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SgdConfig {
@@ -11,6 +13,9 @@ pub struct SgdConfig {
     pub momentum: f32,
     /// L2 penalty added to the gradient (0 = none).
     pub weight_decay: f32,
+    /// Decoupled weight decay (SGDW, Loshchilov & Hutter): each step also does
+    /// `w -= lr_t · decoupled_decay · w`, outside the momentum (0 = none).
+    pub decoupled_decay: f32,
 }
 
 impl Default for SgdConfig {
@@ -19,6 +24,7 @@ impl Default for SgdConfig {
             lr: 0.05,
             momentum: 0.9,
             weight_decay: 0.0,
+            decoupled_decay: 0.0,
         }
     }
 }
@@ -74,6 +80,10 @@ pub struct TrainConfig {
     pub checkpoint_every: u64,
     /// Seed of initialisation and data order.
     pub seed: u64,
+    /// Training-time augmentation.
+    pub augment: Augment,
+    /// Label smoothing ε: the target is (1 − ε)·one-hot + ε/10 (0 = plain cross-entropy).
+    pub label_smoothing: f32,
 }
 
 /// Steps in one pass over `n` images with batches of `batch` (the last batch may be short).
@@ -105,6 +115,7 @@ impl Preset {
                 lr: 0.05,
                 momentum: 0.9,
                 weight_decay: 1e-3,
+                decoupled_decay: 0.0,
             },
             schedule: Schedule::Cosine {
                 warmup_steps: epoch / 2,
@@ -112,6 +123,8 @@ impl Preset {
             },
             checkpoint_every: epoch,
             seed,
+            augment: Augment::default(),
+            label_smoothing: 0.0,
         }
     }
 
@@ -125,10 +138,13 @@ impl Preset {
                     lr: 0.0005,
                     momentum: 0.9,
                     weight_decay: 0.0,
+                    decoupled_decay: 0.0,
                 },
                 schedule: Schedule::Constant,
                 checkpoint_every: 1_000,
                 seed,
+                augment: Augment::default(),
+                label_smoothing: 0.0,
             },
             // The two tuned recipes differ only in length.
             Preset::Default => Self::cosine_recipe(n, 20, seed),
@@ -168,7 +184,8 @@ mod tests {
             SgdConfig {
                 lr: 0.05,
                 momentum: 0.9,
-                weight_decay: 1e-3
+                weight_decay: 1e-3,
+                decoupled_decay: 0.0
             }
         );
         assert_eq!(
@@ -189,7 +206,8 @@ mod tests {
             SgdConfig {
                 lr: 0.0005,
                 momentum: 0.9,
-                weight_decay: 0.0
+                weight_decay: 0.0,
+                decoupled_decay: 0.0
             }
         );
         assert_eq!(steps_per_epoch(60_000, 64), 938);

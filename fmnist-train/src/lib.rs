@@ -1,6 +1,7 @@
 //! `fmnist-train`: load Fashion-MNIST, train LeNet-BN, fold, quantize and export it.
 
 pub mod atomic;
+pub mod augment;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;

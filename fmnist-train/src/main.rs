@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use fmnist_train::config::{Preset, steps_per_epoch};
+use fmnist_train::config::{Preset, Schedule, TrainConfig, steps_per_epoch};
 use fmnist_train::quantize::Calibration;
 use fmnist_train::run::{RunOptions, run};
 use fmnist_train::trainer::Trainer;
@@ -57,6 +57,8 @@ enum Command {
         /// Checkpoint and test every this many steps instead of the preset's.
         #[arg(long)]
         checkpoint_every: Option<u64>,
+        #[command(flatten)]
+        recipe: RecipeFlags,
         #[command(flatten)]
         common: Common,
     },
@@ -138,6 +140,94 @@ enum Method {
     Mse,
 }
 
+/// The improvements, each overriding the preset's choice.
+#[derive(clap::Args)]
+struct RecipeFlags {
+    /// Learning-rate schedule: `constant`, or `cosine` (linear warm-up, then cosine to 0).
+    #[arg(long, value_enum)]
+    schedule: Option<ScheduleArg>,
+    /// Warm-up of the cosine schedule, in epochs.
+    #[arg(long, default_value_t = 0.5)]
+    warmup: f64,
+    /// Augmentation: random translation by up to N pixels (pad and random crop).
+    #[arg(long)]
+    shift: Option<u8>,
+    /// Augmentation: mirror left-right with probability ½ (`--flip true|false`).
+    #[arg(long)]
+    flip: Option<bool>,
+    /// Augmentation: random rotation within ± this many degrees.
+    #[arg(long)]
+    rotate: Option<f32>,
+    /// Augmentation: Gaussian pixel noise, std as a fraction of full scale.
+    #[arg(long)]
+    noise: Option<f32>,
+    /// Label smoothing ε (0 – 0.5).
+    #[arg(long)]
+    label_smoothing: Option<f32>,
+    /// Decoupled weight decay λ (SGDW: w −= lr·λ·w each step).
+    #[arg(long)]
+    decoupled_decay: Option<f32>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ScheduleArg {
+    Constant,
+    Cosine,
+}
+
+impl RecipeFlags {
+    /// Applies the flags to `cfg` (`epoch` = steps per epoch).
+    fn apply(&self, cfg: &mut TrainConfig, epoch: u64) -> Result<(), cli::CliError> {
+        match self.schedule {
+            Some(ScheduleArg::Constant) => cfg.schedule = Schedule::Constant,
+            Some(ScheduleArg::Cosine) => {
+                if !(self.warmup.is_finite() && self.warmup >= 0.0) {
+                    return Err(cli::CliError::bad(format!(
+                        "--warmup must be a number of epochs ≥ 0, got {}",
+                        self.warmup
+                    )));
+                }
+                cfg.schedule = Schedule::Cosine {
+                    warmup_steps: (self.warmup * epoch as f64).round() as u64,
+                    final_fraction: 0.0,
+                }
+            }
+            None => {}
+        }
+        let a = &mut cfg.augment;
+        if let Some(v) = self.shift {
+            a.shift = v;
+        }
+        if let Some(v) = self.flip {
+            a.flip = v;
+        }
+        if let Some(v) = self.rotate {
+            a.rotate_deg = v;
+        }
+        if let Some(v) = self.noise {
+            a.noise = v;
+        }
+        a.validate().map_err(cli::CliError::bad)?;
+        if let Some(e) = self.label_smoothing {
+            if !(e.is_finite() && (0.0..=0.5).contains(&e)) {
+                return Err(cli::CliError::bad(format!(
+                    "--label-smoothing must be between 0 and 0.5, got {e}"
+                )));
+            }
+            cfg.label_smoothing = e;
+        }
+        if let Some(d) = self.decoupled_decay {
+            if !(d.is_finite() && (0.0..1.0).contains(&d)) {
+                return Err(cli::CliError::bad(format!(
+                    "--decoupled-decay must be between 0 and 1, got {d}"
+                )));
+            }
+            cfg.sgd.decoupled_decay = d;
+        }
+        Ok(())
+    }
+}
+
 #[derive(clap::Args)]
 struct Common {
     /// Worker threads (0 = all cores). Results depend only on the seed, not on this.
@@ -182,6 +272,7 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
             weight_decay,
             batch,
             checkpoint_every,
+            recipe,
             common,
         } => {
             let (train, test) = data::load_both(data.as_deref()).map_err(cli::bad_input)?;
@@ -222,6 +313,7 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
             if let Some(c) = checkpoint_every {
                 cfg.checkpoint_every = c;
             }
+            recipe.apply(&mut cfg, epoch)?;
             if cfg.steps == 0 || cfg.checkpoint_every == 0 {
                 return Err(cli::CliError::bad(
                     "--steps, --epochs and --checkpoint-every must be at least 1",

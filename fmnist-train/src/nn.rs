@@ -122,6 +122,15 @@ impl<const C: usize> BnBatch<C> {
     }
 }
 
+/// What the training loss compares the logits with.
+#[derive(Clone, Copy, Debug)]
+pub struct Targets {
+    /// Images in the whole mini-batch (the loss is the batch mean).
+    pub batch: usize,
+    /// Label smoothing ε: target (1 − ε)·one-hot + ε/10.
+    pub smoothing: f32,
+}
+
 /// Buffers of one chunk, allocated once and reused every step.
 pub struct Chunk {
     /// Images in this chunk this step.
@@ -216,10 +225,11 @@ impl Chunk {
         conv2_stage(self, p, bn1)
     }
 
-    /// Stage 3: BN2 → ReLU → pool2, the dense layers and the logits. With `batch` set (the
-    /// whole mini-batch size), also the loss and the backward pass down to the BN2 sums.
-    pub fn head(&mut self, p: &LeNetParams, bn2: &BnBatch<16>, batch: Option<usize>) {
-        head_stage(self, p, bn2, batch)
+    /// Stage 3: BN2 → ReLU → pool2, the dense layers and the logits. With `targets` set,
+    /// also the training loss and the backward pass down to the BN2 sums; without, the plain
+    /// cross-entropy (evaluation).
+    pub fn head(&mut self, p: &LeNetParams, bn2: &BnBatch<16>, targets: Option<Targets>) {
+        head_stage(self, p, bn2, targets)
     }
 
     /// Stage 4: BN2 backward (needs the batch sums Σdy, Σdy·x̂), conv2 backward, then the
@@ -577,7 +587,7 @@ simd_dispatch! {
 }
 
 simd_dispatch! {
-    fn head_stage(ch: &mut Chunk, p: &LeNetParams, bn2: &BnBatch<16>, batch: Option<usize>) {
+    fn head_stage(ch: &mut Chunk, p: &LeNetParams, bn2: &BnBatch<16>, targets: Option<Targets>) {
         let n = ch.n;
         let np2 = n * P2;
         for c in 0..16 {
@@ -617,16 +627,28 @@ simd_dispatch! {
             let m = l[pred];
             let sum: f32 = l.iter().map(|&v| libm::expf(v - m)).sum();
             let lse = m + libm::logf(sum);
-            ch.loss += (lse - l[y]) as f64;
-            if let Some(batch) = batch {
-                let d = &mut ch.dlogits[i * 10..][..10];
-                for (j, dj) in d.iter_mut().enumerate() {
-                    let pj = libm::expf(l[j] - lse);
-                    *dj = (pj - (j == y) as u32 as f32) / batch as f32;
+            let Some(t) = targets else {
+                ch.loss += (lse - l[y]) as f64;
+                continue;
+            };
+            // Smoothed target q: ε/10 everywhere plus 1 − ε on the label (ε = 0: one-hot, and
+            // then exactly the plain cross-entropy and gradient).
+            let (off, on) = (t.smoothing / 10.0, 1.0 - t.smoothing + t.smoothing / 10.0);
+            let d = &mut ch.dlogits[i * 10..][..10];
+            let mut loss = 0.0f32;
+            for (j, dj) in d.iter_mut().enumerate() {
+                let q = if j == y { on } else { off };
+                if q != 0.0 {
+                    loss += q * (lse - l[j]);
                 }
+                let pj = libm::expf(l[j] - lse);
+                *dj = (pj - q) / t.batch as f32;
             }
+            ch.loss += loss as f64;
         }
-        let Some(_) = batch else { return };
+        if targets.is_none() {
+            return;
+        }
 
         let g = &mut *ch.grads;
         dense_backward(
@@ -786,6 +808,69 @@ simd_dispatch! {
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smoothed_loss_and_gradient_match_the_formula() {
+        let p = crate::trainer::init_params(5);
+        let images: Vec<[u8; IMAGE_PIXELS]> = (0..CHUNK)
+            .map(|i| std::array::from_fn(|j| ((i * 31 + j * 7) % 256) as u8))
+            .collect();
+        let refs: Vec<&[u8; IMAGE_PIXELS]> = images.iter().collect();
+        let labels: Vec<u8> = (0..CHUNK as u8).map(|i| i % 10).collect();
+        for eps in [0.0f32, 0.1, 0.3] {
+            let mut ch = Chunk::default();
+            ch.conv1(&p, &refs, &labels);
+            let bn1 = BnBatch::<6>::from_sums(
+                &ch.sums[0][..6].try_into().unwrap(),
+                &ch.sums[1][..6].try_into().unwrap(),
+                CHUNK * 784,
+            );
+            ch.conv2(&p, &bn1);
+            let bn2 = BnBatch::<16>::from_sums(&ch.sums[0], &ch.sums[1], CHUNK * 100);
+            let t = Targets {
+                batch: 64,
+                smoothing: eps,
+            };
+            ch.head(&p, &bn2, Some(t));
+            let mut loss = 0.0f64;
+            for (i, &y) in labels.iter().enumerate() {
+                let l: Vec<f64> = ch.logits[i * 10..][..10]
+                    .iter()
+                    .map(|&v| v as f64)
+                    .collect();
+                let m = l.iter().cloned().fold(f64::MIN, f64::max);
+                let lse = m + l.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+                let mut gsum = 0.0f64;
+                for (j, &lj) in l.iter().enumerate() {
+                    let q = eps as f64 / 10.0
+                        + if j == y as usize {
+                            1.0 - eps as f64
+                        } else {
+                            0.0
+                        };
+                    loss += q * (lse - lj);
+                    let g = ((lj - lse).exp() - q) / 64.0;
+                    let got = ch.dlogits[i * 10 + j] as f64;
+                    assert!(
+                        (got - g).abs() < 1e-6,
+                        "eps {eps} image {i} class {j}: {got} vs {g}"
+                    );
+                    gsum += got;
+                }
+                assert!(gsum.abs() < 1e-6, "a softmax gradient sums to zero");
+            }
+            assert!(
+                (ch.loss - loss).abs() < 1e-3 * loss,
+                "eps {eps}: {} vs {loss}",
+                ch.loss
+            );
         }
     }
 }

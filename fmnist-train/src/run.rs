@@ -46,6 +46,8 @@ pub struct RunSummary {
     pub threads: usize,
     /// The seed.
     pub seed: u64,
+    /// The whole recipe.
+    pub config: crate::config::TrainConfig,
 }
 
 /// Why a run stopped early.
@@ -290,6 +292,7 @@ pub fn run(
         evaluations,
         threads,
         seed: cfg.seed,
+        config: cfg,
     })
 }
 

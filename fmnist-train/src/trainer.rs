@@ -9,9 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use fmnist_core::lenet::{IMAGE_PIXELS, LeNetParams};
 
+use crate::augment::Augment;
 use crate::config::TrainConfig;
 use crate::data::Dataset;
-use crate::nn::{BnBatch, CHUNK, Chunk};
+use crate::nn::{BnBatch, CHUNK, Chunk, Targets};
 
 /// PyTorch's batch-norm momentum for the running statistics (running = 0.9·running + 0.1·batch).
 pub const BN_MOMENTUM: f32 = 0.1;
@@ -202,14 +203,32 @@ impl<'d> Trainer<'d> {
         let batch = self.next_batch();
         let b = batch.len();
         let nchunks = b.div_ceil(CHUNK);
-        let images: Vec<&[u8; IMAGE_PIXELS]> = batch
-            .iter()
-            .map(|&i| &self.train.images[i as usize])
-            .collect();
+        let aug = self.state.config.augment;
+        let augmented: Vec<[u8; IMAGE_PIXELS]> = if aug.is_off() {
+            Vec::new()
+        } else {
+            let mut rng = Augment::rng(self.state.config.seed, self.state.step);
+            batch
+                .iter()
+                .map(|&i| aug.apply(&self.train.images[i as usize], &mut rng))
+                .collect()
+        };
+        let images: Vec<&[u8; IMAGE_PIXELS]> = if aug.is_off() {
+            batch
+                .iter()
+                .map(|&i| &self.train.images[i as usize])
+                .collect()
+        } else {
+            augmented.iter().collect()
+        };
         let labels: Vec<u8> = batch
             .iter()
             .map(|&i| self.train.labels[i as usize])
             .collect();
+        let targets = Targets {
+            batch: b,
+            smoothing: self.state.config.label_smoothing,
+        };
         let p = &*self.params;
         let chunks = &mut self.chunks[..nchunks];
         let pool = &self.pool;
@@ -230,7 +249,7 @@ impl<'d> Trainer<'d> {
         pool.install(|| {
             chunks
                 .par_iter_mut()
-                .for_each(|ch| ch.head(p, &bn2, Some(b)))
+                .for_each(|ch| ch.head(p, &bn2, Some(targets)))
         });
         let (dsum2, dxsum2) = reduce_sums::<16>(chunks);
         pool.install(|| {
@@ -271,6 +290,8 @@ impl<'d> Trainer<'d> {
         let cfg = self.state.config;
         let lr = cfg.schedule.lr_at(cfg.sgd.lr, self.state.step, cfg.steps);
         let (mu, wd) = (cfg.sgd.momentum, cfg.sgd.weight_decay);
+        // Decoupled decay follows the schedule: lr_t · λ.
+        let shrink = lr * cfg.sgd.decoupled_decay;
         {
             let w = bytemuck::cast_slice_mut::<LeNetParams, f32>(std::slice::from_mut(
                 &mut *self.params,
@@ -283,6 +304,9 @@ impl<'d> Trainer<'d> {
                 for i in r {
                     let gi = g[i] + wd * w[i];
                     v[i] = mu * v[i] - lr * gi;
+                    if shrink != 0.0 {
+                        w[i] -= shrink * w[i];
+                    }
                     w[i] += v[i];
                 }
             }
@@ -369,5 +393,118 @@ pub fn evaluate_with(p: &LeNetParams, data: &Dataset, pool: &rayon::ThreadPool) 
         accuracy: correct as f64 / data.len().max(1) as f64,
         loss: loss / data.len().max(1) as f64,
         logits,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Preset, Schedule};
+    use rand::RngExt;
+
+    fn synthetic(n: usize, seed: u64) -> Dataset {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        Dataset {
+            images: (0..n)
+                .map(|_| std::array::from_fn(|_| rng.random::<u8>()))
+                .collect(),
+            labels: (0..n).map(|_| rng.random_range(0..10u8)).collect(),
+        }
+    }
+
+    fn recipe(steps: u64) -> TrainConfig {
+        let mut c = Preset::Default.config(200, 3);
+        c.batch = 40;
+        c.steps = steps;
+        c.schedule = Schedule::Cosine {
+            warmup_steps: 2,
+            final_fraction: 0.0,
+        };
+        c.augment = Augment {
+            shift: 2,
+            flip: true,
+            rotate_deg: 10.0,
+            noise: 0.03,
+        };
+        c.label_smoothing = 0.1;
+        c.sgd.decoupled_decay = 0.01;
+        c
+    }
+
+    fn weights(t: &Trainer) -> Vec<u8> {
+        bytemuck::bytes_of(t.params()).to_vec()
+    }
+
+    #[test]
+    fn every_improvement_on_stays_thread_independent_and_resumes_bit_identically() {
+        let data = synthetic(200, 1);
+        let run = |threads: usize| {
+            let mut t = Trainer::new(recipe(8), &data, threads);
+            (0..8).for_each(|_| {
+                t.step();
+            });
+            weights(&t)
+        };
+        let one = run(1);
+        assert!(one == run(3), "thread count changed the weights");
+
+        let mut first = Trainer::new(recipe(8), &data, 2);
+        (0..5).for_each(|_| {
+            first.step();
+        });
+        first.sync_state();
+        let mut resumed = Trainer::resume(first.state.clone(), &data, 1).unwrap();
+        (0..3).for_each(|_| {
+            resumed.step();
+        });
+        assert!(resumed.state.step == 8 && weights(&resumed) == one);
+
+        // And augmentation changes what is learned (the flags are not ignored).
+        let mut plain = recipe(8);
+        plain.augment = Augment::default();
+        let mut t = Trainer::new(plain, &data, 2);
+        (0..8).for_each(|_| {
+            t.step();
+        });
+        assert!(weights(&t) != one);
+    }
+
+    #[test]
+    fn decoupled_decay_shrinks_each_weight_by_lr_times_lambda() {
+        let data = synthetic(64, 2);
+        let mut cfg = recipe(1);
+        cfg.augment = Augment::default();
+        cfg.schedule = Schedule::Constant;
+        cfg.batch = 64;
+        let lambda = 0.05;
+        let w0 = init_params(cfg.seed);
+        let mut plain = Trainer::new(TrainConfig { ..cfg }, &data, 1);
+        plain.state.config.sgd.decoupled_decay = 0.0;
+        let mut decayed = Trainer::new(cfg, &data, 1);
+        decayed.state.config.sgd.decoupled_decay = lambda;
+        let lr = plain.step().lr;
+        decayed.step();
+        let f = |p: &LeNetParams| {
+            bytemuck::cast_slice::<LeNetParams, f32>(std::slice::from_ref(p)).to_vec()
+        };
+        let (a, b, w) = (f(plain.params()), f(decayed.params()), f(&w0));
+        let mut checked = 0;
+        for r in trainable_ranges() {
+            for i in r {
+                let expect = a[i] - lr * lambda * w[i];
+                assert!(
+                    (b[i] - expect).abs() <= 1e-6 * (1.0 + expect.abs()),
+                    "parameter {i}: {} vs {expect}",
+                    b[i]
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, fmnist_core::lenet::LENET_PARAMETERS);
+        // Running statistics are not parameters: untouched by the decay.
+        assert_eq!(
+            plain.params().bn1.running_var,
+            decayed.params().bn1.running_var
+        );
     }
 }

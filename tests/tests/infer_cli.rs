@@ -42,10 +42,13 @@ fn models() -> &'static Models {
                 lr: 0.05,
                 momentum: 0.9,
                 weight_decay: 0.0,
+                decoupled_decay: 0.0,
             },
             schedule: Schedule::Constant,
             checkpoint_every: 1_000,
             seed: 7,
+            augment: Default::default(),
+            label_smoothing: 0.0,
         };
         let mut t = Trainer::new(cfg, &train, 2);
         for _ in 0..cfg.steps {
@@ -426,4 +429,63 @@ fn usage_errors_exit_2() {
         assert_eq!(o.status.code(), Some(2), "{args:?}");
         assert!(!text(&o).1.contains("panicked"));
     }
+}
+
+#[test]
+fn eval_ensemble_averages_logits_and_names_a_bad_member() {
+    let m = models();
+    let single = json_of(&run(
+        "fmnist-infer",
+        &["eval", "--model", s(&m.f32), "--json"],
+    ));
+    // Two copies of one model: the mean of equal logits is those logits, bit for bit.
+    let twice = json_of(&run(
+        "fmnist-infer",
+        &[
+            "eval",
+            "--model",
+            s(&m.f32),
+            "--model",
+            s(&m.safetensors),
+            "--json",
+        ],
+    ));
+    assert_eq!(twice["kind"], "ensemble");
+    assert_eq!(twice["correct"], single["correct"]);
+    assert_eq!(twice["confusion"], single["confusion"]);
+    assert!(twice["model"].as_str().unwrap().contains(" + "));
+
+    // f32 + int8: the mean of f32 and dequantized int8 logits, recomputed here.
+    let mixed = json_of(&run(
+        "fmnist-infer",
+        &[
+            "eval",
+            "--model",
+            s(&m.f32),
+            "--model",
+            s(&m.int8),
+            "--json",
+        ],
+    ));
+    let f32m = fmnist_infer::model::Model::load(&m.f32).unwrap();
+    let q = fmnist_infer::model::Model::load(&m.int8).unwrap();
+    let pair = [f32m, q];
+    let expect = m
+        .test
+        .images
+        .iter()
+        .zip(&m.test.labels)
+        .filter(|&(img, &y)| {
+            fmnist_core::layers::argmax(&fmnist_infer::eval::mean_logits(&pair, img)) == y as usize
+        })
+        .count();
+    assert_eq!(mixed["correct"], expect);
+
+    let bad = m._dir.path().join("not-a-model.fmnm");
+    std::fs::write(&bad, b"nonsense").unwrap();
+    let o = run(
+        "fmnist-infer",
+        &["eval", "--model", s(&m.f32), "--model", s(&bad)],
+    );
+    assert_one_line_naming(&o, &bad, "");
 }

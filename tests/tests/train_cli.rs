@@ -225,6 +225,34 @@ fn bad_input_is_a_clear_error_with_exit_code_2() {
     assert_bad_input(&o, "--lr must be a positive number");
     let o = run("fmnist-train", &["train", "--preset", "nonsense"]);
     assert_eq!(o.status.code(), Some(2));
+    for (flag, value, message) in [
+        ("--shift", "9", "--shift must be at most 8 pixels"),
+        (
+            "--rotate",
+            "90",
+            "--rotate must be between 0 and 45 degrees",
+        ),
+        (
+            "--rotate",
+            "NaN",
+            "--rotate must be between 0 and 45 degrees",
+        ),
+        ("--noise", "-0.1", "--noise must be between 0 and 1"),
+        (
+            "--label-smoothing",
+            "0.7",
+            "--label-smoothing must be between 0 and 0.5",
+        ),
+        (
+            "--decoupled-decay",
+            "1.5",
+            "--decoupled-decay must be between 0 and 1",
+        ),
+    ] {
+        let arg = format!("{flag}={value}");
+        let o = run("fmnist-train", &["train", "--steps", "1", &arg]);
+        assert_bad_input(&o, message);
+    }
 }
 
 #[test]
