@@ -5,8 +5,9 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use fmnist_core::lenet::LeNetParams;
+use fmnist_core::wide::WideParams;
 
-use crate::config::Preset;
+use crate::config::{Model, Preset};
 use crate::data::Dataset;
 use crate::trainer::{Trainer, evaluate_with, thread_pool};
 
@@ -48,8 +49,56 @@ pub fn bad_input(e: impl Display) -> CliError {
     CliError::bad(e)
 }
 
-/// Rows of the layer table: (layer, output shape, parameters).
-pub fn layer_table() -> Vec<(&'static str, &'static str, usize)> {
+/// Rows of the layer table of `model`: (layer, output shape, parameters).
+pub fn layer_table(model: Model) -> Vec<(&'static str, &'static str, usize)> {
+    match model {
+        Model::Lenet => lenet_table(),
+        Model::Wide => wide_table(),
+    }
+}
+
+fn wide_table() -> Vec<(&'static str, &'static str, usize)> {
+    let p: Box<WideParams> = bytemuck::zeroed_box();
+    let n = |s: usize| s / 4;
+    vec![
+        (
+            "conv1 (Conv2d 1→32, 3x3, pad 1)",
+            "[32, 28, 28]",
+            n(size_of_val(&p.conv1_weight) + size_of_val(&p.conv1_bias)),
+        ),
+        (
+            "bn1 (BatchNorm2d)",
+            "[32, 28, 28]",
+            n(size_of_val(&p.bn1.gamma) + size_of_val(&p.bn1.beta)),
+        ),
+        ("relu1 + maxpool1 (2x2)", "[32, 14, 14]", 0),
+        (
+            "conv2 (Conv2d 32→64, 3x3, pad 1)",
+            "[64, 14, 14]",
+            n(size_of_val(&p.conv2_weight) + size_of_val(&p.conv2_bias)),
+        ),
+        (
+            "bn2 (BatchNorm2d)",
+            "[64, 14, 14]",
+            n(size_of_val(&p.bn2.gamma) + size_of_val(&p.bn2.beta)),
+        ),
+        ("relu2 + maxpool2 (2x2)", "[64, 7, 7]", 0),
+        ("flatten", "[3136]", 0),
+        (
+            "fc1 (Linear 3136→512) + ReLU",
+            "[512]",
+            n(size_of_val(&p.fc1_weight) + size_of_val(&p.fc1_bias)),
+        ),
+        ("dropout (p = 0.5, training only)", "[512]", 0),
+        (
+            "fc2 (Linear 512→10)",
+            "[10]",
+            n(size_of_val(&p.fc2_weight) + size_of_val(&p.fc2_bias)),
+        ),
+    ]
+}
+
+fn lenet_table() -> Vec<(&'static str, &'static str, usize)> {
     let p = LeNetParams::default_zeroed();
     let n = |s: usize| s / 4;
     vec![
@@ -117,9 +166,9 @@ pub fn thousands(n: usize) -> String {
     out
 }
 
-/// Prints the layer table (or JSON).
-pub fn print_summary(json: bool) {
-    let rows = layer_table();
+/// Prints the layer table of `model` (or JSON).
+pub fn print_summary(model: Model, json: bool) {
+    let rows = layer_table(model);
     let total: usize = rows.iter().map(|r| r.2).sum();
     if json {
         let layers: Vec<_> = rows
@@ -128,16 +177,16 @@ pub fn print_summary(json: bool) {
             .collect();
         println!(
             "{}",
-            serde_json::json!({"model": "LeNet-BN", "layers": layers, "total_params": total})
+            serde_json::json!({"model": model.name(), "layers": layers, "total_params": total})
         );
         return;
     }
-    println!("{:<34} {:<16} {:>8}", "Layer", "Output Shape", "Param #");
-    println!("{}", "=".repeat(60));
+    println!("{:<36} {:<16} {:>9}", "Layer", "Output Shape", "Param #");
+    println!("{}", "=".repeat(63));
     for (l, s, p) in &rows {
-        println!("{l:<34} {s:<16} {:>8}", thousands(*p));
+        println!("{l:<36} {s:<16} {:>9}", thousands(*p));
     }
-    println!("{}", "=".repeat(60));
+    println!("{}", "=".repeat(63));
     println!("Total params: {}", thousands(total));
 }
 
@@ -198,8 +247,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn table_totals_61750() {
-        assert_eq!(layer_table().iter().map(|r| r.2).sum::<usize>(), 61_750);
+    fn tables_total_the_parameter_counts() {
+        let total = |m| layer_table(m).iter().map(|r| r.2).sum::<usize>();
+        assert_eq!(total(Model::Lenet), 61_750);
+        assert_eq!(total(Model::Wide), fmnist_core::wide::WIDE_PARAMETERS);
         assert_eq!(thousands(61_750), "61,750");
         assert_eq!(thousands(850), "850");
         assert_eq!(thousands(1_630_282), "1,630,282");

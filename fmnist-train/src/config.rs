@@ -4,6 +4,26 @@ use serde::{Deserialize, Serialize};
 
 use crate::augment::Augment;
 
+/// Which network to train.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+pub enum Model {
+    /// LeNet-BN, 61,750 parameters: the microcontroller model.
+    #[default]
+    Lenet,
+    /// The wide CNN, 1,630,282 parameters (conv 32/64 @3x3, dense 512, dropout).
+    Wide,
+}
+
+impl Model {
+    /// Display name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Model::Lenet => "LeNet-BN",
+            Model::Wide => "wide CNN",
+        }
+    }
+}
+
 /// Momentum SGD (`v = μ·v − lr·g; w += v`), as dfdx's `SgdConfig`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SgdConfig {

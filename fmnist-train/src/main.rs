@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use fmnist_train::config::{Preset, Schedule, TrainConfig, steps_per_epoch};
+use fmnist_train::config::{Model, Preset, Schedule, TrainConfig, steps_per_epoch};
 use fmnist_train::quantize::Calibration;
 use fmnist_train::run::{RunOptions, run};
 use fmnist_train::trainer::Trainer;
@@ -104,8 +104,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print the layer table of LeNet-BN.
+    /// Print the layer table of a network.
     Summary {
+        /// The network.
+        #[arg(long, value_enum, default_value = "lenet")]
+        model: Model,
         /// One JSON object instead of the table.
         #[arg(long)]
         json: bool,
@@ -393,8 +396,8 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
             }
             Ok(())
         }
-        Command::Summary { json } => {
-            cli::print_summary(json);
+        Command::Summary { model, json } => {
+            cli::print_summary(model, json);
             Ok(())
         }
         Command::Bench {

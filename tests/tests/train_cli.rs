@@ -273,3 +273,15 @@ fn summary_prints_the_layer_table() {
         serde_json::from_str(&text(&run("fmnist-train", &["summary", "--json"])).0).unwrap();
     assert_eq!(j["total_params"], 61_750);
 }
+
+#[test]
+fn summary_of_the_wide_cnn() {
+    let o = run("fmnist-train", &["summary", "--model", "wide"]);
+    let (out, _) = text(&o);
+    assert!(o.status.success());
+    for needle in ["[64, 7, 7]", "1,606,144", "Total params: 1,630,282"] {
+        assert!(out.contains(needle), "{needle} missing from:\n{out}");
+    }
+    let o = run("fmnist-train", &["summary", "--model", "resnet"]);
+    assert_eq!(o.status.code(), Some(2));
+}
