@@ -225,7 +225,7 @@ impl RecipeFlags {
                     "--decoupled-decay must be between 0 and 1, got {d}"
                 )));
             }
-            cfg.sgd.decoupled_decay = d;
+            *cfg.optimizer.decoupled_decay_mut() = d;
         }
         Ok(())
     }
@@ -297,7 +297,7 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
                         "--weight-decay must be a number ≥ 0, got {wd}"
                     )));
                 }
-                cfg.sgd.weight_decay = wd;
+                *cfg.optimizer.weight_decay_mut() = wd;
             }
             if let Some(s) = steps {
                 cfg.steps = s;
@@ -311,7 +311,7 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
                         "--lr must be a positive number, got {lr}"
                     )));
                 }
-                cfg.sgd.lr = lr;
+                *cfg.optimizer.lr_mut() = lr;
             }
             if let Some(c) = checkpoint_every {
                 cfg.checkpoint_every = c;

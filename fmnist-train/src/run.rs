@@ -7,8 +7,52 @@ use std::time::Instant;
 use fmnist_core::format::{Arch, Kind};
 
 use crate::checkpoint;
+use crate::config::TrainConfig;
 use crate::data::Dataset;
-use crate::trainer::Trainer;
+use crate::trainer::{Evaluation, StepStats, Trainer};
+
+/// A training run the loop drives: LeNet-BN or the wide CNN.
+pub trait Session {
+    /// The recipe.
+    fn config(&self) -> TrainConfig;
+    /// Optimizer steps done.
+    fn steps_done(&self) -> u64;
+    /// Seconds spent in optimizer steps so far (over every resume).
+    fn train_seconds(&self) -> f64;
+    /// One optimizer step.
+    fn step(&mut self) -> StepStats;
+    /// Test-set evaluation.
+    fn evaluate(&mut self, test: &Dataset) -> Evaluation;
+    /// The current state encoded as a checkpoint.
+    fn checkpoint(&mut self) -> Vec<u8>;
+    /// The architecture and the f32 weights as a `Kind::F32` model payload.
+    fn model_payload(&self) -> (Arch, &[u8]);
+}
+
+impl Session for Trainer<'_> {
+    fn config(&self) -> TrainConfig {
+        self.state.config
+    }
+    fn steps_done(&self) -> u64 {
+        self.state.step
+    }
+    fn train_seconds(&self) -> f64 {
+        self.state.train_seconds
+    }
+    fn step(&mut self) -> StepStats {
+        Trainer::step(self)
+    }
+    fn evaluate(&mut self, test: &Dataset) -> Evaluation {
+        Trainer::evaluate(self, test)
+    }
+    fn checkpoint(&mut self) -> Vec<u8> {
+        self.sync_state();
+        checkpoint::encode(&self.state)
+    }
+    fn model_payload(&self) -> (Arch, &[u8]) {
+        (Arch::LeNet, bytemuck::bytes_of(self.params()))
+    }
+}
 
 /// Where and how a run reports.
 #[derive(Clone, Debug)]
@@ -141,7 +185,7 @@ fn truncate_log(log: &Path, step: u64) -> std::io::Result<()> {
 
 /// Runs `trainer` to its configured number of steps.
 pub fn run(
-    trainer: &mut Trainer,
+    trainer: &mut dyn Session,
     test: &Dataset,
     threads: usize,
     opts: &RunOptions,
@@ -154,7 +198,7 @@ pub fn run(
     std::fs::create_dir_all(&opts.out).map_err(io(&opts.out))?;
     remove_stale_temp_files(&opts.out);
     let log_path = opts.out.join("train-log.jsonl");
-    truncate_log(&log_path, trainer.state.step).map_err(io(&log_path))?;
+    truncate_log(&log_path, trainer.steps_done()).map_err(io(&log_path))?;
     let mut log = BufWriter::new(
         std::fs::OpenOptions::new()
             .create(true)
@@ -162,10 +206,10 @@ pub fn run(
             .open(&log_path)
             .map_err(io(&log_path))?,
     );
-    let cfg = trainer.state.config;
+    let cfg = trainer.config();
     let total = cfg.steps;
-    let first_step = trainer.state.step;
-    let train_seconds_before = trainer.state.train_seconds;
+    let first_step = trainer.steps_done();
+    let train_seconds_before = trainer.train_seconds();
     let bar = (!opts.json && std::io::stdout().is_terminal()).then(|| {
         let b = indicatif::ProgressBar::new(total);
         b.set_style(
@@ -190,9 +234,9 @@ pub fn run(
     let mut evaluations = Vec::new();
     let mut newest = newest_checkpoint(&opts.out).unwrap_or_default();
     let mut last_acc = f64::NAN;
-    while trainer.state.step < total {
+    while trainer.steps_done() < total {
         let st = trainer.step();
-        let step = trainer.state.step;
+        let step = trainer.steps_done();
         writeln!(
             log,
             r#"{{"time":"{}","step":{step},"total":{total},"loss":{:.6},"accuracy":{:.6},"lr":{:.6e}}}"#,
@@ -224,16 +268,11 @@ pub fn run(
             let e = trainer.evaluate(test);
             last_acc = e.accuracy;
             evaluations.push((step, e.accuracy));
-            trainer.sync_state();
+            let bytes = trainer.checkpoint();
             let path = opts.out.join(checkpoint_name(step));
             // The log up to this step is flushed before the checkpoint that covers it exists.
             log.flush().map_err(io(&log_path))?;
-            checkpoint::save(&path, &trainer.state).map_err(|e| match e {
-                checkpoint::CheckpointError::Io(p, e) => RunError::Io(p, e),
-                checkpoint::CheckpointError::Invalid(p, why) => {
-                    RunError::Io(p, std::io::Error::other(why))
-                }
-            })?;
+            crate::atomic::write_atomic(&path, &bytes).map_err(io(&path))?;
             newest = path.clone();
             writeln!(
                 log,
@@ -265,12 +304,8 @@ pub fn run(
         last_acc = trainer.evaluate(test).accuracy;
     }
     let model = opts.out.join("model.fmnm");
-    crate::modelio::write_model(
-        &model,
-        Arch::LeNet,
-        Kind::F32,
-        bytemuck::bytes_of(trainer.params()),
-    )
+    let (arch, payload) = trainer.model_payload();
+    crate::modelio::write_model(&model, arch, Kind::F32, payload)
     .map_err(|e| match e {
         crate::modelio::ModelIoError::Io(p, e) => RunError::Io(p, e),
         crate::modelio::ModelIoError::Format(p, e) => {
@@ -281,14 +316,14 @@ pub fn run(
         test_accuracy: last_acc,
         images_per_second: images_per_second(
             trainer,
-            trainer.state.step - first_step,
+            trainer.steps_done() - first_step,
             train_seconds_before,
         ),
         wall_seconds: start.elapsed().as_secs_f64(),
         model,
         checkpoint: newest,
         log: log_path,
-        steps: trainer.state.step,
+        steps: trainer.steps_done(),
         evaluations,
         threads,
         seed: cfg.seed,
@@ -296,11 +331,11 @@ pub fn run(
     })
 }
 
-fn images_per_second(t: &Trainer, steps: u64, seconds_before: f64) -> f64 {
-    let secs = t.state.train_seconds - seconds_before;
+fn images_per_second(t: &dyn Session, steps: u64, seconds_before: f64) -> f64 {
+    let secs = t.train_seconds() - seconds_before;
     if secs <= 0.0 {
         0.0
     } else {
-        (steps as usize * t.state.config.batch) as f64 / secs
+        (steps as usize * t.config().batch) as f64 / secs
     }
 }

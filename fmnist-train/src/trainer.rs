@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use fmnist_core::lenet::{IMAGE_PIXELS, LeNetParams};
 
 use crate::augment::Augment;
-use crate::config::TrainConfig;
+use crate::config::{Model, Optimizer, SgdConfig, TrainConfig};
 use crate::data::Dataset;
 use crate::nn::{BnBatch, CHUNK, Chunk, Targets};
 
@@ -99,6 +99,7 @@ pub struct Trainer<'d> {
     chunks: Vec<Chunk>,
     pool: rayon::ThreadPool,
     train: &'d Dataset,
+    sgd: SgdConfig,
 }
 
 /// Builds a rayon pool of exactly `threads` threads (0 = all cores).
@@ -132,6 +133,10 @@ impl<'d> Trainer<'d> {
 
     /// Continues from a saved state.
     pub fn resume(state: TrainState, train: &'d Dataset, threads: usize) -> Result<Self, String> {
+        let (Model::Lenet, Optimizer::Sgd(sgd)) = (state.config.model, state.config.optimizer)
+        else {
+            return Err("is not a LeNet-BN run with momentum SGD".into());
+        };
         let len = size_of::<LeNetParams>() / 4;
         if state.params.len() != len || state.momentum.len() != len {
             return Err(format!(
@@ -166,6 +171,7 @@ impl<'d> Trainer<'d> {
             chunks,
             pool: thread_pool(threads),
             train,
+            sgd,
         })
     }
 
@@ -288,10 +294,11 @@ impl<'d> Trainer<'d> {
         }
 
         let cfg = self.state.config;
-        let lr = cfg.schedule.lr_at(cfg.sgd.lr, self.state.step, cfg.steps);
-        let (mu, wd) = (cfg.sgd.momentum, cfg.sgd.weight_decay);
+        let sgd = self.sgd;
+        let lr = cfg.schedule.lr_at(sgd.lr, self.state.step, cfg.steps);
+        let (mu, wd) = (sgd.momentum, sgd.weight_decay);
         // Decoupled decay follows the schedule: lr_t · λ.
-        let shrink = lr * cfg.sgd.decoupled_decay;
+        let shrink = lr * sgd.decoupled_decay;
         {
             let w = bytemuck::cast_slice_mut::<LeNetParams, f32>(std::slice::from_mut(
                 &mut *self.params,
@@ -427,7 +434,7 @@ mod tests {
             noise: 0.03,
         };
         c.label_smoothing = 0.1;
-        c.sgd.decoupled_decay = 0.01;
+        *c.optimizer.decoupled_decay_mut() = 0.01;
         c
     }
 
@@ -478,10 +485,10 @@ mod tests {
         cfg.batch = 64;
         let lambda = 0.05;
         let w0 = init_params(cfg.seed);
-        let mut plain = Trainer::new(TrainConfig { ..cfg }, &data, 1);
-        plain.state.config.sgd.decoupled_decay = 0.0;
+        *cfg.optimizer.decoupled_decay_mut() = 0.0;
+        let mut plain = Trainer::new(cfg, &data, 1);
+        *cfg.optimizer.decoupled_decay_mut() = lambda;
         let mut decayed = Trainer::new(cfg, &data, 1);
-        decayed.state.config.sgd.decoupled_decay = lambda;
         let lr = plain.step().lr;
         decayed.step();
         let f = |p: &LeNetParams| {

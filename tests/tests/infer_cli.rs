@@ -11,7 +11,7 @@ use fmnist_core::lenet::{LeNet, LeNetParams};
 use fmnist_infer::golden;
 use fmnist_infer::model::Logits;
 use fmnist_tests::{assert_bad_input, data_dir, run, text};
-use fmnist_train::config::{Schedule, SgdConfig, TrainConfig};
+use fmnist_train::config::{Model, Optimizer, Schedule, SgdConfig, TrainConfig};
 use fmnist_train::data::{self, Dataset, Split};
 use fmnist_train::modelio::{encode_model, write_model};
 use fmnist_train::quantize::{Calibration, quantize_lenet};
@@ -36,14 +36,15 @@ fn models() -> &'static Models {
         let train = data::load(&dir, Split::Train).unwrap();
         let test = data::load(&dir, Split::Test).unwrap();
         let cfg = TrainConfig {
+            model: Model::Lenet,
             batch: 64,
             steps: 400,
-            sgd: SgdConfig {
+            optimizer: Optimizer::Sgd(SgdConfig {
                 lr: 0.05,
                 momentum: 0.9,
                 weight_decay: 0.0,
                 decoupled_decay: 0.0,
-            },
+            }),
             schedule: Schedule::Constant,
             checkpoint_every: 1_000,
             seed: 7,
