@@ -1,4 +1,4 @@
-//! The `fmnist-infer` command line: eval, predict, golden, bench.
+//! The `fmnist-infer` command line: eval, confusion, predict, golden, bench.
 //!
 //! Errors go to stderr as one `error: <file>: <problem>` line; the exit code is 2 for bad input
 //! (missing, unreadable, corrupt or foreign files, bad arguments) and 1 for other failures.
@@ -12,7 +12,7 @@ use fmnist_core::lenet::IMAGE_PIXELS;
 use fmnist_infer::bench::{self, ModelBench};
 use fmnist_infer::error::{Error, Result};
 use fmnist_infer::preprocess::{self, Invert};
-use fmnist_infer::{Model, eval, golden};
+use fmnist_infer::{Model, confusion, eval, golden};
 use fmnist_train::data::{self, Split};
 use serde_json::json;
 
@@ -49,6 +49,24 @@ enum Command {
         #[arg(long)]
         data: Option<PathBuf>,
         /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Worker threads (default: one per core).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Evaluate like `eval`, print its report and draw the confusion matrix as a PNG heat map.
+    Confusion {
+        /// Model file (f32, f32 BN-folded, int8 or .safetensors).
+        #[arg(long)]
+        model: PathBuf,
+        /// The PNG file to write.
+        #[arg(long)]
+        png: PathBuf,
+        /// Fashion-MNIST directory.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Print one JSON object (the `eval --json` report plus `png`).
         #[arg(long)]
         json: bool,
         /// Worker threads (default: one per core).
@@ -117,27 +135,62 @@ fn print_json(v: &serde_json::Value) {
     );
 }
 
-fn cmd_eval(
+/// Loads the models and the test set, and evaluates the model (or, given several, their
+/// ensemble): what `eval` and `confusion` report.
+fn evaluate_files(
     paths: &[PathBuf],
     data_dir: Option<&Path>,
-    json: bool,
     threads: Option<usize>,
-) -> Result<()> {
+) -> Result<eval::EvalReport> {
     let models = paths
         .iter()
         .map(|p| Model::load(p))
         .collect::<Result<Vec<_>>>()?;
     let test = load_test(data_dir)?;
     let threads = threads.unwrap_or(0);
-    let report = if let [model] = &models[..] {
-        eval::evaluate(model, &test.images, &test.labels, threads)?
+    if let [model] = &models[..] {
+        eval::evaluate(model, &test.images, &test.labels, threads)
     } else {
-        eval::evaluate_ensemble(&models, &test.images, &test.labels, threads)?
-    };
+        eval::evaluate_ensemble(&models, &test.images, &test.labels, threads)
+    }
+}
+
+fn cmd_eval(
+    paths: &[PathBuf],
+    data_dir: Option<&Path>,
+    json: bool,
+    threads: Option<usize>,
+) -> Result<()> {
+    let report = evaluate_files(paths, data_dir, threads)?;
     if json {
         print_json(&serde_json::to_value(&report).expect("report serialises"));
     } else {
         print!("{}", report.to_text());
+    }
+    Ok(())
+}
+
+fn cmd_confusion(
+    model: &Path,
+    png: &Path,
+    data_dir: Option<&Path>,
+    json: bool,
+    threads: Option<usize>,
+) -> Result<()> {
+    confusion::check_output(png)?;
+    let report = evaluate_files(
+        std::slice::from_ref(&model.to_path_buf()),
+        data_dir,
+        threads,
+    )?;
+    confusion::write_png(&report, png)?;
+    if json {
+        let mut v = serde_json::to_value(&report).expect("report serialises");
+        v["png"] = json!(png.display().to_string());
+        print_json(&v);
+    } else {
+        print!("{}", report.to_text());
+        println!("\nwrote {}", png.display());
     }
     Ok(())
 }
@@ -297,6 +350,13 @@ fn run(cli: Cli) -> Result<()> {
             json,
             threads,
         } => cmd_eval(&model, data.as_deref(), json, threads),
+        Command::Confusion {
+            model,
+            png,
+            data,
+            json,
+            threads,
+        } => cmd_confusion(&model, &png, data.as_deref(), json, threads),
         Command::Predict {
             model,
             invert,

@@ -10,6 +10,7 @@ pub mod export;
 pub mod fold;
 pub mod modelio;
 pub mod nn;
+pub mod plot;
 pub mod quantize;
 pub mod run;
 pub mod safetensors_io;

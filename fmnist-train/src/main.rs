@@ -1,4 +1,4 @@
-//! `fmnist-train`: train LeNet-BN on Fashion-MNIST, resume, summarise, export, benchmark.
+//! `fmnist-train`: train LeNet-BN on Fashion-MNIST, resume, summarise, export, benchmark, plot.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +9,7 @@ use fmnist_train::config::{Model, Preset, Schedule, TrainConfig, steps_per_epoch
 use fmnist_train::quantize::Calibration;
 use fmnist_train::run::{RunOptions, run};
 use fmnist_train::trainer::Trainer;
-use fmnist_train::{checkpoint, cli, data, export};
+use fmnist_train::{checkpoint, cli, data, export, plot};
 
 #[derive(Parser)]
 #[command(
@@ -127,6 +127,33 @@ enum Command {
         /// Worker threads (0 = all cores).
         #[arg(long, default_value_t = 0)]
         threads: usize,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Draw the training curves of a run's log: OUT/loss.png and OUT/accuracy.png.
+    Plot {
+        /// The run's JSON-lines log (train-log.jsonl).
+        #[arg(long)]
+        log: PathBuf,
+        /// Directory for the two figures (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Draw the first training images as a labelled grid (PNG).
+    Samples {
+        /// The PNG file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Data directory (as for `train`).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// How many images.
+        #[arg(long, default_value_t = 30)]
+        count: usize,
         /// One JSON object.
         #[arg(long)]
         json: bool,
@@ -409,6 +436,41 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
         } => {
             let (train, test) = data::load_both(data.as_deref()).map_err(cli::bad_input)?;
             cli::bench(&train, &test, steps, repeats.max(1), threads(n), json);
+            Ok(())
+        }
+        Command::Plot { log, out, json } => {
+            let r = plot::plot(&log, &out)?;
+            if json {
+                println!("{}", serde_json::to_string(&r).expect("report serializes"));
+            } else {
+                println!(
+                    "{} steps, {} evaluations: wrote {} and {}",
+                    r.steps,
+                    r.evaluations,
+                    r.loss.display(),
+                    r.accuracy.display()
+                );
+            }
+            Ok(())
+        }
+        Command::Samples {
+            out,
+            data,
+            count,
+            json,
+        } => {
+            let r = plot::samples(data.as_deref(), &out, count)?;
+            if json {
+                println!("{}", serde_json::to_string(&r).expect("report serializes"));
+            } else {
+                println!(
+                    "wrote {} ({} images, {}x{} pixels)",
+                    r.out.display(),
+                    r.images,
+                    r.size.0,
+                    r.size.1
+                );
+            }
             Ok(())
         }
     }
