@@ -126,6 +126,16 @@ pub fn timestamp() -> String {
     )
 }
 
+/// `x` with 6 decimals, or `null` when it is not finite (a diverged run's loss): the log stays
+/// valid JSON.
+fn json_number(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.6}")
+    } else {
+        "null".into()
+    }
+}
+
 /// The checkpoint file name for `step`.
 pub fn checkpoint_name(step: u64) -> String {
     format!("checkpoint-{step:07}.fmck")
@@ -239,9 +249,9 @@ pub fn run(
         let step = trainer.steps_done();
         writeln!(
             log,
-            r#"{{"time":"{}","step":{step},"total":{total},"loss":{:.6},"accuracy":{:.6},"lr":{:.6e}}}"#,
+            r#"{{"time":"{}","step":{step},"total":{total},"loss":{},"accuracy":{:.6},"lr":{:.6e}}}"#,
             timestamp(),
-            st.loss,
+            json_number(st.loss),
             st.accuracy,
             st.lr
         )
@@ -276,10 +286,10 @@ pub fn run(
             newest = path.clone();
             writeln!(
                 log,
-                r#"{{"time":"{}","step":{step},"total":{total},"test_accuracy":{:.6},"test_loss":{:.6},"checkpoint":{}}}"#,
+                r#"{{"time":"{}","step":{step},"total":{total},"test_accuracy":{:.6},"test_loss":{},"checkpoint":{}}}"#,
                 timestamp(),
                 e.accuracy,
-                e.loss,
+                json_number(e.loss),
                 serde_json::to_string(&path).expect("path serializes")
             )
             .map_err(io(&log_path))?;
@@ -305,8 +315,7 @@ pub fn run(
     }
     let model = opts.out.join("model.fmnm");
     let (arch, payload) = trainer.model_payload();
-    crate::modelio::write_model(&model, arch, Kind::F32, payload)
-    .map_err(|e| match e {
+    crate::modelio::write_model(&model, arch, Kind::F32, payload).map_err(|e| match e {
         crate::modelio::ModelIoError::Io(p, e) => RunError::Io(p, e),
         crate::modelio::ModelIoError::Format(p, e) => {
             RunError::Io(p, std::io::Error::other(e.to_string()))
@@ -337,5 +346,15 @@ fn images_per_second(t: &dyn Session, steps: u64, seconds_before: f64) -> f64 {
         0.0
     } else {
         (steps as usize * t.config().batch) as f64 / secs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn non_finite_losses_are_logged_as_null() {
+        assert_eq!(super::json_number(0.25), "0.250000");
+        assert_eq!(super::json_number(f64::NAN), "null");
+        assert_eq!(super::json_number(f64::INFINITY), "null");
     }
 }
