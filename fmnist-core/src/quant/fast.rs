@@ -94,6 +94,126 @@ pub fn dense<const I: usize, const O: usize>(
     }
 }
 
+/// Longest im2col patch [`conv_relu_pool`] takes: the wide CNN's conv2, 32·3·3 taps.
+pub const MAX_TAPS: usize = 288;
+
+/// A `K`x`K` convolution (stride 1, padding `P` at the input zero point) → requant → ReLU →
+/// 2x2 max-pool, as a matrix product: for each pooling window the four im2col patches of its
+/// outputs (taps in the weight order `ic, ky, kx`), then per output channel the dot products
+/// of the weight row with the four patches, whose maximum is requantized once. The weights are
+/// PyTorch's `[OC][IC][K][K]` read as rows `[OC][T]`; when `T > IC·K·K` (a fan-in that is not a
+/// multiple of 4, padded by the caller) the extra taps must have zero weights.
+///
+/// # Shapes
+/// input `[IC][H][W]` → output `[OC][PH][PW]` with `2·PH = H + 2P − K + 1`,
+/// `2·PW = W + 2P − K + 1`; `K ≤ 3`; `IC·K·K ≤ T ≤ MAX_TAPS`, `T` a multiple of 4.
+#[inline]
+pub fn conv_relu_pool<
+    const IC: usize,
+    const OC: usize,
+    const K: usize,
+    const P: usize,
+    const H: usize,
+    const W: usize,
+    const PH: usize,
+    const PW: usize,
+    const T: usize,
+>(
+    weight: &[[i8; T]; OC],
+    q: &QLayerParams<OC>,
+    x: &[[[i8; W]; H]; IC],
+    out: &mut [[[i8; PW]; PH]; OC],
+) {
+    const { assert!(2 * PH + K == H + 2 * P + 1 && 2 * PW + K == W + 2 * P + 1) };
+    const { assert!(IC * K * K <= T && T <= MAX_TAPS && T.is_multiple_of(4) && T >= 4) };
+    if USES_DSP {
+        dsp::conv_relu_pool::<IC, OC, K, P, H, W, PH, PW, T>(weight, q, x, out)
+    } else {
+        portable::conv_relu_pool::<IC, OC, K, P, H, W, PH, PW, T>(weight, q, x, out)
+    }
+}
+
+/// The four im2col patches of the 2x2 pooling window `(py, px)`: patch `j` holds, for output
+/// `(2py + dy, 2px + dx)` (`WINDOW[j]`), the input under tap `ic·K·K + ky·K + kx`, or the input
+/// zero point `zp` where the tap falls in the padding. Taps from `IC·K·K` to `T` are left as
+/// they are (their weights are zero).
+///
+/// The four patches of one input channel all lie in one `(K+1)x(K+1)` region of the input;
+/// it is read once (padding handled per region row, and per column only at the left and right
+/// edges) and then scattered into the four patches.
+#[inline(always)]
+fn window_patches<
+    const IC: usize,
+    const K: usize,
+    const P: usize,
+    const H: usize,
+    const W: usize,
+    const T: usize,
+>(
+    x: &[[[i8; W]; H]; IC],
+    zp: i8,
+    py: usize,
+    px: usize,
+    patches: &mut [[i8; T]; 4],
+) {
+    const { assert!(K < REGION) };
+    let (y0, x0) = (2 * py, 2 * px);
+    // The region's columns x0 − P ..= x0 − P + K, when all of them are inside the input.
+    let cols = x0
+        .checked_sub(P)
+        .filter(|&c| c + K < W)
+        .map(|c| c..c + K + 1);
+    let [p0, p1, p2, p3] = patches;
+    fn chunks<const K: usize, const T: usize>(p: &mut [i8; T]) -> &mut [[i8; K]] {
+        p.as_chunks_mut::<K>().0
+    }
+    let (c0, c1, c2, c3) = (
+        chunks::<K, T>(p0),
+        chunks::<K, T>(p1),
+        chunks::<K, T>(p2),
+        chunks::<K, T>(p3),
+    );
+    let per_channel = c0
+        .chunks_exact_mut(K)
+        .zip(c1.chunks_exact_mut(K))
+        .zip(c2.chunks_exact_mut(K))
+        .zip(c3.chunks_exact_mut(K));
+    for ((((r0, r1), r2), r3), plane) in per_channel.zip(x) {
+        let mut region = [[zp; REGION]; REGION];
+        for (r, reg) in region.iter_mut().take(K + 1).enumerate() {
+            let Some(src) = (y0 + r).checked_sub(P).and_then(|iy| plane.get(iy)) else {
+                continue;
+            };
+            match cols.clone().and_then(|c| src.get(c)) {
+                Some(s) => {
+                    for (d, &v) in reg.iter_mut().zip(s) {
+                        *d = v;
+                    }
+                }
+                None => {
+                    for (c, d) in reg.iter_mut().take(K + 1).enumerate() {
+                        if let Some(&v) = (x0 + c).checked_sub(P).and_then(|ix| src.get(ix)) {
+                            *d = v;
+                        }
+                    }
+                }
+            }
+        }
+        for (rows, (dy, dx)) in [r0, r1, r2, r3].into_iter().zip(WINDOW) {
+            for (ky, row) in rows.iter_mut().enumerate() {
+                for (kx, d) in row.iter_mut().enumerate() {
+                    *d = region[(dy + ky) % REGION][(dx + kx) % REGION];
+                }
+            }
+        }
+    }
+}
+
+/// Side of the input region [`window_patches`] reads per channel (`K + 1 ≤ REGION`): kernels
+/// up to 3x3, the only size the im2col path serves (a larger region costs its initialisation
+/// on every channel of every window).
+const REGION: usize = 4;
+
 /// Plain Rust kernels shaped for auto-vectorization: the host's fast path.
 pub mod portable {
     use super::*;
@@ -327,6 +447,34 @@ pub mod portable {
             }
         }
 
+        /// `Σ w·p_j` for one i8 weight row against four i16 patches: eight weights per load,
+        /// sign-extended to i16, one `pmaddwd` per patch; the last `T % 8` taps in scalar.
+        #[inline(always)]
+        pub fn patch_dots4<const T: usize>(w: &[i8; T], p: &[[i16; T]; 4]) -> [i32; 4] {
+            unsafe {
+                let z = _mm_setzero_si128();
+                let mut acc = [z; 4];
+                let mut k = 0;
+                while k + 8 <= T {
+                    let b = &w[k..k + 8];
+                    // `b` is 8 readable bytes: 64-bit unaligned load.
+                    let bytes = _mm_loadl_epi64(b.as_ptr().cast());
+                    let wv = _mm_srai_epi16(_mm_unpacklo_epi8(bytes, bytes), 8);
+                    for (a, patch) in acc.iter_mut().zip(p) {
+                        *a = _mm_add_epi32(*a, _mm_madd_epi16(wv, load8(patch, k)));
+                    }
+                    k += 8;
+                }
+                let mut sums = hsum4(acc[0], acc[1], acc[2], acc[3]);
+                for (sum, patch) in sums.iter_mut().zip(p) {
+                    for i in k..T {
+                        *sum += w[i] as i32 * patch[i] as i32;
+                    }
+                }
+                sums
+            }
+        }
+
         /// `Σ w·x` for four weight rows of i8 against one i16 activation vector.
         #[inline(always)]
         pub fn dot_rows4<const I: usize>(w: [&[i8; I]; 4], x: &[i16; I]) -> [i32; 4] {
@@ -444,6 +592,59 @@ pub mod portable {
                 }
                 for (oc, plane) in out.iter_mut().enumerate() {
                     plane[py][px] = output(q, oc, max4(dots4(&w[oc], &patches)), true);
+                }
+            }
+        }
+    }
+
+    /// `Σ_k w[k]·p_j[k]` for four i16 patches against one i8 weight row.
+    #[inline(always)]
+    fn patch_dots4<const T: usize>(w: &[i8; T], p: &[[i16; T]; 4]) -> [i32; 4] {
+        #[cfg(target_arch = "x86_64")]
+        {
+            sse2::patch_dots4(w, p)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let mut acc = [0i32; 4];
+            for (k, &wk) in w.iter().enumerate() {
+                for (a, patch) in acc.iter_mut().zip(p) {
+                    *a += wk as i32 * patch[k] as i32;
+                }
+            }
+            acc
+        }
+    }
+
+    /// See [`super::conv_relu_pool`]: i16 patches, SSE2 `pmaddwd` on x86-64.
+    pub fn conv_relu_pool<
+        const IC: usize,
+        const OC: usize,
+        const K: usize,
+        const P: usize,
+        const H: usize,
+        const W: usize,
+        const PH: usize,
+        const PW: usize,
+        const T: usize,
+    >(
+        weight: &[[i8; T]; OC],
+        q: &QLayerParams<OC>,
+        x: &[[[i8; W]; H]; IC],
+        out: &mut [[[i8; PW]; PH]; OC],
+    ) {
+        let mut patches = [[0i8; T]; 4];
+        let mut p16 = [[0i16; T]; 4];
+        for py in 0..PH {
+            for px in 0..PW {
+                window_patches::<IC, K, P, H, W, T>(x, q.input_zero_point, py, px, &mut patches);
+                for (d, s) in p16.iter_mut().zip(&patches) {
+                    for (d, &s) in d.iter_mut().zip(s) {
+                        *d = s as i16;
+                    }
+                }
+                for (oc, (plane, w)) in out.iter_mut().zip(weight).enumerate() {
+                    plane[py][px] = output(q, oc, max4(patch_dots4(w, &p16)), true);
                 }
             }
         }
@@ -900,6 +1101,135 @@ pub mod dsp {
                 *o = rq[oc].output(max4(acc), true);
             }
         }
+    }
+
+    /// See [`super::conv_relu_pool`]. The four patches of a pooling window are stored as
+    /// `SMLAD` pairs interleaved by group of four taps (`[g][j] = [x02, x13]`, the order in which
+    /// `SXTB16` unpacks a weight word), so each weight word is loaded and unpacked once for the
+    /// four outputs of the window: one `LDR`, two `SXTB16`, four `LDRD` and eight `SMLAD` per 16
+    /// multiply-adds ([`patch_dots4`]).
+    pub fn conv_relu_pool<
+        const IC: usize,
+        const OC: usize,
+        const K: usize,
+        const P: usize,
+        const H: usize,
+        const W: usize,
+        const PH: usize,
+        const PW: usize,
+        const T: usize,
+    >(
+        weight: &[[i8; T]; OC],
+        q: &QLayerParams<OC>,
+        x: &[[[i8; W]; H]; IC],
+        out: &mut [[[i8; PW]; PH]; OC],
+    ) {
+        let mut patches = [[0i8; T]; 4];
+        let mut pairs = WindowPairs([[[0u32; 2]; 4]; MAX_TAPS / 4]);
+        let rq: [Rq; OC] = core::array::from_fn(|oc| Rq::new(q, oc));
+        for py in 0..PH {
+            for px in 0..PW {
+                window_patches::<IC, K, P, H, W, T>(x, q.input_zero_point, py, px, &mut patches);
+                for (j, patch) in patches.iter().enumerate() {
+                    for (dst, w) in pairs.0.iter_mut().zip(patch.as_chunks::<4>().0) {
+                        let w = u32::from_le_bytes(w.map(|b| b as u8));
+                        dst[j] = [sxtb16(w), sxtb16_ror8(w)];
+                    }
+                }
+                for ((plane, w), rq) in out.iter_mut().zip(weight).zip(&rq) {
+                    plane[py][px] = rq.output(max4(patch_dots4(w, &pairs)), true);
+                }
+            }
+        }
+    }
+
+    /// The four patches of a pooling window as `SMLAD` pairs: `[group][j][x02, x13]`.
+    #[repr(C, align(8))]
+    struct WindowPairs([[[u32; 2]; 4]; MAX_TAPS / 4]);
+
+    /// `Σ w·p_j` of one weight row against the four patches, in Rust: what the assembly below
+    /// computes.
+    #[cfg(not(all(target_arch = "arm", any(target_feature = "dsp", fmnist_dsp))))]
+    #[inline(always)]
+    fn patch_dots4<const T: usize>(w: &[i8; T], p: &WindowPairs) -> [i32; 4] {
+        let mut acc = [0i32; 4];
+        for (word, group) in w.as_chunks::<4>().0.iter().zip(&p.0) {
+            let word = u32::from_le_bytes(word.map(|b| b as u8));
+            let (w02, w13) = (sxtb16(word), sxtb16_ror8(word));
+            for (a, &[x02, x13]) in acc.iter_mut().zip(group) {
+                *a = smlad(w13, x13, smlad(w02, x02, *a));
+            }
+        }
+        acc
+    }
+
+    /// The same as a loop of 15 instructions per 16 multiply-adds, unrolled twice: one weight
+    /// word (`LDR`, post-incremented; any alignment), its two `SXTB16`, then per patch one
+    /// `LDRD` of its pair words at a constant offset and two `SMLAD`.
+    #[cfg(all(target_arch = "arm", any(target_feature = "dsp", fmnist_dsp)))]
+    #[inline(always)]
+    fn patch_dots4<const T: usize>(w: &[i8; T], p: &WindowPairs) -> [i32; 4] {
+        const { assert!(T >= 4 && T.is_multiple_of(4) && T <= MAX_TAPS) };
+        let (mut a0, mut a1, mut a2, mut a3) = (0i32, 0i32, 0i32, 0i32);
+        // SAFETY: reads the T bytes of `w` and the first T/4 groups (32 bytes each, 8-byte
+        // aligned) of `p`; writes only the named registers.
+        unsafe {
+            core::arch::asm!(
+                // G = T/4 groups, two per pass, entering at the second half when G is odd
+                // (as in `dense_rows4`).
+                "lsrs {n}, {n}, #1",
+                "bcc 2f",
+                "adds {n}, {n}, #1",
+                "b 4f",
+                "2:",
+                "ldr {w}, [{wp}], #4",
+                "sxtb16 {t}, {w}",
+                "sxtb16 {w}, {w}, ror #8",
+                "ldrd {x0}, {x1}, [{xp}, #8]",
+                "smlad {a1}, {t}, {x0}, {a1}",
+                "smlad {a1}, {w}, {x1}, {a1}",
+                "ldrd {x0}, {x1}, [{xp}, #16]",
+                "smlad {a2}, {t}, {x0}, {a2}",
+                "smlad {a2}, {w}, {x1}, {a2}",
+                "ldrd {x0}, {x1}, [{xp}, #24]",
+                "smlad {a3}, {t}, {x0}, {a3}",
+                "smlad {a3}, {w}, {x1}, {a3}",
+                "ldrd {x0}, {x1}, [{xp}], #32",
+                "smlad {a0}, {t}, {x0}, {a0}",
+                "smlad {a0}, {w}, {x1}, {a0}",
+                "4:",
+                "ldr {w}, [{wp}], #4",
+                "sxtb16 {t}, {w}",
+                "sxtb16 {w}, {w}, ror #8",
+                "ldrd {x0}, {x1}, [{xp}, #8]",
+                "smlad {a1}, {t}, {x0}, {a1}",
+                "smlad {a1}, {w}, {x1}, {a1}",
+                "ldrd {x0}, {x1}, [{xp}, #16]",
+                "smlad {a2}, {t}, {x0}, {a2}",
+                "smlad {a2}, {w}, {x1}, {a2}",
+                "ldrd {x0}, {x1}, [{xp}, #24]",
+                "smlad {a3}, {t}, {x0}, {a3}",
+                "smlad {a3}, {w}, {x1}, {a3}",
+                "ldrd {x0}, {x1}, [{xp}], #32",
+                "smlad {a0}, {t}, {x0}, {a0}",
+                "smlad {a0}, {w}, {x1}, {a0}",
+                "subs {n}, {n}, #1",
+                "bne 2b",
+                w = out(reg) _,
+                t = out(reg) _,
+                x0 = out(reg) _,
+                x1 = out(reg) _,
+                wp = inout(reg) w.as_ptr() => _,
+                xp = inout(reg) p.0.as_ptr() => _,
+                n = inout(reg) T / 4 => _,
+                a0 = inout(reg) a0,
+                a1 = inout(reg) a1,
+                a2 = inout(reg) a2,
+                a3 = inout(reg) a3,
+                options(nostack, readonly),
+            );
+        }
+        [a0, a1, a2, a3]
     }
 
     /// `(lo, hi)` as an i16 pair word.
@@ -1463,8 +1793,10 @@ pub mod dsp {
     }
 
     /// The same as one loop of 21 instructions per 16 multiply-accumulates, unrolled twice
-    /// (44 instructions per 32): one `LDRD` of activation pairs, then per row one weight word
-    /// at a constant stride `I`, two `SXTB16` and two `SMLAD`.
+    /// (44 instructions per 32): one `LDRD` of activation pairs, then per row one weight word,
+    /// two `SXTB16` and two `SMLAD`. Rows 0 and 1 are read through one pointer (`[wp]` and
+    /// `[wp, #I]`), rows 2 and 3 through a second (`wq = wp + 2I`), so the immediate offsets
+    /// stay below 4096 for any fan-in up to 4095 (the wide CNN's fc1 has 3136).
     #[cfg(all(target_arch = "arm", any(target_feature = "dsp", fmnist_dsp)))]
     #[inline(always)]
     fn dense_rows4<const I: usize>(
@@ -1472,11 +1804,12 @@ pub mod dsp {
         _rows: [&[[u8; 4]]; 4],
         xs: &[[u32; 2]],
     ) -> [i32; 4] {
-        const { assert!(I >= 4 && 3 * I <= 4095) };
+        const { assert!(I >= 4 && I <= 4095) };
         assert!(block.len() == 4 && xs.len() == I / 4);
         let (mut a0, mut a1, mut a2, mut a3) = (0i32, 0i32, 0i32, 0i32);
-        // SAFETY: reads the 4·I bytes of `block` (rows at `wp + r·I`, any alignment for LDR)
-        // and the I/4 aligned pair words of `xs`; writes only the named registers.
+        // SAFETY: reads the 4·I bytes of `block` (rows 0, 1 at `wp`, `wp + I` and rows 2, 3 at
+        // `wq`, `wq + I`, any alignment for LDR) and the I/4 aligned pair words of `xs`; writes
+        // only the named registers.
         unsafe {
             core::arch::asm!(
                 // G = I/4 groups, two per pass: n = G/2 passes, or (G+1)/2 with the first
@@ -1492,16 +1825,16 @@ pub mod dsp {
                 "sxtb16 {w}, {w}, ror #8",
                 "smlad {a1}, {t}, {x0}, {a1}",
                 "smlad {a1}, {w}, {x1}, {a1}",
-                "ldr {w}, [{wp}, #{s2}]",
-                "sxtb16 {t}, {w}",
-                "sxtb16 {w}, {w}, ror #8",
-                "smlad {a2}, {t}, {x0}, {a2}",
-                "smlad {a2}, {w}, {x1}, {a2}",
-                "ldr {w}, [{wp}, #{s3}]",
+                "ldr {w}, [{wq}, #{s1}]",
                 "sxtb16 {t}, {w}",
                 "sxtb16 {w}, {w}, ror #8",
                 "smlad {a3}, {t}, {x0}, {a3}",
                 "smlad {a3}, {w}, {x1}, {a3}",
+                "ldr {w}, [{wq}], #4",
+                "sxtb16 {t}, {w}",
+                "sxtb16 {w}, {w}, ror #8",
+                "smlad {a2}, {t}, {x0}, {a2}",
+                "smlad {a2}, {w}, {x1}, {a2}",
                 "ldr {w}, [{wp}], #4",
                 "sxtb16 {t}, {w}",
                 "sxtb16 {w}, {w}, ror #8",
@@ -1514,16 +1847,16 @@ pub mod dsp {
                 "sxtb16 {w}, {w}, ror #8",
                 "smlad {a1}, {t}, {x0}, {a1}",
                 "smlad {a1}, {w}, {x1}, {a1}",
-                "ldr {w}, [{wp}, #{s2}]",
-                "sxtb16 {t}, {w}",
-                "sxtb16 {w}, {w}, ror #8",
-                "smlad {a2}, {t}, {x0}, {a2}",
-                "smlad {a2}, {w}, {x1}, {a2}",
-                "ldr {w}, [{wp}, #{s3}]",
+                "ldr {w}, [{wq}, #{s1}]",
                 "sxtb16 {t}, {w}",
                 "sxtb16 {w}, {w}, ror #8",
                 "smlad {a3}, {t}, {x0}, {a3}",
                 "smlad {a3}, {w}, {x1}, {a3}",
+                "ldr {w}, [{wq}], #4",
+                "sxtb16 {t}, {w}",
+                "sxtb16 {w}, {w}, ror #8",
+                "smlad {a2}, {t}, {x0}, {a2}",
+                "smlad {a2}, {w}, {x1}, {a2}",
                 "ldr {w}, [{wp}], #4",
                 "sxtb16 {t}, {w}",
                 "sxtb16 {w}, {w}, ror #8",
@@ -1536,6 +1869,7 @@ pub mod dsp {
                 x0 = out(reg) _,
                 x1 = out(reg) _,
                 wp = inout(reg) block.as_ptr() => _,
+                wq = inout(reg) block.as_ptr().add(2) => _,
                 xp = inout(reg) xs.as_ptr() => _,
                 n = inout(reg) I / 4 => _,
                 a0 = inout(reg) a0,
@@ -1543,12 +1877,37 @@ pub mod dsp {
                 a2 = inout(reg) a2,
                 a3 = inout(reg) a3,
                 s1 = const I,
-                s2 = const 2 * I,
-                s3 = const 3 * I,
                 options(nostack, readonly),
             );
         }
         [a0, a1, a2, a3]
+    }
+
+    /// `I` int8 values widened to i16 and stored as `I/4` pairs of words for `SMLAD`
+    /// (`[x0 x2] [x1 x3]` per group of four), 8-byte aligned for `LDRD`: `2·I` bytes of stack.
+    #[repr(C, align(8))]
+    struct Pairs<const I: usize>([i16; I]);
+
+    impl<const I: usize> Pairs<I> {
+        const GROUPS: usize = {
+            assert!(I.is_multiple_of(4));
+            I / 4
+        };
+
+        fn new() -> Self {
+            Pairs([0; I])
+        }
+
+        fn words(&self) -> &[[u32; 2]] {
+            // SAFETY: `self.0` is 8-byte aligned (repr align 8) and holds exactly
+            // `GROUPS · 8` bytes; every bit pattern is a valid `u32`.
+            unsafe { core::slice::from_raw_parts(self.0.as_ptr().cast(), Self::GROUPS) }
+        }
+
+        fn words_mut(&mut self) -> &mut [[u32; 2]] {
+            // SAFETY: as in `words`, and `&mut self` makes the view unique.
+            unsafe { core::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast(), Self::GROUPS) }
+        }
     }
 
     /// See [`super::dense`]. Four rows share each activation pair load.
@@ -1559,15 +1918,15 @@ pub mod dsp {
         relu: bool,
         out: &mut [i8; O],
     ) {
-        const { assert!(I.is_multiple_of(4) && I <= 400) };
+        const { assert!(I.is_multiple_of(4)) };
         // x in the SXTB16 order, as pairs: [x0 x2] [x1 x3] [x4 x6] ...
         // (`SXTB16` of each little-endian word of x makes exactly these pairs.)
-        let mut xs = [[0u32; 2]; 100];
-        for (d, w) in xs.iter_mut().zip(x.as_chunks::<4>().0) {
+        let mut pairs = Pairs::<I>::new();
+        for (d, w) in pairs.words_mut().iter_mut().zip(x.as_chunks::<4>().0) {
             let w = u32::from_le_bytes(w.map(|b| b as u8));
             *d = [sxtb16(w), sxtb16_ror8(w)];
         }
-        let xs = &xs[..I / 4];
+        let xs = pairs.words();
         let mut o = 0;
         while o + 4 <= O {
             let rows: [&[[u8; 4]]; 4] = core::array::from_fn(|r| {
@@ -1819,6 +2178,93 @@ mod tests {
                 let got = portable::sse2_requant4(v, rq, zp, lo);
                 let want = accs.map(|a| rq.to_i8(a, zp as i32, lo));
                 assert_eq!(got, want, "{rq:?} zp {zp} lo {lo} accs {accs:?}");
+            }
+        }
+    }
+
+    /// The im2col convolution and the wide dense layers, both implementations, against the
+    /// reference kernels on random valid layers and inputs over all of i8.
+    #[test]
+    fn wide_layers_both_paths_match_the_reference() {
+        use crate::quant::wide::testutil::random_wide_qparams;
+        let mut r = Lcg(31);
+        for seed in 0..6 {
+            let p = random_wide_qparams(500 + seed);
+            // conv1 (9 taps padded to 12) on the image
+            let img: [u8; IMAGE_PIXELS] = if seed % 2 == 0 {
+                core::array::from_fn(|_| r.range(0, 255) as u8)
+            } else {
+                random_image(&mut r)
+            };
+            let x = crate::quant::lenet::image_to_i8(&img);
+            let mut full = [[[0i8; 28]; 28]; 32];
+            QConv2d::<1, 32, 3, 1> {
+                weight: &p.conv1_weight,
+                q: &p.conv1,
+            }
+            .forward(&x, true, &mut full);
+            let mut want1 = [[[0i8; 14]; 14]; 32];
+            max_pool_2x2(&full, &mut want1);
+            let mut w12 = [[0i8; 12]; 32];
+            for (d, s) in w12.iter_mut().zip(&p.conv1_weight) {
+                d[..9].copy_from_slice(s.as_flattened().as_flattened());
+            }
+            let mut a = [[[0i8; 14]; 14]; 32];
+            portable::conv_relu_pool::<1, 32, 3, 1, 28, 28, 14, 14, 12>(&w12, &p.conv1, &x, &mut a);
+            assert_eq!(a, want1, "portable conv1, seed {seed}");
+            let mut b = [[[0i8; 14]; 14]; 32];
+            dsp::conv_relu_pool::<1, 32, 3, 1, 28, 28, 14, 14, 12>(&w12, &p.conv1, &x, &mut b);
+            assert_eq!(b, want1, "dsp conv1, seed {seed}");
+            // conv2 on random input
+            let mut x2 = [[[0i8; 14]; 14]; 32];
+            x2.iter_mut()
+                .flatten()
+                .flatten()
+                .for_each(|v| *v = r.range(-128, 127) as i8);
+            let mut full2 = [[[0i8; 14]; 14]; 64];
+            QConv2d::<32, 64, 3, 1> {
+                weight: &p.conv2_weight,
+                q: &p.conv2,
+            }
+            .forward(&x2, true, &mut full2);
+            let mut want2 = [[[0i8; 7]; 7]; 64];
+            max_pool_2x2(&full2, &mut want2);
+            let w288: &[[i8; 288]; 64] = bytemuck::cast_ref(&p.conv2_weight);
+            let mut a2 = [[[0i8; 7]; 7]; 64];
+            portable::conv_relu_pool::<32, 64, 3, 1, 14, 14, 7, 7, 288>(
+                w288, &p.conv2, &x2, &mut a2,
+            );
+            assert_eq!(a2, want2, "portable conv2, seed {seed}");
+            let mut b2 = [[[0i8; 7]; 7]; 64];
+            dsp::conv_relu_pool::<32, 64, 3, 1, 14, 14, 7, 7, 288>(w288, &p.conv2, &x2, &mut b2);
+            assert_eq!(b2, want2, "dsp conv2, seed {seed}");
+            // fc1 (3136 inputs) and fc2 (512), with and without ReLU
+            let x3136: Vec<i8> = (0..3136).map(|_| r.range(-128, 127) as i8).collect();
+            let x3136: &[i8; 3136] = x3136.as_slice().try_into().unwrap();
+            let x512: [i8; 512] = core::array::from_fn(|_| r.range(-128, 127) as i8);
+            for relu in [true, false] {
+                let mut want = [0i8; 512];
+                QDense {
+                    weight: &p.fc1_weight,
+                    q: &p.fc1,
+                }
+                .forward(x3136, relu, &mut want);
+                let mut got = [0i8; 512];
+                portable::dense(&p.fc1_weight, &p.fc1, x3136, relu, &mut got);
+                assert_eq!(got, want, "portable fc1");
+                dsp::dense(&p.fc1_weight, &p.fc1, x3136, relu, &mut got);
+                assert_eq!(got, want, "dsp fc1");
+                let mut want = [0i8; 10];
+                QDense {
+                    weight: &p.fc2_weight,
+                    q: &p.fc2,
+                }
+                .forward(&x512, relu, &mut want);
+                let mut got = [0i8; 10];
+                portable::dense(&p.fc2_weight, &p.fc2, &x512, relu, &mut got);
+                assert_eq!(got, want, "portable fc2");
+                dsp::dense(&p.fc2_weight, &p.fc2, &x512, relu, &mut got);
+                assert_eq!(got, want, "dsp fc2");
             }
         }
     }

@@ -5,7 +5,8 @@
 //! * [`conv2d`], [`dense`]: plain reference kernels, one accumulator at a time;
 //! * [`fast`]: the kernels the device runs (and the host benchmarks), bit-identical to the
 //!   reference ones, with a Cortex-M4 dual-MAC path;
-//! * [`lenet`]: the int8 LeNet, its model-file payload [`LeNetQParams`] and its forward pass.
+//! * [`lenet`]: the int8 LeNet, its model-file payload [`LeNetQParams`] and its forward pass;
+//! * [`wide`]: the int8 wide CNN, its payload [`WideQParams`] and its forward pass [`WideQ`].
 //!
 //! Max-pooling works on int8 directly with [`max_pool_2x2`]; argmax (ties to the lowest index)
 //! with [`crate::layers::argmax`].
@@ -32,6 +33,7 @@ pub mod fast;
 pub mod lenet;
 pub mod params;
 pub mod requant;
+pub mod wide;
 
 pub use crate::layers::{argmax, max_pool_2x2};
 pub use conv2d::QConv2d;
@@ -39,3 +41,4 @@ pub use dense::QDense;
 pub use lenet::{LeNetQ, LeNetQParams, QTrace};
 pub use params::{QLayerParams, QParamsError};
 pub use requant::{Requant, multiply_by_quantized_multiplier};
+pub use wide::{WideQ, WideQParams, WideQTrace};
