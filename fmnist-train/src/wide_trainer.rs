@@ -164,6 +164,7 @@ pub struct WideTrainer<'d> {
     labels: Vec<u8>,
     pool: rayon::ThreadPool,
     train: &'d Dataset,
+    stage_seconds: [f64; 8],
 }
 
 /// Σ over chunks, in chunk order, of the first `C` of their two per-channel sums.
@@ -277,6 +278,7 @@ impl<'d> WideTrainer<'d> {
             labels: Vec::with_capacity(batch),
             pool: thread_pool(threads),
             train,
+            stage_seconds: [0.0; 8],
         })
     }
 
@@ -293,6 +295,21 @@ impl<'d> WideTrainer<'d> {
     /// Seconds spent in optimizer steps so far.
     pub fn train_seconds(&self) -> f64 {
         self.train_seconds
+    }
+
+    /// Wall seconds spent so far in each stage of the optimizer steps (a profile).
+    pub fn stage_seconds(&self) -> [(&'static str, f64); 8] {
+        let names = [
+            "conv1",
+            "bn1 pool1 conv2",
+            "bn2 pool2 dense forward",
+            "dense backward",
+            "bn2 backward sums",
+            "conv2 backward",
+            "conv1 backward",
+            "adam",
+        ];
+        std::array::from_fn(|i| (names[i], self.stage_seconds[i]))
     }
 
     /// A copy of the run's state, to save in a checkpoint.
@@ -344,6 +361,13 @@ impl<'d> WideTrainer<'d> {
         let grads = &mut *self.grads;
         let pool = &self.pool;
         let f = WIDE_FLAT;
+        let stage = &mut self.stage_seconds;
+        let mut t = std::time::Instant::now();
+        let mut lap = |i: usize| {
+            let now = std::time::Instant::now();
+            stage[i] += (now - t).as_secs_f64();
+            t = now;
+        };
 
         pool.install(|| {
             chunks.par_iter_mut().enumerate().for_each(|(ci, ch)| {
@@ -353,22 +377,29 @@ impl<'d> WideTrainer<'d> {
         });
         let (s, q) = reduce_sums::<32>(chunks);
         let bn1 = BnBatch::<32>::from_sums(&s, &q, b * 28 * 28);
+        lap(0);
         pool.install(|| chunks.par_iter_mut().for_each(|ch| ch.conv2(p, &bn1)));
         let (s, q) = reduce_sums::<64>(chunks);
         let bn2 = BnBatch::<64>::from_sums(&s, &q, b * 14 * 14);
+        lap(1);
         pool.install(|| {
             chunks
                 .par_iter_mut()
                 .zip(head.x.par_chunks_mut(CHUNK * f))
                 .for_each(|(ch, x)| ch.pool2(p, &bn2, x));
             head.forward(p, b, labels, dropout);
-            head.backward(p, b, grads);
+        });
+        lap(2);
+        pool.install(|| head.backward(p, b, grads));
+        lap(3);
+        pool.install(|| {
             chunks
                 .par_iter_mut()
                 .zip(head.dx.par_chunks(CHUNK * f))
                 .for_each(|(ch, dx)| ch.bn2_sums(&bn2, dx));
         });
         let (dsum2, dxsum2) = reduce_sums::<64>(chunks);
+        lap(4);
         pool.install(|| {
             chunks
                 .par_iter_mut()
@@ -376,12 +407,14 @@ impl<'d> WideTrainer<'d> {
                 .for_each(|(ch, dx)| ch.back_conv2(p, &bn1, &bn2, &dsum2, &dxsum2, dx))
         });
         let (dsum1, dxsum1) = reduce_sums::<32>(chunks);
+        lap(5);
         pool.install(|| {
             chunks
                 .par_iter_mut()
                 .for_each(|ch| ch.back_conv1(p, &bn1, &dsum1, &dxsum1))
         });
 
+        lap(6);
         // Convolution gradients: the sum over chunks, in chunk order.
         let g = grads;
         g.conv1_weight = bytemuck::Zeroable::zeroed();
@@ -413,6 +446,7 @@ impl<'d> WideTrainer<'d> {
         let (bn1, bn2) = self.compute_gradients(Some((self.seed, self.step)));
         let (loss, correct) = (self.head.loss, self.head.correct);
 
+        let t_adam = std::time::Instant::now();
         let a = self.adam;
         let lr = self.schedule.lr_at(a.lr, self.step, self.steps);
         let t = (self.step + 1) as i32;
@@ -445,6 +479,7 @@ impl<'d> WideTrainer<'d> {
                 }
             });
         }
+        self.stage_seconds[7] += t_adam.elapsed().as_secs_f64();
         let p = &mut *self.params;
         let k = 1.0 - BN_MOMENTUM;
         for c in 0..32 {
@@ -524,8 +559,14 @@ pub fn evaluate_wide(p: &WideParams, data: &Dataset, pool: &rayon::ThreadPool) -
 }
 
 /// Training throughput: `windows` windows of `steps` optimizer steps each (batch 128, default
-/// Adam) on `train` with `threads` threads, after one warm-up step. Returns images/s per window.
-pub fn bench_wide(train: &Dataset, threads: usize, steps: usize, windows: usize) -> Vec<f64> {
+/// Adam) on `train` with `threads` threads, after one warm-up step. Returns images/s per window
+/// and the seconds spent in each stage over all windows.
+pub fn bench_wide(
+    train: &Dataset,
+    threads: usize,
+    steps: usize,
+    windows: usize,
+) -> (Vec<f64>, [(&'static str, f64); 8]) {
     let batch = 128;
     let mut t = WideTrainer::new(
         AdamConfig::default(),
@@ -537,7 +578,8 @@ pub fn bench_wide(train: &Dataset, threads: usize, steps: usize, windows: usize)
         threads,
     );
     t.step();
-    (0..windows)
+    t.stage_seconds = [0.0; 8];
+    let rates = (0..windows)
         .map(|_| {
             let t0 = std::time::Instant::now();
             let mut images = 0usize;
@@ -547,7 +589,8 @@ pub fn bench_wide(train: &Dataset, threads: usize, steps: usize, windows: usize)
             }
             images as f64 / t0.elapsed().as_secs_f64()
         })
-        .collect()
+        .collect();
+    (rates, t.stage_seconds())
 }
 
 #[cfg(test)]
@@ -1045,8 +1088,19 @@ mod tests {
     #[ignore = "benchmark: needs the real data and a quiet machine"]
     fn wide_throughput() {
         let (train, _) = real_data();
-        for threads in [2] {
-            let mut r = bench_wide(&train, threads, 20, 7);
+        let threads: Vec<usize> = match std::env::var("WIDE_THREADS") {
+            Ok(v) => v
+                .split(',')
+                .map(|t| t.parse().expect("thread count"))
+                .collect(),
+            Err(_) => vec![2],
+        };
+        for threads in threads {
+            let (mut r, stages) = bench_wide(&train, threads, 20, 7);
+            let total: f64 = stages.iter().map(|s| s.1).sum();
+            for (name, secs) in stages {
+                println!("  {name:<24} {:5.1} %", 100.0 * secs / total);
+            }
             r.sort_by(f64::total_cmp);
             println!(
                 "wide: {threads} threads, images/s per window {r:.0?}, median {:.0}",
