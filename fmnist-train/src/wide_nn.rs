@@ -258,13 +258,13 @@ simd_dispatch! {
                     for px in 0..h {
                         let mut best = 0.0f32;
                         let mut at_best = NONE;
+                        // Branch-free selects: which candidate wins is unpredictable.
                         for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
                             let at = i * w * w + (2 * py + dy) * w + 2 * px + dx;
                             let v = (zc[at] - m) * s * g + b;
-                            if v > best {
-                                best = v;
-                                at_best = at as u32;
-                            }
+                            let win = v > best;
+                            best = if win { v } else { best };
+                            at_best = if win { at as u32 } else { at_best };
                         }
                         let o = c * lay.channel + i * lay.image + py * h + px;
                         out[o] = best;
@@ -298,13 +298,14 @@ simd_dispatch! {
             for i in 0..n {
                 for k in 0..q {
                     let o = c * lay.channel + i * lay.image + k;
+                    // Branch-free: a pooled output without a winner adds 0.
                     let a = arg[o];
-                    if a != NONE {
-                        let dy = dout[o] as f64;
-                        let xhat = ((z[c * np + a as usize] - mean[c]) * invstd[c]) as f64;
-                        sd += dy;
-                        sdx += dy * xhat;
-                    }
+                    let valid = a != NONE;
+                    let at = if valid { a as usize } else { 0 };
+                    let dy = if valid { dout[o] } else { 0.0 };
+                    let xhat = (z[c * np + at] - mean[c]) * invstd[c];
+                    sd += dy as f64;
+                    sdx += (dy * xhat) as f64;
                 }
             }
             sums[0][c] = sd;
@@ -347,10 +348,11 @@ simd_dispatch! {
             for i in 0..n {
                 for j in 0..q {
                     let o = c * lay.channel + i * lay.image + j;
+                    // Branch-free: a pooled output without a winner adds 0 to element 0.
                     let a = arg[o];
-                    if a != NONE {
-                        d[a as usize] += k * dout[o];
-                    }
+                    let valid = a != NONE;
+                    let at = if valid { a as usize } else { 0 };
+                    d[at] += if valid { k * dout[o] } else { 0.0 };
                 }
             }
         }
