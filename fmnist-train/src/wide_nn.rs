@@ -801,9 +801,9 @@ impl Head {
         );
         self.loss = 0.0;
         self.correct = 0;
-        for i in 0..b {
+        for (i, &y) in labels[..b].iter().enumerate() {
             let l = &self.logits[i * 10..][..10];
-            let y = labels[i] as usize;
+            let y = y as usize;
             let pred = fmnist_core::layers::argmax::<f32, 10>(l.try_into().unwrap());
             self.correct += (pred == y) as usize;
             let m = l[pred];
