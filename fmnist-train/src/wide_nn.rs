@@ -36,10 +36,11 @@ const K1: usize = 9;
 const K2: usize = C1 * 9;
 const F: usize = WIDE_FLAT;
 const H: usize = WIDE_HIDDEN;
-/// Column blocks of the dense layers: fc1's 512 outputs in 8 blocks of 64, its 3,136 inputs in
-/// 8 blocks of 392. Fixed, so the arithmetic never depends on the thread count.
-const HB: usize = 64;
-const XB: usize = F / 8;
+/// Column blocks of the dense layers: fc1's 512 outputs in 4 blocks of 128, its 3,136 inputs in
+/// 4 blocks of 784. Fixed, so the arithmetic never depends on the thread count. Few blocks: each
+/// block packs the whole batch's features (or their gradient) once.
+const HB: usize = 128;
+const XB: usize = F / 4;
 const NONE: u32 = u32::MAX;
 /// Dropout probability (training only); kept units are scaled by 1 / (1 - p).
 pub const DROPOUT: f32 = 0.5;
@@ -874,13 +875,13 @@ impl Head {
         let gw = g.fc1_weight.as_flattened_mut();
         rayon::join(
             || {
-                // dW1 rows j·64.. = dHᵀ[64][b] · X[b][3136]
+                // dW1 rows j·128.. = dHᵀ[128][b] · X[b][3136]
                 gw.par_chunks_mut(HB * F).enumerate().for_each(|(j, blk)| {
                     gemm(HB, b, F, &dh[j * HB..], (1, H), x, (F, 1), 0.0, blk, (F, 1));
                 });
             },
             || {
-                // dX columns j·392.. = dH[b][512] · W1[512][392 cols]
+                // dX columns j·784.. = dH[b][512] · W1[512][784 columns]
                 self.dxblk.par_iter_mut().enumerate().for_each(|(j, blk)| {
                     gemm(
                         b,

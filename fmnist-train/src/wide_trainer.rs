@@ -199,6 +199,8 @@ const EVAL_GROUP: usize = 128;
 
 impl<'d> WideTrainer<'d> {
     /// A fresh run of `steps` optimizer steps with batches of `batch` images.
+    ///
+    /// Panics if `train` is empty or `batch` is 0.
     pub fn new(
         adam: AdamConfig,
         schedule: Schedule,
@@ -238,6 +240,9 @@ impl<'d> WideTrainer<'d> {
                 "holds {} parameters, the wide CNN has {LEN}",
                 state.params.len()
             ));
+        }
+        if train.is_empty() {
+            return Err("the training set is empty".into());
         }
         if state.batch == 0 {
             return Err("batch size 0".into());
@@ -1111,7 +1116,7 @@ mod tests {
 
     /// `cargo test --release -p fmnist-train wide_one_epoch -- --ignored --nocapture`
     #[test]
-    #[ignore = "one epoch on the real data (about 15 s on 2 cores)"]
+    #[ignore = "one epoch on the real data (60,000 images: slow on a busy machine)"]
     fn wide_one_epoch() {
         let (train, test) = real_data();
         let steps = crate::config::steps_per_epoch(train.len(), 128);
