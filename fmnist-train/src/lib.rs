@@ -15,3 +15,5 @@ pub mod quantize;
 pub mod run;
 pub mod safetensors_io;
 pub mod trainer;
+pub mod wide_nn;
+pub mod wide_trainer;
