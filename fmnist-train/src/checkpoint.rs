@@ -5,9 +5,9 @@
 //! 0      4    magic "FMCK"
 //! 4      2    format version (u16 LE, = 2; version 2 added augmentation, label smoothing
 //!             and decoupled decay to the recipe)
-//! 6      2    architecture (u16 LE, 1 = LeNet-BN)
+//! 6      2    architecture (u16 LE, 1 = LeNet-BN, 2 = wide CNN)
 //! 8      4    payload length n (u32 LE)
-//! 12     n    postcard encoding of TrainState
+//! 12     n    postcard encoding of TrainState (LeNet-BN) or WideRun (wide CNN)
 //! 12+n   4    CRC-32 (ISO-HDLC) of bytes 0 .. 12+n
 //! ```
 //! Written atomically (temp file, fsync, rename): a crash leaves the previous checkpoint intact.
@@ -15,7 +15,9 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::config::TrainConfig;
 use crate::trainer::TrainState;
+use crate::wide_trainer::WideState;
 
 /// Magic bytes of a checkpoint.
 pub const MAGIC: [u8; 4] = *b"FMCK";
@@ -23,8 +25,29 @@ pub const MAGIC: [u8; 4] = *b"FMCK";
 pub const VERSION: u16 = 2;
 /// Architecture id of LeNet-BN (as in the model file).
 pub const ARCH_LENET: u16 = 1;
-/// Largest payload accepted (a LeNet state is ~0.8 MB).
+/// Architecture id of the wide CNN (as in the model file).
+pub const ARCH_WIDE: u16 = 2;
+/// Largest payload accepted (a LeNet state is ~0.8 MB, a wide one ~20 MB).
 pub const MAX_PAYLOAD: usize = 64 << 20;
+
+/// A wide-CNN run: the recipe (augmentation and label smoothing included) and the trainer's
+/// state.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct WideRun {
+    /// The whole recipe.
+    pub config: TrainConfig,
+    /// Parameters, Adam moments, data order.
+    pub state: WideState,
+}
+
+/// A checkpoint of either network.
+#[derive(Debug)]
+pub enum Checkpoint {
+    /// LeNet-BN.
+    Lenet(Box<TrainState>),
+    /// The wide CNN.
+    Wide(Box<WideRun>),
+}
 
 /// Why a checkpoint cannot be used.
 #[derive(Debug)]
@@ -46,22 +69,46 @@ impl fmt::Display for CheckpointError {
 
 impl std::error::Error for CheckpointError {}
 
-/// Encodes a state.
+/// Encodes a LeNet-BN state.
 pub fn encode(state: &TrainState) -> Vec<u8> {
-    let payload = postcard::to_allocvec(state).expect("TrainState serializes");
+    frame(
+        ARCH_LENET,
+        &postcard::to_allocvec(state).expect("TrainState serializes"),
+    )
+}
+
+/// Encodes a wide-CNN run.
+pub fn encode_wide(run: &WideRun) -> Vec<u8> {
+    frame(
+        ARCH_WIDE,
+        &postcard::to_allocvec(run).expect("WideRun serializes"),
+    )
+}
+
+fn frame(arch: u16, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + payload.len());
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&ARCH_LENET.to_le_bytes());
+    out.extend_from_slice(&arch.to_le_bytes());
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&payload);
+    out.extend_from_slice(payload);
     let crc = fmnist_core::format::CRC32.checksum(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
 }
 
-/// Decodes and checks a checkpoint's bytes; `Err` holds the reason.
+/// Decodes and checks a LeNet-BN checkpoint's bytes; `Err` holds the reason.
 pub fn decode(b: &[u8]) -> Result<TrainState, String> {
+    match decode_any(b)? {
+        Checkpoint::Lenet(s) => Ok(*s),
+        Checkpoint::Wide(_) => {
+            Err("checkpoint of the wide CNN (architecture 2), not LeNet-BN".into())
+        }
+    }
+}
+
+/// Decodes and checks a checkpoint of either network; `Err` holds the reason.
+pub fn decode_any(b: &[u8]) -> Result<Checkpoint, String> {
     if b.len() < 16 {
         return Err(format!("not a checkpoint: {} bytes, too short", b.len()));
     }
@@ -75,9 +122,9 @@ pub fn decode(b: &[u8]) -> Result<TrainState, String> {
         ));
     }
     let arch = u16::from_le_bytes([b[6], b[7]]);
-    if arch != ARCH_LENET {
+    if arch != ARCH_LENET && arch != ARCH_WIDE {
         return Err(format!(
-            "checkpoint of another architecture (id {arch}); this command trains LeNet-BN (id 1)"
+            "checkpoint of another architecture (id {arch}); this build trains LeNet-BN (id 1) and the wide CNN (id 2)"
         ));
     }
     let n = u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize;
@@ -95,7 +142,17 @@ pub fn decode(b: &[u8]) -> Result<TrainState, String> {
             "CRC mismatch: stored {stored:#010x}, computed {computed:#010x} (the file is corrupt)"
         ));
     }
-    let (state, rest): (TrainState, &[u8]) = postcard::take_from_bytes(&b[12..12 + n])
+    let payload = &b[12..12 + n];
+    if arch == ARCH_LENET {
+        Ok(Checkpoint::Lenet(Box::new(whole(payload)?)))
+    } else {
+        Ok(Checkpoint::Wide(Box::new(whole(payload)?)))
+    }
+}
+
+/// Postcard-decodes exactly `payload`.
+fn whole<'a, T: serde::Deserialize<'a>>(payload: &'a [u8]) -> Result<T, String> {
+    let (value, rest): (T, &[u8]) = postcard::take_from_bytes(payload)
         .map_err(|e| format!("undecodable training state: {e}"))?;
     if !rest.is_empty() {
         return Err(format!(
@@ -103,7 +160,7 @@ pub fn decode(b: &[u8]) -> Result<TrainState, String> {
             rest.len()
         ));
     }
-    Ok(state)
+    Ok(value)
 }
 
 /// Writes a checkpoint atomically.
@@ -112,8 +169,19 @@ pub fn save(path: &Path, state: &TrainState) -> Result<(), CheckpointError> {
         .map_err(|e| CheckpointError::Io(path.to_owned(), e))
 }
 
-/// Reads and checks a checkpoint.
+/// Reads and checks a LeNet-BN checkpoint.
 pub fn load(path: &Path) -> Result<TrainState, CheckpointError> {
+    match load_any(path)? {
+        Checkpoint::Lenet(s) => Ok(*s),
+        Checkpoint::Wide(_) => Err(CheckpointError::Invalid(
+            path.to_owned(),
+            "checkpoint of the wide CNN (architecture 2), not LeNet-BN".into(),
+        )),
+    }
+}
+
+/// Reads and checks a checkpoint of either network.
+pub fn load_any(path: &Path) -> Result<Checkpoint, CheckpointError> {
     let meta = std::fs::metadata(path).map_err(|e| CheckpointError::Io(path.to_owned(), e))?;
     if meta.len() > (MAX_PAYLOAD + 16) as u64 {
         return Err(CheckpointError::Invalid(
@@ -122,7 +190,7 @@ pub fn load(path: &Path) -> Result<TrainState, CheckpointError> {
         ));
     }
     let b = std::fs::read(path).map_err(|e| CheckpointError::Io(path.to_owned(), e))?;
-    decode(&b).map_err(|why| CheckpointError::Invalid(path.to_owned(), why))
+    decode_any(&b).map_err(|why| CheckpointError::Invalid(path.to_owned(), why))
 }
 
 #[cfg(test)]
@@ -160,7 +228,7 @@ mod tests {
                 .contains("unsupported checkpoint version 9")
         );
         let mut b = good.clone();
-        b[6] = 2;
+        b[6] = 7;
         assert!(decode(&b).unwrap_err().contains("another architecture"));
         let mut b = good.clone();
         b.truncate(b.len() - 1);

@@ -38,41 +38,84 @@ pub struct ExportReport {
     pub folded_out: Option<PathBuf>,
 }
 
-/// Reads trained f32 LeNet-BN weights from a checkpoint, an f32 model file or a safetensors file
-/// (told apart by content).
-pub fn read_f32_weights(path: &Path) -> Result<Box<LeNetParams>, CliError> {
+/// Trained f32 weights of either network.
+pub enum TrainedWeights {
+    /// LeNet-BN.
+    Lenet(Box<LeNetParams>),
+    /// The wide CNN.
+    Wide(Box<WideParams>),
+}
+
+/// Copies a flat f32 parameter vector into a boxed parameter struct, checking its length.
+fn from_flat<T: bytemuck::Pod>(
+    path: &Path,
+    values: &[f32],
+    name: &str,
+) -> Result<Box<T>, CliError> {
+    let mut p: Box<T> = bytemuck::zeroed_box();
+    let dst = bytemuck::cast_slice_mut::<u8, f32>(bytemuck::bytes_of_mut(&mut *p));
+    if values.len() != dst.len() {
+        return Err(CliError::bad(format!(
+            "{}: checkpoint holds {} values, {name} has {}",
+            path.display(),
+            values.len(),
+            dst.len()
+        )));
+    }
+    dst.copy_from_slice(values);
+    Ok(p)
+}
+
+/// Reads trained f32 weights of either network from a checkpoint, an f32 model file or a
+/// safetensors file (told apart by content; safetensors files hold LeNet-BN).
+pub fn read_weights(path: &Path) -> Result<TrainedWeights, CliError> {
     let bytes =
         std::fs::read(path).map_err(|e| CliError::bad(format!("{}: {e}", path.display())))?;
     if bytes.starts_with(&crate::checkpoint::MAGIC) {
-        let state = crate::checkpoint::decode(&bytes)
+        let saved = crate::checkpoint::decode_any(&bytes)
             .map_err(|why| CliError::bad(format!("{}: {why}", path.display())))?;
-        let mut p: Box<LeNetParams> = bytemuck::zeroed_box();
-        let dst = bytemuck::cast_slice_mut::<LeNetParams, f32>(std::slice::from_mut(&mut *p));
-        if state.params.len() != dst.len() {
-            return Err(CliError::bad(format!(
-                "{}: checkpoint holds {} values, LeNet-BN has {}",
-                path.display(),
-                state.params.len(),
-                dst.len()
-            )));
-        }
-        dst.copy_from_slice(&state.params);
-        return Ok(p);
+        return Ok(match saved {
+            crate::checkpoint::Checkpoint::Lenet(s) => {
+                TrainedWeights::Lenet(from_flat(path, &s.params, "LeNet-BN")?)
+            }
+            crate::checkpoint::Checkpoint::Wide(r) => {
+                TrainedWeights::Wide(from_flat(path, &r.state.params, "the wide CNN")?)
+            }
+        });
     }
     if bytes.starts_with(&fmnist_core::format::MAGIC) {
         let m = LoadedModel::from_bytes(&bytes, path);
         let file = m.file().map_err(|e| CliError::bad(m.error(e)))?;
+        if file.header.arch == Arch::Wide {
+            let p = file.wide_f32().map_err(|e| CliError::bad(m.error(e)))?;
+            // Copied byte-wise: 6.5 MB must not pass through the stack.
+            let mut b: Box<WideParams> = bytemuck::zeroed_box();
+            bytemuck::bytes_of_mut(&mut *b).copy_from_slice(bytemuck::bytes_of(p));
+            return Ok(TrainedWeights::Wide(b));
+        }
         let p = file.lenet_f32().map_err(|e| CliError::bad(m.error(e)))?;
-        return Ok(Box::new(*p));
+        return Ok(TrainedWeights::Lenet(Box::new(*p)));
     }
     if crate::safetensors_io::looks_like_safetensors(&bytes) {
         return crate::safetensors_io::decode(&bytes)
+            .map(TrainedWeights::Lenet)
             .map_err(|e| CliError::bad(format!("{}: {e}", path.display())));
     }
     Err(CliError::bad(format!(
         "{}: not a checkpoint (FMCK), an f32 model file (FMNM) or a safetensors file",
         path.display()
     )))
+}
+
+/// Reads trained f32 LeNet-BN weights (see [`read_weights`]).
+pub fn read_f32_weights(path: &Path) -> Result<Box<LeNetParams>, CliError> {
+    match read_weights(path)? {
+        TrainedWeights::Lenet(p) => Ok(p),
+        TrainedWeights::Wide(_) => Err(CliError::bad(format!(
+            "{}: holds the wide CNN, not LeNet-BN",
+            path.display()
+        ))),
+    }
 }
 
 /// Evenly spaced training images, deterministic: `n` of them.

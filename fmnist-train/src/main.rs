@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use fmnist_train::config::{Model, Preset, Schedule, TrainConfig, steps_per_epoch};
 use fmnist_train::quantize::Calibration;
-use fmnist_train::run::{RunOptions, run};
+use fmnist_train::run::{RunOptions, Session, WideSession, run};
 use fmnist_train::trainer::Trainer;
 use fmnist_train::{checkpoint, cli, data, export, plot};
 
@@ -26,7 +26,10 @@ struct Cli {
 enum Command {
     /// Train from scratch.
     Train {
-        /// The recipe.
+        /// The network.
+        #[arg(long, value_enum, default_value = "lenet")]
+        model: Model,
+        /// The recipe (each network has its own three).
         #[arg(long, value_enum, default_value = "default")]
         preset: Preset,
         /// Directory holding the four IDX files (else $FMNIST_DATA, ./data/fashion-mnist,
@@ -115,6 +118,9 @@ enum Command {
     },
     /// Measure training and evaluation throughput.
     Bench {
+        /// The network.
+        #[arg(long, value_enum, default_value = "lenet")]
+        model: Model,
         /// Data directory (as for `train`).
         #[arg(long)]
         data: Option<PathBuf>,
@@ -292,6 +298,7 @@ fn main() -> ExitCode {
 fn real_main(cli: Cli) -> Result<(), cli::CliError> {
     match cli.command {
         Command::Train {
+            model,
             preset,
             data,
             out,
@@ -306,7 +313,7 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
             common,
         } => {
             let (train, test) = data::load_both(data.as_deref()).map_err(cli::bad_input)?;
-            let mut cfg = preset.config(train.len(), seed);
+            let mut cfg = preset.config_for(model, train.len(), seed);
             if let Some(b) = batch {
                 if b == 0 || b > train.len() {
                     return Err(cli::CliError::bad(format!(
@@ -350,8 +357,17 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
                 ));
             }
             let threads = threads(common.threads);
-            let mut trainer = Trainer::new(cfg, &train, threads);
-            finish(&mut trainer, &test, threads, out, &common)
+            match model {
+                Model::Lenet => {
+                    let mut trainer = Trainer::new(cfg, &train, threads);
+                    finish(&mut trainer, &test, threads, out, &common)
+                }
+                Model::Wide => {
+                    let mut session =
+                        WideSession::new(cfg, &train, threads).map_err(cli::CliError::bad)?;
+                    finish(&mut session, &test, threads, out, &common)
+                }
+            }
         }
         Command::Resume {
             checkpoint,
@@ -359,14 +375,23 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
             out,
             common,
         } => {
-            let state = checkpoint::load(&checkpoint).map_err(cli::bad_input)?;
+            let saved = checkpoint::load_any(&checkpoint).map_err(cli::bad_input)?;
             let (train, test) = data::load_both(data.as_deref()).map_err(cli::bad_input)?;
             let out =
                 out.unwrap_or_else(|| checkpoint.parent().map(PathBuf::from).unwrap_or_default());
             let threads = threads(common.threads);
-            let mut trainer = Trainer::resume(state, &train, threads)
-                .map_err(|why| cli::CliError::bad(format!("{}: {why}", checkpoint.display())))?;
-            finish(&mut trainer, &test, threads, out, &common)
+            let refuse =
+                |why: String| cli::CliError::bad(format!("{}: {why}", checkpoint.display()));
+            match saved {
+                checkpoint::Checkpoint::Lenet(state) => {
+                    let mut trainer = Trainer::resume(*state, &train, threads).map_err(refuse)?;
+                    finish(&mut trainer, &test, threads, out, &common)
+                }
+                checkpoint::Checkpoint::Wide(run) => {
+                    let mut session = WideSession::resume(*run, &train, threads).map_err(refuse)?;
+                    finish(&mut session, &test, threads, out, &common)
+                }
+            }
         }
         Command::Export {
             checkpoint,
@@ -378,7 +403,7 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
             data,
             json,
         } => {
-            let weights = export::read_f32_weights(&checkpoint)?;
+            let weights = export::read_weights(&checkpoint)?;
             let method = match method {
                 Method::Minmax => Calibration::MinMax,
                 Method::Mse => Calibration::Mse,
@@ -395,15 +420,26 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
                 return Err(cli::CliError::bad("--calibration must be at least 1"));
             }
             let (train, test) = data::load_both(data.as_deref()).map_err(cli::bad_input)?;
-            let r = export::export(
-                &weights,
-                &train,
-                &test,
-                calibration,
-                method,
-                &out,
-                folded_out.as_deref(),
-            )?;
+            let r = match &weights {
+                export::TrainedWeights::Lenet(w) => export::export(
+                    w,
+                    &train,
+                    &test,
+                    calibration,
+                    method,
+                    &out,
+                    folded_out.as_deref(),
+                )?,
+                export::TrainedWeights::Wide(w) => export::export_wide(
+                    w,
+                    &train,
+                    &test,
+                    calibration,
+                    method,
+                    &out,
+                    folded_out.as_deref(),
+                )?,
+            };
             if json {
                 println!("{}", serde_json::to_string(&r).expect("report serializes"));
             } else {
@@ -428,6 +464,7 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
             Ok(())
         }
         Command::Bench {
+            model,
             data,
             steps,
             repeats,
@@ -435,7 +472,15 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
             json,
         } => {
             let (train, test) = data::load_both(data.as_deref()).map_err(cli::bad_input)?;
-            cli::bench(&train, &test, steps, repeats.max(1), threads(n), json);
+            cli::bench(
+                model,
+                &train,
+                &test,
+                steps,
+                repeats.max(1),
+                threads(n),
+                json,
+            );
             Ok(())
         }
         Command::Plot { log, out, json } => {
@@ -477,7 +522,7 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
 }
 
 fn finish(
-    trainer: &mut Trainer,
+    trainer: &mut dyn Session,
     test: &data::Dataset,
     threads: usize,
     out: PathBuf,

@@ -6,10 +6,11 @@ use std::time::Instant;
 
 use fmnist_core::format::{Arch, Kind};
 
-use crate::checkpoint;
-use crate::config::TrainConfig;
+use crate::checkpoint::{self, WideRun};
+use crate::config::{Model, Optimizer, TrainConfig};
 use crate::data::Dataset;
 use crate::trainer::{Evaluation, StepStats, Trainer};
+use crate::wide_trainer::WideTrainer;
 
 /// A training run the loop drives: LeNet-BN or the wide CNN.
 pub trait Session {
@@ -51,6 +52,75 @@ impl Session for Trainer<'_> {
     }
     fn model_payload(&self) -> (Arch, &[u8]) {
         (Arch::LeNet, bytemuck::bytes_of(self.params()))
+    }
+}
+
+/// A wide-CNN run: the trainer and the recipe it was built from.
+pub struct WideSession<'d> {
+    /// The recipe (model `Wide`, Adam).
+    pub config: TrainConfig,
+    /// The trainer.
+    pub trainer: WideTrainer<'d>,
+}
+
+impl<'d> WideSession<'d> {
+    /// A fresh run of `config` (which must name the wide CNN and Adam).
+    pub fn new(config: TrainConfig, train: &'d Dataset, threads: usize) -> Result<Self, String> {
+        let Optimizer::Adam(adam) = config.optimizer else {
+            return Err("the wide CNN trains with Adam".into());
+        };
+        if config.model != Model::Wide {
+            return Err("not a wide-CNN recipe".into());
+        }
+        if train.is_empty() || config.batch == 0 {
+            return Err("needs at least one training image and a batch of at least 1".into());
+        }
+        let mut trainer = WideTrainer::new(
+            adam,
+            config.schedule,
+            config.batch,
+            config.steps,
+            config.seed,
+            train,
+            threads,
+        );
+        trainer.set_regularisation(config.augment, config.label_smoothing);
+        Ok(WideSession { config, trainer })
+    }
+
+    /// Continues a checkpointed run.
+    pub fn resume(run: WideRun, train: &'d Dataset, threads: usize) -> Result<Self, String> {
+        let config = run.config;
+        let mut trainer = WideTrainer::resume(run.state, train, threads)?;
+        trainer.set_regularisation(config.augment, config.label_smoothing);
+        Ok(WideSession { config, trainer })
+    }
+}
+
+impl Session for WideSession<'_> {
+    fn config(&self) -> TrainConfig {
+        self.config
+    }
+    fn steps_done(&self) -> u64 {
+        self.trainer.steps_done()
+    }
+    fn train_seconds(&self) -> f64 {
+        self.trainer.train_seconds()
+    }
+    fn step(&mut self) -> StepStats {
+        self.trainer.step()
+    }
+    fn evaluate(&mut self, test: &Dataset) -> Evaluation {
+        self.trainer.evaluate(test)
+    }
+    fn checkpoint(&mut self) -> Vec<u8> {
+        checkpoint::encode_wide(&WideRun {
+            config: self.config,
+            state: self.trainer.state(),
+        })
+    }
+    fn model_payload(&self) -> (Arch, &[u8]) {
+        (Arch::Wide, bytemuck::bytes_of(self.trainer.params()))
     }
 }
 

@@ -699,6 +699,8 @@ pub struct Head {
     dxblk: Vec<Vec<f32>>,
     /// Σ cross-entropy over the batch of the last forward pass.
     pub loss: f64,
+    /// Label smoothing ε of the training loss.
+    pub smoothing: f32,
     /// Correct predictions in the batch of the last forward pass.
     pub correct: usize,
 }
@@ -719,6 +721,7 @@ impl Head {
             hblk: (0..H / HB).map(|_| z(batch * HB)).collect(),
             dxblk: (0..F / XB).map(|_| z(batch * XB)).collect(),
             loss: 0.0,
+            smoothing: 0.0,
             correct: 0,
         }
     }
@@ -810,12 +813,20 @@ impl Head {
             let m = l[pred];
             let sum: f32 = l.iter().map(|&v| libm::expf(v - m)).sum();
             let lse = m + libm::logf(sum);
-            self.loss += (lse - l[y]) as f64;
+            // Target (1 − ε)·one-hot + ε/10; ε = 0 is the plain cross-entropy, bit for bit.
+            let eps = self.smoothing;
+            let (off, on) = (eps / 10.0, 1.0 - eps + eps / 10.0);
             let d = &mut self.dlogits[i * 10..][..10];
+            let mut loss = 0.0f32;
             for (j, dj) in d.iter_mut().enumerate() {
+                let q = if j == y { on } else { off };
+                if q != 0.0 {
+                    loss += q * (lse - l[j]);
+                }
                 let pj = libm::expf(l[j] - lse);
-                *dj = (pj - (j == y) as u32 as f32) / b as f32;
+                *dj = (pj - q) / b as f32;
             }
+            self.loss += loss as f64;
         }
     }
 

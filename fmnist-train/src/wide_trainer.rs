@@ -17,41 +17,14 @@ use serde::{Deserialize, Serialize};
 use fmnist_core::lenet::{BnParams, IMAGE_PIXELS};
 use fmnist_core::wide::{WIDE_FLAT, WideParams};
 
+use crate::augment::Augment;
 use crate::config::Schedule;
 use crate::data::Dataset;
 use crate::nn::BnBatch;
 use crate::trainer::{BN_MOMENTUM, Evaluation, StepStats, thread_pool};
 use crate::wide_nn::{CHUNK, Head, WideChunk};
 
-/// Adam (PyTorch's formula, bias-corrected), with optional L2 and decoupled (AdamW) decay.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct AdamConfig {
-    /// Peak learning rate (the schedule scales it).
-    pub lr: f32,
-    /// Decay of the first moment.
-    pub beta1: f32,
-    /// Decay of the second moment.
-    pub beta2: f32,
-    /// Added to the denominator.
-    pub eps: f32,
-    /// L2 penalty added to the gradient (`g += wd·w`, PyTorch's `Adam(weight_decay)`).
-    pub weight_decay: f32,
-    /// Decoupled decay (`w -= lr·wd·w` before the Adam step, PyTorch's `AdamW`).
-    pub decoupled_decay: f32,
-}
-
-impl Default for AdamConfig {
-    fn default() -> Self {
-        AdamConfig {
-            lr: 1e-3,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-            decoupled_decay: 0.0,
-        }
-    }
-}
+pub use crate::config::AdamConfig;
 
 /// Everything needed to continue a wide-CNN run bit-identically (what a checkpoint holds).
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
@@ -160,8 +133,9 @@ pub struct WideTrainer<'d> {
     grads: Box<WideParams>,
     chunks: Vec<WideChunk>,
     head: Head,
-    images: Vec<&'d [u8; IMAGE_PIXELS]>,
+    images: Vec<[u8; IMAGE_PIXELS]>,
     labels: Vec<u8>,
+    augment: Augment,
     pool: rayon::ThreadPool,
     train: &'d Dataset,
     stage_seconds: [f64; 8],
@@ -280,6 +254,7 @@ impl<'d> WideTrainer<'d> {
                 .collect(),
             head: Head::new(batch),
             images: Vec::with_capacity(batch),
+            augment: Augment::default(),
             labels: Vec::with_capacity(batch),
             pool: thread_pool(threads),
             train,
@@ -346,8 +321,13 @@ impl<'d> WideTrainer<'d> {
         let train = self.train;
         self.images.clear();
         self.labels.clear();
+        let mut rng = (!self.augment.is_off()).then(|| Augment::rng(self.seed, self.step));
         for &i in &self.order[self.cursor..end] {
-            self.images.push(&train.images[i as usize]);
+            let image = &train.images[i as usize];
+            self.images.push(match &mut rng {
+                Some(rng) => self.augment.apply(image, rng),
+                None => *image,
+            });
             self.labels.push(train.labels[i as usize]);
         }
         self.cursor = end;
@@ -358,7 +338,8 @@ impl<'d> WideTrainer<'d> {
     fn compute_gradients(&mut self, dropout: Option<(u64, u64)>) -> (BnBatch<32>, BnBatch<64>) {
         let b = self.images.len();
         let nchunks = b.div_ceil(CHUNK);
-        let images = &self.images[..];
+        let images: Vec<&[u8; IMAGE_PIXELS]> = self.images.iter().collect();
+        let images = &images[..];
         let labels = &self.labels[..];
         let p = &*self.params;
         let chunks = &mut self.chunks[..nchunks];
@@ -441,6 +422,13 @@ impl<'d> WideTrainer<'d> {
             g.bn2.beta[c] = dsum2[c] as f32;
         }
         (bn1, bn2)
+    }
+
+    /// Sets the augmentation and label smoothing of the following steps (neither is part of
+    /// [`WideState`]: the caller's recipe holds them).
+    pub fn set_regularisation(&mut self, augment: Augment, label_smoothing: f32) {
+        self.augment = augment;
+        self.head.smoothing = label_smoothing;
     }
 
     /// One optimizer step over the next batch.
@@ -911,7 +899,7 @@ mod tests {
         }
         t.next_batch();
         t.compute_gradients(None);
-        let images: Vec<[u8; 784]> = t.images.iter().map(|&i| *i).collect();
+        let images: Vec<[u8; 784]> = t.images.clone();
         let labels = t.labels.clone();
         let g = flat(&t.grads).to_vec();
         let mut w: Vec<f64> = flat(&t.params).iter().map(|&v| v as f64).collect();

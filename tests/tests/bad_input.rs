@@ -196,7 +196,7 @@ fn bad_checkpoints() {
     assert!(o.status.success(), "{}", text(&o).1);
     let good = std::fs::read(first.join("checkpoint-0000002.fmck")).unwrap();
     let mut other_arch = good.clone();
-    other_arch[6] = 2;
+    other_arch[6] = 7;
     let mut other_version = good.clone();
     other_version[4] = 2;
     let mut flipped = good.clone();

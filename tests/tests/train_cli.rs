@@ -285,3 +285,105 @@ fn summary_of_the_wide_cnn() {
     let o = run("fmnist-train", &["summary", "--model", "resnet"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn wide_cnn_trains_resumes_bit_identically_and_exports_int8() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let args = |out: &std::path::Path, steps: &str| {
+        vec![
+            "train".to_string(),
+            "--model".into(),
+            "wide".into(),
+            "--preset".into(),
+            "fast".into(),
+            "--batch".into(),
+            "32".into(),
+            "--steps".into(),
+            steps.into(),
+            "--checkpoint-every".into(),
+            "3".into(),
+            "--seed".into(),
+            "5".into(),
+            "--json".into(),
+            "--out".into(),
+            out.to_str().unwrap().into(),
+        ]
+    };
+    let straight: Vec<String> = args(&a, "6");
+    let o = run(
+        "fmnist-train",
+        &straight.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert!(o.status.success(), "{}", text(&o).1);
+    let j: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+    assert_eq!(j["config"]["model"], "Wide");
+    assert!(j["config"]["optimizer"]["Adam"].is_object());
+    assert_eq!(j["config"]["augment"]["flip"], true);
+
+    // Resume from step 3 (in another directory, on one thread): same bytes.
+    let ck = a.join("checkpoint-0000003.fmck");
+    let o = run(
+        "fmnist-train",
+        &[
+            "resume",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            "--out",
+            b.to_str().unwrap(),
+            "--threads",
+            "1",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o).1);
+    let model = std::fs::read(a.join("model.fmnm")).unwrap();
+    assert!(
+        model == std::fs::read(b.join("model.fmnm")).unwrap(),
+        "resume changed the weights"
+    );
+    assert_eq!(&model[..4], b"FMNM");
+    assert_eq!(
+        u16::from_le_bytes([model[8], model[9]]),
+        2,
+        "architecture 2 = wide"
+    );
+
+    // Export quantizes it; fmnist-infer evaluates the int8 file.
+    let q = dir.path().join("wide.fmq");
+    let o = run(
+        "fmnist-train",
+        &[
+            "export",
+            "--checkpoint",
+            a.join("checkpoint-0000006.fmck").to_str().unwrap(),
+            "--out",
+            q.to_str().unwrap(),
+            "--calibration",
+            "200",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o).1);
+    let r: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+    assert_eq!(r["bytes"], 1_639_476);
+    let o = run(
+        "fmnist-infer",
+        &["eval", "--model", q.to_str().unwrap(), "--json"],
+    );
+    let e: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+    assert_eq!(e["kind"], "int8");
+    assert_eq!(e["accuracy"], r["int8_accuracy"]);
+
+    // A LeNet-only consumer refuses the wide checkpoint clearly.
+    let corrupt = dir.path().join("corrupt.fmck");
+    let mut bytes = std::fs::read(&ck).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(&corrupt, bytes).unwrap();
+    let o = run(
+        "fmnist-train",
+        &["resume", "--checkpoint", corrupt.to_str().unwrap()],
+    );
+    assert_bad_input(&o, "CRC mismatch");
+}
