@@ -87,11 +87,7 @@ pub fn read_weights(path: &Path) -> Result<TrainedWeights, CliError> {
         let m = LoadedModel::from_bytes(&bytes, path);
         let file = m.file().map_err(|e| CliError::bad(m.error(e)))?;
         if file.header.arch == Arch::Wide {
-            let p = file.wide_f32().map_err(|e| CliError::bad(m.error(e)))?;
-            // Copied byte-wise: 6.5 MB must not pass through the stack.
-            let mut b: Box<WideParams> = bytemuck::zeroed_box();
-            bytemuck::bytes_of_mut(&mut *b).copy_from_slice(bytemuck::bytes_of(p));
-            return Ok(TrainedWeights::Wide(b));
+            return read_wide_f32_weights(path).map(TrainedWeights::Wide);
         }
         let p = file.lenet_f32().map_err(|e| CliError::bad(m.error(e)))?;
         return Ok(TrainedWeights::Lenet(Box::new(*p)));
@@ -253,8 +249,15 @@ mod tests {
         );
         let m = LoadedModel::read(&folded).unwrap();
         assert!(m.file().unwrap().wide_folded().is_ok());
-        // A LeNet reader refuses the wide file by name.
+        // A LeNet reader refuses the wide file by name; the any-network reader takes the f32
+        // one and refuses the int8 one.
         let err = read_f32_weights(&out).err().unwrap().message;
         assert!(err.contains("wide CNN"), "{err}");
+        assert!(matches!(
+            read_any_f32_weights(&f32_path),
+            Ok(F32Weights::Wide(w)) if *w == *p
+        ));
+        let err = read_any_f32_weights(&out).err().unwrap().message;
+        assert!(err.contains("wide CNN int8"), "{err}");
     }
 }

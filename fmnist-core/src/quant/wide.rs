@@ -519,3 +519,43 @@ mod bench {
         );
     }
 }
+
+/// Compares wide int8 logits computed elsewhere (e.g. a firmware's `verify` mode under QEMU, 10
+/// bytes per image) with this build's `WideQ::forward` and reference pass:
+/// `FMNIST_INT8_MODEL=wide.fmq FMNIST_IMAGES=t10k-images-idx3-ubyte FMNIST_LOGITS=out.bin
+/// cargo test --release -p fmnist-core --lib -- --ignored --nocapture wide_external_logits_match`
+/// (`FMNIST_FIRST`: index of the first image the logits belong to).
+#[cfg(test)]
+mod external_logits {
+    use super::*;
+
+    #[test]
+    #[ignore = "needs a wide model file, raw IDX images and a logits file"]
+    fn wide_external_logits_match() {
+        let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("set {k}"));
+        let bytes = std::fs::read(var("FMNIST_INT8_MODEL")).unwrap();
+        let mut words = vec![0u32; bytes.len().div_ceil(4)];
+        bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..bytes.len()].copy_from_slice(&bytes);
+        let file =
+            crate::format::parse(&bytemuck::cast_slice::<u32, u8>(&words)[..bytes.len()]).unwrap();
+        let model = WideQ::new(file.wide_int8().unwrap()).unwrap();
+        let images = std::fs::read(var("FMNIST_IMAGES")).unwrap();
+        let logits = std::fs::read(var("FMNIST_LOGITS")).unwrap();
+        let first: usize = std::env::var("FMNIST_FIRST")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let n = logits.len() / 10;
+        assert!(n > 0);
+        for i in 0..n {
+            let at = 16 + (first + i) * IMAGE_PIXELS;
+            let img: &[u8; IMAGE_PIXELS] = images[at..at + IMAGE_PIXELS].try_into().unwrap();
+            let got: [i8; 10] = core::array::from_fn(|k| logits[10 * i + k] as i8);
+            assert_eq!(got, model.forward(img), "image {}", first + i);
+            if i % 100 == 0 {
+                assert_eq!(got, model.forward_reference(img), "image {}", first + i);
+            }
+        }
+        println!("{n} images: external wide logits identical to host fast (and sampled reference)");
+    }
+}
