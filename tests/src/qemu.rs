@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use fmnist_core::format::{Arch, Kind};
 use fmnist_core::lenet::{IMAGE_PIXELS, LeNetFoldedParams};
-use fmnist_core::quant::{LeNetQParams, QLayerParams};
+use fmnist_core::quant::{LeNetQParams, QLayerParams, WideQParams};
 
 /// Where the model region starts on the QEMU profile (`firmware/memory/qemu-mps2-an386.x`).
 pub const MODEL_ADDR: u32 = 0x0002_0000;
@@ -46,12 +46,14 @@ pub fn firmware_dir() -> PathBuf {
 /// A firmware build profile: cargo features on top of `--no-default-features`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Profile {
-    /// QEMU, int8 and f32 models (the default features).
+    /// QEMU, LeNet-BN int8 and f32 and the wide CNN int8 (the default features).
     Qemu,
-    /// QEMU, int8 models only: the build the memory targets are about.
+    /// QEMU, LeNet-BN int8 models only: the build the memory targets are about.
     QemuInt8,
-    /// QEMU, f32 models only.
+    /// QEMU, LeNet-BN f32 models only.
     QemuF32,
+    /// QEMU, int8 models: LeNet-BN and the wide CNN (the wide CNN's memory figures).
+    QemuWide,
     /// STM32F407 with RTT logging: builds here, runs on hardware only.
     Board,
 }
@@ -59,9 +61,10 @@ pub enum Profile {
 impl Profile {
     fn features(self) -> &'static str {
         match self {
-            Profile::Qemu => "qemu,int8,f32",
+            Profile::Qemu => "qemu,int8,f32,wide",
             Profile::QemuInt8 => "qemu,int8",
             Profile::QemuF32 => "qemu,f32",
+            Profile::QemuWide => "qemu,int8,wide",
             Profile::Board => "board",
         }
     }
@@ -72,6 +75,7 @@ impl Profile {
             Profile::Qemu => "qemu",
             Profile::QemuInt8 => "qemu-int8",
             Profile::QemuF32 => "qemu-f32",
+            Profile::QemuWide => "qemu-wide",
             Profile::Board => "board",
         }
     }
@@ -442,24 +446,6 @@ impl Lcg {
 /// Valid pseudo-random int8 LeNet parameters (not a trained model): weights in −127..=127,
 /// zero points chained, shifts chosen so activations spread over the int8 range.
 pub fn random_int8(seed: u32) -> Box<LeNetQParams> {
-    fn layer<const C: usize>(
-        r: &mut Lcg,
-        q: &mut QLayerParams<C>,
-        zp_in: i8,
-        zp_out: i8,
-        shifts: (i32, i32),
-    ) {
-        q.input_zero_point = zp_in;
-        q.output_zero_point = zp_out;
-        q.input_scale = 0.01;
-        q.output_scale = 0.02;
-        for c in 0..C {
-            q.bias[c] = r.range(-300_000, 300_000);
-            q.multiplier[c] = r.range(1 << 30, i32::MAX);
-            q.shift[c] = r.range(shifts.0, shifts.1);
-            q.weight_scale[c] = 0.001;
-        }
-    }
     let mut r = Lcg(seed);
     let mut p: Box<LeNetQParams> = bytemuck::zeroed_box();
     for w in bytemuck::bytes_of_mut(&mut p.conv1_weight)
@@ -473,12 +459,56 @@ pub fn random_int8(seed: u32) -> Box<LeNetQParams> {
     }
     let zps: [i8; 5] = std::array::from_fn(|_| r.range(-128, -90) as i8);
     let input_zp = fmnist_core::quant::lenet::INPUT_ZERO_POINT;
-    layer(&mut r, &mut p.conv1, input_zp, zps[0], (-10, -6));
-    layer(&mut r, &mut p.conv2, zps[0], zps[1], (-13, -9));
-    layer(&mut r, &mut p.fc1, zps[1], zps[2], (-14, -10));
-    layer(&mut r, &mut p.fc2, zps[2], zps[3], (-13, -9));
-    layer(&mut r, &mut p.fc3, zps[3], zps[4], (-12, -8));
+    random_layer(&mut r, &mut p.conv1, input_zp, zps[0], (-10, -6));
+    random_layer(&mut r, &mut p.conv2, zps[0], zps[1], (-13, -9));
+    random_layer(&mut r, &mut p.fc1, zps[1], zps[2], (-14, -10));
+    random_layer(&mut r, &mut p.fc2, zps[2], zps[3], (-13, -9));
+    random_layer(&mut r, &mut p.fc3, zps[3], zps[4], (-12, -8));
     p.check().expect("random int8 parameters must be valid");
+    p
+}
+
+fn random_layer<const C: usize>(
+    r: &mut Lcg,
+    q: &mut QLayerParams<C>,
+    zp_in: i8,
+    zp_out: i8,
+    shifts: (i32, i32),
+) {
+    q.input_zero_point = zp_in;
+    q.output_zero_point = zp_out;
+    q.input_scale = 0.01;
+    q.output_scale = 0.02;
+    for c in 0..C {
+        q.bias[c] = r.range(-300_000, 300_000);
+        q.multiplier[c] = r.range(1 << 30, i32::MAX);
+        q.shift[c] = r.range(shifts.0, shifts.1);
+        q.weight_scale[c] = 0.001;
+    }
+}
+
+/// Valid pseudo-random int8 wide-CNN parameters (not a trained model): weights in −127..=127,
+/// zero points chained, shifts chosen for each layer's fan-in (9, 288, 3136, 512) so that
+/// activations spread over the int8 range rather than saturate.
+pub fn random_wide_int8(seed: u32) -> Box<WideQParams> {
+    let mut r = Lcg(seed);
+    let mut p: Box<WideQParams> = bytemuck::zeroed_box();
+    for w in bytemuck::bytes_of_mut(&mut p.conv1_weight)
+        .iter_mut()
+        .chain(bytemuck::bytes_of_mut(&mut p.conv2_weight))
+        .chain(bytemuck::bytes_of_mut(&mut p.fc1_weight))
+        .chain(bytemuck::bytes_of_mut(&mut p.fc2_weight))
+    {
+        *w = r.range(-127, 127) as i8 as u8;
+    }
+    let zps: [i8; 4] = std::array::from_fn(|_| r.range(-128, -90) as i8);
+    let input_zp = fmnist_core::quant::lenet::INPUT_ZERO_POINT;
+    random_layer(&mut r, &mut p.conv1, input_zp, zps[0], (-9, -5));
+    random_layer(&mut r, &mut p.conv2, zps[0], zps[1], (-14, -10));
+    random_layer(&mut r, &mut p.fc1, zps[1], zps[2], (-16, -12));
+    random_layer(&mut r, &mut p.fc2, zps[2], zps[3], (-15, -11));
+    p.check()
+        .expect("random wide int8 parameters must be valid");
     p
 }
 
