@@ -179,15 +179,6 @@ fn region() -> &'static [u8] {
     &all[..len]
 }
 
-/// The int8 wide CNN tensors, in place, after `WideQParams::check` (the kernels' overflow proof
-/// depends on it).
-#[cfg(feature = "wide")]
-fn wide_int8(file: &ModelFile<'static>) -> Result<&'static WideQParams, FormatError> {
-    let p: &'static WideQParams = file.view(Arch::Wide, Kind::Int8)?;
-    p.check().map_err(FormatError::BadQuantParams)?;
-    Ok(p)
-}
-
 /// Checks the model file in the region and returns its weights: the network is chosen by the
 /// header's architecture and kind.
 pub fn load() -> Result<(ModelFile<'static>, Weights), Refusal> {
@@ -216,7 +207,7 @@ pub fn load() -> Result<(ModelFile<'static>, Weights), Refusal> {
             Weights::F32(file.lenet_folded().map_err(Refusal::Format)?)
         }
         #[cfg(feature = "wide")]
-        (Arch::Wide, Kind::Int8) => Weights::WideInt8(wide_int8(&file).map_err(Refusal::Format)?),
+        (Arch::Wide, Kind::Int8) => Weights::WideInt8(file.wide_int8().map_err(Refusal::Format)?),
         (found_arch, found_kind) => {
             return Err(Refusal::Format(FormatError::WrongModel {
                 found_arch,

@@ -20,7 +20,8 @@
 use bytemuck::Pod;
 
 use crate::lenet::{LeNetFoldedParams, LeNetParams};
-use crate::quant::{LeNetQParams, QParamsError};
+use crate::quant::{LeNetQParams, QParamsError, WideQParams};
+use crate::wide::{WideFoldedParams, WideParams};
 
 /// The four magic bytes.
 pub const MAGIC: [u8; 4] = *b"FMNM";
@@ -252,13 +253,16 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-/// Bytes of the payload for an (architecture, kind), when this build knows its layout.
+/// Bytes of the payload for an (architecture, kind), when this build knows its layout (it
+/// knows all six).
 pub fn layout_len(arch: Arch, kind: Kind) -> Option<usize> {
     match (arch, kind) {
         (Arch::LeNet, Kind::F32) => Some(size_of::<LeNetParams>()),
         (Arch::LeNet, Kind::F32Folded) => Some(size_of::<LeNetFoldedParams>()),
         (Arch::LeNet, Kind::Int8) => Some(size_of::<LeNetQParams>()),
-        _ => None,
+        (Arch::Wide, Kind::F32) => Some(size_of::<WideParams>()),
+        (Arch::Wide, Kind::F32Folded) => Some(size_of::<WideFoldedParams>()),
+        (Arch::Wide, Kind::Int8) => Some(size_of::<WideQParams>()),
     }
 }
 
@@ -363,6 +367,24 @@ impl<'a> ModelFile<'a> {
     /// proof depends on it). Wrap them with [`crate::quant::LeNetQ::new`].
     pub fn lenet_int8(&self) -> Result<&'a LeNetQParams, FormatError> {
         let p: &'a LeNetQParams = self.view(Arch::LeNet, Kind::Int8)?;
+        p.check().map_err(FormatError::BadQuantParams)?;
+        Ok(p)
+    }
+
+    /// The trained f32 wide-CNN tensors.
+    pub fn wide_f32(&self) -> Result<&'a WideParams, FormatError> {
+        self.view(Arch::Wide, Kind::F32)
+    }
+
+    /// The BN-folded f32 wide-CNN tensors.
+    pub fn wide_folded(&self) -> Result<&'a WideFoldedParams, FormatError> {
+        self.view(Arch::Wide, Kind::F32Folded)
+    }
+
+    /// The int8 wide-CNN tensors, in place, after [`WideQParams::check`] (the kernels'
+    /// overflow proof depends on it). Wrap them with [`crate::quant::WideQ::new`].
+    pub fn wide_int8(&self) -> Result<&'a WideQParams, FormatError> {
+        let p: &'a WideQParams = self.view(Arch::Wide, Kind::Int8)?;
         p.check().map_err(FormatError::BadQuantParams)?;
         Ok(p)
     }
@@ -651,6 +673,208 @@ mod tests {
         });
     }
 
+    /// The wide CNN's files go through the same checks in the same order.
+    mod wide {
+        use super::*;
+        use crate::quant::WideQ;
+        use crate::quant::wide::testutil::random_wide_qparams;
+
+        fn wide_int8_file() -> Vec<u8> {
+            encode(
+                Arch::Wide,
+                Kind::Int8,
+                bytemuck::bytes_of(&*random_wide_qparams(3)),
+            )
+        }
+
+        #[test]
+        fn int8_round_trip_is_zero_copy() {
+            let p = random_wide_qparams(3);
+            let file = wide_int8_file();
+            assert_eq!(file.len(), HEADER_LEN + 1_639_408 + TRAILER_LEN);
+            assert_eq!(layout_len(Arch::Wide, Kind::Int8), Some(1_639_408));
+            parse_at(&file, 0, |r| {
+                let m = r.unwrap();
+                assert_eq!(
+                    m.header,
+                    Header {
+                        arch: Arch::Wide,
+                        kind: Kind::Int8,
+                        payload_len: 1_639_408
+                    }
+                );
+                let q = m.wide_int8().unwrap();
+                assert_eq!(q, &*p);
+                assert_eq!(q as *const WideQParams as *const u8, m.payload.as_ptr());
+                let img = [77u8; 784];
+                assert_eq!(
+                    WideQ::new(q).unwrap().forward(&img),
+                    WideQ::new(&p).unwrap().forward(&img)
+                );
+            });
+        }
+
+        #[test]
+        fn f32_round_trips_are_zero_copy() {
+            let mut p: Box<WideParams> = bytemuck::zeroed_box();
+            p.fc2_bias[3] = 1.5;
+            p.bn2.running_var[63] = 2.0;
+            let f = encode(Arch::Wide, Kind::F32, bytemuck::bytes_of(&*p));
+            assert_eq!(f.len(), HEADER_LEN + 6_521_896 + TRAILER_LEN);
+            parse_at(&f, 0, |r| {
+                let m = r.unwrap();
+                assert_eq!(m.wide_f32().unwrap(), &*p);
+                assert!(matches!(
+                    m.wide_folded(),
+                    Err(FormatError::WrongModel { .. })
+                ));
+            });
+            let mut q: Box<WideFoldedParams> = bytemuck::zeroed_box();
+            q.conv2_bias[7] = -0.25;
+            let f = encode(Arch::Wide, Kind::F32Folded, bytemuck::bytes_of(&*q));
+            assert_eq!(f.len(), HEADER_LEN + 6_520_360 + TRAILER_LEN);
+            parse_at(&f, 0, |r| {
+                let m = r.unwrap();
+                assert_eq!(m.wide_folded().unwrap(), &*q);
+                assert_eq!(
+                    m.wide_int8().err(),
+                    Some(FormatError::WrongModel {
+                        found_arch: Arch::Wide,
+                        found_kind: Kind::F32Folded
+                    })
+                );
+            });
+        }
+
+        #[test]
+        fn header_errors_in_order() {
+            let f = wide_int8_file();
+            let mut g = f.clone();
+            g[0] = b'X';
+            assert_eq!(parse_aligned(&g), Err(FormatError::BadMagic));
+            let mut g = f.clone();
+            g[4..6].copy_from_slice(&3u16.to_le_bytes());
+            fix_crc(&mut g);
+            assert_eq!(
+                parse_aligned(&g),
+                Err(FormatError::UnsupportedVersion { found: 3 })
+            );
+            let mut g = f.clone();
+            g[6..8].copy_from_slice(&0u16.to_le_bytes());
+            fix_crc(&mut g);
+            assert_eq!(
+                parse_aligned(&g),
+                Err(FormatError::BadHeaderLength { found: 0 })
+            );
+            let mut g = f.clone();
+            g[8..10].copy_from_slice(&3u16.to_le_bytes());
+            fix_crc(&mut g);
+            assert_eq!(
+                parse_aligned(&g),
+                Err(FormatError::UnknownArch { found: 3 })
+            );
+            let mut g = f.clone();
+            g[10..12].copy_from_slice(&0u16.to_le_bytes());
+            fix_crc(&mut g);
+            assert_eq!(
+                parse_aligned(&g),
+                Err(FormatError::UnknownKind { found: 0 })
+            );
+            assert_eq!(
+                parse_aligned(&f[..f.len() - 4]),
+                Err(FormatError::WrongLength {
+                    expected: f.len(),
+                    found: f.len() - 4
+                })
+            );
+            let mut g = f.clone();
+            g[HEADER_LEN + 1_000_000] ^= 0x10;
+            assert!(matches!(
+                parse_aligned(&g),
+                Err(FormatError::CrcMismatch { .. })
+            ));
+            // conv2's kernel (slot 7) 3 -> 5.
+            let mut g = f.clone();
+            g[16 + 2 * 7..16 + 2 * 8].copy_from_slice(&5u16.to_le_bytes());
+            fix_crc(&mut g);
+            assert_eq!(parse_aligned(&g), Err(FormatError::ShapeMismatch));
+            // The LeNet descriptor under the wide id.
+            let mut g = f.clone();
+            for (i, s) in Arch::LeNet.shape_descriptor().iter().enumerate() {
+                g[16 + 2 * i..18 + 2 * i].copy_from_slice(&s.to_le_bytes());
+            }
+            fix_crc(&mut g);
+            assert_eq!(parse_aligned(&g), Err(FormatError::ShapeMismatch));
+            for shift in 1..4 {
+                parse_at(&f, shift, |r| {
+                    assert_eq!(r.err(), Some(FormatError::Misaligned), "shift {shift}")
+                });
+            }
+        }
+
+        #[test]
+        fn payload_of_another_layout_size_is_refused() {
+            // Self-consistent and CRC-valid, but each payload is the LeNet one of that kind
+            // (or 4 bytes short of the wide int8 one).
+            for (kind, n) in [
+                (Kind::F32, size_of::<LeNetParams>()),
+                (Kind::F32Folded, size_of::<LeNetFoldedParams>()),
+                (Kind::Int8, 1_639_404),
+            ] {
+                let f = encode(Arch::Wide, kind, &vec![0u8; n]);
+                let want = layout_len(Arch::Wide, kind).unwrap();
+                assert_eq!(
+                    parse_aligned(&f),
+                    Err(FormatError::WrongLength {
+                        expected: HEADER_LEN + want + TRAILER_LEN,
+                        found: HEADER_LEN + n + TRAILER_LEN
+                    }),
+                    "{kind:?}"
+                );
+            }
+        }
+
+        #[test]
+        fn wrong_model_both_ways() {
+            parse_at(&wide_int8_file(), 0, |r| {
+                let m = r.unwrap();
+                assert_eq!(
+                    m.lenet_int8(),
+                    Err(FormatError::WrongModel {
+                        found_arch: Arch::Wide,
+                        found_kind: Kind::Int8
+                    })
+                );
+                assert!(m.wide_f32().is_err());
+            });
+            parse_at(&int8_file(), 0, |r| {
+                assert_eq!(
+                    r.unwrap().wide_int8().err(),
+                    Some(FormatError::WrongModel {
+                        found_arch: Arch::LeNet,
+                        found_kind: Kind::Int8
+                    })
+                );
+            });
+        }
+
+        #[test]
+        fn int8_constants_that_could_overflow_are_refused() {
+            let mut p = random_wide_qparams(3);
+            p.fc1.bias[17] = i32::MAX;
+            let f = encode(Arch::Wide, Kind::Int8, bytemuck::bytes_of(&*p));
+            parse_at(&f, 0, |r| {
+                assert_eq!(
+                    r.unwrap().wide_int8(),
+                    Err(FormatError::BadQuantParams(QParamsError::BiasOutOfRange {
+                        layer: "fc1",
+                        channel: 17
+                    }))
+                );
+            });
+        }
+    }
+
     #[test]
     fn errors_display_a_cause() {
         let e = FormatError::BadQuantParams(QParamsError::BiasOutOfRange {
@@ -712,6 +936,45 @@ mod documented_layout {
             offs,
             [
                 600, 624, 10_224, 10_288, 202_288, 202_768, 243_088, 243_424, 246_784
+            ]
+        );
+    }
+
+    #[test]
+    fn wide_f32_offsets_match_the_document() {
+        use crate::wide::{WideFoldedParams, WideParams};
+        assert_eq!(size_of::<WideParams>(), 6_521_896);
+        let offs = [
+            offset_of!(WideParams, conv1_bias),
+            offset_of!(WideParams, bn1),
+            offset_of!(WideParams, conv2_weight),
+            offset_of!(WideParams, conv2_bias),
+            offset_of!(WideParams, bn2),
+            offset_of!(WideParams, fc1_weight),
+            offset_of!(WideParams, fc1_bias),
+            offset_of!(WideParams, fc2_weight),
+            offset_of!(WideParams, fc2_bias),
+        ];
+        assert_eq!(
+            offs,
+            [
+                1_152, 1_280, 1_792, 75_520, 75_776, 76_800, 6_499_328, 6_501_376, 6_521_856
+            ]
+        );
+        assert_eq!(size_of::<WideFoldedParams>(), 6_520_360);
+        let offs = [
+            offset_of!(WideFoldedParams, conv1_bias),
+            offset_of!(WideFoldedParams, conv2_weight),
+            offset_of!(WideFoldedParams, conv2_bias),
+            offset_of!(WideFoldedParams, fc1_weight),
+            offset_of!(WideFoldedParams, fc1_bias),
+            offset_of!(WideFoldedParams, fc2_weight),
+            offset_of!(WideFoldedParams, fc2_bias),
+        ];
+        assert_eq!(
+            offs,
+            [
+                1_152, 1_280, 75_008, 75_264, 6_497_792, 6_499_840, 6_520_320
             ]
         );
     }
