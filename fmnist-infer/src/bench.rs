@@ -123,10 +123,8 @@ pub fn bench_model(model: &Model, images: &[[u8; IMAGE_PIXELS]], seconds: f64) -
             net.forward(img).map(f32::to_bits) == net.forward_layers(img).map(f32::to_bits)
         });
         (
-            measure("f32 LeNet::forward (fused)", images, half, |i| {
-                net.forward(i)
-            }),
-            measure("f32 LeNet::forward_layers (reference)", images, half, |i| {
+            measure(net.kernel_names()[0], images, half, |i| net.forward(i)),
+            measure(net.kernel_names()[1], images, half, |i| {
                 net.forward_layers(i)
             }),
             same,

@@ -1,7 +1,7 @@
 //! Loading a model file of any supported kind, detected by content, and running it on one image.
 //!
-//! * `FMNM` container (see `fmnist_core::format`): kind 1 (f32 with BN), 2 (f32, BN folded) or
-//!   3 (int8);
+//! * `FMNM` container (see `fmnist_core::format`): LeNet-BN or the wide CNN (by the header's
+//!   architecture), kind 1 (f32 with BN), 2 (f32, BN folded) or 3 (int8);
 //! * a safetensors file with PyTorch's LeNet-BN `state_dict` (see
 //!   `fmnist_train::safetensors_io`), run as the f32 model.
 //!
@@ -9,9 +9,10 @@
 
 use std::path::{Path, PathBuf};
 
-use fmnist_core::format::{self, Kind};
+use fmnist_core::format::{self, Arch, Kind};
 use fmnist_core::layers::{argmax, softmax};
 use fmnist_core::lenet::{IMAGE_PIXELS, LeNet, LeNetFoldedParams, LeNetParams};
+use fmnist_core::wide::{Wide, WideFoldedParams, WideParams};
 use fmnist_train::modelio::LoadedModel;
 use fmnist_train::safetensors_io;
 
@@ -60,7 +61,59 @@ impl ModelKind {
 enum Weights {
     F32(Box<LeNetParams>),
     Folded(Box<LeNetFoldedParams>),
+    WideF32(Box<WideParams>),
+    WideFolded(Box<WideFoldedParams>),
     Int8(Int8Model),
+}
+
+/// The f32 forward pass of either network.
+#[derive(Clone, Copy, Debug)]
+pub enum F32Net<'a> {
+    /// LeNet-BN (BN separate or folded).
+    LeNet(LeNet<'a>),
+    /// The wide CNN (BN separate or folded).
+    Wide(Wide<'a>),
+}
+
+impl F32Net<'_> {
+    /// The fused forward pass.
+    pub fn forward(&self, image: &[u8; IMAGE_PIXELS]) -> [f32; 10] {
+        match self {
+            F32Net::LeNet(n) => n.forward(image),
+            F32Net::Wide(n) => n.forward(image),
+        }
+    }
+
+    /// The layer-by-layer reference pass (bit-identical to [`F32Net::forward`]; the wide CNN's
+    /// needs about 200 KB of stack).
+    pub fn forward_layers(&self, image: &[u8; IMAGE_PIXELS]) -> [f32; 10] {
+        match self {
+            F32Net::LeNet(n) => n.forward_layers(image),
+            F32Net::Wide(n) => n.forward_layers(image),
+        }
+    }
+
+    /// The benchmark's names for [`F32Net::forward`] and [`F32Net::forward_layers`].
+    pub fn kernel_names(&self) -> [&'static str; 2] {
+        match self {
+            F32Net::LeNet(_) => [
+                "f32 LeNet::forward (fused)",
+                "f32 LeNet::forward_layers (reference)",
+            ],
+            F32Net::Wide(_) => [
+                "f32 Wide::forward (fused)",
+                "f32 Wide::forward_layers (reference)",
+            ],
+        }
+    }
+
+    /// `LeNet` or `Wide`, for reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            F32Net::LeNet(_) => "LeNet",
+            F32Net::Wide(_) => "Wide",
+        }
+    }
 }
 
 /// A loaded, checked model.
@@ -69,6 +122,8 @@ pub struct Model {
     pub path: PathBuf,
     /// What it holds.
     pub kind: ModelKind,
+    /// Which network (a safetensors file is LeNet-BN).
+    pub arch: Arch,
     /// CRC-32 identifying the file: the FMNM trailer, or the CRC-32 of a safetensors file's bytes.
     pub crc: u32,
     weights: Weights,
@@ -104,6 +159,7 @@ impl Model {
         Ok(Model {
             path: path.to_owned(),
             kind: ModelKind::Safetensors,
+            arch: Arch::LeNet,
             crc: format::CRC32.checksum(bytes),
             weights: Weights::F32(params),
         })
@@ -123,24 +179,31 @@ impl Model {
         })?;
         let crc_at = file.payload.len() + format::HEADER_LEN;
         let crc = u32::from_le_bytes(bytes[crc_at..crc_at + 4].try_into().unwrap());
-        let (kind, weights) = match file.header.kind {
-            Kind::F32 => (
+        let bad = |e| Error::bad(path, e);
+        let arch = file.header.arch;
+        let (kind, weights) = match (arch, file.header.kind) {
+            (Arch::LeNet, Kind::F32) => (
                 ModelKind::F32,
-                Weights::F32(boxed_copy(
-                    file.lenet_f32().map_err(|e| Error::bad(path, e))?,
-                )),
+                Weights::F32(boxed_copy(file.lenet_f32().map_err(bad)?)),
             ),
-            Kind::F32Folded => (
+            (Arch::LeNet, Kind::F32Folded) => (
                 ModelKind::F32Folded,
-                Weights::Folded(boxed_copy(
-                    file.lenet_folded().map_err(|e| Error::bad(path, e))?,
-                )),
+                Weights::Folded(boxed_copy(file.lenet_folded().map_err(bad)?)),
             ),
-            Kind::Int8 => (ModelKind::Int8, Weights::Int8(Int8Model::new(loaded)?)),
+            (Arch::Wide, Kind::F32) => (
+                ModelKind::F32,
+                Weights::WideF32(boxed_copy(file.wide_f32().map_err(bad)?)),
+            ),
+            (Arch::Wide, Kind::F32Folded) => (
+                ModelKind::F32Folded,
+                Weights::WideFolded(boxed_copy(file.wide_folded().map_err(bad)?)),
+            ),
+            (_, Kind::Int8) => (ModelKind::Int8, Weights::Int8(Int8Model::new(loaded)?)),
         };
         Ok(Model {
             path: path.to_owned(),
             kind,
+            arch,
             crc,
             weights,
         })
@@ -149,10 +212,10 @@ impl Model {
     /// The logits of one image.
     #[inline]
     pub fn logits(&self, image: &[u8; IMAGE_PIXELS]) -> Logits {
-        match &self.weights {
-            Weights::F32(p) => Logits::F32(LeNet::from(&**p).forward(image)),
-            Weights::Folded(p) => Logits::F32(LeNet::from(&**p).forward(image)),
-            Weights::Int8(m) => Logits::I8(m.forward(image)),
+        match (&self.weights, self.f32_net()) {
+            (Weights::Int8(m), _) => Logits::I8(m.forward(image)),
+            (_, Some(net)) => Logits::F32(net.forward(image)),
+            (_, None) => unreachable!("every f32 model has an f32 net"),
         }
     }
 
@@ -181,10 +244,12 @@ impl Model {
     }
 
     /// The f32 forward pass of this model (`None` for an int8 model).
-    pub fn f32_net(&self) -> Option<LeNet<'_>> {
+    pub fn f32_net(&self) -> Option<F32Net<'_>> {
         match &self.weights {
-            Weights::F32(p) => Some(LeNet::from(&**p)),
-            Weights::Folded(p) => Some(LeNet::from(&**p)),
+            Weights::F32(p) => Some(F32Net::LeNet(LeNet::from(&**p))),
+            Weights::Folded(p) => Some(F32Net::LeNet(LeNet::from(&**p))),
+            Weights::WideF32(p) => Some(F32Net::Wide(Wide::from(&**p))),
+            Weights::WideFolded(p) => Some(F32Net::Wide(Wide::from(&**p))),
             Weights::Int8(_) => None,
         }
     }
@@ -235,6 +300,54 @@ mod tests {
         assert_eq!(a.logits(&img), b.logits(&img));
         let pr = a.probabilities(&img);
         assert!((pr.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+    }
+
+    /// Wide model files of all three kinds load by content and compute what fmnist-core
+    /// computes; the int8 one dequantizes with fc2's output quantization.
+    #[test]
+    fn wide_files_of_each_kind_load_and_run() {
+        let mut p: Box<WideParams> = bytemuck::zeroed_box();
+        let mut s = 9u32;
+        for v in bytemuck::cast_slice_mut::<WideParams, f32>(std::slice::from_mut(&mut *p)) {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            *v = ((s >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 0.1;
+        }
+        p.bn1.running_var = [1.0; 32];
+        p.bn2.running_var = [1.0; 64];
+        let img: [u8; 784] = std::array::from_fn(|i| (i * 7 % 256) as u8);
+        let f32_file = encode_model(Arch::Wide, Kind::F32, bytemuck::bytes_of(&*p));
+        let m = Model::from_bytes(Path::new("w.fmnm"), &f32_file).unwrap();
+        assert_eq!((m.arch, m.kind), (Arch::Wide, ModelKind::F32));
+        assert_eq!(m.logits(&img), Logits::F32(Wide::from(&*p).forward(&img)));
+        assert_eq!(m.f32_net().unwrap().name(), "Wide");
+
+        let f = fmnist_train::fold::fold_batch_norm_wide(&p);
+        let folded = encode_model(Arch::Wide, Kind::F32Folded, bytemuck::bytes_of(&*f));
+        let m = Model::from_bytes(Path::new("w-f32.fmnm"), &folded).unwrap();
+        assert_eq!(m.kind, ModelKind::F32Folded);
+        assert_eq!(m.logits(&img), Logits::F32(Wide::from(&*f).forward(&img)));
+
+        let images: Vec<[u8; 784]> = (0..8u8)
+            .map(|k| std::array::from_fn(|i| ((i as u32 * (k as u32 + 3)) % 256) as u8))
+            .collect();
+        let q = fmnist_train::quantize::quantize_wide(
+            &p,
+            &images,
+            fmnist_train::quantize::Calibration::MinMax,
+        )
+        .unwrap();
+        let int8 = encode_model(Arch::Wide, Kind::Int8, bytemuck::bytes_of(&*q));
+        let m = Model::from_bytes(Path::new("w.fmq"), &int8).unwrap();
+        assert_eq!((m.arch, m.kind), (Arch::Wide, ModelKind::Int8));
+        let net = fmnist_core::quant::WideQ::new(&q).unwrap();
+        assert_eq!(m.logits(&img), Logits::I8(net.forward(&img)));
+        let i8m = m.int8().unwrap();
+        assert_eq!(i8m.arch(), Arch::Wide);
+        assert!(i8m.lenet().is_none() && i8m.wide().is_some());
+        assert_eq!(
+            m.logits_f32(&img),
+            fmnist_train::quantize::dequantize_wide_logits(&q, &net.forward(&img))
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Batch-norm folding: each inference-form BN absorbed into the convolution before it.
 
 use fmnist_core::lenet::{BN_EPS, BnParams, LeNetFoldedParams, LeNetParams};
+use fmnist_core::wide::{WideFoldedParams, WideParams};
 
 /// Folds `bn` into a convolution's weights and bias, per output channel `c`:
 /// `k = γ/√(var+ε)`, `w' = w·k`, `b' = (b − mean)·k + β`. Computed in f64, rounded once to f32.
@@ -45,6 +46,73 @@ pub fn fold_batch_norm(p: &LeNetParams) -> Box<LeNetFoldedParams> {
     f.fc3_weight = p.fc3_weight;
     f.fc3_bias = p.fc3_bias;
     f
+}
+
+/// The wide CNN with `bn1` folded into `conv1` and `bn2` into `conv2` (the same per-channel
+/// formula as [`fold_batch_norm`]); the dense layers are copied.
+pub fn fold_batch_norm_wide(p: &WideParams) -> Box<WideFoldedParams> {
+    let mut f: Box<WideFoldedParams> = bytemuck::zeroed_box();
+    fold_conv::<32, 9>(
+        bytemuck::cast_ref(&p.conv1_weight),
+        &p.conv1_bias,
+        &p.bn1,
+        bytemuck::cast_mut(&mut f.conv1_weight),
+        &mut f.conv1_bias,
+    );
+    fold_conv::<64, 288>(
+        bytemuck::cast_ref(&p.conv2_weight),
+        &p.conv2_bias,
+        &p.bn2,
+        bytemuck::cast_mut(&mut f.conv2_weight),
+        &mut f.conv2_bias,
+    );
+    f.fc1_weight = p.fc1_weight;
+    f.fc1_bias = p.fc1_bias;
+    f.fc2_weight = p.fc2_weight;
+    f.fc2_bias = p.fc2_bias;
+    f
+}
+
+/// Pseudo-random wide-CNN parameters with realistic magnitudes (tests only): He-scaled weights
+/// (uniform with variance 2/fan-in) and BN statistics away from the identity.
+#[cfg(test)]
+pub(crate) fn lcg_wide_params(seed: u32) -> Box<WideParams> {
+    let mut s = seed;
+    let mut uniform = move || {
+        s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+    };
+    let mut p: Box<WideParams> = bytemuck::zeroed_box();
+    let mut fill = |xs: &mut [f32], scale: f32| xs.iter_mut().for_each(|x| *x = uniform() * scale);
+    // Uniform(-a, a) has variance a²/3: a = sqrt(6 / fan_in).
+    let he = |fan_in: f32| (6.0 / fan_in).sqrt();
+    fill(bytemuck::cast_slice_mut(&mut p.conv1_weight), he(9.0));
+    fill(&mut p.conv1_bias, 0.1);
+    fill(bytemuck::cast_slice_mut(&mut p.conv2_weight), he(288.0));
+    fill(&mut p.conv2_bias, 0.1);
+    fill(p.fc1_weight.as_flattened_mut(), he(3136.0));
+    fill(&mut p.fc1_bias, 0.05);
+    fill(p.fc2_weight.as_flattened_mut(), he(512.0));
+    fill(&mut p.fc2_bias, 0.05);
+    for bn in [&mut p.bn1.gamma[..], &mut p.bn2.gamma[..]] {
+        fill(bn, 0.3);
+        bn.iter_mut().for_each(|g| *g += 1.0);
+    }
+    fill(&mut p.bn1.beta, 0.2);
+    fill(&mut p.bn2.beta, 0.2);
+    fill(&mut p.bn1.running_mean, 0.2);
+    fill(&mut p.bn2.running_mean, 0.5);
+    fill(&mut p.bn1.running_var, 0.1);
+    fill(&mut p.bn2.running_var, 1.0);
+    p.bn1
+        .running_var
+        .iter_mut()
+        .for_each(|v| *v = v.abs() + 0.05);
+    p.bn2
+        .running_var
+        .iter_mut()
+        .for_each(|v| *v = v.abs() + 0.3);
+    p
 }
 
 /// Pseudo-random LeNet-BN parameters with realistic magnitudes (tests only): He-scaled weights
@@ -195,6 +263,30 @@ mod tests {
                 1e-5,
             );
         }
+    }
+
+    #[test]
+    fn folded_wide_logits_match() {
+        use fmnist_core::wide::Wide;
+        let p = lcg_wide_params(13);
+        let f = fold_batch_norm_wide(&p);
+        let k = p.bn2.gamma[40] as f64 / (p.bn2.running_var[40] as f64 + 1e-5).sqrt();
+        assert_eq!(
+            f.conv2_weight[40][31][2][0],
+            (p.conv2_weight[40][31][2][0] as f64 * k) as f32
+        );
+        assert_eq!(f.fc2_weight, p.fc2_weight);
+        let (bn, folded) = (Wide::from(&*p), Wide::from(&*f));
+        let mut same_class = 0;
+        let images = lcg_images(7, 40);
+        for img in &images {
+            let a = bn.forward(img);
+            let b = folded.forward(img);
+            assert_rel_close(&b, &a, 1e-4);
+            same_class +=
+                (fmnist_core::layers::argmax(&a) == fmnist_core::layers::argmax(&b)) as usize;
+        }
+        assert!(same_class >= 39, "{same_class}/40");
     }
 
     #[test]

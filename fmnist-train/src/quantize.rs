@@ -15,16 +15,22 @@
 //!
 //! The result is refused ([`QuantizeError`]) rather than produced if any accumulator could
 //! overflow (the proof in `fmnist_core::quant::lenet`).
+//!
+//! The wide CNN goes through the same steps with the same per-layer code
+//! ([`quantize_wide`], [`calibrate_wide`], payload [`WideQParams`]).
 
 use std::fmt;
 
 use fmnist_core::layers::argmax;
 use fmnist_core::lenet::{LeNet, LeNetFoldedParams, LeNetParams, LeNetTrace};
 use fmnist_core::quant::params::product_sum_bound;
-use fmnist_core::quant::{LeNetQ, LeNetQParams, QLayerParams, QParamsError, Requant};
+use fmnist_core::quant::{
+    LeNetQ, LeNetQParams, QLayerParams, QParamsError, Requant, WideQ, WideQParams,
+};
+use fmnist_core::wide::{Wide, WideFoldedParams, WideParams, WideTrace};
 use rayon::prelude::*;
 
-use crate::fold::fold_batch_norm;
+use crate::fold::{fold_batch_norm, fold_batch_norm_wide};
 
 /// How activation ranges are chosen from the calibration activations.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -247,6 +253,24 @@ fn choose_range(values: &mut [f32], method: Calibration) -> (f32, f32) {
     }
 }
 
+/// The quantization of one activation tensor, `pick` of every trace, chosen by `method`.
+fn tensor_quant<T>(
+    traces: &[T],
+    name: &'static str,
+    pick: fn(&T) -> &[f32],
+    method: Calibration,
+) -> Result<ActQuant, QuantizeError> {
+    let mut v: Vec<f32> = traces
+        .iter()
+        .flat_map(|t| pick(t).iter().copied())
+        .collect();
+    if v.iter().any(|x| !x.is_finite()) {
+        return Err(QuantizeError::NonFinite { tensor: name });
+    }
+    let (lo, hi) = choose_range(&mut v, method);
+    Ok(ActQuant::from_range(lo, hi))
+}
+
 /// Runs the folded f32 model over the calibration images (in parallel) and picks each
 /// activation tensor's quantization by `method`.
 pub fn calibrate(
@@ -259,17 +283,7 @@ pub fn calibrate(
     }
     let model = LeNet::from(f);
     let traces: Vec<_> = images.par_iter().map(|img| model.trace(img)).collect();
-    let gather = |name: &'static str, pick: fn(&LeNetTrace) -> &[f32]| {
-        let mut v: Vec<f32> = traces
-            .iter()
-            .flat_map(|t| pick(t).iter().copied())
-            .collect();
-        if v.iter().any(|x| !x.is_finite()) {
-            return Err(QuantizeError::NonFinite { tensor: name });
-        }
-        let (lo, hi) = choose_range(&mut v, method);
-        Ok(ActQuant::from_range(lo, hi))
-    };
+    let gather = |name, pick: fn(&LeNetTrace) -> &[f32]| tensor_quant(&traces, name, pick, method);
     Ok(ActRanges {
         conv1: gather("pool1", |t| t.pool1.as_flattened().as_flattened())?,
         conv2: gather("pool2", |t| &t.flat)?,
@@ -451,6 +465,142 @@ pub fn folded_accuracy(f: &LeNetFoldedParams, images: &[[u8; 784]], labels: &[u8
     accuracy_of(images, labels, |img| argmax(&model.forward(img)))
 }
 
+/// The calibrated activation quantization of the wide CNN: the outputs of conv1 (pool1),
+/// conv2 (pool2), fc1 and fc2 (the logits).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WideActRanges {
+    /// After conv1 → ReLU → pool.
+    pub conv1: ActQuant,
+    /// After conv2 → ReLU → pool.
+    pub conv2: ActQuant,
+    /// After fc1 → ReLU.
+    pub fc1: ActQuant,
+    /// The logits.
+    pub fc2: ActQuant,
+}
+
+/// [`calibrate`] for the wide CNN: runs the folded f32 model over the calibration images (in
+/// parallel, about 40 KB of activations kept per image) and picks each activation tensor's
+/// quantization by `method`.
+pub fn calibrate_wide(
+    f: &WideFoldedParams,
+    images: &[[u8; 784]],
+    method: Calibration,
+) -> Result<WideActRanges, QuantizeError> {
+    if images.is_empty() {
+        return Err(QuantizeError::NoCalibrationImages);
+    }
+    let model = Wide::from(f);
+    let traces: Vec<Box<WideTrace>> = images
+        .par_iter()
+        .map(|img| Box::new(model.trace(img)))
+        .collect();
+    let gather =
+        |name, pick: fn(&Box<WideTrace>) -> &[f32]| tensor_quant(&traces, name, pick, method);
+    Ok(WideActRanges {
+        conv1: gather("pool1", |t| t.pool1.as_flattened().as_flattened())?,
+        conv2: gather("pool2", |t| &t.flat)?,
+        fc1: gather("fc1", |t| &t.fc1)?,
+        fc2: gather("logits", |t| &t.logits)?,
+    })
+}
+
+/// [`quantize_with_ranges`] for the wide CNN.
+pub fn quantize_wide_with_ranges(
+    f: &WideFoldedParams,
+    ranges: &WideActRanges,
+) -> Result<Box<WideQParams>, QuantizeError> {
+    let mut boxed: Box<WideQParams> = bytemuck::zeroed_box();
+    let q = &mut *boxed;
+    quantize_layer::<32, 9>(
+        "conv1",
+        bytemuck::cast_ref(&f.conv1_weight),
+        &f.conv1_bias,
+        ActQuant::INPUT,
+        ranges.conv1,
+        bytemuck::cast_mut(&mut q.conv1_weight),
+        &mut q.conv1,
+    )?;
+    quantize_layer::<64, 288>(
+        "conv2",
+        bytemuck::cast_ref(&f.conv2_weight),
+        &f.conv2_bias,
+        ranges.conv1,
+        ranges.conv2,
+        bytemuck::cast_mut(&mut q.conv2_weight),
+        &mut q.conv2,
+    )?;
+    quantize_layer(
+        "fc1",
+        &f.fc1_weight,
+        &f.fc1_bias,
+        ranges.conv2,
+        ranges.fc1,
+        &mut q.fc1_weight,
+        &mut q.fc1,
+    )?;
+    quantize_layer(
+        "fc2",
+        &f.fc2_weight,
+        &f.fc2_bias,
+        ranges.fc1,
+        ranges.fc2,
+        &mut q.fc2_weight,
+        &mut q.fc2,
+    )?;
+    q.check().map_err(QuantizeError::Check)?;
+    Ok(boxed)
+}
+
+/// [`quantize_lenet`] for the wide CNN: folds BN, calibrates on `calibration` images with
+/// `method` and quantizes.
+pub fn quantize_wide(
+    p: &WideParams,
+    calibration: &[[u8; 784]],
+    method: Calibration,
+) -> Result<Box<WideQParams>, QuantizeError> {
+    if bytemuck::cast_slice::<WideParams, f32>(core::slice::from_ref(p))
+        .iter()
+        .any(|v| !v.is_finite())
+    {
+        return Err(QuantizeError::NonFinite {
+            tensor: "f32 parameters",
+        });
+    }
+    let f = fold_batch_norm_wide(p);
+    let ranges = calibrate_wide(&f, calibration, method)?;
+    quantize_wide_with_ranges(&f, &ranges)
+}
+
+/// The real-valued logits of the wide CNN's int8 logits:
+/// `fc2.output_scale · (q − fc2.output_zero_point)`.
+pub fn dequantize_wide_logits(q: &WideQParams, logits: &[i8; 10]) -> [f32; 10] {
+    logits.map(|v| q.fc2.output_scale * (v as i32 - q.fc2.output_zero_point as i32) as f32)
+}
+
+/// Fraction of `images` the int8 wide CNN classifies as `labels` (fast kernels,
+/// multi-threaded).
+///
+/// # Panics
+/// If `q` fails `WideQParams::check` (parameters from [`quantize_wide`] never do) or the
+/// lengths differ.
+pub fn wide_int8_accuracy(q: &WideQParams, images: &[[u8; 784]], labels: &[u8]) -> f64 {
+    let model = WideQ::new(q).expect("int8 parameters fail their check");
+    accuracy_of(images, labels, |img| model.classify(img))
+}
+
+/// Fraction of `images` the trained f32 wide CNN classifies as `labels` (multi-threaded).
+pub fn wide_f32_accuracy(p: &WideParams, images: &[[u8; 784]], labels: &[u8]) -> f64 {
+    let model = Wide::from(p);
+    accuracy_of(images, labels, |img| argmax(&model.forward(img)))
+}
+
+/// Fraction of `images` the BN-folded f32 wide CNN classifies as `labels` (multi-threaded).
+pub fn wide_folded_accuracy(f: &WideFoldedParams, images: &[[u8; 784]], labels: &[u8]) -> f64 {
+    let model = Wide::from(f);
+    accuracy_of(images, labels, |img| argmax(&model.forward(img)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -592,6 +742,51 @@ mod tests {
         assert_eq!(
             folded_accuracy(&f, &test, &vec![0; test.len()]),
             f32_accuracy(&p, &test, &vec![0; test.len()])
+        );
+    }
+
+    /// A randomly initialised but sensibly scaled wide CNN: int8 tracks the folded f32 model
+    /// (same class on nearly every image, logits within a tenth of their range), and the fast
+    /// kernels equal the reference ones on the quantized model.
+    #[test]
+    fn wide_int8_tracks_f32_on_lcg_model() {
+        use crate::fold::lcg_wide_params;
+        let p = lcg_wide_params(21);
+        let calib = lcg_images(100, 120);
+        let test = lcg_images(200, 120);
+        let f = fold_batch_norm_wide(&p);
+        let f32_model = Wide::from(&*f);
+        let want: Vec<[f32; 10]> = test.iter().map(|i| f32_model.forward(i)).collect();
+        let labels: Vec<u8> = want.iter().map(|l| argmax(l) as u8).collect();
+        for method in [Calibration::MinMax, Calibration::Mse] {
+            let q = quantize_wide(&p, &calib, method).unwrap();
+            assert_eq!(q.conv1.input_zero_point, -128);
+            assert_eq!(q.conv1.input_scale, 1.0 / 255.0);
+            assert_eq!(q.conv1.output_zero_point, -128);
+            assert_eq!(q.fc1.output_zero_point, -128);
+            let model = WideQ::new(&q).unwrap();
+            let mut max_err = 0.0f32;
+            let mut max_logit = 0.0f32;
+            for (img, want) in test.iter().zip(&want).take(20) {
+                let logits = model.forward(img);
+                assert_eq!(logits, model.forward_reference(img));
+                for (a, b) in dequantize_wide_logits(&q, &logits).iter().zip(want) {
+                    max_err = max_err.max((a - b).abs());
+                    max_logit = max_logit.max(b.abs());
+                }
+            }
+            let acc = wide_int8_accuracy(&q, &test, &labels);
+            assert!(acc >= 0.95, "{method}: int8 agrees with f32 on {acc}");
+            assert!(
+                max_err < 0.1 * max_logit,
+                "{method}: {max_err} vs {max_logit}"
+            );
+        }
+        assert_eq!(wide_folded_accuracy(&f, &test, &labels), 1.0);
+        assert!(wide_f32_accuracy(&p, &test, &labels) >= 0.97);
+        assert_eq!(
+            quantize_wide(&p, &[], Calibration::MinMax),
+            Err(QuantizeError::NoCalibrationImages)
         );
     }
 

@@ -106,7 +106,7 @@ pub const MAX_TAPS: usize = 288;
 ///
 /// # Shapes
 /// input `[IC][H][W]` → output `[OC][PH][PW]` with `2·PH = H + 2P − K + 1`,
-/// `2·PW = W + 2P − K + 1`; `IC·K·K ≤ T ≤ MAX_TAPS`, `T` a multiple of 4.
+/// `2·PW = W + 2P − K + 1`; `K ≤ 3`; `IC·K·K ≤ T ≤ MAX_TAPS`, `T` a multiple of 4.
 #[inline]
 pub fn conv_relu_pool<
     const IC: usize,
@@ -137,6 +137,10 @@ pub fn conv_relu_pool<
 /// `(2py + dy, 2px + dx)` (`WINDOW[j]`), the input under tap `ic·K·K + ky·K + kx`, or the input
 /// zero point `zp` where the tap falls in the padding. Taps from `IC·K·K` to `T` are left as
 /// they are (their weights are zero).
+///
+/// The four patches of one input channel all lie in one `(K+1)x(K+1)` region of the input;
+/// it is read once (padding handled per region row, and per column only at the left and right
+/// edges) and then scattered into the four patches.
 #[inline(always)]
 fn window_patches<
     const IC: usize,
@@ -152,31 +156,63 @@ fn window_patches<
     px: usize,
     patches: &mut [[i8; T]; 4],
 ) {
-    for (patch, (dy, dx)) in patches.iter_mut().zip(WINDOW) {
-        let (oy, ox) = (2 * py + dy, 2 * px + dx);
-        let (rows, _) = patch.as_chunks_mut::<K>();
-        for (krows, plane) in rows.chunks_exact_mut(K).zip(x) {
-            for (ky, row) in krows.iter_mut().enumerate() {
-                let Some(src) = (oy + ky).checked_sub(P).and_then(|iy| plane.get(iy)) else {
-                    *row = [zp; K];
-                    continue;
-                };
-                match ox.checked_sub(P).and_then(|ix| src.get(ix..ix + K)) {
-                    Some(taps) => row.copy_from_slice(taps),
-                    None => {
-                        for (kx, v) in row.iter_mut().enumerate() {
-                            *v = (ox + kx)
-                                .checked_sub(P)
-                                .and_then(|ix| src.get(ix))
-                                .copied()
-                                .unwrap_or(zp);
+    const { assert!(K < REGION) };
+    let (y0, x0) = (2 * py, 2 * px);
+    // The region's columns x0 − P ..= x0 − P + K, when all of them are inside the input.
+    let cols = x0
+        .checked_sub(P)
+        .filter(|&c| c + K < W)
+        .map(|c| c..c + K + 1);
+    let [p0, p1, p2, p3] = patches;
+    fn chunks<const K: usize, const T: usize>(p: &mut [i8; T]) -> &mut [[i8; K]] {
+        p.as_chunks_mut::<K>().0
+    }
+    let (c0, c1, c2, c3) = (
+        chunks::<K, T>(p0),
+        chunks::<K, T>(p1),
+        chunks::<K, T>(p2),
+        chunks::<K, T>(p3),
+    );
+    let per_channel = c0
+        .chunks_exact_mut(K)
+        .zip(c1.chunks_exact_mut(K))
+        .zip(c2.chunks_exact_mut(K))
+        .zip(c3.chunks_exact_mut(K));
+    for ((((r0, r1), r2), r3), plane) in per_channel.zip(x) {
+        let mut region = [[zp; REGION]; REGION];
+        for (r, reg) in region.iter_mut().take(K + 1).enumerate() {
+            let Some(src) = (y0 + r).checked_sub(P).and_then(|iy| plane.get(iy)) else {
+                continue;
+            };
+            match cols.clone().and_then(|c| src.get(c)) {
+                Some(s) => {
+                    for (d, &v) in reg.iter_mut().zip(s) {
+                        *d = v;
+                    }
+                }
+                None => {
+                    for (c, d) in reg.iter_mut().take(K + 1).enumerate() {
+                        if let Some(&v) = (x0 + c).checked_sub(P).and_then(|ix| src.get(ix)) {
+                            *d = v;
                         }
                     }
                 }
             }
         }
+        for (rows, (dy, dx)) in [r0, r1, r2, r3].into_iter().zip(WINDOW) {
+            for (ky, row) in rows.iter_mut().enumerate() {
+                for (kx, d) in row.iter_mut().enumerate() {
+                    *d = region[(dy + ky) % REGION][(dx + kx) % REGION];
+                }
+            }
+        }
     }
 }
+
+/// Side of the input region [`window_patches`] reads per channel (`K + 1 ≤ REGION`): kernels
+/// up to 3x3, the only size the im2col path serves (a larger region costs its initialisation
+/// on every channel of every window).
+const REGION: usize = 4;
 
 /// Plain Rust kernels shaped for auto-vectorization: the host's fast path.
 pub mod portable {
@@ -1090,6 +1126,7 @@ pub mod dsp {
     ) {
         let mut patches = [[0i8; T]; 4];
         let mut pairs = WindowPairs([[[0u32; 2]; 4]; MAX_TAPS / 4]);
+        let rq: [Rq; OC] = core::array::from_fn(|oc| Rq::new(q, oc));
         for py in 0..PH {
             for px in 0..PW {
                 window_patches::<IC, K, P, H, W, T>(x, q.input_zero_point, py, px, &mut patches);
@@ -1099,8 +1136,8 @@ pub mod dsp {
                         dst[j] = [sxtb16(w), sxtb16_ror8(w)];
                     }
                 }
-                for (oc, (plane, w)) in out.iter_mut().zip(weight).enumerate() {
-                    plane[py][px] = Rq::new(q, oc).output(max4(patch_dots4(w, &pairs)), true);
+                for ((plane, w), rq) in out.iter_mut().zip(weight).zip(&rq) {
+                    plane[py][px] = rq.output(max4(patch_dots4(w, &pairs)), true);
                 }
             }
         }
