@@ -522,8 +522,8 @@ pub fn random_wide_int8(seed: u32) -> Box<WideQParams> {
 /// Training images the wide CNN's readout is fitted on and its activations calibrated on.
 pub const WIDE_FIT_IMAGES: usize = 2000;
 
-/// A wide CNN that classifies, in the two forms the host has for it, built without a trainer
-/// (neither this branch's trainer nor its quantizer knows the wide CNN yet).
+/// A wide CNN that classifies, in the two forms the host has for it, built without training
+/// (seconds instead of the minutes a wide training run takes).
 pub struct WideModel {
     /// BN-folded f32 weights: He-uniform random convolutions and fc1, fc2 fitted.
     pub folded: Box<WideFoldedParams>,
@@ -537,10 +537,11 @@ pub struct WideModel {
 ///    them informative), biases small;
 /// 2. fc2 is the ridge-regression fit of one-hot labels on the fc1 activations of
 ///    [`WIDE_FIT_IMAGES`] evenly spaced training images (f64 normal equations, Cholesky);
-/// 3. activation ranges are calibrated (min/max) on those images with the f32 forward pass
-///    (`fmnist_core::wide::Wide`), and every layer is quantized by fmnist-train's scheme for
-///    LeNet (weights symmetric per channel, activations per tensor, zero-point-folded int32
-///    biases, TFLite multipliers), then checked with `WideQParams::check`.
+/// 3. activation ranges are the min/max over those images of the f32 forward pass
+///    (`fmnist_core::wide::Wide`), and fmnist-train's quantizer
+///    (`quantize::quantize_wide_with_ranges`: weights symmetric per channel, activations per
+///    tensor, zero-point-folded int32 biases, TFLite multipliers, `WideQParams::check`) makes
+///    the int8 model.
 ///
 /// Its int8 test accuracy is around 80 %: logits spread over the int8 range and every class
 /// is predicted, which a purely random int8 model does not do (its ReLUs clamp, one class wins).
@@ -640,7 +641,14 @@ pub fn wide_model() -> &'static WideModel {
             }
         }
 
-        let int8 = quantize_wide(&f, max, (lo, hi));
+        use fmnist_train::quantize::{ActQuant, WideActRanges, quantize_wide_with_ranges};
+        let ranges = WideActRanges {
+            conv1: ActQuant::from_range(0.0, max[0]),
+            conv2: ActQuant::from_range(0.0, max[1]),
+            fc1: ActQuant::from_range(0.0, max[2]),
+            fc2: ActQuant::from_range(lo, hi),
+        };
+        let int8 = quantize_wide_with_ranges(&f, &ranges).expect("quantizing the wide CNN");
         eprintln!(
             "built the wide CNN (random features, fitted readout) in {:.1} s",
             t.elapsed().as_secs_f64()
@@ -679,85 +687,6 @@ fn solve_spd(g: &mut [f64], b: &[[f64; 10]]) -> Vec<[f64; 10]> {
         }
     }
     x
-}
-
-/// Quantizes BN-folded wide weights with calibrated ranges: the maxima of pool1, pool2 and fc1
-/// (all after ReLU) and the logits' `[lo, hi]`.
-fn quantize_wide(f: &WideFoldedParams, max: [f32; 3], logits: (f32, f32)) -> Box<WideQParams> {
-    use fmnist_train::quantize::ActQuant;
-    let pool1 = ActQuant::from_range(0.0, max[0]);
-    let pool2 = ActQuant::from_range(0.0, max[1]);
-    let fc1 = ActQuant::from_range(0.0, max[2]);
-    let out = ActQuant::from_range(logits.0, logits.1);
-    let mut q: Box<WideQParams> = bytemuck::zeroed_box();
-    quantize_layer::<32, 9>(
-        bytemuck::cast_ref(&f.conv1_weight),
-        &f.conv1_bias,
-        ActQuant::INPUT,
-        pool1,
-        bytemuck::cast_mut(&mut q.conv1_weight),
-        &mut q.conv1,
-    );
-    quantize_layer::<64, 288>(
-        bytemuck::cast_ref(&f.conv2_weight),
-        &f.conv2_bias,
-        pool1,
-        pool2,
-        bytemuck::cast_mut(&mut q.conv2_weight),
-        &mut q.conv2,
-    );
-    quantize_layer(
-        &f.fc1_weight,
-        &f.fc1_bias,
-        pool2,
-        fc1,
-        &mut q.fc1_weight,
-        &mut q.fc1,
-    );
-    quantize_layer(
-        &f.fc2_weight,
-        &f.fc2_bias,
-        fc1,
-        out,
-        &mut q.fc2_weight,
-        &mut q.fc2,
-    );
-    q.check()
-        .expect("the quantized wide CNN must pass WideQParams::check");
-    q
-}
-
-/// One layer, as `fmnist_train::quantize` quantizes LeNet's: weights symmetric per output
-/// channel in −127..=127, bias at `s_in·s_w[c]` with the zero-point term folded in, TFLite
-/// multiplier for `s_in·s_w[c] / s_out`.
-fn quantize_layer<const C: usize, const N: usize>(
-    weight: &[[f32; N]; C],
-    bias: &[f32; C],
-    input: fmnist_train::quantize::ActQuant,
-    output: fmnist_train::quantize::ActQuant,
-    weight_out: &mut [[i8; N]; C],
-    q: &mut QLayerParams<C>,
-) {
-    q.input_scale = input.scale;
-    q.output_scale = output.scale;
-    q.input_zero_point = input.zero_point;
-    q.output_zero_point = output.zero_point;
-    for c in 0..C {
-        let max = weight[c].iter().fold(0.0f32, |m, w| m.max(w.abs()));
-        let s_w = if max > 0.0 { max / 127.0 } else { 1.0 / 127.0 };
-        let mut sum_w: i64 = 0;
-        for (o, &w) in weight_out[c].iter_mut().zip(&weight[c]) {
-            *o = (w as f64 / s_w as f64).round().clamp(-127.0, 127.0) as i8;
-            sum_w += *o as i64;
-        }
-        let s_b = input.scale as f64 * s_w as f64;
-        let folded = (bias[c] as f64 / s_b).round() - input.zero_point as f64 * sum_w as f64;
-        let r = fmnist_train::quantize::quantize_multiplier(s_b / output.scale as f64);
-        q.bias[c] = folded as i32;
-        q.multiplier[c] = r.multiplier;
-        q.shift[c] = r.shift;
-        q.weight_scale[c] = s_w;
-    }
 }
 
 /// Pseudo-random BN-folded f32 LeNet weights (He-uniform per layer, not a trained model).

@@ -11,8 +11,8 @@
 //! steps, folded, quantized), so device and host accuracy are meaningful; the f32 one gets 1 % of
 //! its dense weights scaled into the subnormal range (a flush-to-zero FPU would differ). The wide
 //! CNN's is `qemu::wide_model` (random convolution features and fc1, fc2 fitted by ridge
-//! regression, quantized; about 83 %): no trainer or quantizer for it exists on this branch. The
-//! other tests use pseudo-random models (an LCG), which need no training.
+//! regression, quantized by fmnist-train; about 82 %), built in seconds where training it would
+//! take minutes. The other tests use pseudo-random models (an LCG), which need no training.
 
 use std::path::Path;
 use std::time::Duration;
@@ -182,7 +182,7 @@ fn f32_logits_are_bit_exact_on_all_test_images() {
 
 /// The wide CNN, int8: the device's logits equal `WideQ::forward`'s byte for byte on all
 /// 10,000 test images, and so does its accuracy. The model classifies (`qemu::wide_model`:
-/// random features with a fitted readout, quantized; about 83 %), so the logits spread over
+/// random features with a fitted readout, quantized; about 82 %), so the logits spread over
 /// the int8 range and every class is predicted.
 #[test]
 fn wide_int8_logits_are_bit_exact_on_all_test_images() {
@@ -424,16 +424,18 @@ fn memory_report() -> Vec<(String, u64)> {
 
 /// RAM budget (static data + stack peak) of the LeNet-BN int8 build.
 const LENET_INT8_RAM_BUDGET: u64 = 8 * 1024;
-/// RAM budget of the build with the wide CNN, running it: its activations alone are 9.9 KB
-/// (the 6,272-byte pool1 map and the 3,136-byte flattened pool2 map are alive together), plus
-/// the kernels' scratch (conv2's im2col patches, fc1's 6.3 KB of activation pairs).
-const WIDE_INT8_RAM_BUDGET: u64 = 20 * 1024;
+/// RAM budget of the build with the wide CNN, running it (measured: 19,612 bytes): its
+/// activations alone are 9.4 KB (the 6,272-byte pool1 map and the 3,136-byte flattened pool2
+/// map are alive together), and conv2 adds its im2col patches and its 64 channels'
+/// requantization constants unpacked once per layer (about 4 KB); fc1's 6.3 KB of activation
+/// pairs come after the convolutions.
+const WIDE_INT8_RAM_BUDGET: u64 = 24 * 1024;
 
 /// Sizes are compared with `firmware/expected-sizes.txt`; `FMNIST_BLESS=1` rewrites it.
 /// Growth beyond 2 % (or 256 bytes, whichever is more) fails, so growth is noticed and the file
 /// updated on purpose.
 /// The LeNet int8 build must keep RAM (static + stack peak) within 8 KiB, the wide CNN build
-/// running the wide CNN within 20 KiB; the 16 KiB program-flash target is reported (see
+/// running the wide CNN within 24 KiB; the 16 KiB program-flash target is reported (see
 /// firmware/README.md for where the bytes go), not enforced.
 #[test]
 fn memory_stays_within_budget_and_expected_sizes() {
