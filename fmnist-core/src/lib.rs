@@ -7,7 +7,8 @@
 //! * [`layers`]: f32 layers (conv, batch norm, ReLU, 2x2 max-pool, dense, softmax, argmax) as
 //!   fixed-size types whose shapes are const generics, so a mismatched model does not compile;
 //! * [`lenet`]: the LeNet-BN model built from them, reading its weights in place;
-//! * [`wide`]: the wide CNN (1.6 M parameters) built from the same layers;
+//! * [`wide`]: the wide CNN (1.6 M parameters) built from the same layers (its int8 twin is
+//!   [`quant::WideQ`]);
 //! * [`classes`]: the ten Fashion-MNIST class names.
 //!
 //! Kernels cannot fail: they write into caller-provided buffers. `Result` appears only where bytes

@@ -120,6 +120,30 @@ pub fn export(
     })
 }
 
+/// Trained f32 weights of either network.
+pub enum F32Weights {
+    /// LeNet-BN (from a checkpoint, an f32 model file or a safetensors file).
+    LeNet(Box<LeNetParams>),
+    /// The wide CNN (from a wide f32 model file).
+    Wide(Box<WideParams>),
+}
+
+/// Reads trained f32 weights: a wide f32 model file (told apart by the header's architecture)
+/// as the wide CNN, anything else as [`read_f32_weights`] does.
+pub fn read_any_f32_weights(path: &Path) -> Result<F32Weights, CliError> {
+    let mut head = [0u8; 10];
+    let is_wide = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .is_ok()
+        && head[..4] == fmnist_core::format::MAGIC
+        && u16::from_le_bytes([head[8], head[9]]) == Arch::Wide as u16;
+    if is_wide {
+        read_wide_f32_weights(path).map(F32Weights::Wide)
+    } else {
+        read_f32_weights(path).map(F32Weights::LeNet)
+    }
+}
+
 /// Reads trained f32 wide-CNN weights from a wide f32 model file (architecture 2, kind 1).
 pub fn read_wide_f32_weights(path: &Path) -> Result<Box<WideParams>, CliError> {
     let m = LoadedModel::read(path).map_err(CliError::bad)?;
@@ -210,8 +234,15 @@ mod tests {
         );
         let m = LoadedModel::read(&folded).unwrap();
         assert!(m.file().unwrap().wide_folded().is_ok());
-        // A LeNet reader refuses the wide file by name.
+        // A LeNet reader refuses the wide file by name; the any-network reader takes the f32
+        // one and refuses the int8 one.
         let err = read_f32_weights(&out).err().unwrap().message;
         assert!(err.contains("wide CNN"), "{err}");
+        assert!(matches!(
+            read_any_f32_weights(&f32_path),
+            Ok(F32Weights::Wide(w)) if *w == *p
+        ));
+        let err = read_any_f32_weights(&out).err().unwrap().message;
+        assert!(err.contains("wide CNN int8"), "{err}");
     }
 }

@@ -77,7 +77,8 @@ enum Command {
     /// Fold batch norm, calibrate, quantize to int8 and write the model file; print f32 vs int8
     /// test accuracy.
     Export {
-        /// Trained weights: a checkpoint, the f32 model file, or a PyTorch safetensors file.
+        /// Trained weights: a checkpoint, the f32 model file (LeNet-BN or the wide CNN), or a
+        /// PyTorch safetensors file of LeNet-BN.
         #[arg(long)]
         checkpoint: PathBuf,
         /// The int8 model file to write.
@@ -256,7 +257,7 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
             data,
             json,
         } => {
-            let weights = export::read_f32_weights(&checkpoint)?;
+            let weights = export::read_any_f32_weights(&checkpoint)?;
             let method = match method {
                 Method::Minmax => Calibration::MinMax,
                 Method::Mse => Calibration::Mse,
@@ -273,15 +274,26 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
                 return Err(cli::CliError::bad("--calibration must be at least 1"));
             }
             let (train, test) = data::load_both(data.as_deref()).map_err(cli::bad_input)?;
-            let r = export::export(
-                &weights,
-                &train,
-                &test,
-                calibration,
-                method,
-                &out,
-                folded_out.as_deref(),
-            )?;
+            let r = match &weights {
+                export::F32Weights::LeNet(w) => export::export(
+                    w,
+                    &train,
+                    &test,
+                    calibration,
+                    method,
+                    &out,
+                    folded_out.as_deref(),
+                )?,
+                export::F32Weights::Wide(w) => export::export_wide(
+                    w,
+                    &train,
+                    &test,
+                    calibration,
+                    method,
+                    &out,
+                    folded_out.as_deref(),
+                )?,
+            };
             if json {
                 println!("{}", serde_json::to_string(&r).expect("report serializes"));
             } else {
