@@ -14,6 +14,13 @@ fn main() {
              `--no-default-features --features board`"
         ),
     };
+    if board && env::var_os("CARGO_FEATURE_WIDE").is_some() {
+        panic!(
+            "feature `wide` is for the QEMU profile only: the wide CNN's int8 model file is \
+             1.6 MB and the STM32F407 has 1 MiB of flash in all (its model region, sectors \
+             5-11, is 896 KiB; see memory/stm32f407.x)"
+        );
+    }
     let out = PathBuf::from(env::var_os("OUT_DIR").unwrap());
     let mut script = fs::read_to_string(layout).unwrap();
     script.push_str(&fs::read_to_string("memory/model-section.x").unwrap());

@@ -1,8 +1,10 @@
-//! fmnist firmware: LeNet-BN Fashion-MNIST inference on a Cortex-M4F, bit-exact with the host.
+//! fmnist firmware: Fashion-MNIST inference on a Cortex-M4F, bit-exact with the host: LeNet-BN
+//! (int8 or f32) and, on the QEMU profile, the wide CNN (int8).
 //!
-//! Boot: paint the stack, put the FPU in IEEE mode, check the model file in its flash region
-//! (refusing a bad one with exit status 2 before classifying anything), then run the mode the
-//! command line asks for (QEMU) or the demo (a board). See README.md.
+//! Boot: paint the stack, put the FPU in IEEE mode, check the model file in its flash region and
+//! pick the network by its header (refusing a bad or unsupported one with exit status 2 before
+//! classifying anything), then run the mode the command line asks for (QEMU) or the demo (a
+//! board). See README.md.
 
 #![no_std]
 #![no_main]
@@ -86,13 +88,8 @@ fn main() -> ! {
 
     let (file, weights) = match model::load() {
         Ok(m) => m,
-        Err(e) => {
-            error!(
-                "model refused (region {=usize:#010x}): {=str}: {}",
-                model::region_start(),
-                model::reason(&e),
-                e
-            );
+        Err(r) => {
+            model::log_refusal(&r);
             exit(EXIT_MODEL)
         }
     };

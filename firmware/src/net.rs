@@ -10,6 +10,8 @@ use fmnist_core::lenet::IMAGE_PIXELS;
 use fmnist_core::lenet::LeNet;
 #[cfg(feature = "int8")]
 use fmnist_core::quant::LeNetQ;
+#[cfg(feature = "wide")]
+use fmnist_core::quant::WideQ;
 
 use crate::cost::{UNIT, measure};
 use crate::model::Weights;
@@ -29,6 +31,9 @@ pub enum Net {
     /// f32, batch norm folded: `fmnist_core::lenet::LeNet`.
     #[cfg(feature = "f32")]
     F32(LeNet<'static>),
+    /// The wide CNN, integer-only: `fmnist_core::quant::WideQ`.
+    #[cfg(feature = "wide")]
+    Wide(WideQ<'static>),
 }
 
 impl Net {
@@ -43,20 +48,28 @@ impl Net {
             },
             #[cfg(feature = "f32")]
             Weights::F32(p) => Net::F32(LeNet::from(p)),
+            #[cfg(feature = "wide")]
+            Weights::WideInt8(p) => match WideQ::new(p) {
+                Ok(m) => Net::Wide(m),
+                // `ModelFile::wide_int8` already ran the same check.
+                Err(_) => defmt::unreachable!(),
+            },
         }
     }
 
-    /// Short name for logs.
+    /// Short name for logs (`int8`, `f32`, `wide-int8`).
     pub fn name(&self) -> &'static str {
         match self {
             #[cfg(feature = "int8")]
             Net::Int8(_) => "int8",
             #[cfg(feature = "f32")]
             Net::F32(_) => "f32",
+            #[cfg(feature = "wide")]
+            Net::Wide(_) => "wide-int8",
         }
     }
 
-    /// Bytes of logits per image: 10 (int8) or 40 (f32 bits, little-endian).
+    /// Bytes of logits per image: 10 (int8, LeNet or wide) or 40 (f32 bits, little-endian).
     #[cfg_attr(feature = "board", allow(dead_code))]
     pub fn logit_bytes(&self) -> usize {
         match self {
@@ -64,6 +77,8 @@ impl Net {
             Net::Int8(_) => 10,
             #[cfg(feature = "f32")]
             Net::F32(_) => 40,
+            #[cfg(feature = "wide")]
+            Net::Wide(_) => 10,
         }
     }
 
@@ -87,6 +102,14 @@ impl Net {
                 }
                 argmax(&logits)
             }
+            #[cfg(feature = "wide")]
+            Net::Wide(m) => {
+                let logits = m.forward(image);
+                for (dst, &v) in out.iter_mut().zip(&logits) {
+                    *dst = v as u8;
+                }
+                argmax(&logits)
+            }
         }
     }
 
@@ -99,6 +122,8 @@ impl Net {
             Net::Int8(m) => bench_int8(m, image),
             #[cfg(feature = "f32")]
             Net::F32(m) => bench_f32(m, image),
+            #[cfg(feature = "wide")]
+            Net::Wide(m) => bench_wide(m, image),
         }
     }
 }
@@ -129,6 +154,31 @@ fn bench_int8(m: &LeNetQ<'static>, image: &[u8; IMAGE_PIXELS]) -> u32 {
     let mut logits = [0i8; 10];
     let ((), c) = measure(|| m.fc3(&h2, black_box(&mut logits)));
     total += report("fc3", c);
+    if logits != m.forward(image) {
+        defmt::panic!("bench: layer-by-layer logits differ from forward()");
+    }
+    total
+}
+
+/// The steps of `WideQ::forward`, in the same order, timed one by one.
+#[cfg(feature = "wide")]
+#[inline(never)]
+fn bench_wide(m: &WideQ<'static>, image: &[u8; IMAGE_PIXELS]) -> u32 {
+    use fmnist_core::wide::{WIDE_FLAT, WIDE_HIDDEN};
+    let image = black_box(image);
+    let mut total = 0;
+    let mut pool1 = [[[0i8; 14]; 14]; 32];
+    let ((), c) = measure(|| m.conv1_relu_pool(image, black_box(&mut pool1)));
+    total += report("conv1+relu+pool", c);
+    let mut flat = [0i8; WIDE_FLAT];
+    let ((), c) = measure(|| m.conv2_relu_pool(&pool1, black_box(&mut flat)));
+    total += report("conv2+relu+pool", c);
+    let mut h1 = [0i8; WIDE_HIDDEN];
+    let ((), c) = measure(|| m.fc1(&flat, black_box(&mut h1)));
+    total += report("fc1+relu", c);
+    let mut logits = [0i8; 10];
+    let ((), c) = measure(|| m.fc2(&h1, black_box(&mut logits)));
+    total += report("fc2", c);
     if logits != m.forward(image) {
         defmt::panic!("bench: layer-by-layer logits differ from forward()");
     }

@@ -7,8 +7,9 @@
 //!   needed) and returns exit status and log lines;
 //! * [`test_set`] writes the Fashion-MNIST test split as un-gzipped IDX files the firmware
 //!   streams through semihosting;
-//! * [`random_int8`], [`random_folded`] make valid pseudo-random models (an LCG), and
-//!   [`model_file`] wraps a payload in the FMNM container.
+//! * [`random_int8`], [`random_folded`], [`random_wide_int8`] make valid pseudo-random models
+//!   (an LCG), [`wide_model`] a wide CNN that classifies (random features, fitted readout,
+//!   quantized), and [`model_file`] wraps a payload in the FMNM container.
 //!
 //! Needs `qemu-system-arm` (Debian: `qemu-system-arm`), the `thumbv7em-none-eabihf` target
 //! and, for [`sizes`], `llvm-size` (`rustup component add llvm-tools`) or `arm-none-eabi-size`
@@ -22,7 +23,8 @@ use std::time::{Duration, Instant};
 
 use fmnist_core::format::{Arch, Kind};
 use fmnist_core::lenet::{IMAGE_PIXELS, LeNetFoldedParams};
-use fmnist_core::quant::{LeNetQParams, QLayerParams};
+use fmnist_core::quant::{LeNetQParams, QLayerParams, WideQParams};
+use fmnist_core::wide::{WIDE_FLAT, WIDE_HIDDEN, WideFoldedParams};
 
 /// Where the model region starts on the QEMU profile (`firmware/memory/qemu-mps2-an386.x`).
 pub const MODEL_ADDR: u32 = 0x0002_0000;
@@ -46,12 +48,14 @@ pub fn firmware_dir() -> PathBuf {
 /// A firmware build profile: cargo features on top of `--no-default-features`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Profile {
-    /// QEMU, int8 and f32 models (the default features).
+    /// QEMU, LeNet-BN int8 and f32 and the wide CNN int8 (the default features).
     Qemu,
-    /// QEMU, int8 models only: the build the memory targets are about.
+    /// QEMU, LeNet-BN int8 models only: the build the memory targets are about.
     QemuInt8,
-    /// QEMU, f32 models only.
+    /// QEMU, LeNet-BN f32 models only.
     QemuF32,
+    /// QEMU, int8 models: LeNet-BN and the wide CNN (the wide CNN's memory figures).
+    QemuWide,
     /// STM32F407 with RTT logging: builds here, runs on hardware only.
     Board,
 }
@@ -59,9 +63,10 @@ pub enum Profile {
 impl Profile {
     fn features(self) -> &'static str {
         match self {
-            Profile::Qemu => "qemu,int8,f32",
+            Profile::Qemu => "qemu,int8,f32,wide",
             Profile::QemuInt8 => "qemu,int8",
             Profile::QemuF32 => "qemu,f32",
+            Profile::QemuWide => "qemu,int8,wide",
             Profile::Board => "board",
         }
     }
@@ -72,6 +77,7 @@ impl Profile {
             Profile::Qemu => "qemu",
             Profile::QemuInt8 => "qemu-int8",
             Profile::QemuF32 => "qemu-f32",
+            Profile::QemuWide => "qemu-wide",
             Profile::Board => "board",
         }
     }
@@ -232,12 +238,17 @@ pub struct Verify {
 }
 
 /// Runs verify mode over the whole test set in [`VERIFY_PARTS`] parallel QEMU processes, each
-/// streaming a contiguous range of images; `name` is the model kind the firmware logs (`int8` or
-/// `f32`). Panics with the log when a part fails.
+/// streaming a contiguous range of images, one verify per test process at a time; `name` is
+/// the model kind the firmware logs (`int8`, `f32` or `wide-int8`). The timeout applies to each
+/// QEMU process. Panics with the log when a part fails.
 pub fn verify(profile: Profile, model: &Path, name: &str, timeout: Duration) -> Verify {
     let set = test_set();
     let elf = firmware(profile);
     let n = set.images.len() as u32;
+    // One verify at a time: each already keeps [`VERIFY_PARTS`] cores busy, and two at once
+    // (the test harness runs tests in parallel) would stretch both past their timeouts.
+    static VERIFY_LOCK: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = VERIFY_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let t = Instant::now();
     let parts: Vec<(PathBuf, Run)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..VERIFY_PARTS)
@@ -442,24 +453,6 @@ impl Lcg {
 /// Valid pseudo-random int8 LeNet parameters (not a trained model): weights in −127..=127,
 /// zero points chained, shifts chosen so activations spread over the int8 range.
 pub fn random_int8(seed: u32) -> Box<LeNetQParams> {
-    fn layer<const C: usize>(
-        r: &mut Lcg,
-        q: &mut QLayerParams<C>,
-        zp_in: i8,
-        zp_out: i8,
-        shifts: (i32, i32),
-    ) {
-        q.input_zero_point = zp_in;
-        q.output_zero_point = zp_out;
-        q.input_scale = 0.01;
-        q.output_scale = 0.02;
-        for c in 0..C {
-            q.bias[c] = r.range(-300_000, 300_000);
-            q.multiplier[c] = r.range(1 << 30, i32::MAX);
-            q.shift[c] = r.range(shifts.0, shifts.1);
-            q.weight_scale[c] = 0.001;
-        }
-    }
     let mut r = Lcg(seed);
     let mut p: Box<LeNetQParams> = bytemuck::zeroed_box();
     for w in bytemuck::bytes_of_mut(&mut p.conv1_weight)
@@ -473,13 +466,227 @@ pub fn random_int8(seed: u32) -> Box<LeNetQParams> {
     }
     let zps: [i8; 5] = std::array::from_fn(|_| r.range(-128, -90) as i8);
     let input_zp = fmnist_core::quant::lenet::INPUT_ZERO_POINT;
-    layer(&mut r, &mut p.conv1, input_zp, zps[0], (-10, -6));
-    layer(&mut r, &mut p.conv2, zps[0], zps[1], (-13, -9));
-    layer(&mut r, &mut p.fc1, zps[1], zps[2], (-14, -10));
-    layer(&mut r, &mut p.fc2, zps[2], zps[3], (-13, -9));
-    layer(&mut r, &mut p.fc3, zps[3], zps[4], (-12, -8));
+    random_layer(&mut r, &mut p.conv1, input_zp, zps[0], (-10, -6));
+    random_layer(&mut r, &mut p.conv2, zps[0], zps[1], (-13, -9));
+    random_layer(&mut r, &mut p.fc1, zps[1], zps[2], (-14, -10));
+    random_layer(&mut r, &mut p.fc2, zps[2], zps[3], (-13, -9));
+    random_layer(&mut r, &mut p.fc3, zps[3], zps[4], (-12, -8));
     p.check().expect("random int8 parameters must be valid");
     p
+}
+
+fn random_layer<const C: usize>(
+    r: &mut Lcg,
+    q: &mut QLayerParams<C>,
+    zp_in: i8,
+    zp_out: i8,
+    shifts: (i32, i32),
+) {
+    q.input_zero_point = zp_in;
+    q.output_zero_point = zp_out;
+    q.input_scale = 0.01;
+    q.output_scale = 0.02;
+    for c in 0..C {
+        q.bias[c] = r.range(-300_000, 300_000);
+        q.multiplier[c] = r.range(1 << 30, i32::MAX);
+        q.shift[c] = r.range(shifts.0, shifts.1);
+        q.weight_scale[c] = 0.001;
+    }
+}
+
+/// Valid pseudo-random int8 wide-CNN parameters (not a trained model): weights in −127..=127,
+/// zero points chained, shifts chosen for each layer's fan-in (9, 288, 3136, 512) so that
+/// activations spread over the int8 range rather than saturate.
+pub fn random_wide_int8(seed: u32) -> Box<WideQParams> {
+    let mut r = Lcg(seed);
+    let mut p: Box<WideQParams> = bytemuck::zeroed_box();
+    for w in bytemuck::bytes_of_mut(&mut p.conv1_weight)
+        .iter_mut()
+        .chain(bytemuck::bytes_of_mut(&mut p.conv2_weight))
+        .chain(bytemuck::bytes_of_mut(&mut p.fc1_weight))
+        .chain(bytemuck::bytes_of_mut(&mut p.fc2_weight))
+    {
+        *w = r.range(-127, 127) as i8 as u8;
+    }
+    let zps: [i8; 4] = std::array::from_fn(|_| r.range(-128, -90) as i8);
+    let input_zp = fmnist_core::quant::lenet::INPUT_ZERO_POINT;
+    random_layer(&mut r, &mut p.conv1, input_zp, zps[0], (-9, -5));
+    random_layer(&mut r, &mut p.conv2, zps[0], zps[1], (-14, -10));
+    random_layer(&mut r, &mut p.fc1, zps[1], zps[2], (-16, -12));
+    random_layer(&mut r, &mut p.fc2, zps[2], zps[3], (-15, -11));
+    p.check()
+        .expect("random wide int8 parameters must be valid");
+    p
+}
+
+/// Training images the wide CNN's readout is fitted on and its activations calibrated on.
+pub const WIDE_FIT_IMAGES: usize = 2000;
+
+/// A wide CNN that classifies, in the two forms the host has for it, built without training
+/// (seconds instead of the minutes a wide training run takes).
+pub struct WideModel {
+    /// BN-folded f32 weights: He-uniform random convolutions and fc1, fc2 fitted.
+    pub folded: Box<WideFoldedParams>,
+    /// Their int8 quantization.
+    pub int8: Box<WideQParams>,
+}
+
+/// Builds [`WideModel`] once per process, deterministically (an LCG, fixed images):
+///
+/// 1. conv1, conv2 and fc1 are He-uniform random f32 (random features: ReLU and pooling keep
+///    them informative), biases small;
+/// 2. fc2 is the ridge-regression fit of one-hot labels on the fc1 activations of
+///    [`WIDE_FIT_IMAGES`] evenly spaced training images (f64 normal equations, Cholesky);
+/// 3. activation ranges are the min/max over those images of the f32 forward pass
+///    (`fmnist_core::wide::Wide`), and fmnist-train's quantizer
+///    (`quantize::quantize_wide_with_ranges`: weights symmetric per channel, activations per
+///    tensor, zero-point-folded int32 biases, TFLite multipliers, `WideQParams::check`) makes
+///    the int8 model.
+///
+/// Its int8 test accuracy is around 80 %: logits spread over the int8 range and every class
+/// is predicted, which a purely random int8 model does not do (its ReLUs clamp, one class wins).
+pub fn wide_model() -> &'static WideModel {
+    static MODEL: OnceLock<WideModel> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        use fmnist_train::data;
+        let t = Instant::now();
+        let dir = data::locate(None).unwrap_or_else(|e| panic!("{e}"));
+        let train = data::load(&dir, data::Split::Train).unwrap_or_else(|e| panic!("{e}"));
+        let step = train.len() / WIDE_FIT_IMAGES;
+        let fit: Vec<usize> = (0..WIDE_FIT_IMAGES).map(|i| i * step).collect();
+
+        let mut r = Lcg(0x3a1d_e001);
+        let mut f: Box<WideFoldedParams> = bytemuck::zeroed_box();
+        let mut fill = |xs: &mut [f32], fan_in: usize, scale: f32| {
+            let a = scale * (6.0 / fan_in as f32).sqrt();
+            xs.iter_mut().for_each(|x| *x = r.uniform(a));
+        };
+        fill(bytemuck::cast_slice_mut(&mut f.conv1_weight), 9, 1.0);
+        fill(&mut f.conv1_bias, 9, 0.1);
+        fill(bytemuck::cast_slice_mut(&mut f.conv2_weight), 288, 1.0);
+        fill(&mut f.conv2_bias, 288, 0.1);
+        fill(f.fc1_weight.as_flattened_mut(), WIDE_FLAT, 1.0);
+        fill(&mut f.fc1_bias, WIDE_FLAT, 0.1);
+
+        // fc1 activations and the ranges of pool1, pool2 and fc1, in two threads.
+        struct Part {
+            h: Vec<[f32; WIDE_HIDDEN]>,
+            max: [f32; 3],
+        }
+        let net = fmnist_core::wide::Wide::from(&*f);
+        let run = |idx: &[usize]| {
+            let mut part = Part {
+                h: Vec::with_capacity(idx.len()),
+                max: [0.0; 3],
+            };
+            for &i in idx {
+                let t = Box::new(net.trace(&train.images[i]));
+                let m = |xs: &[f32], m: f32| xs.iter().fold(m, |m, &x| m.max(x));
+                part.max[0] = m(t.pool1.as_flattened().as_flattened(), part.max[0]);
+                part.max[1] = m(&t.flat, part.max[1]);
+                part.max[2] = m(&t.fc1, part.max[2]);
+                part.h.push(t.fc1);
+            }
+            part
+        };
+        let (a, b) = fit.split_at(fit.len() / 2);
+        let parts = std::thread::scope(|s| {
+            let ha = s.spawn(|| run(a));
+            let hb = s.spawn(|| run(b));
+            [ha.join().unwrap(), hb.join().unwrap()]
+        });
+        let max: [f32; 3] = std::array::from_fn(|k| parts[0].max[k].max(parts[1].max[k]));
+        let h: Vec<&[f32; WIDE_HIDDEN]> = parts.iter().flat_map(|p| &p.h).collect();
+
+        // Ridge regression of one-hot labels on [h, 1].
+        const N: usize = WIDE_HIDDEN + 1;
+        let mut g = vec![0f64; N * N];
+        let mut hy = vec![[0f64; 10]; N];
+        let mut row = [0f64; N];
+        for (hi, &i) in h.iter().zip(&fit) {
+            for (d, &v) in row.iter_mut().zip(hi.iter()) {
+                *d = v as f64;
+            }
+            row[N - 1] = 1.0;
+            for j in 0..N {
+                if row[j] != 0.0 {
+                    for k in j..N {
+                        g[j * N + k] += row[j] * row[k];
+                    }
+                    hy[j][train.labels[i] as usize] += row[j];
+                }
+            }
+        }
+        let mean_diag = (0..N).map(|j| g[j * N + j]).sum::<f64>() / N as f64;
+        for j in 0..N {
+            g[j * N + j] += 1e-3 * mean_diag;
+            for k in 0..j {
+                g[j * N + k] = g[k * N + j];
+            }
+        }
+        let w = solve_spd(&mut g, &hy);
+        for (c, (row, bias)) in f.fc2_weight.iter_mut().zip(&mut f.fc2_bias).enumerate() {
+            for (d, wj) in row.iter_mut().zip(&w) {
+                *d = wj[c] as f32;
+            }
+            *bias = w[N - 1][c] as f32;
+        }
+        let (mut lo, mut hi) = (0f32, 0f32);
+        for hi_row in &h {
+            for c in 0..10 {
+                let z =
+                    (0..WIDE_HIDDEN).fold(f.fc2_bias[c], |z, j| z + hi_row[j] * f.fc2_weight[c][j]);
+                lo = lo.min(z);
+                hi = hi.max(z);
+            }
+        }
+
+        use fmnist_train::quantize::{ActQuant, WideActRanges, quantize_wide_with_ranges};
+        let ranges = WideActRanges {
+            conv1: ActQuant::from_range(0.0, max[0]),
+            conv2: ActQuant::from_range(0.0, max[1]),
+            fc1: ActQuant::from_range(0.0, max[2]),
+            fc2: ActQuant::from_range(lo, hi),
+        };
+        let int8 = quantize_wide_with_ranges(&f, &ranges).expect("quantizing the wide CNN");
+        eprintln!(
+            "built the wide CNN (random features, fitted readout) in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        WideModel { folded: f, int8 }
+    })
+}
+
+/// Solves `G·X = B` for a symmetric positive definite `G` (n×n, row-major, overwritten by its
+/// Cholesky factor) and `B` with 10 columns.
+#[allow(clippy::needless_range_loop)] // textbook index form: rows and columns of G and X
+fn solve_spd(g: &mut [f64], b: &[[f64; 10]]) -> Vec<[f64; 10]> {
+    let n = b.len();
+    for j in 0..n {
+        let d = g[j * n + j] - (0..j).map(|k| g[j * n + k] * g[j * n + k]).sum::<f64>();
+        assert!(d > 0.0, "the normal equations are not positive definite");
+        let d = d.sqrt();
+        g[j * n + j] = d;
+        for i in j + 1..n {
+            let s = g[i * n + j] - (0..j).map(|k| g[i * n + k] * g[j * n + k]).sum::<f64>();
+            g[i * n + j] = s / d;
+        }
+    }
+    // L·y = b, then Lᵀ·x = y.
+    let mut x = b.to_vec();
+    for i in 0..n {
+        for c in 0..10 {
+            let s = (0..i).map(|k| g[i * n + k] * x[k][c]).sum::<f64>();
+            x[i][c] = (x[i][c] - s) / g[i * n + i];
+        }
+    }
+    for i in (0..n).rev() {
+        for c in 0..10 {
+            let s = (i + 1..n).map(|k| g[k * n + i] * x[k][c]).sum::<f64>();
+            x[i][c] = (x[i][c] - s) / g[i * n + i];
+        }
+    }
+    x
 }
 
 /// Pseudo-random BN-folded f32 LeNet weights (He-uniform per layer, not a trained model).
