@@ -254,10 +254,13 @@ mod tests {
         let err = read_f32_weights(&out).err().unwrap().message;
         assert!(err.contains("wide CNN"), "{err}");
         assert!(matches!(
-            read_any_f32_weights(&f32_path),
-            Ok(F32Weights::Wide(w)) if *w == *p
+            read_weights(&f32_path),
+            Ok(TrainedWeights::Wide(w)) if *w == *p
         ));
-        let err = read_any_f32_weights(&out).err().unwrap().message;
+        let err = read_weights(&out)
+            .err()
+            .map(|e| e.message)
+            .unwrap_or_default();
         assert!(err.contains("wide CNN int8"), "{err}");
     }
 }
