@@ -234,9 +234,16 @@ fn main() -> ExitCode {
         "setup" => setup(),
         "test" => test(),
         "demo" => demo(),
+        "device" => match std::env::args().nth(2) {
+            Some(model) => device(Path::new(&model)),
+            None => Err(Failure("usage: cargo xtask device MODEL.fmq".into())),
+        },
         _ => {
-            eprintln!("usage: cargo xtask <demo|test|setup>");
+            eprintln!("usage: cargo xtask <demo|device MODEL|test|setup>");
             eprintln!("  demo   train → quantize → run on the emulated Cortex-M4F → report");
+            eprintln!(
+                "  device run an int8 model file (LeNet-BN or wide CNN) on the emulated chip: all 10,000 test images against the host, and its cost"
+            );
             eprintln!("  test   the test suite (what CI runs)");
             eprintln!("  setup  install the Debian packages and rustup target the others need");
             return ExitCode::from(2);
@@ -248,6 +255,89 @@ fn main() -> ExitCode {
             eprintln!("xtask {task}: {why}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Runs an int8 model file of either network on the emulated Cortex-M4F: all 10,000 test images
+/// compared with the host's logits, then the bench mode's instruction counts.
+fn device(model: &Path) -> Step {
+    use fmnist_core::format::Arch;
+    use fmnist_core::quant::{LeNetQ, WideQ};
+    use fmnist_tests::qemu::{self, Profile};
+    use fmnist_train::modelio::LoadedModel;
+
+    setup()?;
+    let m = LoadedModel::read(model).map_err(|e| Failure(e.to_string()))?;
+    let file = m.file().map_err(|e| Failure(m.error(e).to_string()))?;
+    let set = qemu::test_set();
+    let (host, correct, name): (Vec<u8>, usize, &str) = if file.header.arch == Arch::Wide {
+        let net = file
+            .wide_int8()
+            .map_err(|e| Failure(m.error(e).to_string()))
+            .and_then(|p| WideQ::new(p).map_err(|e| Failure(format!("{e:?}"))))?;
+        let logits: Vec<[i8; 10]> = set.images.iter().map(|img| net.forward(img)).collect();
+        let correct = logits
+            .iter()
+            .zip(&set.labels)
+            .filter(|(l, y)| fmnist_core::layers::argmax(*l) == **y as usize)
+            .count();
+        (
+            logits.iter().flatten().map(|&v| v as u8).collect(),
+            correct,
+            "wide-int8",
+        )
+    } else {
+        let net = file
+            .lenet_int8()
+            .map_err(|e| Failure(m.error(e).to_string()))
+            .and_then(|p| LeNetQ::new(p).map_err(|e| Failure(format!("{e:?}"))))?;
+        let logits: Vec<[i8; 10]> = set.images.iter().map(|img| net.forward(img)).collect();
+        let correct = logits
+            .iter()
+            .zip(&set.labels)
+            .filter(|(l, y)| fmnist_core::layers::argmax(*l) == **y as usize)
+            .count();
+        (
+            logits.iter().flatten().map(|&v| v as u8).collect(),
+            correct,
+            "int8",
+        )
+    };
+    let dev = qemu::verify(
+        Profile::Qemu,
+        model,
+        name,
+        std::time::Duration::from_secs(1800),
+    );
+    let bench = qemu::run(
+        &qemu::firmware(Profile::Qemu),
+        Some(model),
+        &["bench", set.images_path.to_str().unwrap()],
+        std::time::Duration::from_secs(300),
+    );
+    let n = set.images.len();
+    let same = dev.logits == host;
+    println!(
+        "device {name}  {}: {}/{n} correct on the device, {correct}/{n} on the host ({:.1} s under QEMU)",
+        if same {
+            "all 10,000 logits identical to the host's"
+        } else {
+            "LOGITS DIFFER FROM THE HOST"
+        },
+        dev.correct,
+        dev.elapsed.as_secs_f64()
+    );
+    for line in bench
+        .log
+        .iter()
+        .filter(|l| l.contains("bench") || l.contains("stack peak"))
+    {
+        println!("cost         {}", line.trim_start_matches("INFO "));
+    }
+    if same && dev.correct as usize == correct {
+        Ok(())
+    } else {
+        Err(Failure("the device disagrees with the host".into()))
     }
 }
 
