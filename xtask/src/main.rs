@@ -279,7 +279,7 @@ fn device(model: &Path) -> Step {
         let correct = logits
             .iter()
             .zip(&set.labels)
-            .filter(|(l, y)| fmnist_core::layers::argmax(*l) == **y as usize)
+            .filter(|(l, y)| fmnist_core::layers::argmax(l) == **y as usize)
             .count();
         (
             logits.iter().flatten().map(|&v| v as u8).collect(),
@@ -295,7 +295,7 @@ fn device(model: &Path) -> Step {
         let correct = logits
             .iter()
             .zip(&set.labels)
-            .filter(|(l, y)| fmnist_core::layers::argmax(*l) == **y as usize)
+            .filter(|(l, y)| fmnist_core::layers::argmax(l) == **y as usize)
             .count();
         (
             logits.iter().flatten().map(|&v| v as u8).collect(),
