@@ -131,6 +131,32 @@ pub struct Targets {
     pub smoothing: f32,
 }
 
+/// The cross-entropy of one row of logits `l` (whose log-sum-exp is `lse`) against the
+/// smoothed target q = ε/10 everywhere plus 1 − ε on label `y`, and its gradient
+/// `(softmax(l) − q) / batch` written into `d`. With ε = 0 this is exactly the plain
+/// cross-entropy and its gradient.
+#[inline(always)]
+pub fn smoothed_loss_grad(
+    l: &[f32],
+    lse: f32,
+    y: usize,
+    eps: f32,
+    batch: usize,
+    d: &mut [f32],
+) -> f32 {
+    let (off, on) = (eps / 10.0, 1.0 - eps + eps / 10.0);
+    let mut loss = 0.0f32;
+    for (j, dj) in d.iter_mut().enumerate() {
+        let q = if j == y { on } else { off };
+        if q != 0.0 {
+            loss += q * (lse - l[j]);
+        }
+        let pj = libm::expf(l[j] - lse);
+        *dj = (pj - q) / batch as f32;
+    }
+    loss
+}
+
 /// Buffers of one chunk, allocated once and reused every step.
 pub struct Chunk {
     /// Images in this chunk this step.
@@ -631,20 +657,8 @@ simd_dispatch! {
                 ch.loss += (lse - l[y]) as f64;
                 continue;
             };
-            // Smoothed target q: ε/10 everywhere plus 1 − ε on the label (ε = 0: one-hot, and
-            // then exactly the plain cross-entropy and gradient).
-            let (off, on) = (t.smoothing / 10.0, 1.0 - t.smoothing + t.smoothing / 10.0);
             let d = &mut ch.dlogits[i * 10..][..10];
-            let mut loss = 0.0f32;
-            for (j, dj) in d.iter_mut().enumerate() {
-                let q = if j == y { on } else { off };
-                if q != 0.0 {
-                    loss += q * (lse - l[j]);
-                }
-                let pj = libm::expf(l[j] - lse);
-                *dj = (pj - q) / t.batch as f32;
-            }
-            ch.loss += loss as f64;
+            ch.loss += smoothed_loss_grad(l, lse, y, t.smoothing, t.batch, d) as f64;
         }
         if targets.is_none() {
             return;

@@ -813,20 +813,8 @@ impl Head {
             let m = l[pred];
             let sum: f32 = l.iter().map(|&v| libm::expf(v - m)).sum();
             let lse = m + libm::logf(sum);
-            // Target (1 − ε)·one-hot + ε/10; ε = 0 is the plain cross-entropy, bit for bit.
-            let eps = self.smoothing;
-            let (off, on) = (eps / 10.0, 1.0 - eps + eps / 10.0);
             let d = &mut self.dlogits[i * 10..][..10];
-            let mut loss = 0.0f32;
-            for (j, dj) in d.iter_mut().enumerate() {
-                let q = if j == y { on } else { off };
-                if q != 0.0 {
-                    loss += q * (lse - l[j]);
-                }
-                let pj = libm::expf(l[j] - lse);
-                *dj = (pj - q) / b as f32;
-            }
-            self.loss += loss as f64;
+            self.loss += crate::nn::smoothed_loss_grad(l, lse, y, self.smoothing, b, d) as f64;
         }
     }
 

@@ -270,39 +270,28 @@ fn device(model: &Path) -> Step {
     let m = LoadedModel::read(model).map_err(|e| Failure(e.to_string()))?;
     let file = m.file().map_err(|e| Failure(m.error(e).to_string()))?;
     let set = qemu::test_set();
-    let (host, correct, name): (Vec<u8>, usize, &str) = if file.header.arch == Arch::Wide {
-        let net = file
-            .wide_int8()
-            .map_err(|e| Failure(m.error(e).to_string()))
-            .and_then(|p| WideQ::new(p).map_err(|e| Failure(format!("{e:?}"))))?;
-        let logits: Vec<[i8; 10]> = set.images.iter().map(|img| net.forward(img)).collect();
-        let correct = logits
-            .iter()
-            .zip(&set.labels)
-            .filter(|(l, y)| fmnist_core::layers::argmax(l) == **y as usize)
-            .count();
+    let refused = |e| Failure(m.error(e).to_string());
+    let (logits, name): (Vec<[i8; 10]>, &str) = if file.header.arch == Arch::Wide {
+        let p = file.wide_int8().map_err(refused)?;
+        let net = WideQ::new(p).map_err(|e| Failure(format!("{e:?}")))?;
         (
-            logits.iter().flatten().map(|&v| v as u8).collect(),
-            correct,
+            set.images.iter().map(|img| net.forward(img)).collect(),
             "wide-int8",
         )
     } else {
-        let net = file
-            .lenet_int8()
-            .map_err(|e| Failure(m.error(e).to_string()))
-            .and_then(|p| LeNetQ::new(p).map_err(|e| Failure(format!("{e:?}"))))?;
-        let logits: Vec<[i8; 10]> = set.images.iter().map(|img| net.forward(img)).collect();
-        let correct = logits
-            .iter()
-            .zip(&set.labels)
-            .filter(|(l, y)| fmnist_core::layers::argmax(l) == **y as usize)
-            .count();
+        let p = file.lenet_int8().map_err(refused)?;
+        let net = LeNetQ::new(p).map_err(|e| Failure(format!("{e:?}")))?;
         (
-            logits.iter().flatten().map(|&v| v as u8).collect(),
-            correct,
+            set.images.iter().map(|img| net.forward(img)).collect(),
             "int8",
         )
     };
+    let correct = logits
+        .iter()
+        .zip(&set.labels)
+        .filter(|(l, y)| fmnist_core::layers::argmax(l) == **y as usize)
+        .count();
+    let host: Vec<u8> = logits.iter().flatten().map(|&v| v as u8).collect();
     let dev = qemu::verify(
         Profile::Qemu,
         model,
