@@ -251,8 +251,9 @@ impl Preset {
 
     /// The wide CNN's recipes, all Adam with batch 128 and a checkpoint every epoch:
     /// `original` is the report's (lr 0.001, 20 epochs, nothing else); `default` adds a cosine
-    /// schedule with one epoch of warm-up, translation by up to 2 pixels, mirroring and label
-    /// smoothing 0.1 over 30 epochs; `fast` is `default` cut to 5 epochs.
+    /// schedule with one epoch of warm-up and mirroring (93.20 %; adding translation by 2 px and
+    /// label smoothing 0.1 over 30 epochs over-regularised it: 92.79 %); `fast` is `default` cut
+    /// to 5 epochs.
     fn wide_config(self, n: usize, seed: u64) -> TrainConfig {
         let epoch = steps_per_epoch(n, 128);
         let original = TrainConfig {
@@ -273,16 +274,14 @@ impl Preset {
                 final_fraction: 0.0,
             },
             augment: Augment {
-                shift: 2,
                 flip: true,
                 ..Augment::default()
             },
-            label_smoothing: 0.1,
             ..original
         };
         match self {
             Preset::Original => original,
-            Preset::Default => tuned(30),
+            Preset::Default => tuned(20),
             Preset::Fast => tuned(5),
         }
     }
