@@ -23,16 +23,16 @@ const A1_TAIL: usize = 16;
 const F: usize = 400; // flattened pool2
 const NONE: u32 = u32::MAX;
 /// `pixel_to_f32` of every byte: the same values without a division per pixel.
-static PIXELS: std::sync::LazyLock<[f32; 256]> =
+pub(crate) static PIXELS: std::sync::LazyLock<[f32; 256]> =
     std::sync::LazyLock::new(|| std::array::from_fn(|p| pixel_to_f32(p as u8)));
 /// Row width of the padded conv1 input (2 + 28 + 6: each output row reads 32 values per tap).
 const XW: usize = 36;
 /// Padded conv1 input per image (32 rows; one spare row keeps the last reads in bounds).
 const XP: usize = 33 * XW;
 
-/// `c = alpha·a·b + beta·c` on strided row/column layouts (single-threaded).
+/// `c = a·b + beta·c` on strided row/column layouts (single-threaded); both trainers use it.
 #[allow(clippy::too_many_arguments)]
-fn gemm(
+pub(crate) fn gemm(
     m: usize,
     k: usize,
     n: usize,

@@ -16,10 +16,10 @@
 
 use rayon::prelude::*;
 
-use fmnist_core::lenet::{IMAGE_PIXELS, pixel_to_f32};
+use fmnist_core::lenet::IMAGE_PIXELS;
 use fmnist_core::wide::{WIDE_FLAT, WIDE_HIDDEN, WideParams};
 
-use crate::nn::BnBatch;
+use crate::nn::{BnBatch, PIXELS, gemm};
 
 /// Images per chunk: the unit of parallel work of the convolutional part.
 pub const CHUNK: usize = 8;
@@ -44,51 +44,6 @@ const XB: usize = F / 4;
 const NONE: u32 = u32::MAX;
 /// Dropout probability (training only); kept units are scaled by 1 / (1 - p).
 pub const DROPOUT: f32 = 0.5;
-
-/// `pixel_to_f32` of every byte.
-static PIXELS: std::sync::LazyLock<[f32; 256]> =
-    std::sync::LazyLock::new(|| std::array::from_fn(|p| pixel_to_f32(p as u8)));
-
-/// `c = a·b + beta·c` on strided row/column layouts (single-threaded).
-#[allow(clippy::too_many_arguments)]
-fn gemm(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[f32],
-    (rsa, csa): (usize, usize),
-    b: &[f32],
-    (rsb, csb): (usize, usize),
-    beta: f32,
-    c: &mut [f32],
-    (rsc, csc): (usize, usize),
-) {
-    // Bounds: the largest index each matrix is touched at must be inside its slice.
-    assert!(m > 0 && k > 0 && n > 0);
-    assert!((m - 1) * rsa + (k - 1) * csa < a.len());
-    assert!((k - 1) * rsb + (n - 1) * csb < b.len());
-    assert!((m - 1) * rsc + (n - 1) * csc < c.len());
-    // SAFETY: the asserts above keep every access inside the slices; `c` is a unique borrow, so
-    // it does not alias `a` or `b`.
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            rsa as isize,
-            csa as isize,
-            b.as_ptr(),
-            rsb as isize,
-            csb as isize,
-            beta,
-            c.as_mut_ptr(),
-            rsc as isize,
-            csc as isize,
-        );
-    }
-}
 
 /// Defines `fn $name` that runs its body compiled for AVX2 when the CPU has it (checked at run
 /// time, cached by std), and as baseline code otherwise.
