@@ -173,6 +173,69 @@ pub struct TrainConfig {
     pub label_smoothing: f32,
 }
 
+/// Largest batch a recipe may ask for (the training set's size).
+pub const MAX_BATCH: usize = 60_000;
+
+impl TrainConfig {
+    /// Checks that every field is in its range. A checkpoint's recipe is checked before
+    /// resuming, so a corrupted or crafted file cannot ask for a batch of 2^60 images or a NaN
+    /// learning rate.
+    pub fn check(&self) -> Result<(), String> {
+        if !(1..=MAX_BATCH).contains(&self.batch) {
+            return Err(format!(
+                "batch of {} images; it must be between 1 and {MAX_BATCH}",
+                self.batch
+            ));
+        }
+        if self.steps == 0 || self.checkpoint_every == 0 {
+            return Err(format!(
+                "{} steps with a checkpoint every {}; both must be at least 1",
+                self.steps, self.checkpoint_every
+            ));
+        }
+        let unit = |x: f32| x.is_finite() && (0.0..1.0).contains(&x);
+        let non_negative = |x: f32| x.is_finite() && x >= 0.0;
+        let (lr, wd, dd) = match self.optimizer {
+            Optimizer::Sgd(c) => {
+                if !unit(c.momentum) {
+                    return Err(format!("momentum {} is outside [0, 1)", c.momentum));
+                }
+                (c.lr, c.weight_decay, c.decoupled_decay)
+            }
+            Optimizer::Adam(c) => {
+                if !(unit(c.beta1) && unit(c.beta2)) {
+                    return Err(format!(
+                        "Adam betas ({}, {}) are outside [0, 1)",
+                        c.beta1, c.beta2
+                    ));
+                }
+                if !(c.eps.is_finite() && c.eps > 0.0) {
+                    return Err(format!("Adam epsilon {} is not a positive number", c.eps));
+                }
+                (c.lr, c.weight_decay, c.decoupled_decay)
+            }
+        };
+        if !(lr.is_finite() && lr > 0.0) {
+            return Err(format!("learning rate {lr} is not a positive number"));
+        }
+        if !(non_negative(wd) && non_negative(dd)) {
+            return Err(format!("weight decays ({wd}, {dd}) must be numbers ≥ 0"));
+        }
+        if let Schedule::Cosine { final_fraction, .. } = self.schedule
+            && !(final_fraction.is_finite() && (0.0..=1.0).contains(&final_fraction))
+        {
+            return Err(format!("cosine floor {final_fraction} is outside [0, 1]"));
+        }
+        if !unit(self.label_smoothing) {
+            return Err(format!(
+                "label smoothing {} is outside [0, 1)",
+                self.label_smoothing
+            ));
+        }
+        self.augment.validate()
+    }
+}
+
 /// Steps in one pass over `n` images with batches of `batch` (the last batch may be short).
 pub fn steps_per_epoch(n: usize, batch: usize) -> u64 {
     n.div_ceil(batch) as u64
@@ -355,6 +418,47 @@ mod tests {
             Preset::Original.config_for(Model::Lenet, 60_000, 1),
             Preset::Original.config(60_000, 1)
         );
+    }
+
+    #[test]
+    fn every_preset_passes_the_recipe_check_and_each_bad_field_fails_it() {
+        for model in [Model::Lenet, Model::Wide] {
+            for preset in [Preset::Original, Preset::Default, Preset::Fast] {
+                let c = preset.config_for(model, 60_000, 1);
+                assert_eq!(c.check(), Ok(()), "{model:?} {preset:?}");
+            }
+        }
+        let good = Preset::Default.config_for(Model::Lenet, 60_000, 1);
+        type Spoil = fn(&mut TrainConfig);
+        let bad: [(&str, Spoil); 9] = [
+            ("batch", |c| c.batch = 0),
+            ("batch", |c| c.batch = 1 << 40),
+            ("steps", |c| c.steps = 0),
+            ("learning rate", |c| *c.optimizer.lr_mut() = f32::NAN),
+            ("learning rate", |c| *c.optimizer.lr_mut() = -1.0),
+            ("weight decays", |c| {
+                *c.optimizer.weight_decay_mut() = f32::INFINITY
+            }),
+            ("label smoothing", |c| c.label_smoothing = 1.0),
+            ("rotate", |c| c.augment.rotate_deg = 90.0),
+            ("cosine floor", |c| {
+                c.schedule = Schedule::Cosine {
+                    warmup_steps: 1,
+                    final_fraction: f32::NAN,
+                }
+            }),
+        ];
+        for (what, spoil) in bad {
+            let mut c = good;
+            spoil(&mut c);
+            let e = c.check().expect_err(what);
+            assert!(e.contains(what), "{what}: {e}");
+        }
+        let mut adam = Preset::Default.config_for(Model::Wide, 60_000, 1);
+        if let Optimizer::Adam(a) = &mut adam.optimizer {
+            a.beta2 = 1.0;
+        }
+        assert!(adam.check().unwrap_err().contains("betas"));
     }
 
     #[test]

@@ -91,6 +91,17 @@ impl<'d> WideSession<'d> {
     /// Continues a checkpointed run.
     pub fn resume(run: WideRun, train: &'d Dataset, threads: usize) -> Result<Self, String> {
         let config = run.config;
+        config
+            .check()
+            .map_err(|why| format!("holds an impossible recipe: {why}"))?;
+        let s = &run.state;
+        if config.model != Model::Wide
+            || config.optimizer != Optimizer::Adam(s.adam)
+            || (config.schedule, config.batch, config.steps, config.seed)
+                != (s.schedule, s.batch, s.steps, s.seed)
+        {
+            return Err("its recipe and its trainer state disagree".into());
+        }
         let mut trainer = WideTrainer::resume(run.state, train, threads)?;
         trainer.set_regularisation(config.augment, config.label_smoothing);
         Ok(WideSession { config, trainer })

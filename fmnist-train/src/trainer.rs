@@ -137,6 +137,10 @@ impl<'d> Trainer<'d> {
         else {
             return Err("is not a LeNet-BN run with momentum SGD".into());
         };
+        state
+            .config
+            .check()
+            .map_err(|why| format!("holds an impossible recipe: {why}"))?;
         let len = size_of::<LeNetParams>() / 4;
         if state.params.len() != len || state.momentum.len() != len {
             return Err(format!(

@@ -201,6 +201,11 @@ fn bad_checkpoints() {
     other_version[4] = 1; // a checkpoint from before the recipe grew (version 1)
     let mut flipped = good.clone();
     flipped[good.len() / 2] ^= 0x04;
+    // Intact framing and CRC around an impossible recipe: a batch of 2^40 images would make
+    // the trainer allocate terabytes if the recipe were trusted.
+    let mut state = fmnist_train::checkpoint::decode(&good).unwrap();
+    state.config.batch = 1 << 40;
+    let huge_batch = fmnist_train::checkpoint::encode(&state);
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("empty", vec![], "too short"),
         (
@@ -215,6 +220,11 @@ fn bad_checkpoints() {
             "unsupported checkpoint version 1",
         ),
         ("flipped bit", flipped, "CRC mismatch"),
+        (
+            "a recipe with a batch of 2^40",
+            huge_batch,
+            "impossible recipe: batch of 1099511627776 images",
+        ),
         (
             "a model file",
             std::fs::read(first.join("model.fmnm")).unwrap(),
