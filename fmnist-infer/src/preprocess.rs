@@ -72,8 +72,21 @@ pub fn read_image(path: &Path) -> Result<DynamicImage> {
     decode_image(path, &bytes)
 }
 
-/// Decodes the bytes of a PNG or JPEG read from `path` (named in errors), recognised by content.
+/// Decodes the bytes of a PNG or JPEG read from `path` (named in errors), recognised by content,
+/// within [`MAX_IMAGE_SIDE`] and [`MAX_DECODE_BYTES`].
 pub fn decode_image(path: &Path, bytes: &[u8]) -> Result<DynamicImage> {
+    decode_image_within(path, bytes, MAX_IMAGE_SIDE, MAX_DECODE_BYTES)
+}
+
+/// [`decode_image`] with other limits: at most `max_side` pixels wide or tall, at most
+/// `max_alloc` bytes of decoder memory. (The fuzz harness uses small limits, so each run stays
+/// short while every limit check is still exercised.)
+pub fn decode_image_within(
+    path: &Path,
+    bytes: &[u8],
+    max_side: u32,
+    max_alloc: u64,
+) -> Result<DynamicImage> {
     let format = match image::guess_format(bytes) {
         Ok(f @ (ImageFormat::Png | ImageFormat::Jpeg)) => f,
         Ok(other) => {
@@ -93,9 +106,9 @@ pub fn decode_image(path: &Path, bytes: &[u8]) -> Result<DynamicImage> {
         }
     };
     let mut limits = image::Limits::default();
-    limits.max_image_width = Some(MAX_IMAGE_SIDE);
-    limits.max_image_height = Some(MAX_IMAGE_SIDE);
-    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    limits.max_image_width = Some(max_side);
+    limits.max_image_height = Some(max_side);
+    limits.max_alloc = Some(max_alloc);
     let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
     reader.limits(limits);
     reader.decode().map_err(|e| match e {

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use fmnist_core::format::{CRC32, HEADER_LEN, TRAILER_LEN};
-use fmnist_core::quant::LeNetQ;
+use fmnist_core::quant::{LeNetQ, WideQ};
 use fmnist_train::data::{self, IMAGES_MAGIC, MAX_IMAGES};
 use fmnist_train::modelio::LoadedModel;
 
@@ -66,12 +66,27 @@ fn with_fixed_checkpoint_crc(bytes: &[u8]) -> Option<Vec<u8>> {
     Some(b)
 }
 
-/// The checkpoint loader: `checkpoint::decode` on the bytes as they are, then with the length
-/// and CRC made consistent.
+/// Decodes a checkpoint of either network and checks its recipe, as `resume` does before it
+/// allocates anything from it.
+fn use_checkpoint(bytes: &[u8]) {
+    use fmnist_train::checkpoint::{Checkpoint, decode_any};
+    match decode_any(bytes) {
+        Ok(Checkpoint::Lenet(s)) => {
+            let _ = s.config.check();
+        }
+        Ok(Checkpoint::Wide(run)) => {
+            let _ = run.config.check();
+        }
+        Err(_) => {}
+    }
+}
+
+/// The checkpoint loader (both networks): `checkpoint::decode_any` and the recipe check on the
+/// bytes as they are, then with the length and CRC made consistent.
 pub fn checkpoint(bytes: &[u8]) {
-    let _ = fmnist_train::checkpoint::decode(bytes);
+    use_checkpoint(bytes);
     if let Some(b) = with_fixed_checkpoint_crc(bytes) {
-        let _ = fmnist_train::checkpoint::decode(&b);
+        use_checkpoint(&b);
     }
 }
 
@@ -96,6 +111,17 @@ fn use_model(bytes: &[u8]) {
             "fast and reference kernels differ"
         );
     }
+    let _ = file.wide_f32();
+    let _ = file.wide_folded();
+    if let Ok(q) = file.wide_int8() {
+        let net = WideQ::new(q).expect("wide_int8 checked the parameters");
+        let img = test_image();
+        assert_eq!(
+            net.forward(&img),
+            net.forward_reference(&img),
+            "fast and reference kernels differ"
+        );
+    }
 }
 
 /// The model-file parser: `format::parse` and the typed views, and for an int8 model the
@@ -112,10 +138,21 @@ pub fn model_file(bytes: &[u8]) {
     }
 }
 
+/// Side limit of the image harness: the real loader's code with smaller limits.
+pub const FUZZ_IMAGE_SIDE: u32 = 256;
+/// Decoder memory limit of the image harness.
+pub const FUZZ_IMAGE_ALLOC: u64 = 1 << 20;
+
 /// The image loader of `predict`: decode PNG/JPEG bytes, then the full preprocessing to 28x28.
+/// Decoding runs `predict`'s own function with limits of [`FUZZ_IMAGE_SIDE`] pixels per side
+/// and [`FUZZ_IMAGE_ALLOC`] bytes instead of 16,384 and 256 MB: a 300-byte input can describe
+/// a 10-megapixel image, and its pixel loops would otherwise take most of the fuzzing time
+/// (the real limits have their own tests in `fmnist-infer`).
 pub fn image(bytes: &[u8]) {
-    use fmnist_infer::preprocess::{Invert, decode_image, prepare};
-    if let Ok(img) = decode_image(Path::new("fuzz.png"), bytes) {
+    use fmnist_infer::preprocess::{Invert, decode_image_within, prepare};
+    let path = Path::new("fuzz.png");
+    if let Ok(img) = decode_image_within(path, bytes, FUZZ_IMAGE_SIDE, FUZZ_IMAGE_ALLOC) {
+        assert!(img.width() <= FUZZ_IMAGE_SIDE && img.height() <= FUZZ_IMAGE_SIDE);
         let out = prepare(&img, Invert::Auto);
         assert_eq!(out.pixels.len(), 784);
     }

@@ -108,6 +108,51 @@ fn write_seeds() {
         "empty-tensors.fmck",
         &fmnist_train::checkpoint::encode(&small),
     );
+    // The same recipe with every augmentation and label smoothing on (the fields version 2
+    // added).
+    small.config.augment = fmnist_train::augment::Augment {
+        shift: 2,
+        flip: true,
+        rotate_deg: 10.0,
+        noise: 0.05,
+    };
+    small.config.label_smoothing = 0.1;
+    put(
+        "checkpoint",
+        "augmented.fmck",
+        &fmnist_train::checkpoint::encode(&small),
+    );
+
+    // Wide-CNN runs (architecture 2): the recipe of each preset and a real trainer state after
+    // one step, with its tensors cut short (a full one is 20 MB).
+    use fmnist_train::checkpoint::{WideRun, encode_wide};
+    use fmnist_train::config::{Model, Optimizer};
+    for preset in [Preset::Original, Preset::Default, Preset::Fast] {
+        let mut config = preset.config_for(Model::Wide, data.len(), 7);
+        config.batch = 4;
+        let Optimizer::Adam(adam) = config.optimizer else {
+            unreachable!("the wide presets use Adam")
+        };
+        let mut t = fmnist_train::wide_trainer::WideTrainer::new(
+            adam,
+            config.schedule,
+            config.batch,
+            config.steps,
+            config.seed,
+            &data,
+            1,
+        );
+        t.step();
+        let mut state = t.state();
+        state.params.truncate(5);
+        state.m.truncate(3);
+        state.v.truncate(2);
+        put(
+            "checkpoint",
+            &format!("wide-{preset:?}.fmck").to_lowercase(),
+            &encode_wide(&WideRun { config, state }),
+        );
+    }
 
     // Model files: the demo run's real ones, and small containers of each kind.
     for (f, name) in [
