@@ -337,4 +337,24 @@ fn a_png_that_is_really_text() {
         "",
         None,
     );
+    // A JPEG on which the decoder itself panics (found by fuzzing; zune-jpeg's AVX2 IDCT).
+    let jpeg = tmp.path().join("crash.jpg");
+    std::fs::copy(
+        fmnist_tests::workspace_root().join("fmnist-infer/tests/data/zune-jpeg-idct-panic.jpg"),
+        &jpeg,
+    )
+    .unwrap();
+    check(
+        "a JPEG that panics the decoder",
+        "fmnist-infer",
+        &[
+            "predict",
+            "--model",
+            model.to_str().unwrap(),
+            jpeg.to_str().unwrap(),
+        ],
+        "crash.jpg",
+        "corrupt image",
+        None,
+    );
 }
