@@ -356,6 +356,10 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
                     "--steps, --epochs and --checkpoint-every must be at least 1",
                 ));
             }
+            // The check `resume` runs on a checkpoint's recipe: a new run must pass it too (the
+            // flag checks above give the flag-specific messages first).
+            cfg.check()
+                .map_err(|why| cli::CliError::bad(format!("the recipe cannot run: {why}")))?;
             let threads = threads(common.threads);
             match model {
                 Model::Lenet => {

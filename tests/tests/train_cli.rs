@@ -221,6 +221,50 @@ fn bad_input_is_a_clear_error_with_exit_code_2() {
         &["resume", "--checkpoint", "/nonexistent.fmck"],
     );
     assert_bad_input(&o, "/nonexistent.fmck");
+    // A training set larger than Fashion-MNIST's lets --batch pass its own check (at most the
+    // set's size); the recipe check refuses a batch above 60,000 with a message, not a panic.
+    let big = dir.path().join("big");
+    std::fs::create_dir(&big).unwrap();
+    let n = 60_001;
+    std::fs::write(
+        big.join("train-images-idx3-ubyte"),
+        data::encode_images(&vec![[0u8; 784]; n]),
+    )
+    .unwrap();
+    std::fs::write(
+        big.join("train-labels-idx1-ubyte"),
+        data::encode_labels(&vec![0u8; n]),
+    )
+    .unwrap();
+    std::fs::write(
+        big.join("t10k-images-idx3-ubyte"),
+        data::encode_images(&[[0u8; 784]; 4]),
+    )
+    .unwrap();
+    std::fs::write(
+        big.join("t10k-labels-idx1-ubyte"),
+        data::encode_labels(&[0u8; 4]),
+    )
+    .unwrap();
+    let o = run(
+        "fmnist-train",
+        &[
+            "train",
+            "--data",
+            big.to_str().unwrap(),
+            "--batch",
+            "60001",
+            "--steps",
+            "1",
+            "--out",
+            dir.path().join("big-run").to_str().unwrap(),
+        ],
+    );
+    assert_bad_input(
+        &o,
+        "the recipe cannot run: batch of 60001 images; it must be between 1 and 60000",
+    );
+    assert!(!dir.path().join("big-run").exists());
     let o = run("fmnist-train", &["train", "--lr=-1", "--steps", "1"]);
     assert_bad_input(&o, "--lr must be a positive number");
     let o = run("fmnist-train", &["train", "--preset", "nonsense"]);
