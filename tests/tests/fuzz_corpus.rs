@@ -126,24 +126,13 @@ fn write_seeds() {
     // Wide-CNN runs (architecture 2): the recipe of each preset and a real trainer state after
     // one step, with its tensors cut short (a full one is 20 MB).
     use fmnist_train::checkpoint::{WideRun, encode_wide};
-    use fmnist_train::config::{Model, Optimizer};
+    use fmnist_train::config::Model;
     for preset in [Preset::Original, Preset::Default, Preset::Fast] {
         let mut config = preset.config_for(Model::Wide, data.len(), 7);
         config.batch = 4;
-        let Optimizer::Adam(adam) = config.optimizer else {
-            unreachable!("the wide presets use Adam")
-        };
-        let mut t = fmnist_train::wide_trainer::WideTrainer::new(
-            adam,
-            config.schedule,
-            config.batch,
-            config.steps,
-            config.seed,
-            &data,
-            1,
-        );
-        t.step();
-        let mut state = t.state();
+        let mut s = fmnist_train::run::WideSession::new(config, &data, 1).unwrap();
+        s.trainer.step();
+        let mut state = s.trainer.state();
         state.params.truncate(5);
         state.m.truncate(3);
         state.v.truncate(2);
