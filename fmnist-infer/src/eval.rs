@@ -35,6 +35,40 @@ pub struct EvalReport {
     pub images_per_second: f64,
     /// Worker threads used.
     pub threads: usize,
+    /// Test-time augmentation: `none`, or `mirror` (each model's logits averaged over the image
+    /// and its left–right mirror).
+    pub tta: &'static str,
+}
+
+/// Test-time augmentation: the views of each test image whose logits are averaged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Tta {
+    /// The image alone.
+    #[default]
+    None,
+    /// The image and its left–right mirror (for models trained with `--flip true`).
+    Mirror,
+}
+
+impl Tta {
+    /// The name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tta::None => "none",
+            Tta::Mirror => "mirror",
+        }
+    }
+}
+
+/// `image` mirrored left to right.
+pub fn mirror(image: &[u8; IMAGE_PIXELS]) -> [u8; IMAGE_PIXELS] {
+    let mut out = [0u8; IMAGE_PIXELS];
+    for (dst, src) in out.chunks_exact_mut(28).zip(image.chunks_exact(28)) {
+        for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+            *d = *s;
+        }
+    }
+    out
 }
 
 /// Predicted class of every image, in parallel on the current rayon pool.
@@ -70,9 +104,11 @@ pub fn evaluate(
 }
 
 /// Evaluates the ensemble of `models`: each image's class is the argmax of the mean of the
-/// models' f32 logits (an int8 model's dequantized). Models are added in the order given.
+/// models' f32 logits (an int8 model's dequantized) over the views `tta` gives. Models are
+/// added in the order given, the image before its mirror.
 pub fn evaluate_ensemble(
     models: &[Model],
+    tta: Tta,
     images: &[[u8; IMAGE_PIXELS]],
     labels: &[u8],
     threads: usize,
@@ -89,11 +125,12 @@ pub fn evaluate_ensemble(
         images
             .par_iter()
             .with_min_len(64)
-            .map(|img| argmax(&mean_logits(models, img)) as u8)
+            .map(|img| argmax(&mean_logits_tta(models, tta, img)) as u8)
             .collect()
     });
     let secs = start.elapsed().as_secs_f64();
     let mut r = report(first, &preds, labels, secs, pool.current_num_threads());
+    r.tta = tta.name();
     if models.len() > 1 {
         r.model = models
             .iter()
@@ -114,6 +151,18 @@ pub fn mean_logits(models: &[Model], image: &[u8; IMAGE_PIXELS]) -> [f32; 10] {
         }
     }
     sum.map(|s| s / models.len().max(1) as f32)
+}
+
+/// The mean of the models' f32 logits over the views of `image` that `tta` gives.
+pub fn mean_logits_tta(models: &[Model], tta: Tta, image: &[u8; IMAGE_PIXELS]) -> [f32; 10] {
+    match tta {
+        Tta::None => mean_logits(models, image),
+        Tta::Mirror => {
+            let a = mean_logits(models, image);
+            let b = mean_logits(models, &mirror(image));
+            std::array::from_fn(|i| (a[i] + b[i]) / 2.0)
+        }
+    }
 }
 
 /// Builds the report from predictions.
@@ -146,6 +195,7 @@ pub fn report(model: &Model, preds: &[u8], labels: &[u8], secs: f64, threads: us
         confusion,
         images_per_second: preds.len() as f64 / secs.max(1e-9),
         threads,
+        tta: Tta::None.name(),
     }
 }
 
@@ -153,7 +203,15 @@ impl EvalReport {
     /// The human-readable report.
     pub fn to_text(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "model:    {} ({})", self.model, self.kind);
+        if self.tta == Tta::None.name() {
+            let _ = writeln!(s, "model:    {} ({})", self.model, self.kind);
+        } else {
+            let _ = writeln!(
+                s,
+                "model:    {} ({}, test-time augmentation: {})",
+                self.model, self.kind, self.tta
+            );
+        }
         let _ = writeln!(
             s,
             "accuracy: {:.2} % ({} / {} test images), {:.0} images/s on {} thread(s)",
@@ -190,5 +248,22 @@ impl EvalReport {
             s.push('\n');
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirror_reverses_each_row_and_twice_is_the_identity() {
+        let img: [u8; IMAGE_PIXELS] = std::array::from_fn(|i| (i % 253) as u8);
+        let m = mirror(&img);
+        for y in 0..28 {
+            for x in 0..28 {
+                assert_eq!(m[y * 28 + x], img[y * 28 + 27 - x]);
+            }
+        }
+        assert!(mirror(&m) == img);
     }
 }

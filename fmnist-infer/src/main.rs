@@ -37,6 +37,23 @@ enum InvertArg {
     No,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum TtaArg {
+    /// The image alone.
+    None,
+    /// The image and its left–right mirror.
+    Mirror,
+}
+
+impl From<TtaArg> for eval::Tta {
+    fn from(t: TtaArg) -> Self {
+        match t {
+            TtaArg::None => eval::Tta::None,
+            TtaArg::Mirror => eval::Tta::Mirror,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Accuracy, per-class accuracy and confusion matrix on the 10,000 test images.
@@ -54,6 +71,10 @@ enum Command {
         /// Worker threads (default: one per core).
         #[arg(long)]
         threads: Option<usize>,
+        /// Test-time augmentation: `mirror` averages each model's logits over the image and its
+        /// left–right mirror (for models trained with `--flip true`; twice the work).
+        #[arg(long, value_enum, default_value = "none")]
+        tta: TtaArg,
     },
     /// Evaluate like `eval`, print its report and draw the confusion matrix as a PNG heat map.
     Confusion {
@@ -139,6 +160,7 @@ fn print_json(v: &serde_json::Value) {
 /// ensemble): what `eval` and `confusion` report.
 fn evaluate_files(
     paths: &[PathBuf],
+    tta: eval::Tta,
     data_dir: Option<&Path>,
     threads: Option<usize>,
 ) -> Result<eval::EvalReport> {
@@ -148,20 +170,20 @@ fn evaluate_files(
         .collect::<Result<Vec<_>>>()?;
     let test = load_test(data_dir)?;
     let threads = threads.unwrap_or(0);
-    if let [model] = &models[..] {
-        eval::evaluate(model, &test.images, &test.labels, threads)
-    } else {
-        eval::evaluate_ensemble(&models, &test.images, &test.labels, threads)
+    match (&models[..], tta) {
+        ([model], eval::Tta::None) => eval::evaluate(model, &test.images, &test.labels, threads),
+        _ => eval::evaluate_ensemble(&models, tta, &test.images, &test.labels, threads),
     }
 }
 
 fn cmd_eval(
     paths: &[PathBuf],
+    tta: eval::Tta,
     data_dir: Option<&Path>,
     json: bool,
     threads: Option<usize>,
 ) -> Result<()> {
-    let report = evaluate_files(paths, data_dir, threads)?;
+    let report = evaluate_files(paths, tta, data_dir, threads)?;
     if json {
         print_json(&serde_json::to_value(&report).expect("report serialises"));
     } else {
@@ -180,6 +202,7 @@ fn cmd_confusion(
     confusion::check_output(png)?;
     let report = evaluate_files(
         std::slice::from_ref(&model.to_path_buf()),
+        eval::Tta::None,
         data_dir,
         threads,
     )?;
@@ -349,7 +372,8 @@ fn run(cli: Cli) -> Result<()> {
             data,
             json,
             threads,
-        } => cmd_eval(&model, data.as_deref(), json, threads),
+            tta,
+        } => cmd_eval(&model, tta.into(), data.as_deref(), json, threads),
         Command::Confusion {
             model,
             png,

@@ -490,3 +490,67 @@ fn eval_ensemble_averages_logits_and_names_a_bad_member() {
     );
     assert_one_line_naming(&o, &bad, "");
 }
+
+#[test]
+fn eval_mirror_tta_averages_each_image_with_its_mirror() {
+    let m = models();
+    let f32m = fmnist_infer::model::Model::load(&m.f32).unwrap();
+    let one = std::slice::from_ref(&f32m);
+    // Recomputed here: the mean of the image's and the mirrored image's logits.
+    let expect = m
+        .test
+        .images
+        .iter()
+        .zip(&m.test.labels)
+        .filter(|&(img, &y)| {
+            let a = fmnist_infer::eval::mean_logits(one, img);
+            let mut flipped = *img;
+            for row in flipped.chunks_exact_mut(28) {
+                row.reverse();
+            }
+            let b = fmnist_infer::eval::mean_logits(one, &flipped);
+            let mean: [f32; 10] = std::array::from_fn(|i| (a[i] + b[i]) / 2.0);
+            argmax(&mean) == y as usize
+        })
+        .count();
+    let plain = json_of(&run(
+        "fmnist-infer",
+        &["eval", "--model", s(&m.f32), "--json"],
+    ));
+    let tta = json_of(&run(
+        "fmnist-infer",
+        &["eval", "--model", s(&m.f32), "--tta", "mirror", "--json"],
+    ));
+    assert_eq!(tta["correct"], expect);
+    assert_eq!(tta["tta"], "mirror");
+    assert_eq!(plain["tta"], "none");
+    assert_ne!(
+        tta["confusion"], plain["confusion"],
+        "the mirror changes some predictions"
+    );
+    // The text report names it; a bad value is a usage error.
+    let o = run(
+        "fmnist-infer",
+        &[
+            "eval",
+            "--model",
+            s(&m.f32),
+            "--model",
+            s(&m.int8),
+            "--tta",
+            "mirror",
+        ],
+    );
+    assert!(o.status.success());
+    assert!(
+        text(&o)
+            .0
+            .contains("(ensemble, test-time augmentation: mirror)")
+    );
+    let o = run(
+        "fmnist-infer",
+        &["eval", "--model", s(&m.f32), "--tta", "rotate"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("rotate"));
+}
