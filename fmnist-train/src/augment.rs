@@ -1,6 +1,6 @@
 //! Training-time data augmentation on the raw 28x28 u8 images.
 //!
-//! Every drawn image gets its own random translation, mirror, rotation and noise. The random
+//! Every drawn image gets its own random translation, mirror, rotation, noise and erasing. The random
 //! numbers come from a generator keyed by (seed, step), consumed image by image in batch order
 //! on one thread, so a run stays bit-identical whatever the thread count, and a resumed run
 //! draws exactly what the uninterrupted one would have (no generator state to save).
@@ -24,6 +24,9 @@ pub struct Augment {
     pub rotate_deg: f32,
     /// Additive Gaussian noise, standard deviation as a fraction of full scale (0 – 1).
     pub noise: f32,
+    /// Random erasing (Zhong et al., 2017) with this probability: a rectangle of 2 – 40 % of
+    /// the image, aspect ratio 0.3 – 3.3, is filled with uniform random pixels (0 = off).
+    pub erase: f32,
 }
 
 impl Augment {
@@ -50,6 +53,12 @@ impl Augment {
             return Err(format!(
                 "--noise must be between 0 and 1, got {}",
                 self.noise
+            ));
+        }
+        if !(self.erase.is_finite() && (0.0..=1.0).contains(&self.erase)) {
+            return Err(format!(
+                "--erase must be a probability between 0 and 1, got {}",
+                self.erase
             ));
         }
         Ok(())
@@ -89,7 +98,37 @@ impl Augment {
                 *p = (*p as f32 + d.sample(rng)).round().clamp(0.0, 255.0) as u8;
             }
         }
+        // Drawn last, and only when on: recipes without it draw exactly what they did before.
+        if self.erase > 0.0 && rng.random_bool(self.erase as f64) {
+            random_erase(&mut out, rng);
+        }
         out
+    }
+}
+
+/// Random erasing: up to 100 tries to draw a rectangle of area 2 – 40 % of the image and
+/// aspect ratio (height / width) in 0.3 – 1/0.3 that fits; fills the first that does with
+/// uniform random pixels.
+fn random_erase(image: &mut [u8; IMAGE_PIXELS], rng: &mut impl Rng) {
+    const AREA: (f32, f32) = (0.02, 0.4);
+    const ASPECT: f32 = 0.3;
+    let n = IMAGE_SIDE;
+    for _ in 0..100 {
+        let area = rng.random_range(AREA.0..AREA.1) * IMAGE_PIXELS as f32;
+        let aspect = rng.random_range(ASPECT..1.0 / ASPECT);
+        let h = (area * aspect).sqrt().round() as usize;
+        let w = (area / aspect).sqrt().round() as usize;
+        if h == 0 || w == 0 || h >= n || w >= n {
+            continue;
+        }
+        let y0 = rng.random_range(0..=n - h);
+        let x0 = rng.random_range(0..=n - w);
+        for row in image.chunks_exact_mut(n).skip(y0).take(h) {
+            for p in &mut row[x0..x0 + w] {
+                *p = rng.random();
+            }
+        }
+        return;
     }
 }
 
@@ -215,12 +254,61 @@ mod tests {
     }
 
     #[test]
+    fn erase_fills_one_rectangle_of_the_drawn_size_and_off_draws_nothing_extra() {
+        let img = [0u8; IMAGE_PIXELS];
+        let on = Augment {
+            erase: 1.0,
+            ..Default::default()
+        };
+        let mut sizes = std::collections::BTreeSet::new();
+        for step in 0..200 {
+            let out = on.apply(&img, &mut Augment::rng(3, step));
+            // The non-zero pixels lie inside one rectangle of 2 – 40 % of the image.
+            let lit: Vec<(usize, usize)> = (0..IMAGE_PIXELS)
+                .filter(|&i| out[i] != 0)
+                .map(|i| (i / 28, i % 28))
+                .collect();
+            assert!(!lit.is_empty(), "step {step}: nothing erased");
+            let (y0, y1) = (
+                lit.iter().map(|p| p.0).min().unwrap(),
+                lit.iter().map(|p| p.0).max().unwrap(),
+            );
+            let (x0, x1) = (
+                lit.iter().map(|p| p.1).min().unwrap(),
+                lit.iter().map(|p| p.1).max().unwrap(),
+            );
+            let area = (y1 - y0 + 1) * (x1 - x0 + 1);
+            assert!(
+                lit.len() * 10 > area * 9,
+                "step {step}: the fill is not one rectangle"
+            );
+            assert!(
+                (IMAGE_PIXELS / 100..=IMAGE_PIXELS / 2).contains(&area),
+                "step {step}: area {area}"
+            );
+            sizes.insert(area);
+        }
+        assert!(sizes.len() > 20, "rectangles vary in size: {sizes:?}");
+        // Off (probability 0), a mirror-only recipe draws its one coin and nothing more, as
+        // before erasing existed: old runs and checkpoints continue bit-identically.
+        let flip = Augment {
+            flip: true,
+            ..Default::default()
+        };
+        let (mut a, mut b) = (Augment::rng(1, 1), Augment::rng(1, 1));
+        flip.apply(&ramp(), &mut a);
+        let _ = b.random_bool(0.5);
+        assert_eq!(a.random::<u64>(), b.random::<u64>());
+    }
+
+    #[test]
     fn same_seed_and_step_same_images_different_step_different() {
         let aug = Augment {
             shift: 2,
             flip: true,
             rotate_deg: 10.0,
             noise: 0.05,
+            erase: 0.5,
         };
         let img = ramp();
         let a = aug.apply(&img, &mut Augment::rng(1, 5));
@@ -249,6 +337,14 @@ mod tests {
                 noise: 2.0,
                 ..Default::default()
             },
+            Augment {
+                erase: 1.5,
+                ..Default::default()
+            },
+            Augment {
+                erase: f32::NAN,
+                ..Default::default()
+            },
         ];
         for a in bad {
             assert!(a.validate().is_err(), "{a:?}");
@@ -258,7 +354,8 @@ mod tests {
                 shift: 2,
                 flip: true,
                 rotate_deg: 10.0,
-                noise: 0.1
+                noise: 0.1,
+                erase: 0.5,
             }
             .validate()
             .is_ok()

@@ -3,8 +3,9 @@
 //! ```text
 //! offset size field
 //! 0      4    magic "FMCK"
-//! 4      2    format version (u16 LE, = 2; version 2 added augmentation, label smoothing
-//!             and decoupled decay to the recipe)
+//! 4      2    format version (u16 LE, = 3; version 2 added augmentation, label smoothing
+//!             and decoupled decay to the recipe, version 3 random erasing; version 2 is
+//!             still read, as a recipe without erasing)
 //! 6      2    architecture (u16 LE, 1 = LeNet-BN, 2 = wide CNN)
 //! 8      4    payload length n (u32 LE)
 //! 12     n    postcard encoding of TrainState (LeNet-BN) or WideRun (wide CNN)
@@ -22,7 +23,9 @@ use crate::wide_trainer::WideState;
 /// Magic bytes of a checkpoint.
 pub const MAGIC: [u8; 4] = *b"FMCK";
 /// Checkpoint format version.
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
+/// The oldest version this build reads.
+pub const OLDEST_VERSION: u16 = 2;
 /// Architecture id of LeNet-BN (as in the model file).
 pub const ARCH_LENET: u16 = 1;
 /// Architecture id of the wide CNN (as in the model file).
@@ -116,9 +119,9 @@ pub fn decode_any(b: &[u8]) -> Result<Checkpoint, String> {
         return Err("not an fmnist checkpoint (bad magic; expected \"FMCK\")".into());
     }
     let version = u16::from_le_bytes([b[4], b[5]]);
-    if version != VERSION {
+    if !(OLDEST_VERSION..=VERSION).contains(&version) {
         return Err(format!(
-            "unsupported checkpoint version {version} (this build reads {VERSION})"
+            "unsupported checkpoint version {version} (this build reads {OLDEST_VERSION} to {VERSION})"
         ));
     }
     let arch = u16::from_le_bytes([b[6], b[7]]);
@@ -142,11 +145,74 @@ pub fn decode_any(b: &[u8]) -> Result<Checkpoint, String> {
             "CRC mismatch: stored {stored:#010x}, computed {computed:#010x} (the file is corrupt)"
         ));
     }
-    let payload = &b[12..12 + n];
+    let upgraded;
+    let mut payload = &b[12..12 + n];
+    if version == 2 {
+        upgraded = v2::upgrade(payload)?;
+        payload = &upgraded;
+    }
     if arch == ARCH_LENET {
         Ok(Checkpoint::Lenet(Box::new(whole(payload)?)))
     } else {
         Ok(Checkpoint::Wide(Box::new(whole(payload)?)))
+    }
+}
+
+/// Version 2's recipe: the same as version 3's without random erasing.
+mod v2 {
+    use serde::Deserialize;
+
+    use crate::augment::Augment;
+    use crate::config::{Model, Optimizer, Schedule, TrainConfig};
+
+    #[derive(Deserialize)]
+    struct AugmentV2 {
+        shift: u8,
+        flip: bool,
+        rotate_deg: f32,
+        noise: f32,
+    }
+
+    #[derive(Deserialize)]
+    struct TrainConfigV2 {
+        model: Model,
+        batch: usize,
+        steps: u64,
+        optimizer: Optimizer,
+        schedule: Schedule,
+        checkpoint_every: u64,
+        seed: u64,
+        augment: AugmentV2,
+        label_smoothing: f32,
+    }
+
+    /// The version-3 payload of a version-2 one. Both networks' states begin with the recipe,
+    /// and postcard writes a struct as its fields in order, so the upgrade re-encodes that
+    /// prefix and keeps the rest of the bytes.
+    pub fn upgrade(payload: &[u8]) -> Result<Vec<u8>, String> {
+        let (old, rest): (TrainConfigV2, &[u8]) = postcard::take_from_bytes(payload)
+            .map_err(|e| format!("undecodable training state: {e}"))?;
+        let a = old.augment;
+        let config = TrainConfig {
+            model: old.model,
+            batch: old.batch,
+            steps: old.steps,
+            optimizer: old.optimizer,
+            schedule: old.schedule,
+            checkpoint_every: old.checkpoint_every,
+            seed: old.seed,
+            augment: Augment {
+                shift: a.shift,
+                flip: a.flip,
+                rotate_deg: a.rotate_deg,
+                noise: a.noise,
+                erase: 0.0,
+            },
+            label_smoothing: old.label_smoothing,
+        };
+        let mut out = postcard::to_allocvec(&config).expect("TrainConfig serializes");
+        out.extend_from_slice(rest);
+        Ok(out)
     }
 }
 
@@ -212,6 +278,30 @@ mod tests {
     fn round_trips_exactly() {
         let s = state();
         assert!(decode(&encode(&s)).unwrap() == s);
+    }
+
+    #[test]
+    fn reads_version_2_as_a_recipe_without_erasing() {
+        // A version-2 file: the same frame, the recipe without its last augmentation field.
+        let s = state();
+        let mut payload = postcard::to_allocvec(&s).unwrap();
+        let cfg = postcard::to_allocvec(&s.config).unwrap();
+        // erase (f32, 4 bytes) sits just before label smoothing (f32, 4 bytes).
+        assert_eq!(s.config.augment.erase, 0.0);
+        payload.drain(cfg.len() - 8..cfg.len() - 4);
+        let mut old = frame(ARCH_LENET, &payload);
+        old[4..6].copy_from_slice(&2u16.to_le_bytes());
+        let crc = fmnist_core::format::CRC32.checksum(&old[..old.len() - 4]);
+        let at = old.len() - 4;
+        old[at..].copy_from_slice(&crc.to_le_bytes());
+        assert!(decode(&old).unwrap() == s);
+        // Version 1 is still refused.
+        old[4..6].copy_from_slice(&1u16.to_le_bytes());
+        assert!(
+            decode(&old)
+                .unwrap_err()
+                .contains("version 1 (this build reads 2 to 3)")
+        );
     }
 
     #[test]

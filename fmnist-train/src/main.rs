@@ -197,6 +197,10 @@ struct RecipeFlags {
     /// Augmentation: Gaussian pixel noise, std as a fraction of full scale.
     #[arg(long)]
     noise: Option<f32>,
+    /// Augmentation: random erasing with this probability (a rectangle of 2 – 40 % of the
+    /// image filled with random pixels).
+    #[arg(long)]
+    erase: Option<f32>,
     /// Label smoothing ε (0 – 0.5).
     #[arg(long)]
     label_smoothing: Option<f32>,
@@ -242,6 +246,9 @@ impl RecipeFlags {
         }
         if let Some(v) = self.noise {
             a.noise = v;
+        }
+        if let Some(v) = self.erase {
+            a.erase = v;
         }
         a.validate().map_err(cli::CliError::bad)?;
         if let Some(e) = self.label_smoothing {

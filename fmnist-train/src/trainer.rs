@@ -436,6 +436,7 @@ mod tests {
             flip: true,
             rotate_deg: 10.0,
             noise: 0.03,
+            erase: 0.25,
         };
         c.label_smoothing = 0.1;
         *c.optimizer.decoupled_decay_mut() = 0.01;

@@ -115,6 +115,7 @@ fn write_seeds() {
         flip: true,
         rotate_deg: 10.0,
         noise: 0.05,
+        erase: 0.3,
     };
     small.config.label_smoothing = 0.1;
     put(

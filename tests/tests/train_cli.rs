@@ -283,6 +283,11 @@ fn bad_input_is_a_clear_error_with_exit_code_2() {
         ),
         ("--noise", "-0.1", "--noise must be between 0 and 1"),
         (
+            "--erase",
+            "1.5",
+            "--erase must be a probability between 0 and 1",
+        ),
+        (
             "--label-smoothing",
             "0.7",
             "--label-smoothing must be between 0 and 0.5",
