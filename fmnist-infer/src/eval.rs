@@ -37,11 +37,12 @@ pub struct EvalReport {
     pub threads: usize,
     /// Test-time augmentation: `none`, or `mirror` (each model's logits averaged over the image
     /// and its left–right mirror).
-    pub tta: &'static str,
+    pub tta: Tta,
 }
 
 /// Test-time augmentation: the views of each test image whose logits are averaged.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
 pub enum Tta {
     /// The image alone.
     #[default]
@@ -62,11 +63,9 @@ impl Tta {
 
 /// `image` mirrored left to right.
 pub fn mirror(image: &[u8; IMAGE_PIXELS]) -> [u8; IMAGE_PIXELS] {
-    let mut out = [0u8; IMAGE_PIXELS];
-    for (dst, src) in out.chunks_exact_mut(28).zip(image.chunks_exact(28)) {
-        for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
-            *d = *s;
-        }
+    let mut out = *image;
+    for row in out.chunks_exact_mut(28) {
+        row.reverse();
     }
     out
 }
@@ -130,7 +129,7 @@ pub fn evaluate_ensemble(
     });
     let secs = start.elapsed().as_secs_f64();
     let mut r = report(first, &preds, labels, secs, pool.current_num_threads());
-    r.tta = tta.name();
+    r.tta = tta;
     if models.len() > 1 {
         r.model = models
             .iter()
@@ -195,7 +194,7 @@ pub fn report(model: &Model, preds: &[u8], labels: &[u8], secs: f64, threads: us
         confusion,
         images_per_second: preds.len() as f64 / secs.max(1e-9),
         threads,
-        tta: Tta::None.name(),
+        tta: Tta::None,
     }
 }
 
@@ -203,13 +202,15 @@ impl EvalReport {
     /// The human-readable report.
     pub fn to_text(&self) -> String {
         let mut s = String::new();
-        if self.tta == Tta::None.name() {
+        if self.tta == Tta::None {
             let _ = writeln!(s, "model:    {} ({})", self.model, self.kind);
         } else {
             let _ = writeln!(
                 s,
                 "model:    {} ({}, test-time augmentation: {})",
-                self.model, self.kind, self.tta
+                self.model,
+                self.kind,
+                self.tta.name()
             );
         }
         let _ = writeln!(

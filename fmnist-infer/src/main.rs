@@ -37,23 +37,6 @@ enum InvertArg {
     No,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum TtaArg {
-    /// The image alone.
-    None,
-    /// The image and its left–right mirror.
-    Mirror,
-}
-
-impl From<TtaArg> for eval::Tta {
-    fn from(t: TtaArg) -> Self {
-        match t {
-            TtaArg::None => eval::Tta::None,
-            TtaArg::Mirror => eval::Tta::Mirror,
-        }
-    }
-}
-
 #[derive(Subcommand)]
 enum Command {
     /// Accuracy, per-class accuracy and confusion matrix on the 10,000 test images.
@@ -74,7 +57,7 @@ enum Command {
         /// Test-time augmentation: `mirror` averages each model's logits over the image and its
         /// left–right mirror (for models trained with `--flip true`; twice the work).
         #[arg(long, value_enum, default_value = "none")]
-        tta: TtaArg,
+        tta: eval::Tta,
     },
     /// Evaluate like `eval`, print its report and draw the confusion matrix as a PNG heat map.
     Confusion {
@@ -373,7 +356,7 @@ fn run(cli: Cli) -> Result<()> {
             json,
             threads,
             tta,
-        } => cmd_eval(&model, tta.into(), data.as_deref(), json, threads),
+        } => cmd_eval(&model, tta, data.as_deref(), json, threads),
         Command::Confusion {
             model,
             png,
