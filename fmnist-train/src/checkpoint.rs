@@ -3,9 +3,9 @@
 //! ```text
 //! offset size field
 //! 0      4    magic "FMCK"
-//! 4      2    format version (u16 LE, = 3; version 2 added augmentation, label smoothing
-//!             and decoupled decay to the recipe, version 3 random erasing; version 2 is
-//!             still read, as a recipe without erasing)
+//! 4      2    format version (u16 LE, = 4; version 2 added augmentation, label smoothing
+//!             and decoupled decay to the recipe, version 3 random erasing, version 4
+//!             distillation; versions 2 and 3 are still read, as recipes without them)
 //! 6      2    architecture (u16 LE, 1 = LeNet-BN, 2 = wide CNN)
 //! 8      4    payload length n (u32 LE)
 //! 12     n    postcard encoding of TrainState (LeNet-BN) or WideRun (wide CNN)
@@ -23,7 +23,7 @@ use crate::wide_trainer::WideState;
 /// Magic bytes of a checkpoint.
 pub const MAGIC: [u8; 4] = *b"FMCK";
 /// Checkpoint format version.
-pub const VERSION: u16 = 3;
+pub const VERSION: u16 = 4;
 /// The oldest version this build reads.
 pub const OLDEST_VERSION: u16 = 2;
 /// Architecture id of LeNet-BN (as in the model file).
@@ -147,14 +147,53 @@ pub fn decode_any(b: &[u8]) -> Result<Checkpoint, String> {
     }
     let upgraded;
     let mut payload = &b[12..12 + n];
-    if version == 2 {
-        upgraded = v2::upgrade(payload)?;
+    if version < VERSION {
+        upgraded = if version == 2 {
+            v2::upgrade(payload)?
+        } else {
+            v3::upgrade(payload)?
+        };
         payload = &upgraded;
     }
     if arch == ARCH_LENET {
         Ok(Checkpoint::Lenet(Box::new(whole(payload)?)))
     } else {
         Ok(Checkpoint::Wide(Box::new(whole(payload)?)))
+    }
+}
+
+/// Version 3's recipe: the same as version 4's without distillation.
+mod v3 {
+    use serde::Deserialize;
+
+    use crate::augment::Augment;
+    use crate::config::{Model, Optimizer, Schedule};
+
+    #[derive(Deserialize)]
+    #[allow(dead_code)] // decoded only to find where the recipe ends
+    struct TrainConfigV3 {
+        model: Model,
+        batch: usize,
+        steps: u64,
+        optimizer: Optimizer,
+        schedule: Schedule,
+        checkpoint_every: u64,
+        seed: u64,
+        augment: Augment,
+        label_smoothing: f32,
+    }
+
+    /// The version-4 payload of a version-3 one: the recipe gained a last field,
+    /// `distill: Option<Distill>`, which postcard writes as one 0 byte when it is `None`.
+    pub fn upgrade(payload: &[u8]) -> Result<Vec<u8>, String> {
+        let (_, rest): (TrainConfigV3, &[u8]) = postcard::take_from_bytes(payload)
+            .map_err(|e| format!("undecodable training state: {e}"))?;
+        let end = payload.len() - rest.len();
+        let mut out = Vec::with_capacity(payload.len() + 1);
+        out.extend_from_slice(&payload[..end]);
+        out.push(0);
+        out.extend_from_slice(rest);
+        Ok(out)
     }
 }
 
@@ -186,7 +225,7 @@ mod v2 {
         label_smoothing: f32,
     }
 
-    /// The version-3 payload of a version-2 one. Both networks' states begin with the recipe,
+    /// The current payload of a version-2 one. Both networks' states begin with the recipe,
     /// and postcard writes a struct as its fields in order, so the upgrade re-encodes that
     /// prefix and keeps the rest of the bytes.
     pub fn upgrade(payload: &[u8]) -> Result<Vec<u8>, String> {
@@ -209,6 +248,7 @@ mod v2 {
                 erase: 0.0,
             },
             label_smoothing: old.label_smoothing,
+            distill: None,
         };
         let mut out = postcard::to_allocvec(&config).expect("TrainConfig serializes");
         out.extend_from_slice(rest);
@@ -280,27 +320,41 @@ mod tests {
         assert!(decode(&encode(&s)).unwrap() == s);
     }
 
-    #[test]
-    fn reads_version_2_as_a_recipe_without_erasing() {
-        // A version-2 file: the same frame, the recipe without its last augmentation field.
-        let s = state();
-        let mut payload = postcard::to_allocvec(&s).unwrap();
-        let cfg = postcard::to_allocvec(&s.config).unwrap();
-        // erase (f32, 4 bytes) sits just before label smoothing (f32, 4 bytes).
-        assert_eq!(s.config.augment.erase, 0.0);
-        payload.drain(cfg.len() - 8..cfg.len() - 4);
-        let mut old = frame(ARCH_LENET, &payload);
-        old[4..6].copy_from_slice(&2u16.to_le_bytes());
+    /// A file of an older `version`: the same frame around `payload`.
+    fn old_file(version: u16, payload: &[u8]) -> Vec<u8> {
+        let mut old = frame(ARCH_LENET, payload);
+        old[4..6].copy_from_slice(&version.to_le_bytes());
         let crc = fmnist_core::format::CRC32.checksum(&old[..old.len() - 4]);
         let at = old.len() - 4;
         old[at..].copy_from_slice(&crc.to_le_bytes());
-        assert!(decode(&old).unwrap() == s);
-        // Version 1 is still refused.
-        old[4..6].copy_from_slice(&1u16.to_le_bytes());
+        old
+    }
+
+    #[test]
+    fn reads_versions_2_and_3_as_recipes_without_the_newer_fields() {
+        let s = state();
+        assert_eq!((s.config.augment.erase, s.config.distill), (0.0, None));
+        let cfg = postcard::to_allocvec(&s.config).unwrap();
+        // The recipe ends with erase (f32, 4 bytes), label smoothing (f32, 4 bytes) and
+        // distill (`None`, 1 byte). Version 3 lacks distill; version 2 also lacks erase.
+        let mut payload = postcard::to_allocvec(&s).unwrap();
+        assert_eq!(payload[cfg.len() - 1], 0);
+        payload.remove(cfg.len() - 1);
+        assert!(decode(&old_file(3, &payload)).unwrap() == s);
+        payload.drain(cfg.len() - 9..cfg.len() - 5);
+        let v2 = old_file(2, &payload);
+        assert!(decode(&v2).unwrap() == s);
+        // A version-3 file cut short inside its recipe is refused, not misread.
         assert!(
-            decode(&old)
+            decode(&old_file(3, &payload[..cfg.len() - 6]))
                 .unwrap_err()
-                .contains("version 1 (this build reads 2 to 3)")
+                .contains("undecodable")
+        );
+        // Version 1 is still refused.
+        assert!(
+            decode(&old_file(1, &payload))
+                .unwrap_err()
+                .contains("version 1 (this build reads 2 to 4)")
         );
     }
 

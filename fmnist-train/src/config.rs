@@ -171,6 +171,8 @@ pub struct TrainConfig {
     pub augment: Augment,
     /// Label smoothing ε: the target is (1 − ε)·one-hot + ε/10 (0 = plain cross-entropy).
     pub label_smoothing: f32,
+    /// Knowledge distillation from trained teachers (none = labels only).
+    pub distill: Option<crate::distill::Distill>,
 }
 
 /// Largest batch a recipe may ask for (the training set's size).
@@ -232,6 +234,9 @@ impl TrainConfig {
                 self.label_smoothing
             ));
         }
+        if let Some(d) = &self.distill {
+            d.check()?;
+        }
         self.augment.validate()
     }
 }
@@ -276,6 +281,7 @@ impl Preset {
             seed,
             augment: Augment::default(),
             label_smoothing: 0.0,
+            distill: None,
         }
     }
 
@@ -297,6 +303,7 @@ impl Preset {
                 seed,
                 augment: Augment::default(),
                 label_smoothing: 0.0,
+                distill: None,
             },
             // The two tuned recipes differ only in length.
             Preset::Default => Self::cosine_recipe(n, 20, seed),
@@ -330,6 +337,7 @@ impl Preset {
             seed,
             augment: Augment::default(),
             label_smoothing: 0.0,
+            distill: None,
         };
         let tuned = |epochs: u64, shift: u8| TrainConfig {
             steps: epochs * epoch,

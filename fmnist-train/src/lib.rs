@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod distill;
 pub mod export;
 pub mod fold;
 pub mod modelio;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use fmnist_train::config::{Model, Preset, Schedule, TrainConfig, steps_per_epoch};
+use fmnist_train::distill::Teacher;
 use fmnist_train::quantize::Calibration;
 use fmnist_train::run::{RunOptions, Session, WideSession, run};
 use fmnist_train::trainer::Trainer;
@@ -63,6 +64,8 @@ enum Command {
         #[command(flatten)]
         recipe: RecipeFlags,
         #[command(flatten)]
+        distill: DistillFlags,
+        #[command(flatten)]
         common: Common,
     },
     /// Continue a run from a checkpoint, bit-identically.
@@ -76,6 +79,10 @@ enum Command {
         /// Output directory (default: the checkpoint's directory).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// The teacher models of a distilled run, again (they are checked against the run's
+        /// fingerprint of them).
+        #[arg(long)]
+        teacher: Vec<PathBuf>,
         #[command(flatten)]
         common: Common,
     },
@@ -209,6 +216,45 @@ struct RecipeFlags {
     decoupled_decay: Option<f32>,
 }
 
+/// Knowledge distillation from trained models.
+#[derive(clap::Args)]
+struct DistillFlags {
+    /// Distil from this trained model (an f32 model file or a checkpoint, LeNet-BN or wide);
+    /// repeat to distil from the average of several.
+    #[arg(long)]
+    teacher: Vec<PathBuf>,
+    /// Weight α of the teacher term (the label term gets 1 − α).
+    #[arg(long, default_value_t = 0.9, requires = "teacher")]
+    distill_weight: f32,
+    /// Temperature T of the teacher term.
+    #[arg(long, default_value_t = 2.0, requires = "teacher")]
+    distill_temperature: f32,
+}
+
+impl DistillFlags {
+    /// Loads the teachers and writes their part of the recipe into `cfg`.
+    fn apply(&self, cfg: &mut TrainConfig) -> Result<Option<Teacher>, cli::CliError> {
+        if self.teacher.is_empty() {
+            return Ok(None);
+        }
+        let (a, t) = (self.distill_weight, self.distill_temperature);
+        if !(a.is_finite() && (0.0..=1.0).contains(&a)) {
+            return Err(cli::CliError::bad(format!(
+                "--distill-weight must be between 0 and 1, got {a}"
+            )));
+        }
+        if !(t.is_finite() && t > 0.0 && t <= fmnist_train::distill::MAX_TEMPERATURE) {
+            return Err(cli::CliError::bad(format!(
+                "--distill-temperature must be in (0, {}], got {t}",
+                fmnist_train::distill::MAX_TEMPERATURE
+            )));
+        }
+        let teacher = Teacher::load(&self.teacher)?;
+        cfg.distill = Some(teacher.recipe(a, t));
+        Ok(Some(teacher))
+    }
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum ScheduleArg {
     Constant,
@@ -295,6 +341,23 @@ fn threads(n: usize) -> usize {
     }
 }
 
+/// The teachers a resumed run needs: none for a run that does not distil, else the `--teacher`
+/// files given again (checked against the run's fingerprint by the caller).
+fn teachers_again(
+    distill: Option<fmnist_train::distill::Distill>,
+    paths: &[PathBuf],
+) -> Result<Option<Teacher>, String> {
+    match (distill, paths.is_empty()) {
+        (None, true) => Ok(None),
+        (None, false) => Err("does not distil; resume it without --teacher".into()),
+        (Some(d), true) => Err(format!(
+            "distils from {} teacher model(s); pass them again with --teacher",
+            d.teachers
+        )),
+        (Some(_), false) => Teacher::load(paths).map(Some).map_err(|e| e.message),
+    }
+}
+
 fn main() -> ExitCode {
     match real_main(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -317,6 +380,7 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
             batch,
             checkpoint_every,
             recipe,
+            distill,
             common,
         } => {
             let (train, test) = data::load_both(data.as_deref()).map_err(cli::bad_input)?;
@@ -358,6 +422,7 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
                 cfg.checkpoint_every = c;
             }
             recipe.apply(&mut cfg, epoch)?;
+            let teacher = distill.apply(&mut cfg)?;
             if cfg.steps == 0 || cfg.checkpoint_every == 0 {
                 return Err(cli::CliError::bad(
                     "--steps, --epochs and --checkpoint-every must be at least 1",
@@ -371,11 +436,17 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
             match model {
                 Model::Lenet => {
                     let mut trainer = Trainer::new(cfg, &train, threads);
+                    if let Some(t) = teacher {
+                        trainer.set_teacher(t).map_err(cli::CliError::bad)?;
+                    }
                     finish(&mut trainer, &test, threads, out, &common)
                 }
                 Model::Wide => {
                     let mut session =
                         WideSession::new(cfg, &train, threads).map_err(cli::CliError::bad)?;
+                    if let Some(t) = teacher {
+                        session.set_teacher(t).map_err(cli::CliError::bad)?;
+                    }
                     finish(&mut session, &test, threads, out, &common)
                 }
             }
@@ -384,6 +455,7 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
             checkpoint,
             data,
             out,
+            teacher,
             common,
         } => {
             let saved = checkpoint::load_any(&checkpoint).map_err(cli::bad_input)?;
@@ -395,11 +467,19 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
                 |why: String| cli::CliError::bad(format!("{}: {why}", checkpoint.display()));
             match saved {
                 checkpoint::Checkpoint::Lenet(state) => {
+                    let distill = state.config.distill;
                     let mut trainer = Trainer::resume(*state, &train, threads).map_err(refuse)?;
+                    if let Some(t) = teachers_again(distill, &teacher).map_err(refuse)? {
+                        trainer.set_teacher(t).map_err(refuse)?;
+                    }
                     finish(&mut trainer, &test, threads, out, &common)
                 }
                 checkpoint::Checkpoint::Wide(run) => {
+                    let distill = run.config.distill;
                     let mut session = WideSession::resume(*run, &train, threads).map_err(refuse)?;
+                    if let Some(t) = teachers_again(distill, &teacher).map_err(refuse)? {
+                        session.set_teacher(t).map_err(refuse)?;
+                    }
                     finish(&mut session, &test, threads, out, &common)
                 }
             }

@@ -129,6 +129,9 @@ pub struct Targets {
     pub batch: usize,
     /// Label smoothing ε: target (1 − ε)·one-hot + ε/10.
     pub smoothing: f32,
+    /// Knowledge distillation: the teacher term's weight and temperature. The teacher's
+    /// softened probabilities are in each chunk (see [`Chunk::set_soft_targets`]).
+    pub distill: Option<crate::distill::Distill>,
 }
 
 /// The cross-entropy of one row of logits `l` (whose log-sum-exp is `lse`) against the
@@ -157,6 +160,39 @@ pub fn smoothed_loss_grad(
     loss
 }
 
+/// The distillation loss of one row of logits `l` (log-sum-exp `lse`): (1 − α) times the
+/// smoothed cross-entropy against label `y`, plus α·T² times KL(`soft` ‖ softmax(l / T)),
+/// where `soft` is the teacher's softmax at temperature T (Hinton et al., 2015). Its gradient,
+/// (1 − α)(softmax(l) − q)/batch + α·T·(softmax(l / T) − soft)/batch, is written into `d`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub fn distilled_loss_grad(
+    l: &[f32],
+    lse: f32,
+    y: usize,
+    eps: f32,
+    soft: &[f32],
+    distill: crate::distill::Distill,
+    batch: usize,
+    d: &mut [f32],
+) -> f32 {
+    let hard = smoothed_loss_grad(l, lse, y, eps, batch, d);
+    let (alpha, t) = (distill.alpha, distill.temperature);
+    let m = l.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v)) / t;
+    let sum: f32 = l.iter().map(|&v| libm::expf(v / t - m)).sum();
+    let lse_t = m + libm::logf(sum);
+    let mut kl = 0.0f32;
+    for ((dj, &lj), &pt) in d.iter_mut().zip(l).zip(soft) {
+        let log_ps = lj / t - lse_t;
+        if pt > 0.0 {
+            kl += pt * (libm::logf(pt) - log_ps);
+        }
+        let ps = libm::expf(log_ps);
+        *dj = (1.0 - alpha) * *dj + alpha * t * (ps - pt) / batch as f32;
+    }
+    (1.0 - alpha) * hard + alpha * t * t * kl
+}
+
 /// Buffers of one chunk, allocated once and reused every step.
 pub struct Chunk {
     /// Images in this chunk this step.
@@ -174,6 +210,7 @@ pub struct Chunk {
     /// `[n][10]` logits of the last forward pass.
     pub logits: Vec<f32>,
     labels: Vec<u8>,
+    soft: Vec<f32>,
     dz1: Vec<f32>,
     dz2: Vec<f32>,
     dcol2: Vec<f32>,
@@ -209,6 +246,7 @@ impl Default for Chunk {
             h2: z(CHUNK * 84),
             logits: z(CHUNK * 10),
             labels: vec![0; CHUNK],
+            soft: z(CHUNK * 10),
             dz1: z(6 * CHUNK * P1),
             dz2: z(16 * CHUNK * P2),
             dcol2: z(K2 * CHUNK * P2),
@@ -229,6 +267,12 @@ impl Chunk {
     /// Stage 1: im2col of the images and conv1 (pre-BN) into `z1`; Σz, Σz² per channel.
     pub fn conv1(&mut self, p: &LeNetParams, images: &[&[u8; IMAGE_PIXELS]], labels: &[u8]) {
         conv1_stage(self, p, images, labels)
+    }
+
+    /// The teacher's softened probabilities `[n][10]` for this chunk's images (read by
+    /// [`Chunk::head`] when the targets distil).
+    pub fn set_soft_targets(&mut self, soft: &[[f32; 10]]) {
+        self.soft[..soft.len() * 10].copy_from_slice(soft.as_flattened());
     }
 
     #[inline(always)]
@@ -658,7 +702,13 @@ simd_dispatch! {
                 continue;
             };
             let d = &mut ch.dlogits[i * 10..][..10];
-            ch.loss += smoothed_loss_grad(l, lse, y, t.smoothing, t.batch, d) as f64;
+            ch.loss += match t.distill {
+                None => smoothed_loss_grad(l, lse, y, t.smoothing, t.batch, d),
+                Some(k) => {
+                    let soft = &ch.soft[i * 10..][..10];
+                    distilled_loss_grad(l, lse, y, t.smoothing, soft, k, t.batch, d)
+                }
+            } as f64;
         }
         if targets.is_none() {
             return;
@@ -851,6 +901,7 @@ mod tests {
             let t = Targets {
                 batch: 64,
                 smoothing: eps,
+                distill: None,
             };
             ch.head(&p, &bn2, Some(t));
             let mut loss = 0.0f64;
@@ -886,5 +937,75 @@ mod tests {
                 ch.loss
             );
         }
+    }
+
+    /// The distillation loss in f64, for the finite-difference check.
+    fn distilled_loss_f64(l: &[f64], y: usize, eps: f64, soft: &[f64], a: f64, t: f64) -> f64 {
+        let lse = |k: f64| {
+            let m = l.iter().cloned().fold(f64::MIN, f64::max) / k;
+            m + l.iter().map(|v| (v / k - m).exp()).sum::<f64>().ln()
+        };
+        let (l1, lt) = (lse(1.0), lse(t));
+        let mut hard = 0.0;
+        let mut kl = 0.0;
+        for j in 0..10 {
+            let q = eps / 10.0 + if j == y { 1.0 - eps } else { 0.0 };
+            hard += q * (l1 - l[j]);
+            kl += soft[j] * (soft[j].ln() - (l[j] / t - lt));
+        }
+        (1.0 - a) * hard + a * t * t * kl
+    }
+
+    #[test]
+    fn distilled_loss_and_gradient_match_finite_differences() {
+        let l = [2.0f32, -1.0, 0.5, 3.0, 0.0, -2.0, 1.0, 0.25, -0.5, 1.5];
+        let teacher = [1.0f32, -2.0, 0.0, 4.0, 0.5, -1.0, 0.0, 0.0, -1.0, 2.0];
+        let lf: Vec<f64> = l.iter().map(|&v| v as f64).collect();
+        let m = lf.iter().cloned().fold(f64::MIN, f64::max);
+        let lse = (m + lf.iter().map(|v| (v - m).exp()).sum::<f64>().ln()) as f32;
+        for (a, t, eps) in [(0.9f32, 4.0f32, 0.0f32), (0.5, 2.0, 0.1), (1.0, 1.0, 0.0)] {
+            let soft = crate::distill::soften(&teacher, t);
+            let sf: Vec<f64> = soft.iter().map(|&v| v as f64).collect();
+            let k = crate::distill::Distill {
+                alpha: a,
+                temperature: t,
+                teachers: 1,
+                fingerprint: 0,
+            };
+            let mut d = [0.0f32; 10];
+            let loss = distilled_loss_grad(&l, lse, 3, eps, &soft, k, 8, &mut d);
+            let want = distilled_loss_f64(&lf, 3, eps as f64, &sf, a as f64, t as f64);
+            assert!((loss as f64 - want).abs() < 1e-4, "{loss} vs {want}");
+            for j in 0..10 {
+                let h = 1e-5;
+                let (mut up, mut down) = (lf.clone(), lf.clone());
+                up[j] += h;
+                down[j] -= h;
+                let g = (distilled_loss_f64(&up, 3, eps as f64, &sf, a as f64, t as f64)
+                    - distilled_loss_f64(&down, 3, eps as f64, &sf, a as f64, t as f64))
+                    / (2.0 * h)
+                    / 8.0;
+                assert!(
+                    (d[j] as f64 - g).abs() < 1e-5,
+                    "α {a} T {t} class {j}: {} vs {g}",
+                    d[j]
+                );
+            }
+        }
+        // α = 0 is the label loss alone, bit for bit.
+        let soft = crate::distill::soften(&teacher, 4.0);
+        let k = crate::distill::Distill {
+            alpha: 0.0,
+            temperature: 4.0,
+            teachers: 1,
+            fingerprint: 0,
+        };
+        let (mut d0, mut d1) = ([0.0f32; 10], [0.0f32; 10]);
+        let l0 = smoothed_loss_grad(&l, lse, 3, 0.1, 8, &mut d0);
+        let l1 = distilled_loss_grad(&l, lse, 3, 0.1, &soft, k, 8, &mut d1);
+        assert_eq!(
+            (l0.to_bits(), d0.map(f32::to_bits)),
+            (l1.to_bits(), d1.map(f32::to_bits))
+        );
     }
 }

@@ -106,6 +106,14 @@ impl<'d> WideSession<'d> {
         trainer.set_regularisation(config.augment, config.label_smoothing);
         Ok(WideSession { config, trainer })
     }
+
+    /// Gives a distilled run its teachers (checked against the recipe's fingerprint).
+    pub fn set_teacher(&mut self, teacher: crate::distill::Teacher) -> Result<(), String> {
+        let Some(d) = self.config.distill else {
+            return Err("the recipe does not distil".into());
+        };
+        self.trainer.set_teacher(teacher, d)
+    }
 }
 
 impl Session for WideSession<'_> {

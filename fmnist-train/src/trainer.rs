@@ -12,6 +12,7 @@ use fmnist_core::lenet::{IMAGE_PIXELS, LeNetParams};
 use crate::augment::Augment;
 use crate::config::{Model, Optimizer, SgdConfig, TrainConfig};
 use crate::data::Dataset;
+use crate::distill::{Teacher, TeacherTargets};
 use crate::nn::{BnBatch, CHUNK, Chunk, Targets};
 
 /// PyTorch's batch-norm momentum for the running statistics (running = 0.9·running + 0.1·batch).
@@ -100,6 +101,7 @@ pub struct Trainer<'d> {
     pool: rayon::ThreadPool,
     train: &'d Dataset,
     sgd: SgdConfig,
+    teacher: Option<TeacherTargets>,
 }
 
 /// Builds a rayon pool of exactly `threads` threads (0 = all cores).
@@ -176,7 +178,23 @@ impl<'d> Trainer<'d> {
             pool: thread_pool(threads),
             train,
             sgd,
+            teacher: None,
         })
+    }
+
+    /// Gives a distilled run its teachers, which must be the ones its recipe was made with.
+    /// Without augmentation their soft targets are computed here, once, for the whole
+    /// training set.
+    pub fn set_teacher(&mut self, teacher: Teacher) -> Result<(), String> {
+        let cfg = self.state.config;
+        let Some(d) = cfg.distill else {
+            return Err("the recipe does not distil".into());
+        };
+        let augmented = !cfg.augment.is_off();
+        self.teacher = Some(TeacherTargets::new(
+            teacher, d, self.train, augmented, &self.pool,
+        )?);
+        Ok(())
     }
 
     /// The current parameters.
@@ -235,9 +253,20 @@ impl<'d> Trainer<'d> {
             .iter()
             .map(|&i| self.train.labels[i as usize])
             .collect();
+        let distill = self.state.config.distill;
+        assert!(
+            distill.is_none() || self.teacher.is_some(),
+            "a distilled run needs its teachers (Trainer::set_teacher)"
+        );
+        let soft = match &self.teacher {
+            Some(t) => t.for_batch(&batch, &augmented, &labels, &self.pool),
+            None => Vec::new(),
+        };
+        let soft = &soft[..];
         let targets = Targets {
             batch: b,
             smoothing: self.state.config.label_smoothing,
+            distill,
         };
         let p = &*self.params;
         let chunks = &mut self.chunks[..nchunks];
@@ -248,6 +277,9 @@ impl<'d> Trainer<'d> {
                 let r = ci * CHUNK..((ci + 1) * CHUNK).min(b);
                 bytemuck::cast_slice_mut::<LeNetParams, f32>(std::slice::from_mut(&mut *ch.grads))
                     .fill(0.0);
+                if !soft.is_empty() {
+                    ch.set_soft_targets(&soft[r.clone()]);
+                }
                 ch.conv1(p, &images[r.clone()], &labels[r]);
             })
         });
@@ -445,6 +477,62 @@ mod tests {
 
     fn weights(t: &Trainer) -> Vec<u8> {
         bytemuck::bytes_of(t.params()).to_vec()
+    }
+
+    fn teachers() -> Teacher {
+        use crate::export::TrainedWeights;
+        Teacher::from_weights(vec![
+            TrainedWeights::Lenet(init_params(11)),
+            TrainedWeights::Wide(crate::wide_trainer::init_wide_params(12)),
+        ])
+    }
+
+    #[test]
+    fn distilled_runs_stay_thread_independent_and_resume_bit_identically() {
+        let data = synthetic(200, 1);
+        for augment in [Augment::default(), recipe(1).augment] {
+            let mut cfg = recipe(6);
+            cfg.augment = augment;
+            cfg.distill = Some(teachers().recipe(0.7, 3.0));
+            let start = |threads: usize| {
+                let mut t = Trainer::new(cfg, &data, threads);
+                t.set_teacher(teachers()).unwrap();
+                t
+            };
+            let run = |threads: usize| {
+                let mut t = start(threads);
+                (0..6).for_each(|_| {
+                    t.step();
+                });
+                weights(&t)
+            };
+            let one = run(1);
+            assert!(one == run(2), "thread count changed the weights");
+            let mut first = start(2);
+            (0..4).for_each(|_| {
+                first.step();
+            });
+            first.sync_state();
+            let mut resumed = Trainer::resume(first.state.clone(), &data, 1).unwrap();
+            resumed.set_teacher(teachers()).unwrap();
+            (0..2).for_each(|_| {
+                resumed.step();
+            });
+            assert!(weights(&resumed) == one, "resume changed the weights");
+
+            // The teacher term is not ignored, and other teachers are refused.
+            let mut plain = cfg;
+            plain.distill = None;
+            let mut t = Trainer::new(plain, &data, 2);
+            (0..6).for_each(|_| {
+                t.step();
+            });
+            assert!(weights(&t) != one);
+            let other =
+                Teacher::from_weights(vec![crate::export::TrainedWeights::Lenet(init_params(13))]);
+            let why = Trainer::new(cfg, &data, 1).set_teacher(other).unwrap_err();
+            assert!(why.contains("distils from 2 teacher model(s)"), "{why}");
+        }
     }
 
     #[test]

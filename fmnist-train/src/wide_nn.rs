@@ -656,6 +656,11 @@ pub struct Head {
     pub loss: f64,
     /// Label smoothing ε of the training loss.
     pub smoothing: f32,
+    /// Knowledge distillation: weight and temperature of the teacher term, whose soft
+    /// targets `[batch][10]` are in `soft`.
+    pub distill: Option<crate::distill::Distill>,
+    /// The teacher's soft targets of the batch (read when `distill` is set).
+    pub soft: Vec<f32>,
     /// Correct predictions in the batch of the last forward pass.
     pub correct: usize,
 }
@@ -677,6 +682,8 @@ impl Head {
             dxblk: (0..F / XB).map(|_| z(batch * XB)).collect(),
             loss: 0.0,
             smoothing: 0.0,
+            distill: None,
+            soft: z(batch * 10),
             correct: 0,
         }
     }
@@ -769,7 +776,13 @@ impl Head {
             let sum: f32 = l.iter().map(|&v| libm::expf(v - m)).sum();
             let lse = m + libm::logf(sum);
             let d = &mut self.dlogits[i * 10..][..10];
-            self.loss += crate::nn::smoothed_loss_grad(l, lse, y, self.smoothing, b, d) as f64;
+            self.loss += match self.distill {
+                None => crate::nn::smoothed_loss_grad(l, lse, y, self.smoothing, b, d),
+                Some(k) => {
+                    let soft = &self.soft[i * 10..][..10];
+                    crate::nn::distilled_loss_grad(l, lse, y, self.smoothing, soft, k, b, d)
+                }
+            } as f64;
         }
     }
 

@@ -20,6 +20,7 @@ use fmnist_core::wide::{WIDE_FLAT, WideParams};
 use crate::augment::Augment;
 use crate::config::Schedule;
 use crate::data::Dataset;
+use crate::distill::TeacherTargets;
 use crate::nn::BnBatch;
 use crate::trainer::{BN_MOMENTUM, Evaluation, StepStats, thread_pool};
 use crate::wide_nn::{CHUNK, Head, WideChunk};
@@ -135,7 +136,9 @@ pub struct WideTrainer<'d> {
     head: Head,
     images: Vec<[u8; IMAGE_PIXELS]>,
     labels: Vec<u8>,
+    indices: Vec<u32>,
     augment: Augment,
+    teacher: Option<TeacherTargets>,
     pool: rayon::ThreadPool,
     train: &'d Dataset,
     stage_seconds: [f64; 8],
@@ -255,7 +258,9 @@ impl<'d> WideTrainer<'d> {
             head: Head::new(batch),
             images: Vec::with_capacity(batch),
             augment: Augment::default(),
+            teacher: None,
             labels: Vec::with_capacity(batch),
+            indices: Vec::with_capacity(batch),
             pool: thread_pool(threads),
             train,
             stage_seconds: [0.0; 8],
@@ -321,6 +326,9 @@ impl<'d> WideTrainer<'d> {
         let train = self.train;
         self.images.clear();
         self.labels.clear();
+        self.indices.clear();
+        self.indices
+            .extend_from_slice(&self.order[self.cursor..end]);
         let mut rng = (!self.augment.is_off()).then(|| Augment::rng(self.seed, self.step));
         for &i in &self.order[self.cursor..end] {
             let image = &train.images[i as usize];
@@ -431,11 +439,32 @@ impl<'d> WideTrainer<'d> {
         self.head.smoothing = label_smoothing;
     }
 
+    /// Distils the following steps from `teacher` with `distill`'s weight and temperature
+    /// (neither is part of [`WideState`]: the caller's recipe holds them), after checking they
+    /// belong together. Call after [`WideTrainer::set_regularisation`]: without augmentation
+    /// the soft targets are computed here, once, for the whole training set.
+    pub fn set_teacher(
+        &mut self,
+        teacher: crate::distill::Teacher,
+        distill: crate::distill::Distill,
+    ) -> Result<(), String> {
+        let augmented = !self.augment.is_off();
+        self.teacher = Some(TeacherTargets::new(
+            teacher, distill, self.train, augmented, &self.pool,
+        )?);
+        self.head.distill = Some(distill);
+        Ok(())
+    }
+
     /// One optimizer step over the next batch.
     pub fn step(&mut self) -> StepStats {
         let t0 = std::time::Instant::now();
         self.next_batch();
         let b = self.images.len();
+        if let Some(t) = &self.teacher {
+            let soft = t.for_batch(&self.indices, &self.images, &self.labels, &self.pool);
+            self.head.soft[..b * 10].copy_from_slice(soft.as_flattened());
+        }
         let (bn1, bn2) = self.compute_gradients(Some((self.seed, self.step)));
         let (loss, correct) = (self.head.loss, self.head.correct);
 
@@ -1002,6 +1031,78 @@ mod tests {
         assert!(one == run(2, 4, &data));
         assert!(one == run(3, 4, &data));
         assert_ne!(one.params, run(1, 3, &data).params);
+    }
+
+    #[test]
+    fn distilled_runs_stay_thread_independent_and_resume_bit_identically() {
+        use crate::distill::Teacher;
+        use crate::export::TrainedWeights;
+        let data = synthetic(100, 13);
+        let teacher =
+            || Teacher::from_weights(vec![TrainedWeights::Lenet(crate::trainer::init_params(4))]);
+        let distill = teacher().recipe(0.8, 2.0);
+        for augment in [
+            Augment::default(),
+            Augment {
+                flip: true,
+                shift: 1,
+                ..Augment::default()
+            },
+        ] {
+            let start = |threads: usize| {
+                let mut t = WideTrainer::new(
+                    AdamConfig::default(),
+                    Schedule::Constant,
+                    40,
+                    10,
+                    9,
+                    &data,
+                    threads,
+                );
+                t.set_regularisation(augment, 0.0);
+                t.set_teacher(teacher(), distill).unwrap();
+                t
+            };
+            let state = |t: &WideTrainer| WideState {
+                train_seconds: 0.0,
+                ..t.state()
+            };
+            let mut a = start(1);
+            let mut b = start(2);
+            for _ in 0..4 {
+                a.step();
+                b.step();
+            }
+            assert!(state(&a) == state(&b), "thread count changed the weights");
+            let mut plain = WideTrainer::new(
+                AdamConfig::default(),
+                Schedule::Constant,
+                40,
+                10,
+                9,
+                &data,
+                1,
+            );
+            plain.set_regularisation(augment, 0.0);
+            for _ in 0..4 {
+                plain.step();
+            }
+            assert_ne!(
+                state(&a).params,
+                state(&plain).params,
+                "the teacher is ignored"
+            );
+
+            let mut first = start(2);
+            first.step();
+            first.step();
+            let mut resumed = WideTrainer::resume(first.state(), &data, 1).unwrap();
+            resumed.set_regularisation(augment, 0.0);
+            resumed.set_teacher(teacher(), distill).unwrap();
+            resumed.step();
+            resumed.step();
+            assert!(state(&resumed) == state(&a), "resume changed the weights");
+        }
     }
 
     #[test]

@@ -123,6 +123,18 @@ fn write_seeds() {
         "augmented.fmck",
         &fmnist_train::checkpoint::encode(&small),
     );
+    // And distilling from two teachers (the field version 4 added).
+    small.config.distill = Some(fmnist_train::distill::Distill {
+        alpha: 0.7,
+        temperature: 2.0,
+        teachers: 2,
+        fingerprint: 0x0123_4567_89ab_cdef,
+    });
+    put(
+        "checkpoint",
+        "distilled.fmck",
+        &fmnist_train::checkpoint::encode(&small),
+    );
 
     // Wide-CNN runs (architecture 2): the recipe of each preset and a real trainer state after
     // one step, with its tensors cut short (a full one is 20 MB).

@@ -50,6 +50,7 @@ fn models() -> &'static Models {
             seed: 7,
             augment: Default::default(),
             label_smoothing: 0.0,
+            distill: None,
         };
         let mut t = Trainer::new(cfg, &train, 2);
         for _ in 0..cfg.steps {

@@ -436,3 +436,166 @@ fn wide_cnn_trains_resumes_bit_identically_and_exports_int8() {
     );
     assert_bad_input(&o, "CRC mismatch");
 }
+
+#[test]
+fn distillation_trains_from_a_teacher_resumes_bit_identically_and_refuses_bad_teachers() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let teacher = p("teacher");
+    train(
+        Path::new(&teacher),
+        &["--steps", "40", "--checkpoint-every", "40", "--seed", "2"],
+    );
+    let teacher_model = format!("{teacher}/model.fmnm");
+    let student = |out: &str, every: &str| {
+        train(
+            Path::new(out),
+            &[
+                "--steps",
+                "40",
+                "--checkpoint-every",
+                every,
+                "--keep",
+                "5",
+                "--teacher",
+                &teacher_model,
+                "--distill-weight",
+                "0.7",
+                "--distill-temperature",
+                "2",
+            ],
+        )
+    };
+    let (a, b, plain) = (p("a"), p("b"), p("plain"));
+    let j = student(&a, "40");
+    let d = &j["config"]["distill"];
+    assert_eq!(
+        (d["alpha"].as_f64(), d["temperature"].as_f64()),
+        (Some(0.7), Some(2.0))
+    );
+    assert_eq!(d["teachers"], 1);
+    train(
+        Path::new(&plain),
+        &["--steps", "40", "--checkpoint-every", "40"],
+    );
+    let model = std::fs::read(format!("{a}/model.fmnm")).unwrap();
+    assert!(
+        model != std::fs::read(format!("{plain}/model.fmnm")).unwrap(),
+        "the teacher changed nothing"
+    );
+
+    // Resume from step 20 with the same teacher (here its checkpoint: same weights): same bytes.
+    student(&b, "20");
+    let half = format!("{b}/checkpoint-0000020.fmck");
+    let resume = |teachers: &[&str], out: &str| {
+        let mut args = vec!["resume", "--checkpoint", &half, "--out", out, "--json"];
+        for t in teachers {
+            args.extend_from_slice(&["--teacher", t]);
+        }
+        run("fmnist-train", &args)
+    };
+    let resumed = p("resumed");
+    let o = resume(&[&format!("{teacher}/checkpoint-0000040.fmck")], &resumed);
+    assert!(o.status.success(), "resume failed: {}", text(&o).1);
+    assert!(
+        model == std::fs::read(format!("{resumed}/model.fmnm")).unwrap(),
+        "resume is not bit-identical"
+    );
+
+    // Bad teachers: missing on resume, other weights, unreadable files, wrong flags.
+    assert_bad_input(&resume(&[], &p("r1")), "pass them again with --teacher");
+    assert_bad_input(
+        &resume(&[&format!("{plain}/model.fmnm")], &p("r2")),
+        "the run distils from 1 teacher model(s) with fingerprint",
+    );
+    assert_bad_input(
+        &resume(&[&teacher_model, &teacher_model], &p("r3")),
+        "fingerprint",
+    );
+    let o = run(
+        "fmnist-train",
+        &[
+            "resume",
+            "--checkpoint",
+            &format!("{plain}/checkpoint-0000040.fmck"),
+            "--teacher",
+            &teacher_model,
+        ],
+    );
+    assert_bad_input(&o, "does not distil; resume it without --teacher");
+    let bogus = p("bogus.fmnm");
+    std::fs::write(&bogus, b"not a model").unwrap();
+    for (args, message) in [
+        (
+            vec!["--teacher", "/nonexistent/t.fmnm"],
+            "/nonexistent/t.fmnm",
+        ),
+        (
+            vec!["--teacher", bogus.as_str()],
+            "bogus.fmnm: not a checkpoint",
+        ),
+        (
+            vec!["--teacher", &teacher_model, "--distill-weight", "1.5"],
+            "--distill-weight must be between 0 and 1",
+        ),
+        (
+            vec!["--teacher", &teacher_model, "--distill-temperature", "0"],
+            "--distill-temperature must be in (0, 100]",
+        ),
+        (
+            vec!["--teacher", &teacher_model, "--distill-temperature", "1e6"],
+            "--distill-temperature must be in (0, 100]",
+        ),
+    ] {
+        let mut all = vec![
+            "train",
+            "--steps",
+            "1",
+            "--out",
+            dir.path().to_str().unwrap(),
+        ];
+        all.extend_from_slice(&args);
+        assert_bad_input(&run("fmnist-train", &all), message);
+    }
+    // A wide student learns from the same teacher (here LeNet-BN) and records it.
+    let o = run(
+        "fmnist-train",
+        &[
+            "train",
+            "--model",
+            "wide",
+            "--preset",
+            "fast",
+            "--batch",
+            "16",
+            "--steps",
+            "2",
+            "--teacher",
+            &teacher_model,
+            "--json",
+            "--out",
+            &p("wide"),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o).1);
+    let j: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+    assert_eq!(j["config"]["model"], "Wide");
+    assert_eq!(j["config"]["distill"]["teachers"], 1);
+    assert_eq!(j["config"]["distill"]["temperature"], 2.0);
+    let o = run(
+        "fmnist-train",
+        &[
+            "resume",
+            "--checkpoint",
+            &format!("{}/checkpoint-0000002.fmck", p("wide")),
+        ],
+    );
+    assert_bad_input(&o, "pass them again with --teacher");
+
+    // A distillation setting without a teacher is a usage error.
+    let o = run(
+        "fmnist-train",
+        &["train", "--steps", "1", "--distill-weight", "0.5"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+}

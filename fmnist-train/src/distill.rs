@@ -1,0 +1,324 @@
+//! Knowledge distillation (Hinton, Vinyals and Dean, 2015): a student learns from the labels and
+//! from the softened outputs of trained teachers — one model or the logit average of several,
+//! LeNet-BN or the wide CNN, from model files or checkpoints.
+//!
+//! The teacher's probabilities at temperature T are part of each step's target, so they are
+//! computed deterministically: once over the training set when the recipe has no
+//! augmentation (the images never change), else on each step's augmented images. Either way
+//! they do not depend on the thread count, and a resumed run computes the same ones.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use fmnist_core::lenet::IMAGE_PIXELS;
+
+use crate::cli::CliError;
+use crate::data::Dataset;
+use crate::export::{TrainedWeights, read_weights};
+
+/// The distillation part of a recipe.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Distill {
+    /// Weight α of the teacher term; the label term gets 1 − α.
+    pub alpha: f32,
+    /// Temperature T of both softmaxes in the teacher term.
+    pub temperature: f32,
+    /// Number of teacher models (their logits are averaged).
+    pub teachers: u32,
+    /// [`Teacher::fingerprint`] of the teachers, so a resumed run checks it has the same ones.
+    pub fingerprint: u64,
+}
+
+/// Largest temperature accepted.
+pub const MAX_TEMPERATURE: f32 = 100.0;
+/// Most teacher models accepted.
+pub const MAX_TEACHERS: u32 = 16;
+
+impl Distill {
+    /// Checks that every field is in its range.
+    pub fn check(&self) -> Result<(), String> {
+        if !(self.alpha.is_finite() && (0.0..=1.0).contains(&self.alpha)) {
+            return Err(format!(
+                "distillation weight {} is outside [0, 1]",
+                self.alpha
+            ));
+        }
+        if !(self.temperature.is_finite()
+            && self.temperature > 0.0
+            && self.temperature <= MAX_TEMPERATURE)
+        {
+            return Err(format!(
+                "distillation temperature {} is outside (0, {MAX_TEMPERATURE}]",
+                self.temperature
+            ));
+        }
+        if !(1..=MAX_TEACHERS).contains(&self.teachers) {
+            return Err(format!(
+                "{} teacher models; distillation takes 1 to {MAX_TEACHERS}",
+                self.teachers
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Trained teacher models.
+pub struct Teacher {
+    models: Vec<TrainedWeights>,
+    /// Where they came from, in order.
+    pub paths: Vec<PathBuf>,
+}
+
+impl Teacher {
+    /// Reads the teachers: checkpoints, f32 model files or safetensors files, of either
+    /// network (as `export` reads them).
+    pub fn load(paths: &[PathBuf]) -> Result<Self, CliError> {
+        if paths.is_empty() || paths.len() > MAX_TEACHERS as usize {
+            return Err(CliError::bad(format!(
+                "--teacher: {} models given; distillation takes 1 to {MAX_TEACHERS}",
+                paths.len()
+            )));
+        }
+        let models = paths
+            .iter()
+            .map(|p| read_weights(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Teacher {
+            models,
+            paths: paths.to_vec(),
+        })
+    }
+
+    /// Teachers already in memory.
+    pub fn from_weights(models: Vec<TrainedWeights>) -> Self {
+        Teacher {
+            models,
+            paths: Vec::new(),
+        }
+    }
+
+    /// Number of models.
+    pub fn len(&self) -> usize {
+        self.models.len()
+    }
+
+    /// True when there are none (never, once loaded).
+    pub fn is_empty(&self) -> bool {
+        self.models.is_empty()
+    }
+
+    /// FNV-1a (64-bit) of each model's architecture and f32 weights, in order: the same weights
+    /// give the same value whether they come from a checkpoint or a model file.
+    pub fn fingerprint(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for &b in bytes {
+                h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        for m in &self.models {
+            match m {
+                TrainedWeights::Lenet(p) => {
+                    eat(&[1]);
+                    eat(bytemuck::bytes_of(&**p));
+                }
+                TrainedWeights::Wide(p) => {
+                    eat(&[2]);
+                    eat(bytemuck::bytes_of(&**p));
+                }
+            }
+        }
+        h
+    }
+
+    /// The recipe part for these teachers.
+    pub fn recipe(&self, alpha: f32, temperature: f32) -> Distill {
+        Distill {
+            alpha,
+            temperature,
+            teachers: self.models.len() as u32,
+            fingerprint: self.fingerprint(),
+        }
+    }
+
+    /// Checks that these are the teachers `distill` was made with.
+    pub fn matches(&self, distill: &Distill) -> Result<(), String> {
+        if self.models.len() as u32 != distill.teachers || self.fingerprint() != distill.fingerprint
+        {
+            return Err(format!(
+                "the run distils from {} teacher model(s) with fingerprint {:016x}; the ones \
+                 given ({}) are {} with fingerprint {:016x}",
+                distill.teachers,
+                distill.fingerprint,
+                self.paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                self.models.len(),
+                self.fingerprint()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The teachers' mean logits (inference mode) on every image of `data`. The models run in
+    /// parallel; their logits are summed in model order.
+    pub fn logits(&self, data: &Dataset, pool: &rayon::ThreadPool) -> Vec<[f32; 10]> {
+        use rayon::prelude::*;
+        let each: Vec<Vec<[f32; 10]>> = pool.install(|| {
+            self.models
+                .par_iter()
+                .map(|m| match m {
+                    TrainedWeights::Lenet(p) => crate::trainer::evaluate_with(p, data, pool).logits,
+                    TrainedWeights::Wide(p) => {
+                        crate::wide_trainer::evaluate_wide(p, data, pool).logits
+                    }
+                })
+                .collect()
+        });
+        let mut sum = vec![[0.0f32; 10]; data.len()];
+        for logits in &each {
+            for (s, l) in sum.iter_mut().zip(logits) {
+                for (a, &v) in s.iter_mut().zip(l) {
+                    *a += v;
+                }
+            }
+        }
+        let k = 1.0 / self.models.len() as f32;
+        for s in &mut sum {
+            s.iter_mut().for_each(|v| *v *= k);
+        }
+        sum
+    }
+
+    /// The teachers' probabilities at `temperature` on every image of `data`.
+    pub fn soft_targets(
+        &self,
+        data: &Dataset,
+        temperature: f32,
+        pool: &rayon::ThreadPool,
+    ) -> Vec<[f32; 10]> {
+        self.logits(data, pool)
+            .iter()
+            .map(|l| soften(l, temperature))
+            .collect()
+    }
+}
+
+/// The teachers of a distilled run and their soft targets for the whole training set when the
+/// recipe has no augmentation (the images never change, so they are computed once).
+pub struct TeacherTargets {
+    teacher: Teacher,
+    distill: Distill,
+    table: Option<Vec<[f32; 10]>>,
+}
+
+impl TeacherTargets {
+    /// Checks that `teacher` is the one `distill` was made with; computes the table over `train`
+    /// unless the run augments its images.
+    pub fn new(
+        teacher: Teacher,
+        distill: Distill,
+        train: &Dataset,
+        augmented: bool,
+        pool: &rayon::ThreadPool,
+    ) -> Result<Self, String> {
+        teacher.matches(&distill)?;
+        let table = (!augmented).then(|| teacher.soft_targets(train, distill.temperature, pool));
+        Ok(TeacherTargets {
+            teacher,
+            distill,
+            table,
+        })
+    }
+
+    /// The recipe part.
+    pub fn distill(&self) -> Distill {
+        self.distill
+    }
+
+    /// The soft targets of one step: of training images `indices` (as augmented: `images`,
+    /// with their `labels`).
+    pub fn for_batch(
+        &self,
+        indices: &[u32],
+        images: &[[u8; IMAGE_PIXELS]],
+        labels: &[u8],
+        pool: &rayon::ThreadPool,
+    ) -> Vec<[f32; 10]> {
+        match &self.table {
+            Some(table) => indices.iter().map(|&i| table[i as usize]).collect(),
+            None => {
+                let seen = Dataset {
+                    images: images.to_vec(),
+                    labels: labels.to_vec(),
+                };
+                self.teacher
+                    .soft_targets(&seen, self.distill.temperature, pool)
+            }
+        }
+    }
+}
+
+/// softmax(l / T).
+pub fn soften(l: &[f32; 10], temperature: f32) -> [f32; 10] {
+    let m = l.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+    let e: [f32; 10] = std::array::from_fn(|j| libm::expf((l[j] - m) / temperature));
+    let s: f32 = e.iter().sum();
+    e.map(|v| v / s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn soften_is_a_distribution_that_flattens_with_temperature() {
+        let l = [3.0, 1.0, 0.0, -1.0, 0.5, 0.0, 0.0, 0.0, 2.0, -4.0];
+        let p1 = soften(&l, 1.0);
+        let p4 = soften(&l, 4.0);
+        for p in [p1, p4] {
+            assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+            assert!(p.iter().all(|&v| v > 0.0));
+        }
+        assert!(p4[0] < p1[0] && p4[9] > p1[9], "{p1:?} {p4:?}");
+        // T = 1 is the plain softmax.
+        let s: f32 = l.iter().map(|&v| v.exp()).sum();
+        assert!((p1[0] - 3.0f32.exp() / s).abs() < 1e-6);
+    }
+
+    #[test]
+    fn check_refuses_out_of_range_recipes() {
+        let ok = Distill {
+            alpha: 0.9,
+            temperature: 4.0,
+            teachers: 2,
+            fingerprint: 7,
+        };
+        assert!(ok.check().is_ok());
+        for bad in [
+            Distill { alpha: 1.5, ..ok },
+            Distill {
+                alpha: f32::NAN,
+                ..ok
+            },
+            Distill {
+                temperature: 0.0,
+                ..ok
+            },
+            Distill {
+                temperature: 1e9,
+                ..ok
+            },
+            Distill { teachers: 0, ..ok },
+            Distill {
+                teachers: MAX_TEACHERS + 1,
+                ..ok
+            },
+        ] {
+            assert!(bad.check().is_err(), "{bad:?}");
+        }
+    }
+}
