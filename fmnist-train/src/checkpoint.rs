@@ -149,9 +149,9 @@ pub fn decode_any(b: &[u8]) -> Result<Checkpoint, String> {
     let mut payload = &b[12..12 + n];
     if version < VERSION {
         upgraded = if version == 2 {
-            v2::upgrade(payload)?
+            old::upgrade::<old::AugmentV2>(payload)?
         } else {
-            v3::upgrade(payload)?
+            old::upgrade::<crate::augment::Augment>(payload)?
         };
         payload = &upgraded;
     }
@@ -162,58 +162,37 @@ pub fn decode_any(b: &[u8]) -> Result<Checkpoint, String> {
     }
 }
 
-/// Version 3's recipe: the same as version 4's without distillation.
-mod v3 {
-    use serde::Deserialize;
-
-    use crate::augment::Augment;
-    use crate::config::{Model, Optimizer, Schedule};
-
-    #[derive(Deserialize)]
-    #[allow(dead_code)] // decoded only to find where the recipe ends
-    struct TrainConfigV3 {
-        model: Model,
-        batch: usize,
-        steps: u64,
-        optimizer: Optimizer,
-        schedule: Schedule,
-        checkpoint_every: u64,
-        seed: u64,
-        augment: Augment,
-        label_smoothing: f32,
-    }
-
-    /// The version-4 payload of a version-3 one: the recipe gained a last field,
-    /// `distill: Option<Distill>`, which postcard writes as one 0 byte when it is `None`.
-    pub fn upgrade(payload: &[u8]) -> Result<Vec<u8>, String> {
-        let (_, rest): (TrainConfigV3, &[u8]) = postcard::take_from_bytes(payload)
-            .map_err(|e| format!("undecodable training state: {e}"))?;
-        let end = payload.len() - rest.len();
-        let mut out = Vec::with_capacity(payload.len() + 1);
-        out.extend_from_slice(&payload[..end]);
-        out.push(0);
-        out.extend_from_slice(rest);
-        Ok(out)
-    }
-}
-
-/// Version 2's recipe: the same as version 3's without random erasing.
-mod v2 {
+/// The recipes of versions 2 and 3: version 4's without distillation, and for version 2 also
+/// without random erasing.
+mod old {
     use serde::Deserialize;
 
     use crate::augment::Augment;
     use crate::config::{Model, Optimizer, Schedule, TrainConfig};
 
+    /// Version 2's augmentation (no erasing).
     #[derive(Deserialize)]
-    struct AugmentV2 {
+    pub struct AugmentV2 {
         shift: u8,
         flip: bool,
         rotate_deg: f32,
         noise: f32,
     }
 
+    impl From<AugmentV2> for Augment {
+        fn from(a: AugmentV2) -> Self {
+            Augment {
+                shift: a.shift,
+                flip: a.flip,
+                rotate_deg: a.rotate_deg,
+                noise: a.noise,
+                erase: 0.0,
+            }
+        }
+    }
+
     #[derive(Deserialize)]
-    struct TrainConfigV2 {
+    struct Recipe<A> {
         model: Model,
         batch: usize,
         steps: u64,
@@ -221,17 +200,18 @@ mod v2 {
         schedule: Schedule,
         checkpoint_every: u64,
         seed: u64,
-        augment: AugmentV2,
+        augment: A,
         label_smoothing: f32,
     }
 
-    /// The current payload of a version-2 one. Both networks' states begin with the recipe,
-    /// and postcard writes a struct as its fields in order, so the upgrade re-encodes that
-    /// prefix and keeps the rest of the bytes.
-    pub fn upgrade(payload: &[u8]) -> Result<Vec<u8>, String> {
-        let (old, rest): (TrainConfigV2, &[u8]) = postcard::take_from_bytes(payload)
+    /// The current payload of an older one whose augmentation is an `A`. Both networks' states
+    /// begin with the recipe, and postcard writes a struct as its fields in order, so the
+    /// upgrade re-encodes that prefix and keeps the rest of the bytes.
+    pub fn upgrade<A: for<'de> Deserialize<'de> + Into<Augment>>(
+        payload: &[u8],
+    ) -> Result<Vec<u8>, String> {
+        let (old, rest): (Recipe<A>, &[u8]) = postcard::take_from_bytes(payload)
             .map_err(|e| format!("undecodable training state: {e}"))?;
-        let a = old.augment;
         let config = TrainConfig {
             model: old.model,
             batch: old.batch,
@@ -240,13 +220,7 @@ mod v2 {
             schedule: old.schedule,
             checkpoint_every: old.checkpoint_every,
             seed: old.seed,
-            augment: Augment {
-                shift: a.shift,
-                flip: a.flip,
-                rotate_deg: a.rotate_deg,
-                noise: a.noise,
-                erase: 0.0,
-            },
+            augment: old.augment.into(),
             label_smoothing: old.label_smoothing,
             distill: None,
         };

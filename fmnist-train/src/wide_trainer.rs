@@ -1004,8 +1004,9 @@ mod tests {
         assert!((e.loss - loss as f64).abs() < 1e-4);
     }
 
-    fn run(threads: usize, steps: usize, data: &Dataset) -> WideState {
-        let mut t = WideTrainer::new(
+    /// A fresh run of 10 steps of batch 40 (seed 9).
+    fn fresh(data: &Dataset, threads: usize) -> WideTrainer<'_> {
+        WideTrainer::new(
             AdamConfig::default(),
             Schedule::Constant,
             40,
@@ -1013,7 +1014,11 @@ mod tests {
             9,
             data,
             threads,
-        );
+        )
+    }
+
+    fn run(threads: usize, steps: usize, data: &Dataset) -> WideState {
+        let mut t = fresh(data, threads);
         for _ in 0..steps {
             t.step();
         }
@@ -1050,15 +1055,7 @@ mod tests {
             },
         ] {
             let start = |threads: usize| {
-                let mut t = WideTrainer::new(
-                    AdamConfig::default(),
-                    Schedule::Constant,
-                    40,
-                    10,
-                    9,
-                    &data,
-                    threads,
-                );
+                let mut t = fresh(&data, threads);
                 t.set_regularisation(augment, 0.0);
                 t.set_teacher(teacher(), distill).unwrap();
                 t
@@ -1074,15 +1071,7 @@ mod tests {
                 b.step();
             }
             assert!(state(&a) == state(&b), "thread count changed the weights");
-            let mut plain = WideTrainer::new(
-                AdamConfig::default(),
-                Schedule::Constant,
-                40,
-                10,
-                9,
-                &data,
-                1,
-            );
+            let mut plain = fresh(&data, 1);
             plain.set_regularisation(augment, 0.0);
             for _ in 0..4 {
                 plain.step();
@@ -1109,15 +1098,7 @@ mod tests {
     fn resume_is_bit_identical() {
         let data = synthetic(100, 13);
         let straight = run(2, 5, &data);
-        let mut t = WideTrainer::new(
-            AdamConfig::default(),
-            Schedule::Constant,
-            40,
-            10,
-            9,
-            &data,
-            2,
-        );
+        let mut t = fresh(&data, 2);
         t.step();
         t.step();
         let bytes = postcard::to_allocvec(&t.state()).unwrap();
@@ -1139,16 +1120,7 @@ mod tests {
     #[test]
     fn resume_rejects_a_foreign_state() {
         let data = synthetic(100, 13);
-        let state = WideTrainer::new(
-            AdamConfig::default(),
-            Schedule::Constant,
-            40,
-            10,
-            9,
-            &data,
-            1,
-        )
-        .state();
+        let state = fresh(&data, 1).state();
         let other = synthetic(50, 13);
         assert!(WideTrainer::resume(state.clone(), &other, 1).is_err());
         let short = WideState {
