@@ -246,6 +246,69 @@ pub fn bench(
     }
 }
 
+/// Floating-point operations of one training image of the wide CNN: 2 per multiply-add of
+/// conv1's forward and weight gradient, and of the forward, weight gradient and input
+/// gradient of conv2, fc1 and fc2 (element-wise passes not counted).
+pub fn wide_training_flops() -> f64 {
+    let conv1 = 32 * 9 * 28 * 28;
+    let conv2 = 64 * 32 * 9 * 14 * 14;
+    let fc1 = 3136 * 512;
+    let fc2 = 512 * 10;
+    (2 * (2 * conv1 + 3 * (conv2 + fc1 + fc2))) as f64
+}
+
+/// Rounds of [`fma_chains`] per thread (12 × 8 lanes × 2 FLOP each: ~4 GFLOP per thread).
+const FMA_ROUNDS: u64 = 20_000_000;
+
+/// This machine's FMA peak with `threads` threads running at once, in GFLOP/s: each thread runs
+/// 12 independent chains of 8-lane fused multiply-adds (enough to hide the FMA latency).
+/// `None` without AVX2 and FMA.
+pub fn fma_peak_gflops(threads: usize) -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+            return None;
+        }
+        let t0 = Instant::now();
+        let sink: f32 = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..threads.max(1))
+                // SAFETY: the CPU has AVX2 and FMA (checked above).
+                .map(|_| s.spawn(|| unsafe { fma_chains(FMA_ROUNDS) }))
+                .collect();
+            hs.into_iter().map(|h| h.join().expect("FMA thread")).sum()
+        });
+        let secs = t0.elapsed().as_secs_f64();
+        std::hint::black_box(sink);
+        Some((threads.max(1) as u64 * FMA_ROUNDS * 12 * 8 * 2) as f64 / secs / 1e9)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = threads;
+        None
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn fma_chains(rounds: u64) -> f32 {
+    use std::arch::x86_64::*;
+    let b = _mm256_set1_ps(0.999_999);
+    let c = _mm256_set1_ps(1e-7);
+    let mut a = [_mm256_set1_ps(1.0); 12];
+    for _ in 0..rounds {
+        for x in a.iter_mut() {
+            *x = _mm256_fmadd_ps(*x, b, c);
+        }
+    }
+    let acc = a
+        .iter()
+        .fold(_mm256_setzero_ps(), |s, &x| _mm256_add_ps(s, x));
+    let mut out = [0.0f32; 8];
+    // SAFETY: `out` holds 8 floats.
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), acc) };
+    out.iter().sum()
+}
+
 /// The wide CNN's training (Adam, batch 128) and evaluation throughput, medians.
 fn bench_wide(
     train: &Dataset,
@@ -267,6 +330,12 @@ fn bench_wide(
         })
         .collect();
     let ev = median(eval_rates);
+    // The FMA peak, measured now on as many threads: the share of it training reaches.
+    let peak = (0..repeats)
+        .map(|_| fma_peak_gflops(threads))
+        .collect::<Option<Vec<f64>>>()
+        .map(median);
+    let gflops = tr * wide_training_flops() / 1e9;
     if json {
         let stages: serde_json::Map<String, serde_json::Value> = stages
             .iter()
@@ -274,12 +343,19 @@ fn bench_wide(
             .collect();
         println!(
             "{}",
-            serde_json::json!({"model": "wide", "threads": threads, "batch": 128, "train_images_per_second": tr, "eval_images_per_second": ev, "repeats": repeats, "steps_per_repeat": steps, "stage_seconds": stages})
+            serde_json::json!({"model": "wide", "threads": threads, "batch": 128, "train_images_per_second": tr, "eval_images_per_second": ev, "repeats": repeats, "steps_per_repeat": steps, "stage_seconds": stages, "train_gflops": gflops, "fma_peak_gflops": peak, "peak_fraction": peak.map(|p| gflops / p)})
         );
     } else {
         println!(
             "wide CNN, threads {threads}, batch 128: training {tr:.0} images/s, evaluation {ev:.0} images/s (median of {repeats})"
         );
+        if let Some(p) = peak {
+            println!(
+                "training arithmetic: {gflops:.1} GFLOP/s ({:.1} MFLOP per image), {:.0} % of this machine's FMA peak ({p:.1} GFLOP/s on {threads} thread(s), measured now)",
+                wide_training_flops() / 1e6,
+                100.0 * gflops / p
+            );
+        }
         println!("reference (same machine): PyTorch 2.15 CPU ~2.2 k images/s for this model");
     }
 }
@@ -296,5 +372,14 @@ mod tests {
         assert_eq!(thousands(61_750), "61,750");
         assert_eq!(thousands(850), "850");
         assert_eq!(thousands(1_630_282), "1,630,282");
+    }
+
+    #[test]
+    fn wide_training_arithmetic_and_the_fma_probe() {
+        // 16,121,856 multiply-adds per image (conv2's three passes are 67 % of them).
+        assert_eq!(wide_training_flops(), 32_243_712.0);
+        if let Some(p) = fma_peak_gflops(1) {
+            assert!(p.is_finite() && p > 0.0, "{p}");
+        }
     }
 }
