@@ -68,7 +68,11 @@ pub struct Teacher {
     models: Vec<TrainedWeights>,
     /// Where they came from, in order.
     pub paths: Vec<PathBuf>,
+    fingerprint: u64,
 }
+
+/// The fingerprint's checksum.
+const FINGERPRINT: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_XZ);
 
 impl Teacher {
     /// Reads the teachers: checkpoints, f32 model files or safetensors files, of either
@@ -84,52 +88,39 @@ impl Teacher {
             .iter()
             .map(|p| read_weights(p))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Teacher {
-            models,
-            paths: paths.to_vec(),
-        })
+        Ok(Self::new(models, paths.to_vec()))
     }
 
     /// Teachers already in memory.
     pub fn from_weights(models: Vec<TrainedWeights>) -> Self {
-        Teacher {
-            models,
-            paths: Vec::new(),
-        }
+        Self::new(models, Vec::new())
     }
 
-    /// Number of models.
-    pub fn len(&self) -> usize {
-        self.models.len()
-    }
-
-    /// True when there are none (never, once loaded).
-    pub fn is_empty(&self) -> bool {
-        self.models.is_empty()
-    }
-
-    /// FNV-1a (64-bit) of each model's architecture and f32 weights, in order: the same weights
-    /// give the same value whether they come from a checkpoint or a model file.
-    pub fn fingerprint(&self) -> u64 {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        let mut eat = |bytes: &[u8]| {
-            for &b in bytes {
-                h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
-            }
-        };
-        for m in &self.models {
+    fn new(models: Vec<TrainedWeights>, paths: Vec<PathBuf>) -> Self {
+        let mut d = FINGERPRINT.digest();
+        for m in &models {
             match m {
                 TrainedWeights::Lenet(p) => {
-                    eat(&[1]);
-                    eat(bytemuck::bytes_of(&**p));
+                    d.update(&[1]);
+                    d.update(bytemuck::bytes_of(&**p));
                 }
                 TrainedWeights::Wide(p) => {
-                    eat(&[2]);
-                    eat(bytemuck::bytes_of(&**p));
+                    d.update(&[2]);
+                    d.update(bytemuck::bytes_of(&**p));
                 }
             }
         }
-        h
+        Teacher {
+            models,
+            paths,
+            fingerprint: d.finalize(),
+        }
+    }
+
+    /// CRC-64 (XZ) of each model's architecture and f32 weights, in order, computed once: the
+    /// same weights give the same value whether they come from a checkpoint or a model file.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
     }
 
     /// The recipe part for these teachers.
@@ -232,11 +223,6 @@ impl TeacherTargets {
             distill,
             table,
         })
-    }
-
-    /// The recipe part.
-    pub fn distill(&self) -> Distill {
-        self.distill
     }
 
     /// The soft targets of one step: of training images `indices` (as augmented: `images`,
