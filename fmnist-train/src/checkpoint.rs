@@ -3,9 +3,10 @@
 //! ```text
 //! offset size field
 //! 0      4    magic "FMCK"
-//! 4      2    format version (u16 LE, = 4; version 2 added augmentation, label smoothing
+//! 4      2    format version (u16 LE, = 5; version 2 added augmentation, label smoothing
 //!             and decoupled decay to the recipe, version 3 random erasing, version 4
-//!             distillation; versions 2 and 3 are still read, as recipes without them)
+//!             distillation, version 5 the wide CNN's conv algorithm; versions 2 to 4 are
+//!             still read, as recipes without them and with the direct convolution)
 //! 6      2    architecture (u16 LE, 1 = LeNet-BN, 2 = wide CNN)
 //! 8      4    payload length n (u32 LE)
 //! 12     n    postcard encoding of TrainState (LeNet-BN) or WideRun (wide CNN)
@@ -16,14 +17,16 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::augment::Augment;
 use crate::config::TrainConfig;
+use crate::distill::Distill;
 use crate::trainer::TrainState;
 use crate::wide_trainer::WideState;
 
 /// Magic bytes of a checkpoint.
 pub const MAGIC: [u8; 4] = *b"FMCK";
 /// Checkpoint format version.
-pub const VERSION: u16 = 4;
+pub const VERSION: u16 = 5;
 /// The oldest version this build reads.
 pub const OLDEST_VERSION: u16 = 2;
 /// Architecture id of LeNet-BN (as in the model file).
@@ -148,10 +151,11 @@ pub fn decode_any(b: &[u8]) -> Result<Checkpoint, String> {
     let upgraded;
     let mut payload = &b[12..12 + n];
     if version < VERSION {
-        upgraded = if version == 2 {
-            old::upgrade::<old::AugmentV2>(payload)?
-        } else {
-            old::upgrade::<crate::augment::Augment>(payload)?
+        upgraded = match version {
+            2 => old::upgrade::<old::AugmentV2, old::Absent>(payload)?,
+            3 => old::upgrade::<Augment, old::Absent>(payload)?,
+            // 4: the range check above leaves no other version.
+            _ => old::upgrade::<Augment, Option<Distill>>(payload)?,
         };
         payload = &upgraded;
     }
@@ -162,13 +166,15 @@ pub fn decode_any(b: &[u8]) -> Result<Checkpoint, String> {
     }
 }
 
-/// The recipes of versions 2 and 3: version 4's without distillation, and for version 2 also
-/// without random erasing.
+/// The recipes of versions 2 to 4: version 5's without the conv algorithm (they were all
+/// trained with the direct one), for versions 2 and 3 also without distillation, and for
+/// version 2 also without random erasing.
 mod old {
     use serde::Deserialize;
 
     use crate::augment::Augment;
-    use crate::config::{Model, Optimizer, Schedule, TrainConfig};
+    use crate::config::{Conv, Model, Optimizer, Schedule, TrainConfig};
+    use crate::distill::Distill;
 
     /// Version 2's augmentation (no erasing).
     #[derive(Deserialize)]
@@ -191,8 +197,18 @@ mod old {
         }
     }
 
+    /// A field a version does not have: postcard encodes a unit struct as no bytes.
     #[derive(Deserialize)]
-    struct Recipe<A> {
+    pub struct Absent;
+
+    impl From<Absent> for Option<Distill> {
+        fn from(_: Absent) -> Self {
+            None
+        }
+    }
+
+    #[derive(Deserialize)]
+    struct Recipe<A, D> {
         model: Model,
         batch: usize,
         steps: u64,
@@ -202,15 +218,20 @@ mod old {
         seed: u64,
         augment: A,
         label_smoothing: f32,
+        distill: D,
     }
 
-    /// The current payload of an older one whose augmentation is an `A`. Both networks' states
-    /// begin with the recipe, and postcard writes a struct as its fields in order, so the
-    /// upgrade re-encodes that prefix and keeps the rest of the bytes.
-    pub fn upgrade<A: for<'de> Deserialize<'de> + Into<Augment>>(
-        payload: &[u8],
-    ) -> Result<Vec<u8>, String> {
-        let (old, rest): (Recipe<A>, &[u8]) = postcard::take_from_bytes(payload)
+    /// The current payload of an older one whose augmentation is an `A` and whose distillation
+    /// is a `D` ([`Absent`] before version 4). Both networks' states begin with the recipe, and
+    /// postcard writes a struct as its fields in order, so the upgrade re-encodes that prefix
+    /// (with the direct convolution, which every older run used) and keeps the rest of the
+    /// bytes.
+    pub fn upgrade<A, D>(payload: &[u8]) -> Result<Vec<u8>, String>
+    where
+        A: for<'de> Deserialize<'de> + Into<Augment>,
+        D: for<'de> Deserialize<'de> + Into<Option<Distill>>,
+    {
+        let (old, rest): (Recipe<A, D>, &[u8]) = postcard::take_from_bytes(payload)
             .map_err(|e| format!("undecodable training state: {e}"))?;
         let config = TrainConfig {
             model: old.model,
@@ -222,7 +243,8 @@ mod old {
             seed: old.seed,
             augment: old.augment.into(),
             label_smoothing: old.label_smoothing,
-            distill: None,
+            distill: old.distill.into(),
+            conv: Conv::Direct,
         };
         let mut out = postcard::to_allocvec(&config).expect("TrainConfig serializes");
         out.extend_from_slice(rest);
@@ -276,7 +298,7 @@ pub fn load_any(path: &Path) -> Result<Checkpoint, CheckpointError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Preset;
+    use crate::config::{Conv, Model, Preset};
     use crate::data::Dataset;
     use crate::trainer::Trainer;
 
@@ -294,9 +316,9 @@ mod tests {
         assert!(decode(&encode(&s)).unwrap() == s);
     }
 
-    /// A file of an older `version`: the same frame around `payload`.
-    fn old_file(version: u16, payload: &[u8]) -> Vec<u8> {
-        let mut old = frame(ARCH_LENET, payload);
+    /// A file of an older `version` of architecture `arch`: the same frame around `payload`.
+    fn old_file(arch: u16, version: u16, payload: &[u8]) -> Vec<u8> {
+        let mut old = frame(arch, payload);
         old[4..6].copy_from_slice(&version.to_le_bytes());
         let crc = fmnist_core::format::CRC32.checksum(&old[..old.len() - 4]);
         let at = old.len() - 4;
@@ -305,31 +327,85 @@ mod tests {
     }
 
     #[test]
-    fn reads_versions_2_and_3_as_recipes_without_the_newer_fields() {
+    fn reads_versions_2_to_4_as_recipes_without_the_newer_fields() {
         let s = state();
-        assert_eq!((s.config.augment.erase, s.config.distill), (0.0, None));
+        assert_eq!(
+            (s.config.augment.erase, s.config.distill, s.config.conv),
+            (0.0, None, Conv::Direct)
+        );
         let cfg = postcard::to_allocvec(&s.config).unwrap();
-        // The recipe ends with erase (f32, 4 bytes), label smoothing (f32, 4 bytes) and
-        // distill (`None`, 1 byte). Version 3 lacks distill; version 2 also lacks erase.
+        // The recipe ends with erase (f32, 4 bytes), label smoothing (f32, 4 bytes), distill
+        // (`None`, 1 byte) and conv (`Direct`, 1 byte). Version 4 lacks conv; version 3 also
+        // distill; version 2 also erase.
         let mut payload = postcard::to_allocvec(&s).unwrap();
-        assert_eq!(payload[cfg.len() - 1], 0);
+        assert_eq!(payload[cfg.len() - 2..cfg.len()], [0, 0]);
         payload.remove(cfg.len() - 1);
-        assert!(decode(&old_file(3, &payload)).unwrap() == s);
-        payload.drain(cfg.len() - 9..cfg.len() - 5);
-        let v2 = old_file(2, &payload);
+        assert!(decode(&old_file(ARCH_LENET, 4, &payload)).unwrap() == s);
+        payload.remove(cfg.len() - 2);
+        assert!(decode(&old_file(ARCH_LENET, 3, &payload)).unwrap() == s);
+        payload.drain(cfg.len() - 10..cfg.len() - 6);
+        let v2 = old_file(ARCH_LENET, 2, &payload);
         assert!(decode(&v2).unwrap() == s);
         // A version-3 file cut short inside its recipe is refused, not misread.
         assert!(
-            decode(&old_file(3, &payload[..cfg.len() - 6]))
+            decode(&old_file(ARCH_LENET, 3, &payload[..cfg.len() - 7]))
                 .unwrap_err()
                 .contains("undecodable")
         );
         // Version 1 is still refused.
         assert!(
-            decode(&old_file(1, &payload))
+            decode(&old_file(ARCH_LENET, 1, &payload))
                 .unwrap_err()
-                .contains("version 1 (this build reads 2 to 4)")
+                .contains("version 1 (this build reads 2 to 5)")
         );
+    }
+
+    #[test]
+    fn a_version_4_wide_run_resumes_with_the_direct_conv() {
+        let data = Dataset {
+            images: (0..10u8).map(|k| [k * 20; 784]).collect(),
+            labels: (0..10).collect(),
+        };
+        let mut config = Preset::Fast.config_for(Model::Wide, data.len(), 3);
+        config.batch = 4;
+        config.distill = Some(crate::distill::Distill {
+            alpha: 0.7,
+            temperature: 2.0,
+            teachers: 2,
+            fingerprint: 0x0123_4567_89ab_cdef,
+        });
+        assert_eq!(config.conv, Conv::Winograd);
+        let mut state = crate::run::WideSession::new(config, &data, 1)
+            .unwrap()
+            .trainer
+            .state();
+        // Decoding does not check tensor sizes (resume does): keep the file small.
+        state.params.truncate(5);
+        state.m.truncate(3);
+        state.v.truncate(2);
+        let run = WideRun { config, state };
+        let new = decode_any(&encode_wide(&run)).unwrap();
+        let Checkpoint::Wide(new) = new else {
+            panic!("not wide")
+        };
+        assert_eq!((new.config, &new.state), (config, &run.state));
+        // Version 4 is the same payload without the recipe's last byte (conv `Winograd` = 1).
+        let cfg = postcard::to_allocvec(&config).unwrap();
+        let mut payload = postcard::to_allocvec(&run).unwrap();
+        assert_eq!(payload[cfg.len() - 1], 1);
+        payload.remove(cfg.len() - 1);
+        let Checkpoint::Wide(old) = decode_any(&old_file(ARCH_WIDE, 4, &payload)).unwrap() else {
+            panic!("not wide")
+        };
+        assert_eq!(
+            old.config,
+            TrainConfig {
+                conv: Conv::Direct,
+                ..config
+            }
+        );
+        assert!(old.state == run.state);
+        assert_eq!(old.config.check(), Ok(()));
     }
 
     #[test]

@@ -24,6 +24,33 @@ impl Model {
     }
 }
 
+/// How the wide CNN's second convolution is computed in training (forward and backward).
+///
+/// The two give the same function up to float rounding, so the choice is part of the recipe: a
+/// run continues bit-identically only with the arithmetic it started with. LeNet-BN has its own
+/// direct kernels and takes only [`Conv::Direct`]. Serialized in lower case, as the
+/// `--conv` flag spells it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Conv {
+    /// im2col + GEMM: the arithmetic of every run before checkpoint format 5.
+    Direct,
+    /// Winograd F(2×2, 3×3): each 4×4 input tile gives a 2×2 output tile with 16 multiplies
+    /// instead of 36 (2.25× fewer), at slightly different rounding.
+    #[default]
+    Winograd,
+}
+
+impl Conv {
+    /// The name the `--conv` flag takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Conv::Direct => "direct",
+            Conv::Winograd => "winograd",
+        }
+    }
+}
+
 /// Momentum SGD (`v = μ·v − lr·g; w += v`), as dfdx's `SgdConfig`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SgdConfig {
@@ -173,6 +200,9 @@ pub struct TrainConfig {
     pub label_smoothing: f32,
     /// Knowledge distillation from trained teachers (none = labels only).
     pub distill: Option<crate::distill::Distill>,
+    /// The wide CNN's second-convolution algorithm; LeNet-BN recipes hold [`Conv::Direct`].
+    /// Checkpoints older than format 5 read as `Direct`, the arithmetic they were made with.
+    pub conv: Conv,
 }
 
 /// Largest batch a recipe may ask for (the training set's size).
@@ -237,6 +267,12 @@ impl TrainConfig {
         if let Some(d) = &self.distill {
             d.check()?;
         }
+        if self.model == Model::Lenet && self.conv != Conv::Direct {
+            return Err(format!(
+                "conv {} applies to the wide CNN only; a LeNet-BN recipe takes direct",
+                self.conv.name()
+            ));
+        }
         self.augment.validate()
     }
 }
@@ -282,6 +318,7 @@ impl Preset {
             augment: Augment::default(),
             label_smoothing: 0.0,
             distill: None,
+            conv: Conv::Direct,
         }
     }
 
@@ -304,6 +341,7 @@ impl Preset {
                 augment: Augment::default(),
                 label_smoothing: 0.0,
                 distill: None,
+                conv: Conv::Direct,
             },
             // The two tuned recipes differ only in length.
             Preset::Default => Self::cosine_recipe(n, 20, seed),
@@ -338,6 +376,7 @@ impl Preset {
             augment: Augment::default(),
             label_smoothing: 0.0,
             distill: None,
+            conv: Conv::Winograd,
         };
         let tuned = |epochs: u64, shift: u8| TrainConfig {
             steps: epochs * epoch,
@@ -494,6 +533,34 @@ mod tests {
             a.beta2 = 1.0;
         }
         assert!(adam.check().unwrap_err().contains("betas"));
+    }
+
+    #[test]
+    fn lenet_recipes_take_only_the_direct_conv_and_wide_ones_default_to_winograd() {
+        for preset in [Preset::Original, Preset::Default, Preset::Fast] {
+            let lenet = preset.config_for(Model::Lenet, 60_000, 1);
+            let wide = preset.config_for(Model::Wide, 60_000, 1);
+            assert_eq!((lenet.conv, wide.conv), (Conv::Direct, Conv::Winograd));
+            let e = TrainConfig {
+                conv: Conv::Winograd,
+                ..lenet
+            }
+            .check()
+            .unwrap_err();
+            assert!(e.contains("conv winograd") && e.contains("wide CNN"), "{e}");
+            let direct = TrainConfig {
+                conv: Conv::Direct,
+                ..wide
+            };
+            assert_eq!(direct.check(), Ok(()));
+        }
+        assert_eq!(Conv::default(), Conv::Winograd);
+        assert_eq!(
+            (Conv::Direct.name(), Conv::Winograd.name()),
+            ("direct", "winograd")
+        );
+        // JSON spells it as the flag does.
+        assert_eq!(serde_json::to_string(&Conv::Direct).unwrap(), "\"direct\"");
     }
 
     #[test]

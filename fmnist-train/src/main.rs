@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use fmnist_train::config::{Model, Preset, Schedule, TrainConfig, steps_per_epoch};
+use fmnist_train::config::{Conv, Model, Preset, Schedule, TrainConfig, steps_per_epoch};
 use fmnist_train::distill::Teacher;
 use fmnist_train::quantize::Calibration;
 use fmnist_train::run::{RunOptions, Session, WideSession, run};
@@ -61,6 +61,11 @@ enum Command {
         /// Checkpoint and test every this many steps instead of the preset's.
         #[arg(long)]
         checkpoint_every: Option<u64>,
+        /// The wide CNN's second convolution in training: `winograd` (its presets' choice) or
+        /// `direct` (im2col + GEMM, the arithmetic of runs before this flag). LeNet-BN takes
+        /// only `direct`.
+        #[arg(long, value_enum)]
+        conv: Option<Conv>,
         #[command(flatten)]
         recipe: RecipeFlags,
         #[command(flatten)]
@@ -379,10 +384,17 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
             weight_decay,
             batch,
             checkpoint_every,
+            conv,
             recipe,
             distill,
             common,
         } => {
+            if let Some(c) = conv.filter(|&c| model == Model::Lenet && c != Conv::Direct) {
+                return Err(cli::CliError::bad(format!(
+                    "--conv {} is for the wide CNN (--model wide); LeNet-BN takes only --conv direct",
+                    c.name()
+                )));
+            }
             let (train, test) = data::load_both(data.as_deref()).map_err(cli::bad_input)?;
             let mut cfg = preset.config_for(model, train.len(), seed);
             if let Some(b) = batch {
@@ -420,6 +432,9 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
             }
             if let Some(c) = checkpoint_every {
                 cfg.checkpoint_every = c;
+            }
+            if let Some(c) = conv {
+                cfg.conv = c;
             }
             recipe.apply(&mut cfg, epoch)?;
             let teacher = distill.apply(&mut cfg)?;
@@ -632,8 +647,14 @@ fn finish(
             serde_json::to_string(&summary).expect("summary serializes")
         );
     } else {
+        // The conv algorithm fixes a wide run's arithmetic (checkpoints older than format 5
+        // resume with direct): name it.
+        let conv = match summary.config.model {
+            Model::Wide => format!(", conv {}", summary.config.conv.name()),
+            Model::Lenet => String::new(),
+        };
         println!(
-            "test accuracy {:.2} %, {:.0} images/s, {:.1} s; model {}",
+            "test accuracy {:.2} %, {:.0} images/s, {:.1} s{conv}; model {}",
             100.0 * summary.test_accuracy,
             summary.images_per_second,
             summary.wall_seconds,

@@ -136,8 +136,9 @@ fn write_seeds() {
         &fmnist_train::checkpoint::encode(&small),
     );
 
-    // Wide-CNN runs (architecture 2): the recipe of each preset and a real trainer state after
-    // one step, with its tensors cut short (a full one is 20 MB).
+    // Wide-CNN runs (architecture 2): the recipe of each preset (conv winograd, the field
+    // version 5 added) and a real trainer state after one step, with its tensors cut short (a
+    // full one is 20 MB).
     use fmnist_train::checkpoint::{WideRun, encode_wide};
     use fmnist_train::config::Model;
     for preset in [Preset::Original, Preset::Default, Preset::Fast] {

@@ -11,7 +11,7 @@ use fmnist_core::lenet::{LeNet, LeNetParams};
 use fmnist_infer::golden;
 use fmnist_infer::model::Logits;
 use fmnist_tests::{assert_bad_input, data_dir, run, text};
-use fmnist_train::config::{Model, Optimizer, Schedule, SgdConfig, TrainConfig};
+use fmnist_train::config::{Conv, Model, Optimizer, Schedule, SgdConfig, TrainConfig};
 use fmnist_train::data::{self, Dataset, Split};
 use fmnist_train::modelio::{encode_model, write_model};
 use fmnist_train::quantize::{Calibration, quantize_lenet};
@@ -51,6 +51,7 @@ fn models() -> &'static Models {
             augment: Default::default(),
             label_smoothing: 0.0,
             distill: None,
+            conv: Conv::Direct,
         };
         let mut t = Trainer::new(cfg, &train, 2);
         for _ in 0..cfg.steps {

@@ -32,7 +32,8 @@ fn same_seed_same_bytes_whatever_the_thread_count_and_resume_is_bit_identical() 
         dir.path().join("b"),
         dir.path().join("c"),
     );
-    // K = 60 steps straight, on 2 threads and on 1 thread.
+    // K = 60 steps straight, on 2 threads and on 1 thread (the latter also says `--conv
+    // direct`, LeNet-BN's only choice: a no-op).
     let ja = train(
         &a,
         &[
@@ -57,8 +58,12 @@ fn same_seed_same_bytes_whatever_the_thread_count_and_resume_is_bit_identical() 
             "7",
             "--threads",
             "1",
+            "--conv",
+            "direct",
         ],
     );
+    assert_eq!(ja["config"]["conv"], "direct");
+    assert_eq!(jb["config"]["conv"], "direct");
     let model_a = std::fs::read(a.join("model.fmnm")).unwrap();
     assert!(
         model_a == std::fs::read(b.join("model.fmnm")).unwrap(),
@@ -267,6 +272,22 @@ fn bad_input_is_a_clear_error_with_exit_code_2() {
     assert!(!dir.path().join("big-run").exists());
     let o = run("fmnist-train", &["train", "--lr=-1", "--steps", "1"]);
     assert_bad_input(&o, "--lr must be a positive number");
+    // The conv algorithm is the wide CNN's: LeNet-BN refuses Winograd before loading any data.
+    let o = run(
+        "fmnist-train",
+        &[
+            "train",
+            "--model",
+            "lenet",
+            "--conv",
+            "winograd",
+            "--data",
+            "/nonexistent/fm",
+        ],
+    );
+    assert_bad_input(&o, "--conv winograd is for the wide CNN");
+    let o = run("fmnist-train", &["train", "--conv", "im2col"]);
+    assert_eq!(o.status.code(), Some(2));
     let o = run("fmnist-train", &["train", "--preset", "nonsense"]);
     assert_eq!(o.status.code(), Some(2));
     for (flag, value, message) in [
@@ -369,6 +390,7 @@ fn wide_cnn_trains_resumes_bit_identically_and_exports_int8() {
     assert_eq!(j["config"]["model"], "Wide");
     assert!(j["config"]["optimizer"]["Adam"].is_object());
     assert_eq!(j["config"]["augment"]["flip"], true);
+    assert_eq!(j["config"]["conv"], "winograd");
 
     // Resume from step 3 (in another directory, on one thread): same bytes.
     let ck = a.join("checkpoint-0000003.fmck");
@@ -386,6 +408,11 @@ fn wide_cnn_trains_resumes_bit_identically_and_exports_int8() {
         ],
     );
     assert!(o.status.success(), "{}", text(&o).1);
+    let r: serde_json::Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+    assert_eq!(
+        r["config"]["conv"], "winograd",
+        "resume keeps the run's conv"
+    );
     let model = std::fs::read(a.join("model.fmnm")).unwrap();
     assert!(
         model == std::fs::read(b.join("model.fmnm")).unwrap(),
