@@ -318,8 +318,8 @@ fn bench_wide(
     threads: usize,
     json: bool,
 ) {
-    let (rates, stages) = crate::wide_trainer::bench_wide(train, threads, steps as usize, repeats);
-    let tr = median(rates);
+    let b = crate::wide_trainer::bench_wide(train, threads, steps as usize, repeats);
+    let (direct, tr, stages) = (median(b.direct), median(b.winograd), b.stages);
     let pool = thread_pool(threads);
     let params = crate::wide_trainer::init_wide_params(1);
     let eval_rates = (0..repeats)
@@ -343,11 +343,15 @@ fn bench_wide(
             .collect();
         println!(
             "{}",
-            serde_json::json!({"model": "wide", "threads": threads, "batch": 128, "train_images_per_second": tr, "eval_images_per_second": ev, "repeats": repeats, "steps_per_repeat": steps, "stage_seconds": stages, "train_gflops": gflops, "fma_peak_gflops": peak, "peak_fraction": peak.map(|p| gflops / p)})
+            serde_json::json!({"model": "wide", "threads": threads, "batch": 128, "train_images_per_second": tr, "train_images_per_second_direct": direct, "winograd_speedup": tr / direct, "eval_images_per_second": ev, "repeats": repeats, "steps_per_repeat": steps, "stage_seconds": stages, "train_gflops": gflops, "fma_peak_gflops": peak, "peak_fraction": peak.map(|p| gflops / p)})
         );
     } else {
         println!(
             "wide CNN, threads {threads}, batch 128: training {tr:.0} images/s, evaluation {ev:.0} images/s (median of {repeats})"
+        );
+        println!(
+            "conv2 by im2col + GEMM in the same run: {direct:.0} images/s; Winograd F(2x2,3x3) is {:.2}x that",
+            tr / direct
         );
         if let Some(p) = peak {
             println!(

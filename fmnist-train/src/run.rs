@@ -85,6 +85,7 @@ impl<'d> WideSession<'d> {
             threads,
         );
         trainer.set_regularisation(config.augment, config.label_smoothing);
+        trainer.set_conv(config.conv);
         Ok(WideSession { config, trainer })
     }
 
@@ -104,6 +105,7 @@ impl<'d> WideSession<'d> {
         }
         let mut trainer = WideTrainer::resume(run.state, train, threads)?;
         trainer.set_regularisation(config.augment, config.label_smoothing);
+        trainer.set_conv(config.conv);
         Ok(WideSession { config, trainer })
     }
 

@@ -21,6 +21,8 @@ use fmnist_core::wide::{WIDE_FLAT, WIDE_HIDDEN, WideParams};
 
 use crate::nn::{BnBatch, PIXELS, gemm};
 
+pub use winograd::Filters;
+
 /// Images per chunk: the unit of parallel work of the convolutional part.
 pub const CHUNK: usize = 8;
 /// Channels of conv1 and conv2.
@@ -71,6 +73,8 @@ macro_rules! simd_dispatch {
         }
     };
 }
+
+pub mod winograd;
 
 /// Σx and Σx² in f64, from 16 f32 lanes flushed every 1,024 values.
 #[inline(always)]
@@ -324,7 +328,16 @@ pub struct WideChunk {
     z1: Vec<f32>,
     a1: Vec<f32>,
     arg1: Vec<u32>,
+    /// im2col of conv2's input (direct convolution only; allocated on first use).
     col2: Vec<f32>,
+    /// Winograd-domain input of conv2, kept for its weight gradient (Winograd only).
+    wv: Vec<f32>,
+    /// Winograd-domain output of conv2, then its gradient (Winograd only).
+    wm: Vec<f32>,
+    /// Winograd-domain gradient of conv2's input (Winograd only).
+    wdv: Vec<f32>,
+    /// Winograd-domain weight gradient of conv2 (Winograd only).
+    wdu: Vec<f32>,
     z2: Vec<f32>,
     arg2: Vec<u32>,
     dz1: Vec<f32>,
@@ -353,12 +366,16 @@ impl Default for WideChunk {
             z1: z(C1 * CHUNK * P1),
             a1: z(C1 * CHUNK * P2),
             arg1: vec![NONE; C1 * CHUNK * P2],
-            col2: z(K2 * CHUNK * P2),
+            col2: Vec::new(),
+            wv: Vec::new(),
+            wm: Vec::new(),
+            wdv: Vec::new(),
+            wdu: Vec::new(),
             z2: z(C2 * CHUNK * P2),
             arg2: vec![NONE; CHUNK * F],
             dz1: z(C1 * CHUNK * P1),
             dz2: z(C2 * CHUNK * P2),
-            dcol2: z(K2 * CHUNK * P2),
+            dcol2: Vec::new(),
             da1: z(C1 * CHUNK * P2),
             g_conv1_w: z(C1 * K1),
             g_conv1_b: z(C1),
@@ -366,6 +383,13 @@ impl Default for WideChunk {
             g_conv2_b: z(C2),
             sums: [[0.0; C2]; 2],
         }
+    }
+}
+
+/// Sizes `buf` to `len` floats the first time it is needed.
+fn grow(buf: &mut Vec<f32>, len: usize) {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
     }
 }
 
@@ -411,8 +435,9 @@ impl WideChunk {
         channel_sums(&self.z1, C1, np, &mut self.sums);
     }
 
-    /// Stage 2: BN1 → ReLU → pool1, im2col, conv2 (pre-BN); Σz, Σz² per channel in `sums`.
-    pub fn conv2(&mut self, p: &WideParams, bn1: &BnBatch<C1>) {
+    /// Stage 2: BN1 → ReLU → pool1, conv2 (pre-BN) — by im2col + GEMM, or by Winograd with
+    /// `filters` (conv2's transformed weights); Σz, Σz² per channel in `sums`.
+    pub fn conv2(&mut self, p: &WideParams, bn1: &BnBatch<C1>, filters: Option<&Filters>) {
         let n = self.n;
         let np = n * P2;
         bn_relu_pool(
@@ -431,23 +456,41 @@ impl WideChunk {
                 image: P2,
             },
         );
-        im2col3(&self.a1[..C1 * np], C1, n, 14, &mut self.col2[..K2 * np]);
-        for c in 0..C2 {
-            self.z2[c * np..][..np].fill(p.conv2_bias[c]);
+        match filters {
+            Some(f) => {
+                grow(&mut self.wv, 16 * winograd::plane_len(C1, CHUNK));
+                grow(&mut self.wm, 16 * winograd::plane_len(C2, CHUNK));
+                winograd::forward(
+                    f,
+                    &p.conv2_bias,
+                    &self.a1[..C1 * np],
+                    n,
+                    &mut self.wv,
+                    &mut self.wm,
+                    &mut self.z2[..C2 * np],
+                );
+            }
+            None => {
+                grow(&mut self.col2, K2 * CHUNK * P2);
+                im2col3(&self.a1[..C1 * np], C1, n, 14, &mut self.col2[..K2 * np]);
+                for c in 0..C2 {
+                    self.z2[c * np..][..np].fill(p.conv2_bias[c]);
+                }
+                let w: &[f32] = bytemuck::cast_slice(&p.conv2_weight);
+                gemm(
+                    C2,
+                    K2,
+                    np,
+                    w,
+                    (K2, 1),
+                    &self.col2[..K2 * np],
+                    (np, 1),
+                    1.0,
+                    &mut self.z2[..C2 * np],
+                    (np, 1),
+                );
+            }
         }
-        let w: &[f32] = bytemuck::cast_slice(&p.conv2_weight);
-        gemm(
-            C2,
-            K2,
-            np,
-            w,
-            (K2, 1),
-            &self.col2[..K2 * np],
-            (np, 1),
-            1.0,
-            &mut self.z2[..C2 * np],
-            (np, 1),
-        );
         channel_sums(&self.z2, C2, np, &mut self.sums);
     }
 
@@ -491,8 +534,9 @@ impl WideChunk {
         );
     }
 
-    /// Stage 5: BN2 backward (with the batch's Σdy, Σdy·x̂), conv2's gradients, the gradient of
-    /// pool1's output, then the BN1 sums of this chunk (into `sums`).
+    /// Stage 5: BN2 backward (with the batch's Σdy, Σdy·x̂), conv2's gradients (by the algorithm
+    /// of the forward: Winograd when `filters` is given), the gradient of pool1's output, then
+    /// the BN1 sums of this chunk (into `sums`).
     #[allow(clippy::too_many_arguments)]
     pub fn back_conv2(
         &mut self,
@@ -502,6 +546,7 @@ impl WideChunk {
         dsum: &[f64; C2],
         dxsum: &[f64; C2],
         dx: &[f32],
+        filters: Option<&Filters>,
     ) {
         let n = self.n;
         let np = n * P2;
@@ -528,34 +573,54 @@ impl WideChunk {
         for c in 0..C2 {
             self.g_conv2_b[c] = sum_and_squares(&dz[c * np..][..np]).0 as f32;
         }
-        // dW2[64][288] = dz2[64][np] · col2ᵀ[np][288]
-        gemm(
-            C2,
-            np,
-            K2,
-            dz,
-            (np, 1),
-            &self.col2[..K2 * np],
-            (1, np),
-            0.0,
-            &mut self.g_conv2_w,
-            (K2, 1),
-        );
-        // dcol2[288][np] = W2ᵀ[288][64] · dz2[64][np]
-        let w: &[f32] = bytemuck::cast_slice(&p.conv2_weight);
-        gemm(
-            K2,
-            C2,
-            np,
-            w,
-            (1, K2),
-            dz,
-            (np, 1),
-            0.0,
-            &mut self.dcol2[..K2 * np],
-            (np, 1),
-        );
-        col2im3(&self.dcol2[..K2 * np], C1, n, 14, &mut self.da1);
+        match filters {
+            Some(f) => {
+                grow(&mut self.wdv, 16 * winograd::plane_len(C1, CHUNK));
+                grow(&mut self.wdu, 16 * C2 * C1);
+                winograd::backward(
+                    f,
+                    dz,
+                    n,
+                    &self.wv,
+                    &mut self.wm,
+                    &mut self.wdv,
+                    &mut self.wdu,
+                    &mut self.g_conv2_w,
+                    &mut self.da1,
+                );
+            }
+            None => {
+                // dW2[64][288] = dz2[64][np] · col2ᵀ[np][288]
+                gemm(
+                    C2,
+                    np,
+                    K2,
+                    dz,
+                    (np, 1),
+                    &self.col2[..K2 * np],
+                    (1, np),
+                    0.0,
+                    &mut self.g_conv2_w,
+                    (K2, 1),
+                );
+                // dcol2[288][np] = W2ᵀ[288][64] · dz2[64][np]
+                grow(&mut self.dcol2, K2 * CHUNK * P2);
+                let w: &[f32] = bytemuck::cast_slice(&p.conv2_weight);
+                gemm(
+                    K2,
+                    C2,
+                    np,
+                    w,
+                    (1, K2),
+                    dz,
+                    (np, 1),
+                    0.0,
+                    &mut self.dcol2[..K2 * np],
+                    (np, 1),
+                );
+                col2im3(&self.dcol2[..K2 * np], C1, n, 14, &mut self.da1);
+            }
+        }
         routed_sums(
             &self.da1,
             &self.arg1,

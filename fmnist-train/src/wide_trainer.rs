@@ -18,12 +18,12 @@ use fmnist_core::lenet::{BnParams, IMAGE_PIXELS};
 use fmnist_core::wide::{WIDE_FLAT, WideParams};
 
 use crate::augment::Augment;
-use crate::config::Schedule;
+use crate::config::{Conv, Schedule};
 use crate::data::Dataset;
 use crate::distill::TeacherTargets;
 use crate::nn::BnBatch;
 use crate::trainer::{BN_MOMENTUM, Evaluation, StepStats, thread_pool};
-use crate::wide_nn::{CHUNK, Head, WideChunk};
+use crate::wide_nn::{CHUNK, Filters, Head, WideChunk};
 
 pub use crate::config::AdamConfig;
 
@@ -139,6 +139,8 @@ pub struct WideTrainer<'d> {
     indices: Vec<u32>,
     augment: Augment,
     teacher: Option<TeacherTargets>,
+    /// How conv2 is computed.
+    conv: Conv,
     pool: rayon::ThreadPool,
     train: &'d Dataset,
     stage_seconds: [f64; 8],
@@ -259,6 +261,7 @@ impl<'d> WideTrainer<'d> {
             images: Vec::with_capacity(batch),
             augment: Augment::default(),
             teacher: None,
+            conv: Conv::Direct,
             labels: Vec::with_capacity(batch),
             indices: Vec::with_capacity(batch),
             pool: thread_pool(threads),
@@ -372,7 +375,13 @@ impl<'d> WideTrainer<'d> {
         let (s, q) = reduce_sums::<32>(chunks);
         let bn1 = BnBatch::<32>::from_sums(&s, &q, b * 28 * 28);
         lap(0);
-        pool.install(|| chunks.par_iter_mut().for_each(|ch| ch.conv2(p, &bn1)));
+        let filters = (self.conv == Conv::Winograd).then(|| Filters::new(&p.conv2_weight));
+        let filters = filters.as_ref();
+        pool.install(|| {
+            chunks
+                .par_iter_mut()
+                .for_each(|ch| ch.conv2(p, &bn1, filters))
+        });
         let (s, q) = reduce_sums::<64>(chunks);
         let bn2 = BnBatch::<64>::from_sums(&s, &q, b * 14 * 14);
         lap(1);
@@ -398,7 +407,7 @@ impl<'d> WideTrainer<'d> {
             chunks
                 .par_iter_mut()
                 .zip(head.dx.par_chunks(CHUNK * f))
-                .for_each(|(ch, dx)| ch.back_conv2(p, &bn1, &bn2, &dsum2, &dxsum2, dx))
+                .for_each(|(ch, dx)| ch.back_conv2(p, &bn1, &bn2, &dsum2, &dxsum2, dx, filters))
         });
         let (dsum1, dxsum1) = reduce_sums::<32>(chunks);
         lap(5);
@@ -454,6 +463,12 @@ impl<'d> WideTrainer<'d> {
         )?);
         self.head.distill = Some(distill);
         Ok(())
+    }
+
+    /// Computes conv2 of the following steps by `conv` (im2col + GEMM until this is called).
+    /// Not part of [`WideState`]: the caller's recipe holds it.
+    pub fn set_conv(&mut self, conv: Conv) {
+        self.conv = conv;
     }
 
     /// One optimizer step over the next batch.
@@ -545,7 +560,7 @@ pub fn evaluate_wide(p: &WideParams, data: &Dataset, pool: &rayon::ThreadPool) -
                     let imgs: Vec<&[u8; IMAGE_PIXELS]> = data.images[s..e].iter().collect();
                     for (k, sub) in imgs.chunks(CHUNK).enumerate() {
                         ch.conv1(p, sub);
-                        ch.conv2(p, &bn1);
+                        ch.conv2(p, &bn1, None);
                         ch.pool2(p, &bn2, &mut head.x[k * CHUNK * WIDE_FLAT..]);
                     }
                     head.forward_eval(p, e - s);
@@ -580,39 +595,57 @@ pub fn evaluate_wide(p: &WideParams, data: &Dataset, pool: &rayon::ThreadPool) -
     }
 }
 
-/// Training throughput: `windows` windows of `steps` optimizer steps each (batch 128, default
-/// Adam) on `train` with `threads` threads, after one warm-up step. Returns images/s per window
-/// and the seconds spent in each stage over all windows.
-pub fn bench_wide(
-    train: &Dataset,
-    threads: usize,
-    steps: usize,
-    windows: usize,
-) -> (Vec<f64>, [(&'static str, f64); 8]) {
+/// Training throughput of the two conv2 algorithms, measured in the same run: `windows`
+/// windows of `steps` optimizer steps each (batch 128, default Adam) on `train` with `threads`
+/// threads, after one warm-up step each, the two trainers taking turns window by window so
+/// that both see the same machine. Returns the images/s of each window for im2col + GEMM and
+/// for Winograd, and the seconds spent in each stage of the Winograd steps.
+pub fn bench_wide(train: &Dataset, threads: usize, steps: usize, windows: usize) -> WideBench {
     let batch = 128;
-    let mut t = WideTrainer::new(
-        AdamConfig::default(),
-        Schedule::Constant,
-        batch,
-        (steps * windows + 1) as u64,
-        1,
-        train,
-        threads,
-    );
-    t.step();
-    t.stage_seconds = [0.0; 8];
-    let rates = (0..windows)
-        .map(|_| {
+    let trainer = |conv: Conv| {
+        let mut t = WideTrainer::new(
+            AdamConfig::default(),
+            Schedule::Constant,
+            batch,
+            (steps * windows + 1) as u64,
+            1,
+            train,
+            threads,
+        );
+        t.set_conv(conv);
+        t.step();
+        t.stage_seconds = [0.0; 8];
+        t
+    };
+    let mut pair = [trainer(Conv::Direct), trainer(Conv::Winograd)];
+    let mut rates = [Vec::new(), Vec::new()];
+    for _ in 0..windows {
+        for (t, r) in pair.iter_mut().zip(&mut rates) {
             let t0 = std::time::Instant::now();
             let mut images = 0usize;
             for _ in 0..steps {
                 t.step();
                 images += t.images.len();
             }
-            images as f64 / t0.elapsed().as_secs_f64()
-        })
-        .collect();
-    (rates, t.stage_seconds())
+            r.push(images as f64 / t0.elapsed().as_secs_f64());
+        }
+    }
+    let [direct, winograd] = rates;
+    WideBench {
+        direct,
+        winograd,
+        stages: pair[1].stage_seconds(),
+    }
+}
+
+/// What [`bench_wide`] measured.
+pub struct WideBench {
+    /// Images/s of each window with conv2 by im2col + GEMM.
+    pub direct: Vec<f64>,
+    /// Images/s of each window with conv2 by Winograd F(2×2, 3×3).
+    pub winograd: Vec<f64>,
+    /// Seconds in each stage over the Winograd windows.
+    pub stages: [(&'static str, f64); 8],
 }
 
 #[cfg(test)]
@@ -906,6 +939,12 @@ mod tests {
 
     #[test]
     fn gradients_match_finite_differences() {
+        for conv in [Conv::Direct, Conv::Winograd] {
+            gradients_match_finite_differences_with(conv);
+        }
+    }
+
+    fn gradients_match_finite_differences_with(conv: Conv) {
         // 10 images: two chunks (8 + 2), so the cross-chunk reductions are checked too.
         let data = synthetic(10, 7);
         let mut t = WideTrainer::new(
@@ -917,6 +956,7 @@ mod tests {
             &data,
             2,
         );
+        t.set_conv(conv);
         // Non-identity batch norm, so its parameters' gradients are checked in general.
         for c in 0..32 {
             t.params.bn1.gamma[c] = 1.0 + 0.02 * c as f32;
@@ -961,7 +1001,7 @@ mod tests {
                 let tol = 5e-3 * fd.abs().max(an.abs()) + 1e-3 * gmax + 1e-6;
                 assert!(
                     (an - fd).abs() <= tol,
-                    "{name}[{k}]: analytic {an:e}, finite difference {fd:e}"
+                    "{conv:?} {name}[{k}]: analytic {an:e}, finite difference {fd:e}"
                 );
             }
         }
@@ -1017,8 +1057,9 @@ mod tests {
         )
     }
 
-    fn run(threads: usize, steps: usize, data: &Dataset) -> WideState {
+    fn run(threads: usize, steps: usize, data: &Dataset, conv: Conv) -> WideState {
         let mut t = fresh(data, threads);
+        t.set_conv(conv);
         for _ in 0..steps {
             t.step();
         }
@@ -1032,10 +1073,16 @@ mod tests {
     fn same_bytes_for_any_thread_count() {
         // 100 images in batches of 40: an epoch boundary and a short batch within 4 steps.
         let data = synthetic(100, 13);
-        let one = run(1, 4, &data);
-        assert!(one == run(2, 4, &data));
-        assert!(one == run(3, 4, &data));
-        assert_ne!(one.params, run(1, 3, &data).params);
+        let mut each = Vec::new();
+        for conv in [Conv::Direct, Conv::Winograd] {
+            let one = run(1, 4, &data, conv);
+            assert!(one == run(2, 4, &data, conv), "{conv:?}");
+            assert!(one == run(3, 4, &data, conv), "{conv:?}");
+            assert_ne!(one.params, run(1, 3, &data, conv).params);
+            each.push(one);
+        }
+        // Winograd rounds differently: the two algorithms really are two code paths.
+        assert_ne!(each[0].params, each[1].params);
     }
 
     #[test]
@@ -1097,24 +1144,29 @@ mod tests {
     #[test]
     fn resume_is_bit_identical() {
         let data = synthetic(100, 13);
-        let straight = run(2, 5, &data);
-        let mut t = fresh(&data, 2);
-        t.step();
-        t.step();
-        let bytes = postcard::to_allocvec(&t.state()).unwrap();
-        drop(t);
-        let state: WideState = postcard::from_bytes(&bytes).unwrap();
-        let mut t = WideTrainer::resume(state, &data, 3).unwrap();
-        for _ in 0..3 {
+        for conv in [Conv::Direct, Conv::Winograd] {
+            let straight = run(2, 5, &data, conv);
+            let mut t = fresh(&data, 2);
+            t.set_conv(conv);
             t.step();
+            t.step();
+            let bytes = postcard::to_allocvec(&t.state()).unwrap();
+            drop(t);
+            let state: WideState = postcard::from_bytes(&bytes).unwrap();
+            let mut t = WideTrainer::resume(state, &data, 3).unwrap();
+            t.set_conv(conv);
+            for _ in 0..3 {
+                t.step();
+            }
+            assert!(
+                straight
+                    == WideState {
+                        train_seconds: 0.0,
+                        ..t.state()
+                    },
+                "{conv:?}"
+            );
         }
-        assert!(
-            straight
-                == WideState {
-                    train_seconds: 0.0,
-                    ..t.state()
-                }
-        );
     }
 
     #[test]
@@ -1147,32 +1199,6 @@ mod tests {
 
     fn real_data() -> (Dataset, Dataset) {
         crate::data::load_both(None).expect("Fashion-MNIST (apt-get install dataset-fashion-mnist)")
-    }
-
-    /// `cargo test --release -p fmnist-train wide_throughput -- --ignored --nocapture`
-    #[test]
-    #[ignore = "benchmark: needs the real data and a quiet machine"]
-    fn wide_throughput() {
-        let (train, _) = real_data();
-        let threads: Vec<usize> = match std::env::var("WIDE_THREADS") {
-            Ok(v) => v
-                .split(',')
-                .map(|t| t.parse().expect("thread count"))
-                .collect(),
-            Err(_) => vec![2],
-        };
-        for threads in threads {
-            let (mut r, stages) = bench_wide(&train, threads, 20, 7);
-            let total: f64 = stages.iter().map(|s| s.1).sum();
-            for (name, secs) in stages {
-                println!("  {name:<24} {:5.1} %", 100.0 * secs / total);
-            }
-            r.sort_by(f64::total_cmp);
-            println!(
-                "wide: {threads} threads, images/s per window {r:.0?}, median {:.0}",
-                r[r.len() / 2]
-            );
-        }
     }
 
     /// `cargo test --release -p fmnist-train wide_one_epoch -- --ignored --nocapture`
