@@ -35,8 +35,9 @@ impl Model {
 pub enum Conv {
     /// im2col + GEMM: the arithmetic of every run before checkpoint format 5.
     Direct,
-    /// Winograd F(2×2, 3×3): each 4×4 input tile gives a 2×2 output tile with 16 multiplies
-    /// instead of 36 (2.25× fewer), at slightly different rounding.
+    /// Winograd F(2×2, 3×3) for conv2: each 4×4 input tile gives a 2×2 output tile with 16
+    /// multiplies instead of 36 (2.25× fewer), at slightly different rounding. Conv1 then runs
+    /// by fused direct kernels (no im2col; its output recomputed where needed, never stored).
     #[default]
     Winograd,
 }

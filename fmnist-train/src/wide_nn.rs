@@ -19,6 +19,7 @@ use rayon::prelude::*;
 use fmnist_core::lenet::IMAGE_PIXELS;
 use fmnist_core::wide::{WIDE_FLAT, WIDE_HIDDEN, WideParams};
 
+use crate::config::Conv;
 use crate::nn::{BnBatch, PIXELS, gemm};
 
 pub use winograd::Filters;
@@ -184,6 +185,310 @@ simd_dispatch! {
     }
 }
 
+/// Row pitch of conv1's zero-padded planes (28 + 2): in this layout every tap of the 3×3
+/// kernel is one fixed offset, so conv1 and its weight gradient are contiguous 1-D passes.
+const XW: usize = 30;
+/// Positions computed per image in that layout: 28 rows of [`XW`] (the two pad columns of
+/// each row are computed and thrown away, or held at zero in a gradient).
+const XN: usize = 28 * XW;
+
+/// Image `i` of `x0` (`[n][28·28]`) zero-padded: pixel (y, x) at `(y + 1)·XW + x + 1`.
+#[inline(always)]
+fn padded_image(x0: &[f32], i: usize, xp: &mut [f32; XW * XW + 8]) {
+    xp.fill(0.0);
+    for y in 0..28 {
+        xp[(y + 1) * XW + 1..][..28].copy_from_slice(&x0[i * P1 + y * 28..][..28]);
+    }
+}
+
+/// Offset of tap (ky, kx) in the padded layout.
+const fn tap(t: usize) -> usize {
+    (t / 3) * XW + t % 3
+}
+
+/// Conv1 of one padded image for one channel: `acc[j] = bias + Σ_t w[t]·xp[j + tap(t)]`, the
+/// taps added in order after the bias, multiplying then adding (no fused multiply-add), so
+/// the vector and the portable paths give the same bits.
+#[inline(always)]
+fn conv_taps(xp: &[f32; XW * XW + 8], w: &[f32; 9], bias: f32, acc: &mut [f32; XN]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx") {
+            // SAFETY: the CPU has AVX.
+            return unsafe { conv_taps_avx(xp, w, bias, acc) };
+        }
+    }
+    conv_taps_portable(xp, w, bias, acc)
+}
+
+#[inline(always)]
+fn conv_taps_portable(xp: &[f32; XW * XW + 8], w: &[f32; 9], bias: f32, acc: &mut [f32; XN]) {
+    acc.fill(bias);
+    for (t, &wk) in w.iter().enumerate() {
+        for (a, &x) in acc.iter_mut().zip(&xp[tap(t)..][..XN]) {
+            *a += wk * x;
+        }
+    }
+}
+
+/// [`conv_taps`] with AVX: each output vector's sum stays in a register over the nine taps.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn conv_taps_avx(xp: &[f32; XW * XW + 8], w: &[f32; 9], bias: f32, acc: &mut [f32; XN]) {
+    use std::arch::x86_64::*;
+    let wv: [__m256; 9] = std::array::from_fn(|t| _mm256_set1_ps(w[t]));
+    for j in (0..XN).step_by(8) {
+        let mut a = _mm256_set1_ps(bias);
+        for (t, &wk) in wv.iter().enumerate() {
+            // SAFETY: j + 8 + tap(8) <= XN + 2·XW + 2 < XW·XW + 8.
+            let x = unsafe { _mm256_loadu_ps(xp.as_ptr().add(j + tap(t))) };
+            a = _mm256_add_ps(a, _mm256_mul_ps(wk, x));
+        }
+        // SAFETY: j + 8 <= XN.
+        unsafe { _mm256_storeu_ps(acc.as_mut_ptr().add(j), a) };
+    }
+}
+
+/// The nine tap sums of conv1's weight gradient in 8 lanes: lane l of tap t sums
+/// `dz[8j + l]·xp[8j + l + tap(t)]` over j, in j order, multiplying then adding (no fused
+/// multiply-add), so the vector and the portable paths give the same bits.
+#[inline(always)]
+fn tap_sums(dz: &[f32; XN], xp: &[f32; XW * XW + 8]) -> [[f32; 8]; 9] {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx") {
+            // SAFETY: the CPU has AVX.
+            return unsafe { tap_sums_avx(dz, xp) };
+        }
+    }
+    tap_sums_portable(dz, xp)
+}
+
+#[inline(always)]
+fn tap_sums_portable(dz: &[f32; XN], xp: &[f32; XW * XW + 8]) -> [[f32; 8]; 9] {
+    let mut acc = [[0.0f32; 8]; 9];
+    for j in (0..XN).step_by(8) {
+        for (t, a) in acc.iter_mut().enumerate() {
+            for l in 0..8 {
+                a[l] += dz[j + l] * xp[j + l + tap(t)];
+            }
+        }
+    }
+    acc
+}
+
+/// [`tap_sums`] with AVX: nine independent sums in registers, one pass over `dz` (the
+/// compiler's vectoriser splits the portable loop badly).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn tap_sums_avx(dz: &[f32; XN], xp: &[f32; XW * XW + 8]) -> [[f32; 8]; 9] {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm256_setzero_ps(); 9];
+    for j in (0..XN).step_by(8) {
+        // SAFETY: j + 8 <= XN, and j + 8 + tap(8) <= XN + 2·XW + 2 < XW·XW + 8.
+        let d = unsafe { _mm256_loadu_ps(dz.as_ptr().add(j)) };
+        for (t, a) in acc.iter_mut().enumerate() {
+            let x = unsafe { _mm256_loadu_ps(xp.as_ptr().add(j + tap(t))) };
+            *a = _mm256_add_ps(*a, _mm256_mul_ps(d, x));
+        }
+    }
+    let mut out = [[0.0f32; 8]; 9];
+    for (o, a) in out.iter_mut().zip(&acc) {
+        // SAFETY: `o` holds 8 floats.
+        unsafe { _mm256_storeu_ps(o.as_mut_ptr(), *a) };
+    }
+    out
+}
+
+/// Conv1's nine weights of channel `c` in tap order.
+#[inline(always)]
+fn conv1_taps(w: &[[[[f32; 3]; 3]; 1]; C1], c: usize) -> [f32; 9] {
+    std::array::from_fn(|t| w[c][0][t / 3][t % 3])
+}
+
+/// Conv1's output plane (channel `c` of the padded image `xp`) as `[28·28]` in `plane`, via
+/// the padded layout in `acc`: the same bits wherever it is recomputed.
+#[inline(always)]
+fn conv1_plane(
+    xp: &[f32; XW * XW + 8],
+    w: &[[[[f32; 3]; 3]; 1]; C1],
+    bias: &[f32],
+    c: usize,
+    acc: &mut [f32; XN],
+    plane: &mut [f32; P1],
+) {
+    conv_taps(xp, &conv1_taps(w, c), bias[c], acc);
+    for (y, row) in plane.chunks_exact_mut(28).enumerate() {
+        row.copy_from_slice(&acc[y * XW..][..28]);
+    }
+}
+
+// The fused conv1 kernels of the Winograd recipe never store conv1's output (32 floats per
+// pixel, 800 KB per chunk): each stage that needs it recomputes it from the 28×28 image,
+// which costs less than the memory traffic of keeping it.
+
+simd_dispatch! {
+    /// Σz and Σz² per channel of conv1's output for `n` images `x0` (`[n][28·28]`): f32 over
+    /// each image, f64 across images.
+    fn conv1_sums(
+        x0: &[f32],
+        n: usize,
+        w: &[[[[f32; 3]; 3]; 1]; C1],
+        bias: &[f32],
+        sums: &mut [[f64; C2]; 2],
+    ) {
+        *sums = [[0.0; C2]; 2];
+        let mut xp = [0.0f32; XW * XW + 8];
+        let mut acc = [0.0f32; XN];
+        let mut plane = [0.0f32; P1];
+        for i in 0..n {
+            padded_image(x0, i, &mut xp);
+            for c in 0..C1 {
+                conv1_plane(&xp, w, bias, c, &mut acc, &mut plane);
+                let (sz, szz) = sum_and_squares(&plane);
+                let [s, q] = sums;
+                s[c] += sz;
+                q[c] += szz;
+            }
+        }
+    }
+}
+
+simd_dispatch! {
+    /// Conv1 → BN1 (`bn` = mean, invstd, γ, β per channel) → ReLU → pool1 of `n` images into
+    /// `out` (`[32][n][14·14]`) and `arg` (winners, index in the channel's `[n][28·28]`).
+    fn conv1_pool(
+        x0: &[f32],
+        n: usize,
+        w: &[[[[f32; 3]; 3]; 1]; C1],
+        bias: &[f32],
+        bn: &[[f32; 4]; C1],
+        out: &mut [f32],
+        arg: &mut [u32],
+    ) {
+        let mut xp = [0.0f32; XW * XW + 8];
+        let mut acc = [0.0f32; XN];
+        let mut plane = [0.0f32; P1];
+        for i in 0..n {
+            padded_image(x0, i, &mut xp);
+            for (c, &bnc) in bn.iter().enumerate() {
+                conv1_plane(&xp, w, bias, c, &mut acc, &mut plane);
+                let o = c * n * P2 + i * P2;
+                pool_plane(&plane, 28, bnc, (i * P1) as u32, &mut out[o..], &mut arg[o..]);
+            }
+        }
+    }
+}
+
+simd_dispatch! {
+    /// Σdy and Σdy·x̂ per channel of BN1's backward, `dy` being pool1's output gradient `dout`
+    /// (`[32][n][14·14]`) routed to the winners `arg`; per channel in the order of
+    /// `routed_sums`.
+    fn conv1_routed_sums(
+        x0: &[f32],
+        n: usize,
+        w: &[[[[f32; 3]; 3]; 1]; C1],
+        bias: &[f32],
+        mean: &[f32],
+        invstd: &[f32],
+        dout: &[f32],
+        arg: &[u32],
+        sums: &mut [[f64; C2]; 2],
+    ) {
+        *sums = [[0.0; C2]; 2];
+        let mut xp = [0.0f32; XW * XW + 8];
+        let mut acc = [0.0f32; XN];
+        let mut plane = [0.0f32; P1];
+        for i in 0..n {
+            padded_image(x0, i, &mut xp);
+            for c in 0..C1 {
+                conv1_plane(&xp, w, bias, c, &mut acc, &mut plane);
+                let (mut sd, mut sdx) = (sums[0][c], sums[1][c]);
+                for k in 0..P2 {
+                    let o = c * n * P2 + i * P2 + k;
+                    // Branch-free: a pooled output without a winner adds 0.
+                    let a = arg[o];
+                    let valid = a != NONE;
+                    let at = if valid { a as usize - i * P1 } else { 0 };
+                    let dy = if valid { dout[o] } else { 0.0 };
+                    let xhat = (plane[at] - mean[c]) * invstd[c];
+                    sd += dy as f64;
+                    sdx += (dy * xhat) as f64;
+                }
+                sums[0][c] = sd;
+                sums[1][c] = sdx;
+            }
+        }
+    }
+}
+
+simd_dispatch! {
+    /// BN1 → ReLU → pool1 backward and conv1's weight and bias gradients in one pass: `dz`
+    /// (as `bn_backward` forms it) is built per image in the padded layout and goes straight
+    /// into Σdz and the nine tap sums Σdz·x, never stored. `dout` is the gradient of pool1's
+    /// output (`[32][n][14·14]`), `arg` its winners (index in the channel's `[n][28·28]` plane).
+    fn conv1_backward_fused(
+        x0: &[f32],
+        n: usize,
+        w: &[[[[f32; 3]; 3]; 1]; C1],
+        cbias: &[f32],
+        mean: &[f32],
+        invstd: &[f32],
+        count: usize,
+        gamma: &[f32],
+        dsum: &[f64],
+        dxsum: &[f64],
+        dout: &[f32],
+        arg: &[u32],
+        gw: &mut [f32],
+        gb: &mut [f32],
+    ) {
+        let total = count as f32;
+        let mut taps = [[0.0f64; 9]; C1];
+        let mut bias = [0.0f64; C1];
+        let mut xp = [0.0f32; XW * XW + 8];
+        let mut acc = [0.0f32; XN];
+        // The pad columns stay 0: only columns 0..28 of each row are written.
+        let mut dz = [0.0f32; XN];
+        for i in 0..n {
+            padded_image(x0, i, &mut xp);
+            for c in 0..C1 {
+                let k = gamma[c] * invstd[c] / total;
+                let (m, s) = (mean[c], invstd[c]);
+                let (sd, sdx) = (dsum[c] as f32, dxsum[c] as f32);
+                let k2 = gamma[c] * invstd[c];
+                conv_taps(&xp, &conv1_taps(w, c), cbias[c], &mut acc);
+                for y in 0..28 {
+                    let zr = &acc[y * XW..][..28];
+                    let r = &mut dz[y * XW..][..28];
+                    for x in 0..28 {
+                        r[x] = -k * (sd + (zr[x] - m) * s * sdx);
+                    }
+                }
+                let routes = &arg[c * n * P2 + i * P2..][..P2];
+                let grads = &dout[c * n * P2 + i * P2..][..P2];
+                for (&a, &g) in routes.iter().zip(grads) {
+                    if a != NONE {
+                        let rel = a as usize - i * P1;
+                        dz[(rel / 28) * XW + rel % 28] += k2 * g;
+                    }
+                }
+                // Σdz and the nine Σdz·x.
+                bias[c] += sum_and_squares(&dz).0;
+                for (t, acc) in tap_sums(&dz, &xp).iter().enumerate() {
+                    taps[c][t] += acc.iter().map(|&v| v as f64).sum::<f64>();
+                }
+            }
+        }
+        for c in 0..C1 {
+            gb[c] = bias[c] as f32;
+            for t in 0..9 {
+                gw[c * 9 + t] = taps[c][t] as f32;
+            }
+        }
+    }
+}
+
 /// Where a pooled layer's outputs go: element (channel c, image i, pooled position q) is at
 /// `c·channel + i·image + q`.
 #[derive(Clone, Copy)]
@@ -209,29 +514,52 @@ simd_dispatch! {
         lay: Layout,
     ) {
         let np = n * w * w;
-        let h = w / 2;
         for c in 0..ch {
-            let (m, s, g, b) = (mean[c], invstd[c], gamma[c], beta[c]);
-            let zc = &z[c * np..][..np];
+            let bn = [mean[c], invstd[c], gamma[c], beta[c]];
             for i in 0..n {
-                for py in 0..h {
-                    for px in 0..h {
-                        let mut best = 0.0f32;
-                        let mut at_best = NONE;
-                        // Branch-free selects: which candidate wins is unpredictable.
-                        for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
-                            let at = i * w * w + (2 * py + dy) * w + 2 * px + dx;
-                            let v = (zc[at] - m) * s * g + b;
-                            let win = v > best;
-                            best = if win { v } else { best };
-                            at_best = if win { at as u32 } else { at_best };
-                        }
-                        let o = c * lay.channel + i * lay.image + py * h + px;
-                        out[o] = best;
-                        arg[o] = at_best;
-                    }
+                let o = c * lay.channel + i * lay.image;
+                pool_plane(&z[c * np + i * w * w..][..w * w], w, bn, (i * w * w) as u32, &mut out[o..], &mut arg[o..]);
+            }
+        }
+    }
+}
+
+/// BN (`bn` = mean, invstd, γ, β) → ReLU → 2x2 max-pool of one `w`×`w` plane `z` into the
+/// first (w/2)² of `out`, and into `arg` which element won (its index in the plane plus
+/// `first`; NONE when all four were ≤ 0).
+#[inline(always)]
+fn pool_plane(z: &[f32], w: usize, bn: [f32; 4], first: u32, out: &mut [f32], arg: &mut [u32]) {
+    let [m, s, g, b] = bn;
+    let h = w / 2;
+    for py in 0..h {
+        let row0 = 2 * py * w;
+        // Eight pooled outputs at a time, from the even and odd columns of the window's two
+        // rows: the same arithmetic and order as one at a time.
+        for px0 in (0..h).step_by(8) {
+            let lanes = (h - px0).min(8);
+            let mut best = [0.0f32; 8];
+            let mut at_best = [NONE; 8];
+            for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                let at = row0 + dy * w + 2 * px0 + dx;
+                let mut zs = [0.0f32; 8];
+                for (l, v) in zs.iter_mut().enumerate().take(lanes) {
+                    *v = z[at + 2 * l];
+                }
+                for l in 0..8 {
+                    let v = (zs[l] - m) * s * g + b;
+                    // Branch-free selects: which candidate wins is unpredictable.
+                    let win = v > best[l];
+                    best[l] = if win { v } else { best[l] };
+                    at_best[l] = if win {
+                        first + (at + 2 * l) as u32
+                    } else {
+                        at_best[l]
+                    };
                 }
             }
+            let o = py * h + px0;
+            out[o..][..lanes].copy_from_slice(&best[..lanes]);
+            arg[o..][..lanes].copy_from_slice(&at_best[..lanes]);
         }
     }
 }
@@ -324,20 +652,13 @@ pub struct WideChunk {
     /// Images in this chunk this step.
     pub n: usize,
     x0: Vec<f32>,
+    // The buffers of the direct kernels only (im2col, conv1's output, stored gradients) are
+    // allocated on first use: the Winograd recipe never touches them.
     col1: Vec<f32>,
     z1: Vec<f32>,
     a1: Vec<f32>,
     arg1: Vec<u32>,
-    /// im2col of conv2's input (direct convolution only; allocated on first use).
     col2: Vec<f32>,
-    /// Winograd-domain input of conv2, kept for its weight gradient (Winograd only).
-    wv: Vec<f32>,
-    /// Winograd-domain output of conv2, then its gradient (Winograd only).
-    wm: Vec<f32>,
-    /// Winograd-domain gradient of conv2's input (Winograd only).
-    wdv: Vec<f32>,
-    /// Winograd-domain weight gradient of conv2 (Winograd only).
-    wdu: Vec<f32>,
     z2: Vec<f32>,
     arg2: Vec<u32>,
     dz1: Vec<f32>,
@@ -362,19 +683,15 @@ impl Default for WideChunk {
         WideChunk {
             n: 0,
             x0: z(CHUNK * P1),
-            col1: z(K1 * CHUNK * P1),
-            z1: z(C1 * CHUNK * P1),
+            col1: Vec::new(),
+            z1: Vec::new(),
             a1: z(C1 * CHUNK * P2),
             arg1: vec![NONE; C1 * CHUNK * P2],
             col2: Vec::new(),
-            wv: Vec::new(),
-            wm: Vec::new(),
-            wdv: Vec::new(),
-            wdu: Vec::new(),
             z2: z(C2 * CHUNK * P2),
             arg2: vec![NONE; CHUNK * F],
-            dz1: z(C1 * CHUNK * P1),
-            dz2: z(C2 * CHUNK * P2),
+            dz1: Vec::new(),
+            dz2: Vec::new(),
             dcol2: Vec::new(),
             da1: z(C1 * CHUNK * P2),
             g_conv1_w: z(C1 * K1),
@@ -404,7 +721,7 @@ fn channel_sums(z: &[f32], ch: usize, np: usize, sums: &mut [[f64; C2]; 2]) {
 
 impl WideChunk {
     /// Stage 1: conv1 (pre-BN) of `images` into the chunk; Σz, Σz² per channel in `sums`.
-    pub fn conv1(&mut self, p: &WideParams, images: &[&[u8; IMAGE_PIXELS]]) {
+    pub fn conv1(&mut self, p: &WideParams, images: &[&[u8; IMAGE_PIXELS]], conv: Conv) {
         let n = images.len();
         assert!(n > 0 && n <= CHUNK);
         self.n = n;
@@ -415,6 +732,12 @@ impl WideChunk {
                 *d = lut[px as usize];
             }
         }
+        if conv == Conv::Winograd {
+            conv1_sums(&self.x0, n, &p.conv1_weight, &p.conv1_bias, &mut self.sums);
+            return;
+        }
+        grow(&mut self.col1, K1 * CHUNK * P1);
+        grow(&mut self.z1, C1 * CHUNK * P1);
         im2col3(&self.x0[..np], 1, n, 28, &mut self.col1[..K1 * np]);
         for c in 0..C1 {
             self.z1[c * np..][..np].fill(p.conv1_bias[c]);
@@ -440,33 +763,45 @@ impl WideChunk {
     pub fn conv2(&mut self, p: &WideParams, bn1: &BnBatch<C1>, filters: Option<&Filters>) {
         let n = self.n;
         let np = n * P2;
-        bn_relu_pool(
-            &self.z1,
-            C1,
-            n,
-            28,
-            &bn1.mean,
-            &bn1.invstd,
-            &p.bn1.gamma,
-            &p.bn1.beta,
-            &mut self.a1,
-            &mut self.arg1,
-            Layout {
-                channel: np,
-                image: P2,
-            },
-        );
+        if filters.is_some() {
+            // The Winograd recipe recomputes conv1's output rather than storing it.
+            let bn: [[f32; 4]; C1] = std::array::from_fn(|c| {
+                [bn1.mean[c], bn1.invstd[c], p.bn1.gamma[c], p.bn1.beta[c]]
+            });
+            conv1_pool(
+                &self.x0,
+                n,
+                &p.conv1_weight,
+                &p.conv1_bias,
+                &bn,
+                &mut self.a1,
+                &mut self.arg1,
+            );
+        } else {
+            bn_relu_pool(
+                &self.z1,
+                C1,
+                n,
+                28,
+                &bn1.mean,
+                &bn1.invstd,
+                &p.bn1.gamma,
+                &p.bn1.beta,
+                &mut self.a1,
+                &mut self.arg1,
+                Layout {
+                    channel: np,
+                    image: P2,
+                },
+            );
+        }
         match filters {
             Some(f) => {
-                grow(&mut self.wv, 16 * winograd::plane_len(C1, CHUNK));
-                grow(&mut self.wm, 16 * winograd::plane_len(C2, CHUNK));
                 winograd::forward(
                     f,
                     &p.conv2_bias,
                     &self.a1[..C1 * np],
                     n,
-                    &mut self.wv,
-                    &mut self.wm,
                     &mut self.z2[..C2 * np],
                 );
             }
@@ -550,46 +885,55 @@ impl WideChunk {
     ) {
         let n = self.n;
         let np = n * P2;
-        bn_backward(
-            &self.z2,
-            &mut self.dz2,
-            C2,
-            n,
-            14,
-            &bn2.mean,
-            &bn2.invstd,
-            bn2.count,
-            &p.bn2.gamma,
-            dsum,
-            dxsum,
-            dx,
-            &self.arg2,
-            Layout {
-                channel: Q2,
-                image: F,
-            },
-        );
-        let dz = &self.dz2[..C2 * np];
-        for c in 0..C2 {
-            self.g_conv2_b[c] = sum_and_squares(&dz[c * np..][..np]).0 as f32;
-        }
         match filters {
             Some(f) => {
-                grow(&mut self.wdv, 16 * winograd::plane_len(C1, CHUNK));
-                grow(&mut self.wdu, 16 * C2 * C1);
+                // BN2 → pool2's backward is fused into the transform of conv2's output
+                // gradient: dz2 is never stored.
+                let grad = winograd::PoolBnGrad {
+                    mean: &bn2.mean,
+                    invstd: &bn2.invstd,
+                    gamma: &p.bn2.gamma,
+                    count: bn2.count,
+                    dsum,
+                    dxsum,
+                    dout: dx,
+                    arg: &self.arg2,
+                };
                 winograd::backward(
                     f,
-                    dz,
+                    winograd::OutputGrad::PoolBn(&self.z2[..C2 * np], grad),
                     n,
-                    &self.wv,
-                    &mut self.wm,
-                    &mut self.wdv,
-                    &mut self.wdu,
+                    &self.a1[..C1 * np],
                     &mut self.g_conv2_w,
+                    &mut self.g_conv2_b,
                     &mut self.da1,
                 );
             }
             None => {
+                grow(&mut self.dz2, C2 * CHUNK * P2);
+                bn_backward(
+                    &self.z2,
+                    &mut self.dz2,
+                    C2,
+                    n,
+                    14,
+                    &bn2.mean,
+                    &bn2.invstd,
+                    bn2.count,
+                    &p.bn2.gamma,
+                    dsum,
+                    dxsum,
+                    dx,
+                    &self.arg2,
+                    Layout {
+                        channel: Q2,
+                        image: F,
+                    },
+                );
+                let dz = &self.dz2[..C2 * np];
+                for c in 0..C2 {
+                    self.g_conv2_b[c] = sum_and_squares(&dz[c * np..][..np]).0 as f32;
+                }
                 // dW2[64][288] = dz2[64][np] · col2ᵀ[np][288]
                 gemm(
                     C2,
@@ -621,21 +965,35 @@ impl WideChunk {
                 col2im3(&self.dcol2[..K2 * np], C1, n, 14, &mut self.da1);
             }
         }
-        routed_sums(
-            &self.da1,
-            &self.arg1,
-            &self.z1,
-            C1,
-            n,
-            28,
-            &bn1.mean,
-            &bn1.invstd,
-            Layout {
-                channel: np,
-                image: P2,
-            },
-            &mut self.sums,
-        );
+        if filters.is_some() {
+            conv1_routed_sums(
+                &self.x0,
+                n,
+                &p.conv1_weight,
+                &p.conv1_bias,
+                &bn1.mean,
+                &bn1.invstd,
+                &self.da1,
+                &self.arg1,
+                &mut self.sums,
+            );
+        } else {
+            routed_sums(
+                &self.da1,
+                &self.arg1,
+                &self.z1,
+                C1,
+                n,
+                28,
+                &bn1.mean,
+                &bn1.invstd,
+                Layout {
+                    channel: np,
+                    image: P2,
+                },
+                &mut self.sums,
+            );
+        }
     }
 
     /// Stage 6: BN1 backward (with the batch's Σdy, Σdy·x̂) and conv1's gradients.
@@ -645,9 +1003,30 @@ impl WideChunk {
         bn1: &BnBatch<C1>,
         dsum: &[f64; C1],
         dxsum: &[f64; C1],
+        conv: Conv,
     ) {
         let n = self.n;
         let np = n * P1;
+        if conv == Conv::Winograd {
+            conv1_backward_fused(
+                &self.x0,
+                n,
+                &p.conv1_weight,
+                &p.conv1_bias,
+                &bn1.mean,
+                &bn1.invstd,
+                bn1.count,
+                &p.bn1.gamma,
+                dsum,
+                dxsum,
+                &self.da1,
+                &self.arg1,
+                &mut self.g_conv1_w,
+                &mut self.g_conv1_b,
+            );
+            return;
+        }
+        grow(&mut self.dz1, C1 * CHUNK * P1);
         bn_backward(
             &self.z1,
             &mut self.dz1,
@@ -974,5 +1353,46 @@ impl Head {
             &mut self.logits[..b * 10],
             (10, 1),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noise(len: usize, seed: u64) -> Vec<f32> {
+        (0..len)
+            .map(|k| (mix64(seed ^ (k as u64) << 8) >> 40) as f32 / (1u64 << 24) as f32 - 0.5)
+            .collect()
+    }
+
+    /// The AVX kernels of the fused conv1 give the bits of their portable definitions, so a
+    /// run is the same on any x86-64 and on other hosts.
+    #[test]
+    fn conv1_vector_kernels_match_their_portable_definitions() {
+        let x0 = noise(P1, 1);
+        let mut xp = [0.0f32; XW * XW + 8];
+        padded_image(&x0, 0, &mut xp);
+        let w: [f32; 9] = noise(9, 2).try_into().unwrap();
+        let (mut a, mut b) = ([0.0f32; XN], [0.0f32; XN]);
+        conv_taps(&xp, &w, 0.25, &mut a);
+        conv_taps_portable(&xp, &w, 0.25, &mut b);
+        assert!(a == b);
+        // By definition, at a pixel next to the border.
+        let (y, x) = (0, 5);
+        let mut want = 0.25f32;
+        for (t, &wt) in w.iter().enumerate() {
+            let (sy, sx) = (y + t / 3, x + t % 3);
+            let px = if (1..=28).contains(&sy) && (1..=28).contains(&sx) {
+                x0[(sy - 1) * 28 + sx - 1]
+            } else {
+                0.0
+            };
+            want += wt * px;
+        }
+        assert_eq!(a[y * XW + x], want);
+        let mut dz = [0.0f32; XN];
+        dz.copy_from_slice(&noise(XN, 3));
+        assert!(tap_sums(&dz, &xp) == tap_sums_portable(&dz, &xp));
     }
 }

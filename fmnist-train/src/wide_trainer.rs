@@ -354,6 +354,7 @@ impl<'d> WideTrainer<'d> {
         let labels = &self.labels[..];
         let p = &*self.params;
         let chunks = &mut self.chunks[..nchunks];
+        let conv = self.conv;
         let head = &mut self.head;
         let grads = &mut *self.grads;
         let pool = &self.pool;
@@ -369,7 +370,7 @@ impl<'d> WideTrainer<'d> {
         pool.install(|| {
             chunks.par_iter_mut().enumerate().for_each(|(ci, ch)| {
                 let r = ci * CHUNK..((ci + 1) * CHUNK).min(b);
-                ch.conv1(p, &images[r]);
+                ch.conv1(p, &images[r], conv);
             })
         });
         let (s, q) = reduce_sums::<32>(chunks);
@@ -414,7 +415,7 @@ impl<'d> WideTrainer<'d> {
         pool.install(|| {
             chunks
                 .par_iter_mut()
-                .for_each(|ch| ch.back_conv1(p, &bn1, &dsum1, &dxsum1))
+                .for_each(|ch| ch.back_conv1(p, &bn1, &dsum1, &dxsum1, conv))
         });
 
         lap(6);
@@ -559,7 +560,7 @@ pub fn evaluate_wide(p: &WideParams, data: &Dataset, pool: &rayon::ThreadPool) -
                 |(ch, head), &(s, e)| {
                     let imgs: Vec<&[u8; IMAGE_PIXELS]> = data.images[s..e].iter().collect();
                     for (k, sub) in imgs.chunks(CHUNK).enumerate() {
-                        ch.conv1(p, sub);
+                        ch.conv1(p, sub, Conv::Direct);
                         ch.conv2(p, &bn1, None);
                         ch.pool2(p, &bn2, &mut head.x[k * CHUNK * WIDE_FLAT..]);
                     }

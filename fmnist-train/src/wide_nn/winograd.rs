@@ -263,32 +263,125 @@ simd_dispatch! {
     }
 }
 
+/// `dM = A·dY·Aᵀ` of the seven 2×2 tiles in two 14-wide output rows (`rows`, zero past 14)
+/// into `dm` (`[16][64][n·49]`, planes `ps` apart) at tile `base`.
+#[inline(always)]
+fn store_output_grad(dm: &mut [f32], ps: usize, base: usize, rows: &[[f32; 16]; 2]) {
+    let split = |r: &[f32; 16]| split_row(&r[..14]);
+    let (y00, y01) = split(&rows[0]);
+    let (y10, y11) = split(&rows[1]);
+    // Along the rows (over the output column), then down the columns.
+    let u0 = a4([y00, y01]);
+    let u1 = a4([y10, y11]);
+    for b in 0..4 {
+        let col = a4([u0[b], u1[b]]);
+        for (a, &lanes) in col.iter().enumerate() {
+            store(&mut dm[(a * 4 + b) * ps + base..], lanes);
+        }
+    }
+}
+
 simd_dispatch! {
     /// `dM = A·dY·Aᵀ` of every 2×2 output tile of `dz` (`[64][n][14·14]`) into `dm`
-    /// (`[16][64][n·49]` with slack).
-    fn output_grad_transform(dz: &[f32], n: usize, dm: &mut [f32]) {
+    /// (`[16][64][n·49]` with slack); the bias gradient (Σdz per channel) into `gbias`.
+    fn output_grad_transform(dz: &[f32], n: usize, dm: &mut [f32], gbias: &mut [f32]) {
         let t = n * TILES;
         let ps = C2 * t + SLACK;
-        assert!(dm.len() >= 16 * ps && dz.len() >= C2 * n * P2);
+        assert!(dm.len() >= 16 * ps && dz.len() >= C2 * n * P2 && gbias.len() >= C2);
         for o in 0..C2 {
+            let mut sum = 0.0f64;
             for i in 0..n {
                 let src = &dz[(o * n + i) * P2..][..P2];
                 for ty in 0..7 {
-                    // The tiles' four outputs, eight tiles per vector (the eighth is 0).
-                    let (y00, y01) = split_row(&src[2 * ty * 14..]);
-                    let (y10, y11) = split_row(&src[(2 * ty + 1) * 14..]);
-                    // Along the rows (over the output column), then down the columns.
-                    let u0 = a4([y00, y01]);
-                    let u1 = a4([y10, y11]);
-                    let base = o * t + i * TILES + ty * 7;
-                    for b in 0..4 {
-                        let col = a4([u0[b], u1[b]]);
-                        for (a, &lanes) in col.iter().enumerate() {
-                            store(&mut dm[(a * 4 + b) * ps + base..], lanes);
+                    let mut rows = [[0.0f32; 16]; 2];
+                    for (dy, r) in rows.iter_mut().enumerate() {
+                        r[..14].copy_from_slice(&src[(2 * ty + dy) * 14..][..14]);
+                    }
+                    store_output_grad(dm, ps, o * t + i * TILES + ty * 7, &rows);
+                }
+                sum += plane_sum(src);
+            }
+            gbias[o] = sum as f32;
+        }
+    }
+}
+
+/// Σ of one 14×14 plane: f32 lanes, then f64.
+#[inline(always)]
+fn plane_sum(p: &[f32]) -> f64 {
+    let mut lanes = [0.0f32; 14];
+    for row in p.chunks_exact(14) {
+        for x in 0..14 {
+            lanes[x] += row[x];
+        }
+    }
+    lanes.iter().map(|&v| v as f64).sum()
+}
+
+/// What batch norm 2 → ReLU → pool 2 needs to give conv2's output gradient: with
+/// `x̂ = (z − mean)·invstd`, `dz = γ·invstd·(dy − Σdy/N − x̂·Σdy·x̂/N)`, where `dy` is the
+/// gradient `dout` of the pooled features routed to each window's winner (`arg`, as the
+/// pooling recorded it: the element's index in its channel's `[n][14·14]` plane; pooled
+/// output (c, i, q) at `c·49 + i·3136 + q`).
+pub struct PoolBnGrad<'a> {
+    pub mean: &'a [f32],
+    pub invstd: &'a [f32],
+    pub gamma: &'a [f32],
+    /// Elements per channel in the batch (N).
+    pub count: usize,
+    pub dsum: &'a [f64],
+    pub dxsum: &'a [f64],
+    pub dout: &'a [f32],
+    pub arg: &'a [u32],
+}
+
+simd_dispatch! {
+    /// [`output_grad_transform`] of the `dz` that `g` defines for conv2's output `z`
+    /// (`[64][n][14·14]`), without storing it: the same values, element by element, as
+    /// `bn_backward` gives.
+    fn pool_bn_grad_transform(z: &[f32], g: &PoolBnGrad, n: usize, dm: &mut [f32], gbias: &mut [f32]) {
+        let t = n * TILES;
+        let ps = C2 * t + SLACK;
+        assert!(dm.len() >= 16 * ps && z.len() >= C2 * n * P2 && gbias.len() >= C2);
+        let total = g.count as f32;
+        for o in 0..C2 {
+            let k = g.gamma[o] * g.invstd[o] / total;
+            let (m, s) = (g.mean[o], g.invstd[o]);
+            let (sd, sdx) = (g.dsum[o] as f32, g.dxsum[o] as f32);
+            let k2 = g.gamma[o] * g.invstd[o];
+            let mut sum = 0.0f64;
+            for i in 0..n {
+                let src = &z[(o * n + i) * P2..][..P2];
+                let mut lanes = [0.0f32; 14];
+                for ty in 0..7 {
+                    let mut rows = [[0.0f32; 16]; 2];
+                    for (dy, r) in rows.iter_mut().enumerate() {
+                        let zr = &src[(2 * ty + dy) * 14..][..14];
+                        for x in 0..14 {
+                            r[x] = -k * (sd + (zr[x] - m) * s * sdx);
                         }
                     }
+                    // The pool windows of this tile row are its seven 2×2 tiles.
+                    let first = i * P2 + 2 * ty * 14;
+                    for px in 0..7 {
+                        let q = o * 49 + i * 3136 + ty * 7 + px;
+                        let a = g.arg[q];
+                        if a != super::NONE {
+                            let rel = a as usize - first;
+                            let dy = rel / 14;
+                            rows[dy][rel - 14 * dy] += k2 * g.dout[q];
+                        }
+                    }
+                    for r in &rows {
+                        for x in 0..14 {
+                            lanes[x] += r[x];
+                        }
+                    }
+                    store_output_grad(dm, ps, o * t + i * TILES + ty * 7, &rows);
                 }
+                sum += lanes.iter().map(|&v| v as f64).sum::<f64>();
             }
+            gbias[o] = sum as f32;
         }
     }
 }
@@ -364,9 +457,51 @@ fn weight_grad_transform(du: &[f32], g: &mut [f32]) {
     }
 }
 
+/// Per-thread scratch of the Winograd-domain tensors, reused by every chunk a thread computes,
+/// so it stays in cache instead of adding 3.2 MB per chunk to the step's memory traffic. The
+/// backward pass transforms conv2's input again rather than keeping V from the forward pass:
+/// that costs less than writing and reading back four times the input. Every element read is
+/// written first (the slack excepted, whose lanes are never used), so stale contents cannot
+/// leak into the results.
+struct Scratch {
+    /// `[16][32][T]`: V.
+    v: Vec<f32>,
+    /// `[16][64][T]`: M in the forward pass, dM in the backward.
+    m: Vec<f32>,
+    /// `[16][32][T]`: dV.
+    dv: Vec<f32>,
+    /// `[16][64][32]`: dU.
+    du: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = const {
+        std::cell::RefCell::new(Scratch { v: Vec::new(), m: Vec::new(), dv: Vec::new(), du: Vec::new() })
+    };
+}
+
+/// Runs `body` with this thread's scratch, sized for `n` images.
+fn with_scratch<R>(n: usize, body: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with_borrow_mut(|s| {
+        let grow = |b: &mut Vec<f32>, len: usize| {
+            if b.len() < len {
+                b.resize(len, 0.0);
+            }
+        };
+        grow(&mut s.v, 16 * plane_len(C1, n));
+        grow(&mut s.m, 16 * plane_len(C2, n));
+        grow(&mut s.dv, 16 * plane_len(C1, n));
+        grow(&mut s.du, 16 * C2 * C1);
+        body(s)
+    })
+}
+
 /// Conv2 forward of `n` images: `a` (`[32][n][14·14]`) → `z` (`[64][n][14·14]`, with bias).
-/// `v` keeps the transformed input for the weight gradient; `m` is scratch.
-pub fn forward(
+pub fn forward(f: &Filters, bias: &[f32], a: &[f32], n: usize, z: &mut [f32]) {
+    with_scratch(n, |s| forward_in(f, bias, a, n, &mut s.v, &mut s.m, z))
+}
+
+fn forward_in(
     f: &Filters,
     bias: &[f32],
     a: &[f32],
@@ -395,24 +530,51 @@ pub fn forward(
     output_transform(m, n, bias, z);
 }
 
-/// Conv2 backward of `n` images from the gradient `dz` of its output: the weight gradient into
-/// `g` (`[64][32·9]`) and the input gradient into `da` (`[32][n][14·14]`). `v` is what
-/// [`forward`] left; `dm`, `dv` and `du` are scratch.
-#[allow(clippy::too_many_arguments)]
+/// Where conv2's output gradient comes from.
+pub enum OutputGrad<'a> {
+    /// Given, `[64][n][14·14]`.
+    Plain(&'a [f32]),
+    /// Computed on the fly from conv2's output `z` through BN2 → ReLU → pool 2.
+    PoolBn(&'a [f32], PoolBnGrad<'a>),
+}
+
+/// Conv2 backward of `n` images from the gradient of its output: the weight gradient into `g`
+/// (`[64][32·9]`), the bias gradient into `gbias` and the input gradient into `da`
+/// (`[32][n][14·14]`). `a` is conv2's input, as given to [`forward`].
 pub fn backward(
     f: &Filters,
-    dz: &[f32],
+    dz: OutputGrad,
+    n: usize,
+    a: &[f32],
+    g: &mut [f32],
+    gbias: &mut [f32],
+    da: &mut [f32],
+) {
+    with_scratch(n, |s| {
+        input_transform(a, n, &mut s.v);
+        backward_in(f, dz, n, &s.v, &mut s.m, &mut s.dv, &mut s.du, g, gbias, da)
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward_in(
+    f: &Filters,
+    dz: OutputGrad,
     n: usize,
     v: &[f32],
     dm: &mut [f32],
     dv: &mut [f32],
     du: &mut [f32],
     g: &mut [f32],
+    gbias: &mut [f32],
     da: &mut [f32],
 ) {
     let t = n * TILES;
     let (pv, pm) = (plane_len(C1, n), plane_len(C2, n));
-    output_grad_transform(dz, n, dm);
+    match dz {
+        OutputGrad::Plain(dz) => output_grad_transform(dz, n, dm, gbias),
+        OutputGrad::PoolBn(z, g) => pool_bn_grad_transform(z, &g, n, dm, gbias),
+    }
     for xi in 0..16 {
         let dmx = &dm[xi * pm..][..C2 * t];
         // dU[ξ] (64×32) = dM[ξ] (64×T) · V[ξ]ᵀ (T×32)
@@ -514,12 +676,89 @@ mod tests {
             let bias = noise(C2, 2);
             let a = noise(C1 * n * P2, 3 + n as u64);
             let f = Filters::new(&w);
-            let mut v = vec![f32::NAN; 16 * plane_len(C1, n)];
-            let mut m = vec![f32::NAN; 16 * plane_len(C2, n)];
             let mut z = vec![0.0f32; C2 * n * P2];
-            forward(&f, &bias, &a, n, &mut v, &mut m, &mut z);
+            forward(&f, &bias, &a, n, &mut z);
             close(&z, &conv_ref(&w, &bias, &a, n), "z");
         }
+    }
+
+    /// The fused BN2 → pool2 backward gives the transform of exactly the `dz` that
+    /// `bn_backward` stores, so the three gradients are the same bits.
+    #[test]
+    fn fused_pool_bn_backward_is_bit_identical_to_the_stored_gradient() {
+        let n = 3;
+        let np = n * P2;
+        let z = noise(C2 * np, 21);
+        let dout = noise(n * 3136, 22);
+        // Each pooled output's winner: some window element, or none (ReLU cut it).
+        let mut arg = vec![super::super::NONE; super::super::CHUNK * 3136];
+        for c in 0..C2 {
+            for i in 0..n {
+                for q in 0..49 {
+                    let pick = (c * 7 + i * 5 + q * 3) % 5;
+                    if pick < 4 {
+                        let (py, px) = (q / 7, q % 7);
+                        let at = i * P2 + (2 * py + pick / 2) * 14 + 2 * px + pick % 2;
+                        arg[c * 49 + i * 3136 + q] = at as u32;
+                    }
+                }
+            }
+        }
+        let stat = |seed| -> Vec<f32> { noise(C2, seed).iter().map(|v| 1.0 + 0.5 * v).collect() };
+        let (mean, invstd, gamma) = (noise(C2, 23), stat(24), stat(25));
+        let dsum: Vec<f64> = noise(C2, 26).iter().map(|&v| v as f64 * 10.0).collect();
+        let dxsum: Vec<f64> = noise(C2, 27).iter().map(|&v| v as f64 * 10.0).collect();
+        let mut dz = vec![0.0f32; C2 * np];
+        super::super::bn_backward(
+            &z,
+            &mut dz,
+            C2,
+            n,
+            14,
+            &mean,
+            &invstd,
+            np,
+            &gamma,
+            &dsum,
+            &dxsum,
+            &dout,
+            &arg,
+            super::super::Layout {
+                channel: 49,
+                image: 3136,
+            },
+        );
+        let f = Filters::new(&weights(28));
+        let a = noise(C1 * np, 29);
+        let run = |grad: OutputGrad| {
+            let (mut g, mut gb, mut da) =
+                (vec![0.0; C2 * C1 * 9], vec![0.0; C2], vec![0.0; C1 * np]);
+            backward(&f, grad, n, &a, &mut g, &mut gb, &mut da);
+            (g, gb, da)
+        };
+        let plain = run(OutputGrad::Plain(&dz));
+        let fused = run(OutputGrad::PoolBn(
+            &z,
+            PoolBnGrad {
+                mean: &mean,
+                invstd: &invstd,
+                gamma: &gamma,
+                count: np,
+                dsum: &dsum,
+                dxsum: &dxsum,
+                dout: &dout,
+                arg: &arg,
+            },
+        ));
+        assert!(plain.0 == fused.0, "weight gradients differ");
+        assert!(plain.2 == fused.2, "input gradients differ");
+        for (a, b) in plain.1.iter().zip(&fused.1) {
+            assert!(
+                (a - b).abs() <= 1e-5 * a.abs().max(1.0),
+                "bias gradient {a} vs {b}"
+            );
+        }
+        assert!(plain.1.iter().any(|&b| b != 0.0));
     }
 
     /// The backward pass is the adjoint of the forward: for the loss L = Σ dz·z, dL/da and
@@ -531,15 +770,10 @@ mod tests {
             let a = noise(C1 * n * P2, 5 + n as u64);
             let dz = noise(C2 * n * P2, 6 + n as u64);
             let f = Filters::new(&w);
-            let mut v = vec![f32::NAN; 16 * plane_len(C1, n)];
-            let mut m = vec![f32::NAN; 16 * plane_len(C2, n)];
-            let mut z = vec![0.0f32; C2 * n * P2];
-            forward(&f, &[0.0; C2], &a, n, &mut v, &mut m, &mut z);
-            let mut dv = vec![f32::NAN; 16 * plane_len(C1, n)];
-            let mut du = vec![f32::NAN; 16 * C2 * C1];
             let mut g = vec![0.0f32; C2 * C1 * 9];
+            let mut gb = vec![0.0f32; C2];
             let mut da = vec![f32::NAN; C1 * n * P2];
-            backward(&f, &dz, n, &v, &mut m, &mut dv, &mut du, &mut g, &mut da);
+            backward(&f, OutputGrad::Plain(&dz), n, &a, &mut g, &mut gb, &mut da);
             // By definition: da[c][i][p] = Σ w[o][c][ky][kx]·dz[o][i][p − shift], dw = Σ dz·a.
             let mut want_da = vec![0.0f64; C1 * n * P2];
             let mut want_g = vec![0.0f64; C2 * C1 * 9];
@@ -567,6 +801,10 @@ mod tests {
             }
             close(&da, &want_da, "da");
             close(&g, &want_g, "dw");
+            let want_gb: Vec<f64> = (0..C2)
+                .map(|o| dz[o * n * P2..][..n * P2].iter().map(|&x| x as f64).sum())
+                .collect();
+            close(&gb, &want_gb, "db");
         }
     }
 }
