@@ -1171,6 +1171,17 @@ mod tests {
     }
 
     #[test]
+    fn the_bench_times_both_algorithms_window_by_window() {
+        let data = synthetic(300, 17);
+        let b = bench_wide(&data, 1, 2, 3);
+        assert_eq!((b.direct.len(), b.winograd.len()), (3, 3));
+        let positive = |r: &[f64]| r.iter().all(|&v| v.is_finite() && v > 0.0);
+        assert!(positive(&b.direct) && positive(&b.winograd));
+        // The stages of the timed Winograd steps, after the warm-up was dropped.
+        assert!(b.stages.iter().all(|s| s.1 >= 0.0) && b.stages.iter().any(|s| s.1 > 0.0));
+    }
+
+    #[test]
     fn resume_rejects_a_foreign_state() {
         let data = synthetic(100, 13);
         let state = fresh(&data, 1).state();
