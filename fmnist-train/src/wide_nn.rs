@@ -403,18 +403,15 @@ simd_dispatch! {
             padded_image(x0, i, &mut xp);
             for c in 0..C1 {
                 conv1_plane(&xp, w, bias, c, &mut acc, &mut plane);
-                let (mut sd, mut sdx) = (sums[0][c], sums[1][c]);
-                for k in 0..P2 {
-                    let o = c * n * P2 + i * P2 + k;
-                    // Branch-free: a pooled output without a winner adds 0.
-                    let a = arg[o];
-                    let valid = a != NONE;
-                    let at = if valid { a as usize - i * P1 } else { 0 };
-                    let dy = if valid { dout[o] } else { 0.0 };
-                    let xhat = (plane[at] - mean[c]) * invstd[c];
-                    sd += dy as f64;
-                    sdx += (dy * xhat) as f64;
-                }
+                let o = c * n * P2 + i * P2;
+                let (sd, sdx) = routed_plane_sums(
+                    &dout[o..][..P2],
+                    &arg[o..][..P2],
+                    &plane,
+                    i * P1,
+                    (mean[c], invstd[c]),
+                    (sums[0][c], sums[1][c]),
+                );
                 sums[0][c] = sd;
                 sums[1][c] = sdx;
             }
@@ -582,24 +579,46 @@ simd_dispatch! {
         let q = (w / 2) * (w / 2);
         *sums = [[0.0; C2]; 2];
         for c in 0..ch {
-            let (mut sd, mut sdx) = (0.0f64, 0.0f64);
+            let mut acc = (0.0f64, 0.0f64);
             for i in 0..n {
-                for k in 0..q {
-                    let o = c * lay.channel + i * lay.image + k;
-                    // Branch-free: a pooled output without a winner adds 0.
-                    let a = arg[o];
-                    let valid = a != NONE;
-                    let at = if valid { a as usize } else { 0 };
-                    let dy = if valid { dout[o] } else { 0.0 };
-                    let xhat = (z[c * np + at] - mean[c]) * invstd[c];
-                    sd += dy as f64;
-                    sdx += (dy * xhat) as f64;
-                }
+                let o = c * lay.channel + i * lay.image;
+                acc = routed_plane_sums(
+                    &dout[o..][..q],
+                    &arg[o..][..q],
+                    &z[c * np..][..np],
+                    0,
+                    (mean[c], invstd[c]),
+                    acc,
+                );
             }
-            sums[0][c] = sd;
-            sums[1][c] = sdx;
+            sums[0][c] = acc.0;
+            sums[1][c] = acc.1;
         }
     }
+}
+
+/// `acc` plus Σdy and Σdy·x̂ over one image's pooled outputs of one channel: `dy` is `dout`
+/// where the output has a winner in `arg` (the winner's index in `z` plus `first`), x̂ the
+/// winner's `(z − mean)·invstd`. In output order, so every caller sums the same way.
+#[inline(always)]
+fn routed_plane_sums(
+    dout: &[f32],
+    arg: &[u32],
+    z: &[f32],
+    first: usize,
+    (mean, invstd): (f32, f32),
+    (mut sd, mut sdx): (f64, f64),
+) -> (f64, f64) {
+    for (&a, &d) in arg.iter().zip(dout) {
+        // Branch-free: a pooled output without a winner adds 0.
+        let valid = a != NONE;
+        let at = if valid { a as usize - first } else { 0 };
+        let dy = if valid { d } else { 0.0 };
+        let xhat = (z[at] - mean) * invstd;
+        sd += dy as f64;
+        sdx += (dy * xhat) as f64;
+    }
+    (sd, sdx)
 }
 
 simd_dispatch! {
