@@ -722,6 +722,39 @@ impl Default for WideChunk {
     }
 }
 
+/// A 3×3, pad-1 convolution by im2col + GEMM: `src` (`[cin][n][w·w]`) → `z` (`[cout][n][w·w]`,
+/// bias first, then the GEMM adds the taps), through the im2col buffer `col`.
+#[allow(clippy::too_many_arguments)]
+fn conv3x3_im2col(
+    src: &[f32],
+    (cin, cout): (usize, usize),
+    n: usize,
+    w: usize,
+    weight: &[f32],
+    bias: &[f32],
+    col: &mut [f32],
+    z: &mut [f32],
+) {
+    let np = n * w * w;
+    let k = cin * 9;
+    im2col3(src, cin, n, w, &mut col[..k * np]);
+    for c in 0..cout {
+        z[c * np..][..np].fill(bias[c]);
+    }
+    gemm(
+        cout,
+        k,
+        np,
+        weight,
+        (k, 1),
+        &col[..k * np],
+        (np, 1),
+        1.0,
+        &mut z[..cout * np],
+        (np, 1),
+    );
+}
+
 /// Sizes `buf` to `len` floats the first time it is needed.
 fn grow(buf: &mut Vec<f32>, len: usize) {
     if buf.len() < len {
@@ -757,22 +790,15 @@ impl WideChunk {
         }
         grow(&mut self.col1, K1 * CHUNK * P1);
         grow(&mut self.z1, C1 * CHUNK * P1);
-        im2col3(&self.x0[..np], 1, n, 28, &mut self.col1[..K1 * np]);
-        for c in 0..C1 {
-            self.z1[c * np..][..np].fill(p.conv1_bias[c]);
-        }
-        let w: &[f32] = bytemuck::cast_slice(&p.conv1_weight);
-        gemm(
-            C1,
-            K1,
-            np,
-            w,
-            (K1, 1),
-            &self.col1[..K1 * np],
-            (np, 1),
-            1.0,
-            &mut self.z1[..C1 * np],
-            (np, 1),
+        conv3x3_im2col(
+            &self.x0[..np],
+            (1, C1),
+            n,
+            28,
+            bytemuck::cast_slice(&p.conv1_weight),
+            &p.conv1_bias,
+            &mut self.col1,
+            &mut self.z1,
         );
         channel_sums(&self.z1, C1, np, &mut self.sums);
     }
@@ -826,22 +852,15 @@ impl WideChunk {
             }
             None => {
                 grow(&mut self.col2, K2 * CHUNK * P2);
-                im2col3(&self.a1[..C1 * np], C1, n, 14, &mut self.col2[..K2 * np]);
-                for c in 0..C2 {
-                    self.z2[c * np..][..np].fill(p.conv2_bias[c]);
-                }
-                let w: &[f32] = bytemuck::cast_slice(&p.conv2_weight);
-                gemm(
-                    C2,
-                    K2,
-                    np,
-                    w,
-                    (K2, 1),
-                    &self.col2[..K2 * np],
-                    (np, 1),
-                    1.0,
-                    &mut self.z2[..C2 * np],
-                    (np, 1),
+                conv3x3_im2col(
+                    &self.a1[..C1 * np],
+                    (C1, C2),
+                    n,
+                    14,
+                    bytemuck::cast_slice(&p.conv2_weight),
+                    &p.conv2_bias,
+                    &mut self.col2,
+                    &mut self.z2,
                 );
             }
         }
