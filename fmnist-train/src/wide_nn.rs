@@ -755,6 +755,34 @@ fn conv3x3_im2col(
     );
 }
 
+/// The bias and weight gradients of [`conv3x3_im2col`] from its output gradient `dz`
+/// (`[cout][np]`): Σdz per channel, and `dW[cout][cin·9] = dz · colᵀ`.
+fn conv3x3_grads(
+    dz: &[f32],
+    (cin, cout): (usize, usize),
+    np: usize,
+    col: &[f32],
+    gw: &mut [f32],
+    gb: &mut [f32],
+) {
+    let k = cin * 9;
+    for c in 0..cout {
+        gb[c] = sum_and_squares(&dz[c * np..][..np]).0 as f32;
+    }
+    gemm(
+        cout,
+        np,
+        k,
+        dz,
+        (np, 1),
+        &col[..k * np],
+        (1, np),
+        0.0,
+        gw,
+        (k, 1),
+    );
+}
+
 /// Sizes `buf` to `len` floats the first time it is needed.
 fn grow(buf: &mut Vec<f32>, len: usize) {
     if buf.len() < len {
@@ -969,21 +997,13 @@ impl WideChunk {
                     },
                 );
                 let dz = &self.dz2[..C2 * np];
-                for c in 0..C2 {
-                    self.g_conv2_b[c] = sum_and_squares(&dz[c * np..][..np]).0 as f32;
-                }
-                // dW2[64][288] = dz2[64][np] · col2ᵀ[np][288]
-                gemm(
-                    C2,
-                    np,
-                    K2,
+                conv3x3_grads(
                     dz,
-                    (np, 1),
-                    &self.col2[..K2 * np],
-                    (1, np),
-                    0.0,
+                    (C1, C2),
+                    np,
+                    &self.col2,
                     &mut self.g_conv2_w,
-                    (K2, 1),
+                    &mut self.g_conv2_b,
                 );
                 // dcol2[288][np] = W2ᵀ[288][64] · dz2[64][np]
                 grow(&mut self.dcol2, K2 * CHUNK * P2);
@@ -1084,22 +1104,13 @@ impl WideChunk {
                 image: P2,
             },
         );
-        let dz = &self.dz1[..C1 * np];
-        for c in 0..C1 {
-            self.g_conv1_b[c] = sum_and_squares(&dz[c * np..][..np]).0 as f32;
-        }
-        // dW1[32][9] = dz1[32][np] · col1ᵀ[np][9]
-        gemm(
-            C1,
+        conv3x3_grads(
+            &self.dz1[..C1 * np],
+            (1, C1),
             np,
-            K1,
-            dz,
-            (np, 1),
-            &self.col1[..K1 * np],
-            (1, np),
-            0.0,
+            &self.col1,
             &mut self.g_conv1_w,
-            (K1, 1),
+            &mut self.g_conv1_b,
         );
     }
 }

@@ -482,12 +482,8 @@ thread_local! {
 
 /// Runs `body` with this thread's scratch, sized for `n` images.
 fn with_scratch<R>(n: usize, body: impl FnOnce(&mut Scratch) -> R) -> R {
+    use super::grow;
     SCRATCH.with_borrow_mut(|s| {
-        let grow = |b: &mut Vec<f32>, len: usize| {
-            if b.len() < len {
-                b.resize(len, 0.0);
-            }
-        };
         grow(&mut s.v, 16 * plane_len(C1, n));
         grow(&mut s.m, 16 * plane_len(C2, n));
         grow(&mut s.dv, 16 * plane_len(C1, n));
