@@ -323,6 +323,29 @@ fn conv1_plane(
     }
 }
 
+/// Calls `f(i, c, plane)` with conv1's output plane of channel `c` of image `i` (as
+/// [`conv1_plane`] computes it), for every image of `x0` (`[n][28·28]`) and every channel, in
+/// that order.
+#[inline(always)]
+fn each_conv1_plane(
+    x0: &[f32],
+    n: usize,
+    w: &[[[[f32; 3]; 3]; 1]; C1],
+    bias: &[f32],
+    mut f: impl FnMut(usize, usize, &[f32; P1]),
+) {
+    let mut xp = [0.0f32; XW * XW + 8];
+    let mut acc = [0.0f32; XN];
+    let mut plane = [0.0f32; P1];
+    for i in 0..n {
+        padded_image(x0, i, &mut xp);
+        for c in 0..C1 {
+            conv1_plane(&xp, w, bias, c, &mut acc, &mut plane);
+            f(i, c, &plane);
+        }
+    }
+}
+
 // The fused conv1 kernels of the Winograd recipe never store conv1's output (32 floats per
 // pixel, 800 KB per chunk): each stage that needs it recomputes it from the 28×28 image,
 // which costs less than the memory traffic of keeping it.
@@ -338,19 +361,11 @@ simd_dispatch! {
         sums: &mut [[f64; C2]; 2],
     ) {
         *sums = [[0.0; C2]; 2];
-        let mut xp = [0.0f32; XW * XW + 8];
-        let mut acc = [0.0f32; XN];
-        let mut plane = [0.0f32; P1];
-        for i in 0..n {
-            padded_image(x0, i, &mut xp);
-            for c in 0..C1 {
-                conv1_plane(&xp, w, bias, c, &mut acc, &mut plane);
-                let (sz, szz) = sum_and_squares(&plane);
-                let [s, q] = sums;
-                s[c] += sz;
-                q[c] += szz;
-            }
-        }
+        each_conv1_plane(x0, n, w, bias, |_, c, plane| {
+            let (sz, szz) = sum_and_squares(plane);
+            sums[0][c] += sz;
+            sums[1][c] += szz;
+        });
     }
 }
 
@@ -366,17 +381,10 @@ simd_dispatch! {
         out: &mut [f32],
         arg: &mut [u32],
     ) {
-        let mut xp = [0.0f32; XW * XW + 8];
-        let mut acc = [0.0f32; XN];
-        let mut plane = [0.0f32; P1];
-        for i in 0..n {
-            padded_image(x0, i, &mut xp);
-            for (c, &bnc) in bn.iter().enumerate() {
-                conv1_plane(&xp, w, bias, c, &mut acc, &mut plane);
-                let o = c * n * P2 + i * P2;
-                pool_plane(&plane, 28, bnc, (i * P1) as u32, &mut out[o..], &mut arg[o..]);
-            }
-        }
+        each_conv1_plane(x0, n, w, bias, |i, c, plane| {
+            let o = c * n * P2 + i * P2;
+            pool_plane(plane, 28, bn[c], (i * P1) as u32, &mut out[o..], &mut arg[o..]);
+        });
     }
 }
 
@@ -396,26 +404,19 @@ simd_dispatch! {
         sums: &mut [[f64; C2]; 2],
     ) {
         *sums = [[0.0; C2]; 2];
-        let mut xp = [0.0f32; XW * XW + 8];
-        let mut acc = [0.0f32; XN];
-        let mut plane = [0.0f32; P1];
-        for i in 0..n {
-            padded_image(x0, i, &mut xp);
-            for c in 0..C1 {
-                conv1_plane(&xp, w, bias, c, &mut acc, &mut plane);
-                let o = c * n * P2 + i * P2;
-                let (sd, sdx) = routed_plane_sums(
-                    &dout[o..][..P2],
-                    &arg[o..][..P2],
-                    &plane,
-                    i * P1,
-                    (mean[c], invstd[c]),
-                    (sums[0][c], sums[1][c]),
-                );
-                sums[0][c] = sd;
-                sums[1][c] = sdx;
-            }
-        }
+        each_conv1_plane(x0, n, w, bias, |i, c, plane| {
+            let o = c * n * P2 + i * P2;
+            let (sd, sdx) = routed_plane_sums(
+                &dout[o..][..P2],
+                &arg[o..][..P2],
+                plane,
+                i * P1,
+                (mean[c], invstd[c]),
+                (sums[0][c], sums[1][c]),
+            );
+            sums[0][c] = sd;
+            sums[1][c] = sdx;
+        });
     }
 }
 
