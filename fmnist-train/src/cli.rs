@@ -241,7 +241,7 @@ pub fn bench(
             cfg.batch
         );
         println!(
-            "reference (same machine): PyTorch 2.15 CPU 11–13 k images/s, NumPy original ~205 images/s"
+            "PyTorch on this machine, in the same run: python3 scripts/bench_pytorch.py --model lenet (needs PyTorch); the original NumPy code: ~205 images/s"
         );
     }
 }
@@ -360,7 +360,9 @@ fn bench_wide(
                 100.0 * gflops / p
             );
         }
-        println!("reference (same machine): PyTorch 2.15 CPU ~2.2 k images/s for this model");
+        println!(
+            "PyTorch on this machine, in the same run: python3 scripts/bench_pytorch.py (needs PyTorch)"
+        );
     }
 }
 

@@ -86,6 +86,10 @@ fn setup() -> Step {
     if !have("qemu-system-arm") {
         packages.push("qemu-system-arm");
     }
+    // For the tests of scripts/bench_pytorch.py.
+    if !have("python3") {
+        packages.push("python3");
+    }
     if !packages.is_empty() {
         let sudo = if is_root() {
             vec![]
