@@ -800,9 +800,35 @@ fn channel_sums(z: &[f32], ch: usize, np: usize, sums: &mut [[f64; C2]; 2]) {
     }
 }
 
+/// How a step computes the two convolutions: the recipe's [`Conv`], with what Winograd needs.
+/// One value for all four stages, so the forward and the backward cannot disagree.
+#[derive(Clone, Copy)]
+pub enum Arith<'a> {
+    /// im2col + GEMM for both convolutions; conv1's output is stored for the later stages.
+    Direct,
+    /// Winograd F(2×2, 3×3) for conv2, with its transformed weights; conv1 by the fused direct
+    /// kernels, its output recomputed where needed rather than stored.
+    Winograd(&'a Filters),
+}
+
+impl<'a> Arith<'a> {
+    /// The arithmetic of `conv`: for Winograd, `filters` holds the transform of conv2's weights
+    /// (filled here, once per step) and must outlive the step.
+    pub fn new(
+        conv: Conv,
+        conv2_weight: &[[[[f32; 3]; 3]; C1]; C2],
+        filters: &'a mut Option<Filters>,
+    ) -> Self {
+        match conv {
+            Conv::Direct => Arith::Direct,
+            Conv::Winograd => Arith::Winograd(filters.insert(Filters::new(conv2_weight))),
+        }
+    }
+}
+
 impl WideChunk {
     /// Stage 1: conv1 (pre-BN) of `images` into the chunk; Σz, Σz² per channel in `sums`.
-    pub fn conv1(&mut self, p: &WideParams, images: &[&[u8; IMAGE_PIXELS]], conv: Conv) {
+    pub fn conv1(&mut self, p: &WideParams, images: &[&[u8; IMAGE_PIXELS]], arith: Arith) {
         let n = images.len();
         assert!(n > 0 && n <= CHUNK);
         self.n = n;
@@ -813,7 +839,7 @@ impl WideChunk {
                 *d = lut[px as usize];
             }
         }
-        if conv == Conv::Winograd {
+        if let Arith::Winograd(_) = arith {
             conv1_sums(&self.x0, n, &p.conv1_weight, &p.conv1_bias, &mut self.sums);
             return;
         }
@@ -832,12 +858,11 @@ impl WideChunk {
         channel_sums(&self.z1, C1, np, &mut self.sums);
     }
 
-    /// Stage 2: BN1 → ReLU → pool1, conv2 (pre-BN) — by im2col + GEMM, or by Winograd with
-    /// `filters` (conv2's transformed weights); Σz, Σz² per channel in `sums`.
-    pub fn conv2(&mut self, p: &WideParams, bn1: &BnBatch<C1>, filters: Option<&Filters>) {
+    /// Stage 2: BN1 → ReLU → pool1, conv2 (pre-BN) by `arith`; Σz, Σz² per channel in `sums`.
+    pub fn conv2(&mut self, p: &WideParams, bn1: &BnBatch<C1>, arith: Arith) {
         let n = self.n;
         let np = n * P2;
-        if filters.is_some() {
+        if let Arith::Winograd(_) = arith {
             // The Winograd recipe recomputes conv1's output rather than storing it.
             let bn: [[f32; 4]; C1] = std::array::from_fn(|c| {
                 [bn1.mean[c], bn1.invstd[c], p.bn1.gamma[c], p.bn1.beta[c]]
@@ -869,8 +894,8 @@ impl WideChunk {
                 },
             );
         }
-        match filters {
-            Some(f) => {
+        match arith {
+            Arith::Winograd(f) => {
                 winograd::forward(
                     f,
                     &p.conv2_bias,
@@ -879,7 +904,7 @@ impl WideChunk {
                     &mut self.z2[..C2 * np],
                 );
             }
-            None => {
+            Arith::Direct => {
                 grow(&mut self.col2, K2 * CHUNK * P2);
                 conv3x3_im2col(
                     &self.a1[..C1 * np],
@@ -936,9 +961,8 @@ impl WideChunk {
         );
     }
 
-    /// Stage 5: BN2 backward (with the batch's Σdy, Σdy·x̂), conv2's gradients (by the algorithm
-    /// of the forward: Winograd when `filters` is given), the gradient of pool1's output, then
-    /// the BN1 sums of this chunk (into `sums`).
+    /// Stage 5: BN2 backward (with the batch's Σdy, Σdy·x̂), conv2's gradients (by `arith`, the
+    /// forward's), the gradient of pool1's output, then the BN1 sums of this chunk (into `sums`).
     #[allow(clippy::too_many_arguments)]
     pub fn back_conv2(
         &mut self,
@@ -948,12 +972,12 @@ impl WideChunk {
         dsum: &[f64; C2],
         dxsum: &[f64; C2],
         dx: &[f32],
-        filters: Option<&Filters>,
+        arith: Arith,
     ) {
         let n = self.n;
         let np = n * P2;
-        match filters {
-            Some(f) => {
+        match arith {
+            Arith::Winograd(f) => {
                 // BN2 → pool2's backward is fused into the transform of conv2's output
                 // gradient: dz2 is never stored.
                 let grad = winograd::PoolBnGrad {
@@ -976,7 +1000,7 @@ impl WideChunk {
                     &mut self.da1,
                 );
             }
-            None => {
+            Arith::Direct => {
                 grow(&mut self.dz2, C2 * CHUNK * P2);
                 bn_backward(
                     &self.z2,
@@ -1024,7 +1048,7 @@ impl WideChunk {
                 col2im3(&self.dcol2[..K2 * np], C1, n, 14, &mut self.da1);
             }
         }
-        if filters.is_some() {
+        if let Arith::Winograd(_) = arith {
             conv1_routed_sums(
                 &self.x0,
                 n,
@@ -1062,11 +1086,11 @@ impl WideChunk {
         bn1: &BnBatch<C1>,
         dsum: &[f64; C1],
         dxsum: &[f64; C1],
-        conv: Conv,
+        arith: Arith,
     ) {
         let n = self.n;
         let np = n * P1;
-        if conv == Conv::Winograd {
+        if let Arith::Winograd(_) = arith {
             conv1_backward_fused(
                 &self.x0,
                 n,

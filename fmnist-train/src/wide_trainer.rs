@@ -23,7 +23,7 @@ use crate::data::Dataset;
 use crate::distill::TeacherTargets;
 use crate::nn::BnBatch;
 use crate::trainer::{BN_MOMENTUM, Evaluation, StepStats, thread_pool};
-use crate::wide_nn::{CHUNK, Filters, Head, WideChunk};
+use crate::wide_nn::{Arith, CHUNK, Head, WideChunk};
 
 pub use crate::config::AdamConfig;
 
@@ -354,7 +354,10 @@ impl<'d> WideTrainer<'d> {
         let labels = &self.labels[..];
         let p = &*self.params;
         let chunks = &mut self.chunks[..nchunks];
-        let conv = self.conv;
+        // conv2's transformed weights, when Winograd: once per step, serially, before the
+        // stages are timed (2,048 small transforms).
+        let mut filters = None;
+        let arith = Arith::new(self.conv, &p.conv2_weight, &mut filters);
         let head = &mut self.head;
         let grads = &mut *self.grads;
         let pool = &self.pool;
@@ -370,18 +373,16 @@ impl<'d> WideTrainer<'d> {
         pool.install(|| {
             chunks.par_iter_mut().enumerate().for_each(|(ci, ch)| {
                 let r = ci * CHUNK..((ci + 1) * CHUNK).min(b);
-                ch.conv1(p, &images[r], conv);
+                ch.conv1(p, &images[r], arith);
             })
         });
         let (s, q) = reduce_sums::<32>(chunks);
         let bn1 = BnBatch::<32>::from_sums(&s, &q, b * 28 * 28);
         lap(0);
-        let filters = (self.conv == Conv::Winograd).then(|| Filters::new(&p.conv2_weight));
-        let filters = filters.as_ref();
         pool.install(|| {
             chunks
                 .par_iter_mut()
-                .for_each(|ch| ch.conv2(p, &bn1, filters))
+                .for_each(|ch| ch.conv2(p, &bn1, arith))
         });
         let (s, q) = reduce_sums::<64>(chunks);
         let bn2 = BnBatch::<64>::from_sums(&s, &q, b * 14 * 14);
@@ -408,14 +409,14 @@ impl<'d> WideTrainer<'d> {
             chunks
                 .par_iter_mut()
                 .zip(head.dx.par_chunks(CHUNK * f))
-                .for_each(|(ch, dx)| ch.back_conv2(p, &bn1, &bn2, &dsum2, &dxsum2, dx, filters))
+                .for_each(|(ch, dx)| ch.back_conv2(p, &bn1, &bn2, &dsum2, &dxsum2, dx, arith))
         });
         let (dsum1, dxsum1) = reduce_sums::<32>(chunks);
         lap(5);
         pool.install(|| {
             chunks
                 .par_iter_mut()
-                .for_each(|ch| ch.back_conv1(p, &bn1, &dsum1, &dxsum1, conv))
+                .for_each(|ch| ch.back_conv1(p, &bn1, &dsum1, &dxsum1, arith))
         });
 
         lap(6);
@@ -560,8 +561,8 @@ pub fn evaluate_wide(p: &WideParams, data: &Dataset, pool: &rayon::ThreadPool) -
                 |(ch, head), &(s, e)| {
                     let imgs: Vec<&[u8; IMAGE_PIXELS]> = data.images[s..e].iter().collect();
                     for (k, sub) in imgs.chunks(CHUNK).enumerate() {
-                        ch.conv1(p, sub, Conv::Direct);
-                        ch.conv2(p, &bn1, None);
+                        ch.conv1(p, sub, Arith::Direct);
+                        ch.conv2(p, &bn1, Arith::Direct);
                         ch.pool2(p, &bn2, &mut head.x[k * CHUNK * WIDE_FLAT..]);
                     }
                     head.forward_eval(p, e - s);
