@@ -430,18 +430,10 @@ simd_dispatch! {
         n: usize,
         w: &[[[[f32; 3]; 3]; 1]; C1],
         cbias: &[f32],
-        mean: &[f32],
-        invstd: &[f32],
-        count: usize,
-        gamma: &[f32],
-        dsum: &[f64],
-        dxsum: &[f64],
-        dout: &[f32],
-        arg: &[u32],
+        g: &BnGrad,
         gw: &mut [f32],
         gb: &mut [f32],
     ) {
-        let total = count as f32;
         let mut taps = [[0.0f64; 9]; C1];
         let mut bias = [0.0f64; C1];
         let mut xp = [0.0f32; XW * XW + 8];
@@ -451,24 +443,21 @@ simd_dispatch! {
         for i in 0..n {
             padded_image(x0, i, &mut xp);
             for c in 0..C1 {
-                let k = gamma[c] * invstd[c] / total;
-                let (m, s) = (mean[c], invstd[c]);
-                let (sd, sdx) = (dsum[c] as f32, dxsum[c] as f32);
-                let k2 = gamma[c] * invstd[c];
+                let bn = g.channel(c);
                 conv_taps(&xp, &conv1_taps(w, c), cbias[c], &mut acc);
                 for y in 0..28 {
                     let zr = &acc[y * XW..][..28];
                     let r = &mut dz[y * XW..][..28];
                     for x in 0..28 {
-                        r[x] = -k * (sd + (zr[x] - m) * s * sdx);
+                        r[x] = bn.dz(zr[x]);
                     }
                 }
-                let routes = &arg[c * n * P2 + i * P2..][..P2];
-                let grads = &dout[c * n * P2 + i * P2..][..P2];
-                for (&a, &g) in routes.iter().zip(grads) {
+                let routes = &g.arg[c * n * P2 + i * P2..][..P2];
+                let grads = &g.dout[c * n * P2 + i * P2..][..P2];
+                for (&a, &dy) in routes.iter().zip(grads) {
                     if a != NONE {
                         let rel = a as usize - i * P1;
-                        dz[(rel / 28) * XW + rel % 28] += k2 * g;
+                        dz[(rel / 28) * XW + rel % 28] += bn.k2 * dy;
                     }
                 }
                 // Σdz and the nine Σdz·x.
@@ -484,6 +473,66 @@ simd_dispatch! {
                 gw[c * 9 + t] = taps[c][t] as f32;
             }
         }
+    }
+}
+
+/// What the backward of batch norm → ReLU → 2×2 max-pool needs, for any of the three kernels
+/// that do it (`bn_backward`, `conv1_backward_fused`, `winograd::pool_bn_grad_transform`): with
+/// `x̂ = (z − mean)·invstd`, `dz = γ·invstd·(dy − Σdy/N − x̂·Σdy·x̂/N)`, where `dy` is the
+/// gradient `dout` of the pooled output routed to each window's winner (`arg`, as the pooling
+/// recorded it: the element's index in its channel's plane; [`NONE`] when no element won).
+#[derive(Clone, Copy)]
+pub struct BnGrad<'a> {
+    /// The batch's per-channel mean.
+    pub mean: &'a [f32],
+    /// The batch's per-channel 1/√(var + ε).
+    pub invstd: &'a [f32],
+    /// BN's γ.
+    pub gamma: &'a [f32],
+    /// Elements per channel in the batch (N).
+    pub count: usize,
+    /// The batch's Σdy per channel.
+    pub dsum: &'a [f64],
+    /// The batch's Σdy·x̂ per channel.
+    pub dxsum: &'a [f64],
+    /// Gradient of the pooled output.
+    pub dout: &'a [f32],
+    /// The pool's winners.
+    pub arg: &'a [u32],
+}
+
+/// [`BnGrad`]'s constants for one channel.
+#[derive(Clone, Copy)]
+pub struct BnGradChannel {
+    k: f32,
+    m: f32,
+    s: f32,
+    sd: f32,
+    sdx: f32,
+    /// γ·invstd: a winner's `dz` is [`BnGradChannel::dz`] of its `z` plus `k2·dout`.
+    pub k2: f32,
+}
+
+impl BnGrad<'_> {
+    /// Channel `c`'s constants, the same expressions for every kernel (so the same bits).
+    #[inline(always)]
+    pub fn channel(&self, c: usize) -> BnGradChannel {
+        BnGradChannel {
+            k: self.gamma[c] * self.invstd[c] / self.count as f32,
+            m: self.mean[c],
+            s: self.invstd[c],
+            sd: self.dsum[c] as f32,
+            sdx: self.dxsum[c] as f32,
+            k2: self.gamma[c] * self.invstd[c],
+        }
+    }
+}
+
+impl BnGradChannel {
+    /// `dz` of an element with pre-BN value `z` that won no pool window.
+    #[inline(always)]
+    pub fn dz(&self, z: f32) -> f32 {
+        -self.k * (self.sd + (z - self.m) * self.s * self.sdx)
     }
 }
 
@@ -623,44 +672,33 @@ fn routed_plane_sums(
 }
 
 simd_dispatch! {
-    /// Batch-norm + pool backward: `dz = γ·invstd·(dy − Σdy/N − x̂·Σdy·x̂/N)` where dy is
-    /// routed from `dout` to the pool's winners (0 elsewhere).
+    /// Batch-norm + pool backward into `dz` (`[ch][n][w·w]`), as [`BnGrad`] defines it; `g`'s
+    /// pooled outputs are where `lay` says.
     fn bn_backward(
         z: &[f32],
         dz: &mut [f32],
         ch: usize,
         n: usize,
         w: usize,
-        bn_mean: &[f32],
-        bn_invstd: &[f32],
-        count: usize,
-        gamma: &[f32],
-        dsum: &[f64],
-        dxsum: &[f64],
-        dout: &[f32],
-        arg: &[u32],
+        g: &BnGrad,
         lay: Layout,
     ) {
         let np = n * w * w;
         let q = (w / 2) * (w / 2);
-        let total = count as f32;
         for c in 0..ch {
-            let k = gamma[c] * bn_invstd[c] / total;
-            let (m, s) = (bn_mean[c], bn_invstd[c]);
-            let (sd, sdx) = (dsum[c] as f32, dxsum[c] as f32);
+            let bn = g.channel(c);
             let d = &mut dz[c * np..][..np];
             for (d, &z) in d.iter_mut().zip(&z[c * np..][..np]) {
-                *d = -k * (sd + (z - m) * s * sdx);
+                *d = bn.dz(z);
             }
-            let k = gamma[c] * bn_invstd[c];
             for i in 0..n {
                 for j in 0..q {
                     let o = c * lay.channel + i * lay.image + j;
                     // Branch-free: a pooled output without a winner adds 0 to element 0.
-                    let a = arg[o];
+                    let a = g.arg[o];
                     let valid = a != NONE;
                     let at = if valid { a as usize } else { 0 };
-                    d[at] += if valid { k * dout[o] } else { 0.0 };
+                    d[at] += if valid { bn.k2 * g.dout[o] } else { 0.0 };
                 }
             }
         }
@@ -976,20 +1014,20 @@ impl WideChunk {
     ) {
         let n = self.n;
         let np = n * P2;
+        let grad = BnGrad {
+            mean: &bn2.mean,
+            invstd: &bn2.invstd,
+            gamma: &p.bn2.gamma,
+            count: bn2.count,
+            dsum,
+            dxsum,
+            dout: dx,
+            arg: &self.arg2,
+        };
         match arith {
             Arith::Winograd(f) => {
                 // BN2 → pool2's backward is fused into the transform of conv2's output
                 // gradient: dz2 is never stored.
-                let grad = winograd::PoolBnGrad {
-                    mean: &bn2.mean,
-                    invstd: &bn2.invstd,
-                    gamma: &p.bn2.gamma,
-                    count: bn2.count,
-                    dsum,
-                    dxsum,
-                    dout: dx,
-                    arg: &self.arg2,
-                };
                 winograd::backward(
                     f,
                     winograd::OutputGrad::PoolBn(&self.z2[..C2 * np], grad),
@@ -1008,14 +1046,7 @@ impl WideChunk {
                     C2,
                     n,
                     14,
-                    &bn2.mean,
-                    &bn2.invstd,
-                    bn2.count,
-                    &p.bn2.gamma,
-                    dsum,
-                    dxsum,
-                    dx,
-                    &self.arg2,
+                    &grad,
                     Layout {
                         channel: Q2,
                         image: F,
@@ -1090,20 +1121,23 @@ impl WideChunk {
     ) {
         let n = self.n;
         let np = n * P1;
+        let grad = BnGrad {
+            mean: &bn1.mean,
+            invstd: &bn1.invstd,
+            gamma: &p.bn1.gamma,
+            count: bn1.count,
+            dsum,
+            dxsum,
+            dout: &self.da1,
+            arg: &self.arg1,
+        };
         if let Arith::Winograd(_) = arith {
             conv1_backward_fused(
                 &self.x0,
                 n,
                 &p.conv1_weight,
                 &p.conv1_bias,
-                &bn1.mean,
-                &bn1.invstd,
-                bn1.count,
-                &p.bn1.gamma,
-                dsum,
-                dxsum,
-                &self.da1,
-                &self.arg1,
+                &grad,
                 &mut self.g_conv1_w,
                 &mut self.g_conv1_b,
             );
@@ -1116,14 +1150,7 @@ impl WideChunk {
             C1,
             n,
             28,
-            &bn1.mean,
-            &bn1.invstd,
-            bn1.count,
-            &p.bn1.gamma,
-            dsum,
-            dxsum,
-            &self.da1,
-            &self.arg1,
+            &grad,
             Layout {
                 channel: n * P2,
                 image: P2,

@@ -24,7 +24,7 @@
 
 use crate::nn::gemm;
 
-use super::{C1, C2, P2};
+use super::{BnGrad, C1, C2, P2};
 
 /// Tiles per image (7×7).
 pub const TILES: usize = 49;
@@ -318,37 +318,16 @@ fn plane_sum(p: &[f32]) -> f64 {
     lanes.iter().map(|&v| v as f64).sum()
 }
 
-/// What batch norm 2 → ReLU → pool 2 needs to give conv2's output gradient: with
-/// `x̂ = (z − mean)·invstd`, `dz = γ·invstd·(dy − Σdy/N − x̂·Σdy·x̂/N)`, where `dy` is the
-/// gradient `dout` of the pooled features routed to each window's winner (`arg`, as the
-/// pooling recorded it: the element's index in its channel's `[n][14·14]` plane; pooled
-/// output (c, i, q) at `c·49 + i·3136 + q`).
-pub struct PoolBnGrad<'a> {
-    pub mean: &'a [f32],
-    pub invstd: &'a [f32],
-    pub gamma: &'a [f32],
-    /// Elements per channel in the batch (N).
-    pub count: usize,
-    pub dsum: &'a [f64],
-    pub dxsum: &'a [f64],
-    pub dout: &'a [f32],
-    pub arg: &'a [u32],
-}
-
 simd_dispatch! {
     /// [`output_grad_transform`] of the `dz` that `g` defines for conv2's output `z`
-    /// (`[64][n][14·14]`), without storing it: the same values, element by element, as
-    /// `bn_backward` gives.
-    fn pool_bn_grad_transform(z: &[f32], g: &PoolBnGrad, n: usize, dm: &mut [f32], gbias: &mut [f32]) {
+    /// (`[64][n][14·14]`; `g`'s pooled output (c, i, q) at `c·49 + i·3136 + q`), without
+    /// storing it: the same values, element by element, as `bn_backward` gives.
+    fn pool_bn_grad_transform(z: &[f32], g: &BnGrad, n: usize, dm: &mut [f32], gbias: &mut [f32]) {
         let t = n * TILES;
         let ps = C2 * t + SLACK;
         assert!(dm.len() >= 16 * ps && z.len() >= C2 * n * P2 && gbias.len() >= C2);
-        let total = g.count as f32;
         for o in 0..C2 {
-            let k = g.gamma[o] * g.invstd[o] / total;
-            let (m, s) = (g.mean[o], g.invstd[o]);
-            let (sd, sdx) = (g.dsum[o] as f32, g.dxsum[o] as f32);
-            let k2 = g.gamma[o] * g.invstd[o];
+            let bn = g.channel(o);
             let mut sum = 0.0f64;
             for i in 0..n {
                 let src = &z[(o * n + i) * P2..][..P2];
@@ -358,7 +337,7 @@ simd_dispatch! {
                     for (dy, r) in rows.iter_mut().enumerate() {
                         let zr = &src[(2 * ty + dy) * 14..][..14];
                         for x in 0..14 {
-                            r[x] = -k * (sd + (zr[x] - m) * s * sdx);
+                            r[x] = bn.dz(zr[x]);
                         }
                     }
                     // The pool windows of this tile row are its seven 2×2 tiles.
@@ -369,7 +348,7 @@ simd_dispatch! {
                         if a != super::NONE {
                             let rel = a as usize - first;
                             let dy = rel / 14;
-                            rows[dy][rel - 14 * dy] += k2 * g.dout[q];
+                            rows[dy][rel - 14 * dy] += bn.k2 * g.dout[q];
                         }
                     }
                     for r in &rows {
@@ -531,7 +510,7 @@ pub enum OutputGrad<'a> {
     /// Given, `[64][n][14·14]`.
     Plain(&'a [f32]),
     /// Computed on the fly from conv2's output `z` through BN2 → ReLU → pool 2.
-    PoolBn(&'a [f32], PoolBnGrad<'a>),
+    PoolBn(&'a [f32], BnGrad<'a>),
 }
 
 /// Conv2 backward of `n` images from the gradient of its output: the weight gradient into `g`
@@ -704,6 +683,16 @@ mod tests {
         let (mean, invstd, gamma) = (noise(C2, 23), stat(24), stat(25));
         let dsum: Vec<f64> = noise(C2, 26).iter().map(|&v| v as f64 * 10.0).collect();
         let dxsum: Vec<f64> = noise(C2, 27).iter().map(|&v| v as f64 * 10.0).collect();
+        let grad = BnGrad {
+            mean: &mean,
+            invstd: &invstd,
+            gamma: &gamma,
+            count: np,
+            dsum: &dsum,
+            dxsum: &dxsum,
+            dout: &dout,
+            arg: &arg,
+        };
         let mut dz = vec![0.0f32; C2 * np];
         super::super::bn_backward(
             &z,
@@ -711,14 +700,7 @@ mod tests {
             C2,
             n,
             14,
-            &mean,
-            &invstd,
-            np,
-            &gamma,
-            &dsum,
-            &dxsum,
-            &dout,
-            &arg,
+            &grad,
             super::super::Layout {
                 channel: 49,
                 image: 3136,
@@ -733,19 +715,7 @@ mod tests {
             (g, gb, da)
         };
         let plain = run(OutputGrad::Plain(&dz));
-        let fused = run(OutputGrad::PoolBn(
-            &z,
-            PoolBnGrad {
-                mean: &mean,
-                invstd: &invstd,
-                gamma: &gamma,
-                count: np,
-                dsum: &dsum,
-                dxsum: &dxsum,
-                dout: &dout,
-                arg: &arg,
-            },
-        ));
+        let fused = run(OutputGrad::PoolBn(&z, grad));
         assert!(plain.0 == fused.0, "weight gradients differ");
         assert!(plain.2 == fused.2, "input gradients differ");
         for (a, b) in plain.1.iter().zip(&fused.1) {
