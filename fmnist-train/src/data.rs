@@ -87,17 +87,18 @@ impl fmt::Display for DataError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DataError::NotFound { tried } => {
-                writeln!(f, "Fashion-MNIST not found. Looked in:")?;
-                for (dir, why) in tried {
-                    writeln!(f, "  {}: {why}", dir.display())?;
+                // One line: every place tried with its reason, then how to get the data.
+                write!(f, "Fashion-MNIST not found: ")?;
+                for (i, (dir, why)) in tried.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { "; " };
+                    write!(f, "{sep}{}: {why}", dir.display())?;
                 }
                 write!(
                     f,
-                    "Get it with `apt-get install dataset-fashion-mnist` (Debian), or download \
-                     train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, \
-                     t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz from Zalando's \
-                     fashion-mnist repository (github.com/zalandoresearch/fashion-mnist, data/fashion) \
-                     into ./data/fashion-mnist, or point --data / ${DATA_ENV} at them."
+                    " (get it with `apt-get install dataset-fashion-mnist` on Debian, or download \
+                     the four *-ubyte.gz files of github.com/zalandoresearch/fashion-mnist \
+                     (data/fashion) into ./data/fashion-mnist, or point --data or ${DATA_ENV} at \
+                     them)"
                 )
             }
             DataError::Io(p, e) => write!(f, "{}: {e}", p.display()),
@@ -108,29 +109,60 @@ impl fmt::Display for DataError {
 
 impl std::error::Error for DataError {}
 
-/// The file of `split` and `kind` (`images-idx3` or `labels-idx1`) in `dir`: `.gz` or raw.
-fn find_file(dir: &Path, split: Split, kind: &str) -> Option<PathBuf> {
+/// Why `p` cannot be read as a data file, or `None` when nothing is there at all.
+fn unusable(p: &Path) -> Option<String> {
+    let name = p.file_name().map_or_else(
+        || p.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_dir() => Some(format!("{name} is a directory")),
+        Ok(_) => Some(format!("{name} is not a regular file")),
+        // A symlink whose target is missing or which loops: say so, not "missing".
+        Err(e) if std::fs::symlink_metadata(p).is_ok() => {
+            Some(format!("{name} is a broken symlink ({e})"))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => Some(format!("{name}: {e}")),
+    }
+}
+
+/// The file of `split` and `kind` (`images-idx3` or `labels-idx1`) in `dir`: `.gz` or raw, a
+/// regular file (or a link to one). `Err` says why neither name will do: missing, or there but a
+/// directory, a FIFO, a broken or looping symlink, unreadable.
+fn find_file(dir: &Path, split: Split, kind: &str) -> Result<PathBuf, String> {
     let stem = format!("{}-{kind}-ubyte", split.prefix());
-    [format!("{stem}.gz"), stem]
-        .into_iter()
-        .map(|n| dir.join(n))
-        .find(|p| p.is_file())
+    let candidates = [dir.join(format!("{stem}.gz")), dir.join(&stem)];
+    if let Some(p) = candidates.iter().find(|p| p.is_file()) {
+        return Ok(p.clone());
+    }
+    let reasons: Vec<String> = candidates.iter().filter_map(|p| unusable(p)).collect();
+    if reasons.is_empty() {
+        Err(format!("missing {stem}[.gz]"))
+    } else {
+        Err(reasons.join(", "))
+    }
 }
 
 /// Why `dir` is not a data directory, or `None` when all four files are there.
 fn missing_files(dir: &Path) -> Option<String> {
-    if !dir.is_dir() {
-        return Some("no such directory".into());
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Some("not a directory".into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Some("no such directory".into());
+        }
+        Err(e) => return Some(e.to_string()),
     }
-    let mut missing = Vec::new();
+    let mut why = Vec::new();
     for split in [Split::Train, Split::Test] {
         for kind in ["images-idx3", "labels-idx1"] {
-            if find_file(dir, split, kind).is_none() {
-                missing.push(format!("{}-{kind}-ubyte[.gz]", split.prefix()));
+            if let Err(w) = find_file(dir, split, kind) {
+                why.push(w);
             }
         }
     }
-    (!missing.is_empty()).then(|| format!("missing {}", missing.join(", ")))
+    (!why.is_empty()).then(|| why.join(", "))
 }
 
 /// Resolves the data directory: `cli`, else `$FMNIST_DATA`, else `./data/fashion-mnist`, else
@@ -208,6 +240,25 @@ fn be_u32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
+/// The one rule for a header's count, images or labels: between 1 and [`MAX_IMAGES`]. An empty
+/// set is refused here, at the reader, so no command trains, evaluates, calibrates or benchmarks
+/// on zero images (nor divides by their count).
+fn check_count(file: &Path, n: usize, what: &str) -> Result<(), DataError> {
+    if n == 0 {
+        return Err(invalid(
+            file,
+            format!("header says 0 {what}: the data set is empty"),
+        ));
+    }
+    if n > MAX_IMAGES {
+        return Err(invalid(
+            file,
+            format!("header says {n} {what}, more than the {MAX_IMAGES} accepted"),
+        ));
+    }
+    Ok(())
+}
+
 /// Parses IDX image bytes: magic 0x803, 28x28, exact length.
 pub fn parse_images(file: &Path, b: &[u8]) -> Result<Vec<[u8; IMAGE_PIXELS]>, DataError> {
     if b.len() < 16 {
@@ -234,12 +285,7 @@ pub fn parse_images(file: &Path, b: &[u8]) -> Result<Vec<[u8; IMAGE_PIXELS]>, Da
             format!("images are {rows}x{cols}, expected 28x28"),
         ));
     }
-    if n > MAX_IMAGES {
-        return Err(invalid(
-            file,
-            format!("header says {n} images, more than the {MAX_IMAGES} accepted"),
-        ));
-    }
+    check_count(file, n, "images")?;
     let body = &b[16..];
     let expected = n * IMAGE_PIXELS;
     if body.len() < expected {
@@ -283,12 +329,7 @@ pub fn parse_labels(file: &Path, b: &[u8]) -> Result<Vec<u8>, DataError> {
         ));
     }
     let n = be_u32(b, 4) as usize;
-    if n > MAX_IMAGES {
-        return Err(invalid(
-            file,
-            format!("header says {n} labels, more than the {MAX_IMAGES} accepted"),
-        ));
-    }
+    check_count(file, n, "labels")?;
     let body = &b[8..];
     if body.len() < n {
         return Err(invalid(
@@ -316,18 +357,13 @@ pub fn parse_labels(file: &Path, b: &[u8]) -> Result<Vec<u8>, DataError> {
 
 /// Loads one split from `dir`, checking that image and label counts agree.
 pub fn load(dir: &Path, split: Split) -> Result<Dataset, DataError> {
-    let images_path = find_file(dir, split, "images-idx3").ok_or_else(|| DataError::NotFound {
-        tried: vec![(
-            dir.to_owned(),
-            format!("missing {}-images-idx3-ubyte[.gz]", split.prefix()),
-        )],
-    })?;
-    let labels_path = find_file(dir, split, "labels-idx1").ok_or_else(|| DataError::NotFound {
-        tried: vec![(
-            dir.to_owned(),
-            format!("missing {}-labels-idx1-ubyte[.gz]", split.prefix()),
-        )],
-    })?;
+    let find = |kind| {
+        find_file(dir, split, kind).map_err(|why| DataError::NotFound {
+            tried: vec![(dir.to_owned(), why)],
+        })
+    };
+    let images_path = find("images-idx3")?;
+    let labels_path = find("labels-idx1")?;
     let images = parse_images(&images_path, &read_idx(&images_path, 16, IMAGE_PIXELS)?)?;
     let labels = parse_labels(&labels_path, &read_idx(&labels_path, 8, 1)?)?;
     if images.len() != labels.len() {
@@ -457,6 +493,14 @@ mod tests {
         assert!(
             err(parse_labels(p(), &encode_images(&images(1)))).contains("bad magic 0x00000803")
         );
+        assert_eq!(
+            err(parse_images(p(), &encode_images(&images(0)))),
+            "t10k-labels-idx1-ubyte.gz: header says 0 images: the data set is empty"
+        );
+        assert!(
+            err(parse_labels(p(), &encode_labels(&[])))
+                .contains("header says 0 labels: the data set is empty")
+        );
         let mut b = encode_labels(&[1, 2]);
         b.push(3);
         assert!(err(parse_labels(p(), &b)).contains("1 bytes after the 2 labels"));
@@ -558,5 +602,34 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let e = err(locate(Some(dir.path())));
         assert!(e.contains("missing train-images-idx3-ubyte[.gz]"), "{e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+        // Names that exist but cannot be read as files are not "missing".
+        let d = dir.path();
+        std::fs::create_dir(d.join("train-images-idx3-ubyte")).unwrap();
+        std::os::unix::fs::symlink("loop", d.join("train-labels-idx1-ubyte.gz")).unwrap();
+        std::os::unix::fs::symlink("train-labels-idx1-ubyte.gz", d.join("loop")).unwrap();
+        let fifo = d.join("t10k-images-idx3-ubyte");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let e = err(locate(Some(d)));
+        assert_eq!(e.lines().count(), 1, "{e}");
+        assert!(e.contains("train-images-idx3-ubyte is a directory"), "{e}");
+        assert!(
+            e.contains("train-labels-idx1-ubyte.gz is a broken symlink"),
+            "{e}"
+        );
+        assert!(
+            e.contains("t10k-images-idx3-ubyte is not a regular file"),
+            "{e}"
+        );
+        assert!(e.contains("missing t10k-labels-idx1-ubyte[.gz]"), "{e}");
+        let file = d.join("t10k-labels-idx1-ubyte");
+        std::fs::write(&file, b"").unwrap();
+        assert!(err(locate(Some(&file))).contains("not a directory"));
     }
 }
