@@ -51,8 +51,8 @@ enum Command {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
-        /// Worker threads (default: one per core).
-        #[arg(long)]
+        /// Worker threads (default: one per core; at most 256).
+        #[arg(long, value_parser = fmnist_train::cli::parse_threads)]
         threads: Option<usize>,
         /// Test-time augmentation: `mirror` averages each model's logits over the image and its
         /// left–right mirror (for models trained with `--flip true`; twice the work).
@@ -73,8 +73,8 @@ enum Command {
         /// Print one JSON object (the `eval --json` report plus `png`).
         #[arg(long)]
         json: bool,
-        /// Worker threads (default: one per core).
-        #[arg(long)]
+        /// Worker threads (default: one per core; at most 256).
+        #[arg(long, value_parser = fmnist_train::cli::parse_threads)]
         threads: Option<usize>,
     },
     /// Classify PNG or JPEG images: top 3 classes with probabilities.
@@ -387,7 +387,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = fmnist_train::cli::parse_args();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

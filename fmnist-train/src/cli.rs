@@ -9,7 +9,7 @@ use fmnist_core::wide::WideParams;
 
 use crate::config::{Model, Preset};
 use crate::data::Dataset;
-use crate::trainer::{Trainer, evaluate_with, thread_pool};
+use crate::trainer::{MAX_THREADS, StartError, Trainer, evaluate_with, thread_pool};
 
 /// An error for the user: exit code 2 for bad input, 1 for anything else.
 #[derive(Debug)]
@@ -42,6 +42,81 @@ impl CliError {
         eprintln!("error: {}", self.message);
         ExitCode::from(if self.bad_input { 2 } else { 1 })
     }
+}
+
+/// Reads the command line of a tool. `--help` and `--version` print and exit 0; a usage error
+/// (an unknown flag, a bad value, a missing argument, no command) is one line
+/// `error: <problem> (see --help)` on stderr and exit code 2, like every other bad input.
+///
+/// Also lets a closed stdout end the process quietly, as it does other Unix tools
+/// (`fmnist-infer eval --json | head -c 1`): Rust ignores SIGPIPE, which would make every
+/// `println!` after the reader is gone panic; the default action stops the process without a
+/// message instead.
+pub fn parse_args<P: clap::Parser>() -> P {
+    #[cfg(unix)]
+    // SAFETY: called first thing in `main`, before any other thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    match P::try_parse() {
+        Ok(p) => p,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                e.exit();
+            }
+            eprintln!("error: {}", usage_error_line::<P>(&e));
+            std::process::exit(2)
+        }
+    }
+}
+
+/// clap's error as one line: its text up to the usage block, lines joined, the `error: ` prefix
+/// dropped.
+pub fn usage_error_line<P: clap::CommandFactory>(e: &clap::Error) -> String {
+    if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        let mut cmd = P::command();
+        // The deepest command named on the line is the one missing a subcommand.
+        let mut path = vec![cmd.get_name().to_owned()];
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        for a in &args {
+            let Some(sub) = cmd.find_subcommand(a).cloned() else {
+                break;
+            };
+            path.push(a.clone());
+            cmd = sub;
+        }
+        let names: Vec<&str> = cmd
+            .get_subcommands()
+            .map(|c| c.get_name())
+            .filter(|n| *n != "help")
+            .collect();
+        return format!(
+            "no command given: `{}` takes one of {} (see --help)",
+            path.join(" "),
+            names.join(", ")
+        );
+    }
+    let text = e.render().to_string();
+    let lines: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut joined = String::new();
+    for l in lines {
+        let sep = match (joined.is_empty(), l.starts_with("tip:")) {
+            (true, _) => "",
+            (false, true) => "; ",
+            (false, false) => " ",
+        };
+        joined.push_str(sep);
+        joined.push_str(l);
+    }
+    let body = joined.strip_prefix("error: ").unwrap_or(&joined);
+    format!("{body} (see --help)")
 }
 
 /// Wraps an input error as bad input.
@@ -195,6 +270,39 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Why a trainer cannot start, for the user: a refused recipe or checkpoint is bad input (exit
+/// 2, named after `file` when there is one); worker threads that cannot start are not (exit 1).
+pub fn start_error(file: Option<&std::path::Path>) -> impl Fn(StartError) -> CliError + '_ {
+    move |e| match e {
+        StartError::Refused(why) => match file {
+            Some(f) => CliError::bad(format!("{}: {why}", f.display())),
+            None => CliError::bad(format!("the recipe cannot run: {why}")),
+        },
+        StartError::Pool(e) => CliError::other(e),
+    }
+}
+
+/// Parses `--threads`: 0 (all cores) to [`MAX_THREADS`]. Both command-line tools take it.
+pub fn parse_threads(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .parse()
+        .map_err(|_| format!("expected a whole number from 0 to {MAX_THREADS}"))?;
+    if n > MAX_THREADS {
+        return Err(format!(
+            "{n} is more than {MAX_THREADS} (0 means one per core)"
+        ));
+    }
+    Ok(n)
+}
+
+/// Parses a count flag that must be from 1 to `MAX`.
+pub fn parse_count<const MAX: usize>(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=MAX).contains(&n) => Ok(n),
+        _ => Err(format!("expected a whole number from 1 to {MAX}")),
+    }
+}
+
 /// Training and evaluation throughput, median of `repeats` timed windows.
 pub fn bench(
     model: Model,
@@ -204,13 +312,15 @@ pub fn bench(
     repeats: usize,
     threads: usize,
     json: bool,
-) {
+) -> Result<(), CliError> {
     if model == Model::Wide {
         return bench_wide(train, test, steps, repeats, threads, json);
     }
     let mut cfg = Preset::Default.config(train.len(), 1);
     cfg.steps = u64::MAX;
-    let mut t = Trainer::new(cfg, train, threads);
+    crate::config::check_batch(cfg.batch, train.len())
+        .map_err(|why| CliError::bad(format!("the benchmark's batch {why}")))?;
+    let mut t = Trainer::new(cfg, train, threads).map_err(start_error(None))?;
     for _ in 0..20 {
         t.step(); // warm-up
     }
@@ -222,7 +332,7 @@ pub fn bench(
         }
         train_rates.push((steps as usize * cfg.batch) as f64 / t0.elapsed().as_secs_f64());
     }
-    let pool = thread_pool(threads);
+    let pool = thread_pool(threads).map_err(CliError::other)?;
     let mut eval_rates = Vec::new();
     for _ in 0..repeats {
         let t0 = Instant::now();
@@ -244,6 +354,7 @@ pub fn bench(
             "PyTorch on this machine, in the same run: python3 scripts/bench_pytorch.py --model lenet (needs PyTorch); the original NumPy code: ~205 images/s"
         );
     }
+    Ok(())
 }
 
 /// Floating-point operations of one training image of the wide CNN: 2 per multiply-add of
@@ -317,10 +428,11 @@ fn bench_wide(
     repeats: usize,
     threads: usize,
     json: bool,
-) {
-    let b = crate::wide_trainer::bench_wide(train, threads, steps as usize, repeats);
+) -> Result<(), CliError> {
+    let b = crate::wide_trainer::bench_wide(train, threads, steps as usize, repeats)
+        .map_err(start_error(None))?;
     let (direct, tr, stages) = (median(b.direct), median(b.winograd), b.stages);
-    let pool = thread_pool(threads);
+    let pool = thread_pool(threads).map_err(CliError::other)?;
     let params = crate::wide_trainer::init_wide_params(1);
     let eval_rates = (0..repeats)
         .map(|_| {
@@ -364,6 +476,7 @@ fn bench_wide(
             "PyTorch on this machine, in the same run: python3 scripts/bench_pytorch.py (needs PyTorch)"
         );
     }
+    Ok(())
 }
 
 #[cfg(test)]

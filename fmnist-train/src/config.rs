@@ -278,6 +278,19 @@ impl TrainConfig {
     }
 }
 
+/// The one batch rule, for a `--batch` flag, a preset's batch and a checkpoint's alike: at least
+/// one image and no more than the training set's `n` images. `Err` completes a sentence about the
+/// batch ("must be between 1 and 10 (the training set's size), got 64").
+pub fn check_batch(batch: usize, n: usize) -> Result<(), String> {
+    if (1..=n).contains(&batch) {
+        Ok(())
+    } else {
+        Err(format!(
+            "must be between 1 and {n} (the training set's size), got {batch}"
+        ))
+    }
+}
+
 /// Steps in one pass over `n` images with batches of `batch` (the last batch may be short).
 pub fn steps_per_epoch(n: usize, batch: usize) -> u64 {
     n.div_ceil(batch) as u64

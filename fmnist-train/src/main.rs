@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use fmnist_train::config::{Conv, Model, Preset, Schedule, TrainConfig, steps_per_epoch};
+use fmnist_train::config::{self, Conv, Model, Preset, Schedule, TrainConfig, steps_per_epoch};
 use fmnist_train::distill::Teacher;
 use fmnist_train::quantize::Calibration;
 use fmnist_train::run::{RunOptions, Session, WideSession, run};
@@ -136,14 +136,14 @@ enum Command {
         /// Data directory (as for `train`).
         #[arg(long)]
         data: Option<PathBuf>,
-        /// Timed steps per repetition.
-        #[arg(long, default_value_t = 200)]
+        /// Timed steps per repetition (1 – 100,000).
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=100_000))]
         steps: u64,
-        /// Repetitions (the median is reported).
-        #[arg(long, default_value_t = 5)]
+        /// Repetitions (the median is reported; 1 – 100).
+        #[arg(long, default_value_t = 5, value_parser = cli::parse_count::<100>)]
         repeats: usize,
-        /// Worker threads (0 = all cores).
-        #[arg(long, default_value_t = 0)]
+        /// Worker threads (0 = all cores; at most 256).
+        #[arg(long, default_value_t = 0, value_parser = cli::parse_threads)]
         threads: usize,
         /// One JSON object.
         #[arg(long)]
@@ -324,8 +324,9 @@ impl RecipeFlags {
 
 #[derive(clap::Args)]
 struct Common {
-    /// Worker threads (0 = all cores). Results depend only on the seed, not on this.
-    #[arg(long, default_value_t = 0)]
+    /// Worker threads (0 = all cores; at most 256). Results depend only on the seed, not on
+    /// this.
+    #[arg(long, default_value_t = 0, value_parser = cli::parse_threads)]
     threads: usize,
     /// Print one JSON object at the end (progress goes to stderr).
     #[arg(long)]
@@ -364,7 +365,7 @@ fn teachers_again(
 }
 
 fn main() -> ExitCode {
-    match real_main(Cli::parse()) {
+    match real_main(cli::parse_args()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => e.report(),
     }
@@ -397,14 +398,12 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
             }
             let (train, test) = data::load_both(data.as_deref()).map_err(cli::bad_input)?;
             let mut cfg = preset.config_for(model, train.len(), seed);
+            cfg.batch = batch.unwrap_or(cfg.batch);
+            config::check_batch(cfg.batch, train.len()).map_err(|why| match batch {
+                Some(_) => cli::CliError::bad(format!("--batch {why}")),
+                None => cli::CliError::bad(format!("the preset's batch {why}; give --batch")),
+            })?;
             if let Some(b) = batch {
-                if b == 0 || b > train.len() {
-                    return Err(cli::CliError::bad(format!(
-                        "--batch must be between 1 and {}, got {b}",
-                        train.len()
-                    )));
-                }
-                cfg.batch = b;
                 cfg.checkpoint_every = steps_per_epoch(train.len(), b);
             }
             let epoch = steps_per_epoch(train.len(), cfg.batch);
@@ -450,7 +449,8 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
             let threads = threads(common.threads);
             match model {
                 Model::Lenet => {
-                    let mut trainer = Trainer::new(cfg, &train, threads);
+                    let mut trainer =
+                        Trainer::new(cfg, &train, threads).map_err(cli::start_error(None))?;
                     if let Some(t) = teacher {
                         trainer.set_teacher(t).map_err(cli::CliError::bad)?;
                     }
@@ -458,7 +458,7 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
                 }
                 Model::Wide => {
                     let mut session =
-                        WideSession::new(cfg, &train, threads).map_err(cli::CliError::bad)?;
+                        WideSession::new(cfg, &train, threads).map_err(cli::start_error(None))?;
                     if let Some(t) = teacher {
                         session.set_teacher(t).map_err(cli::CliError::bad)?;
                     }
@@ -483,7 +483,8 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
             match saved {
                 checkpoint::Checkpoint::Lenet(state) => {
                     let distill = state.config.distill;
-                    let mut trainer = Trainer::resume(*state, &train, threads).map_err(refuse)?;
+                    let mut trainer = Trainer::resume(*state, &train, threads)
+                        .map_err(cli::start_error(Some(&checkpoint)))?;
                     if let Some(t) = teachers_again(distill, &teacher).map_err(refuse)? {
                         trainer.set_teacher(t).map_err(refuse)?;
                     }
@@ -491,7 +492,8 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
                 }
                 checkpoint::Checkpoint::Wide(run) => {
                     let distill = run.config.distill;
-                    let mut session = WideSession::resume(*run, &train, threads).map_err(refuse)?;
+                    let mut session = WideSession::resume(*run, &train, threads)
+                        .map_err(cli::start_error(Some(&checkpoint)))?;
                     if let Some(t) = teachers_again(distill, &teacher).map_err(refuse)? {
                         session.set_teacher(t).map_err(refuse)?;
                     }
@@ -578,16 +580,7 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
             json,
         } => {
             let (train, test) = data::load_both(data.as_deref()).map_err(cli::bad_input)?;
-            cli::bench(
-                model,
-                &train,
-                &test,
-                steps,
-                repeats.max(1),
-                threads(n),
-                json,
-            );
-            Ok(())
+            cli::bench(model, &train, &test, steps, repeats, threads(n), json)
         }
         Command::Plot { log, out, json } => {
             let r = plot::plot(&log, &out)?;

@@ -9,7 +9,7 @@ use fmnist_core::format::{Arch, Kind};
 use crate::checkpoint::{self, WideRun};
 use crate::config::{Model, Optimizer, TrainConfig};
 use crate::data::Dataset;
-use crate::trainer::{Evaluation, StepStats, Trainer};
+use crate::trainer::{Evaluation, StartError, StepStats, Trainer};
 use crate::wide_trainer::WideTrainer;
 
 /// A training run the loop drives: LeNet-BN or the wide CNN.
@@ -65,16 +65,19 @@ pub struct WideSession<'d> {
 
 impl<'d> WideSession<'d> {
     /// A fresh run of `config` (which must name the wide CNN and Adam).
-    pub fn new(config: TrainConfig, train: &'d Dataset, threads: usize) -> Result<Self, String> {
+    pub fn new(
+        config: TrainConfig,
+        train: &'d Dataset,
+        threads: usize,
+    ) -> Result<Self, StartError> {
         let Optimizer::Adam(adam) = config.optimizer else {
             return Err("the wide CNN trains with Adam".into());
         };
         if config.model != Model::Wide {
             return Err("not a wide-CNN recipe".into());
         }
-        if train.is_empty() || config.batch == 0 {
-            return Err("needs at least one training image and a batch of at least 1".into());
-        }
+        crate::config::check_batch(config.batch, train.len())
+            .map_err(|why| format!("batch {why}"))?;
         let mut trainer = WideTrainer::new(
             adam,
             config.schedule,
@@ -83,14 +86,14 @@ impl<'d> WideSession<'d> {
             config.seed,
             train,
             threads,
-        );
+        )?;
         trainer.set_regularisation(config.augment, config.label_smoothing);
         trainer.set_conv(config.conv);
         Ok(WideSession { config, trainer })
     }
 
     /// Continues a checkpointed run.
-    pub fn resume(run: WideRun, train: &'d Dataset, threads: usize) -> Result<Self, String> {
+    pub fn resume(run: WideRun, train: &'d Dataset, threads: usize) -> Result<Self, StartError> {
         let config = run.config;
         config
             .check()
@@ -103,6 +106,8 @@ impl<'d> WideSession<'d> {
         {
             return Err("its recipe and its trainer state disagree".into());
         }
+        crate::config::check_batch(config.batch, train.len())
+            .map_err(|why| format!("holds an impossible recipe: batch {why}"))?;
         let mut trainer = WideTrainer::resume(run.state, train, threads)?;
         trainer.set_regularisation(config.augment, config.label_smoothing);
         trainer.set_conv(config.conv);

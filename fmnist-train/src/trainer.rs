@@ -104,17 +104,88 @@ pub struct Trainer<'d> {
     teacher: Option<TeacherTargets>,
 }
 
+/// Most worker threads `--threads` accepts (in both command-line tools).
+pub const MAX_THREADS: usize = 256;
+
+/// The worker threads could not be started (the system refused to create them: a process or
+/// address-space limit, say). Not the input's fault: exit code 1.
+#[derive(Debug)]
+pub struct PoolError {
+    /// Threads asked for (0 = all cores).
+    pub threads: usize,
+    /// Why rayon could not start them.
+    pub reason: String,
+}
+
+impl std::fmt::Display for PoolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cannot start {} worker threads: {}",
+            self.threads, self.reason
+        )
+    }
+}
+
+impl std::error::Error for PoolError {}
+
 /// Builds a rayon pool of exactly `threads` threads (0 = all cores).
-pub fn thread_pool(threads: usize) -> rayon::ThreadPool {
+pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, PoolError> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
-        .expect("thread pool")
+        .map_err(|e| PoolError {
+            threads,
+            reason: e.to_string(),
+        })
+}
+
+/// Why a trainer cannot start: its state is refused (bad input: the checkpoint or recipe), or
+/// its worker threads cannot be started (exit code 1).
+#[derive(Debug)]
+pub enum StartError {
+    /// The state or recipe does not fit (the reason, without the file's name).
+    Refused(String),
+    /// The thread pool.
+    Pool(PoolError),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Refused(why) => f.write_str(why),
+            StartError::Pool(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl From<String> for StartError {
+    fn from(why: String) -> Self {
+        StartError::Refused(why)
+    }
+}
+
+impl From<&str> for StartError {
+    fn from(why: &str) -> Self {
+        StartError::Refused(why.to_owned())
+    }
+}
+
+impl From<PoolError> for StartError {
+    fn from(e: PoolError) -> Self {
+        StartError::Pool(e)
+    }
 }
 
 impl<'d> Trainer<'d> {
-    /// A fresh run.
-    pub fn new(config: TrainConfig, train: &'d Dataset, threads: usize) -> Self {
+    /// A fresh run (refused when `config` fails [`TrainConfig::check`]).
+    pub fn new(
+        config: TrainConfig,
+        train: &'d Dataset,
+        threads: usize,
+    ) -> Result<Self, StartError> {
         let params = init_params(config.seed);
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         rng.set_stream(2);
@@ -130,11 +201,15 @@ impl<'d> Trainer<'d> {
             cursor: 0,
             train_seconds: 0.0,
         };
-        Self::resume(state, train, threads).expect("fresh state is consistent")
+        Self::resume(state, train, threads)
     }
 
     /// Continues from a saved state.
-    pub fn resume(state: TrainState, train: &'d Dataset, threads: usize) -> Result<Self, String> {
+    pub fn resume(
+        state: TrainState,
+        train: &'d Dataset,
+        threads: usize,
+    ) -> Result<Self, StartError> {
         let (Model::Lenet, Optimizer::Sgd(sgd)) = (state.config.model, state.config.optimizer)
         else {
             return Err("is not a LeNet-BN run with momentum SGD".into());
@@ -148,18 +223,23 @@ impl<'d> Trainer<'d> {
             return Err(format!(
                 "holds {} parameters, LeNet-BN has {len}",
                 state.params.len()
-            ));
+            )
+            .into());
         }
         if state.order.len() != train.len() || state.cursor > train.len() {
             return Err(format!(
                 "was made for a training set of {} images, this one has {}",
                 state.order.len(),
                 train.len()
-            ));
+            )
+            .into());
         }
         if state.order.iter().any(|&i| i as usize >= train.len()) {
             return Err("data order points past the training set".into());
         }
+        crate::config::check_batch(state.config.batch, train.len())
+            .map_err(|why| format!("holds an impossible recipe: batch {why}"))?;
+        let pool = thread_pool(threads)?;
         let mut params: Box<LeNetParams> = bytemuck::zeroed_box();
         bytemuck::cast_slice_mut::<LeNetParams, f32>(std::slice::from_mut(&mut *params))
             .copy_from_slice(&state.params);
@@ -175,7 +255,7 @@ impl<'d> Trainer<'d> {
             momentum,
             grads: bytemuck::zeroed_box(),
             chunks,
-            pool: thread_pool(threads),
+            pool,
             train,
             sgd,
             teacher: None,
@@ -495,7 +575,7 @@ mod tests {
             cfg.augment = augment;
             cfg.distill = Some(teachers().recipe(0.7, 3.0));
             let start = |threads: usize| {
-                let mut t = Trainer::new(cfg, &data, threads);
+                let mut t = Trainer::new(cfg, &data, threads).unwrap();
                 t.set_teacher(teachers()).unwrap();
                 t
             };
@@ -523,14 +603,17 @@ mod tests {
             // The teacher term is not ignored, and other teachers are refused.
             let mut plain = cfg;
             plain.distill = None;
-            let mut t = Trainer::new(plain, &data, 2);
+            let mut t = Trainer::new(plain, &data, 2).unwrap();
             (0..6).for_each(|_| {
                 t.step();
             });
             assert!(weights(&t) != one);
             let other =
                 Teacher::from_weights(vec![crate::export::TrainedWeights::Lenet(init_params(13))]);
-            let why = Trainer::new(cfg, &data, 1).set_teacher(other).unwrap_err();
+            let why = Trainer::new(cfg, &data, 1)
+                .unwrap()
+                .set_teacher(other)
+                .unwrap_err();
             assert!(why.contains("distils from 2 teacher model(s)"), "{why}");
         }
     }
@@ -539,7 +622,7 @@ mod tests {
     fn every_improvement_on_stays_thread_independent_and_resumes_bit_identically() {
         let data = synthetic(200, 1);
         let run = |threads: usize| {
-            let mut t = Trainer::new(recipe(8), &data, threads);
+            let mut t = Trainer::new(recipe(8), &data, threads).unwrap();
             (0..8).for_each(|_| {
                 t.step();
             });
@@ -548,7 +631,7 @@ mod tests {
         let one = run(1);
         assert!(one == run(3), "thread count changed the weights");
 
-        let mut first = Trainer::new(recipe(8), &data, 2);
+        let mut first = Trainer::new(recipe(8), &data, 2).unwrap();
         (0..5).for_each(|_| {
             first.step();
         });
@@ -562,7 +645,7 @@ mod tests {
         // And augmentation changes what is learned (the flags are not ignored).
         let mut plain = recipe(8);
         plain.augment = Augment::default();
-        let mut t = Trainer::new(plain, &data, 2);
+        let mut t = Trainer::new(plain, &data, 2).unwrap();
         (0..8).for_each(|_| {
             t.step();
         });
@@ -579,9 +662,9 @@ mod tests {
         let lambda = 0.05;
         let w0 = init_params(cfg.seed);
         *cfg.optimizer.decoupled_decay_mut() = 0.0;
-        let mut plain = Trainer::new(cfg, &data, 1);
+        let mut plain = Trainer::new(cfg, &data, 1).unwrap();
         *cfg.optimizer.decoupled_decay_mut() = lambda;
-        let mut decayed = Trainer::new(cfg, &data, 1);
+        let mut decayed = Trainer::new(cfg, &data, 1).unwrap();
         let lr = plain.step().lr;
         decayed.step();
         let f = |p: &LeNetParams| {

@@ -22,7 +22,7 @@ use crate::config::{Conv, Schedule};
 use crate::data::Dataset;
 use crate::distill::TeacherTargets;
 use crate::nn::BnBatch;
-use crate::trainer::{BN_MOMENTUM, Evaluation, StepStats, thread_pool};
+use crate::trainer::{BN_MOMENTUM, Evaluation, StartError, StepStats, thread_pool};
 use crate::wide_nn::{Arith, CHUNK, Head, WideChunk};
 
 pub use crate::config::AdamConfig;
@@ -177,9 +177,8 @@ fn cross_entropy(l: &[f32], y: usize) -> (f64, usize) {
 const EVAL_GROUP: usize = 128;
 
 impl<'d> WideTrainer<'d> {
-    /// A fresh run of `steps` optimizer steps with batches of `batch` images.
-    ///
-    /// Panics if `train` is empty or `batch` is 0.
+    /// A fresh run of `steps` optimizer steps with batches of `batch` images (refused when
+    /// `train` is empty or `batch` is 0, or when the worker threads cannot start).
     pub fn new(
         adam: AdamConfig,
         schedule: Schedule,
@@ -188,7 +187,7 @@ impl<'d> WideTrainer<'d> {
         seed: u64,
         train: &'d Dataset,
         threads: usize,
-    ) -> Self {
+    ) -> Result<Self, StartError> {
         let params = init_wide_params(seed);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         rng.set_stream(2);
@@ -209,16 +208,21 @@ impl<'d> WideTrainer<'d> {
             cursor: 0,
             train_seconds: 0.0,
         };
-        Self::resume(state, train, threads).expect("fresh state is consistent")
+        Self::resume(state, train, threads)
     }
 
     /// Continues from a saved state (checked against the model and the training set).
-    pub fn resume(state: WideState, train: &'d Dataset, threads: usize) -> Result<Self, String> {
+    pub fn resume(
+        state: WideState,
+        train: &'d Dataset,
+        threads: usize,
+    ) -> Result<Self, StartError> {
         if state.params.len() != LEN || state.m.len() != LEN || state.v.len() != LEN {
             return Err(format!(
                 "holds {} parameters, the wide CNN has {LEN}",
                 state.params.len()
-            ));
+            )
+            .into());
         }
         if train.is_empty() {
             return Err("the training set is empty".into());
@@ -231,11 +235,13 @@ impl<'d> WideTrainer<'d> {
                 "was made for a training set of {} images, this one has {}",
                 state.order.len(),
                 train.len()
-            ));
+            )
+            .into());
         }
         if state.order.iter().any(|&i| i as usize >= train.len()) {
             return Err("data order points past the training set".into());
         }
+        let pool = thread_pool(threads)?;
         let mut params: Box<WideParams> = bytemuck::zeroed_box();
         flat_mut(&mut params).copy_from_slice(&state.params);
         let batch = state.batch.min(train.len()).max(1);
@@ -264,7 +270,7 @@ impl<'d> WideTrainer<'d> {
             conv: Conv::Direct,
             labels: Vec::with_capacity(batch),
             indices: Vec::with_capacity(batch),
-            pool: thread_pool(threads),
+            pool,
             train,
             stage_seconds: [0.0; 8],
         })
@@ -602,24 +608,33 @@ pub fn evaluate_wide(p: &WideParams, data: &Dataset, pool: &rayon::ThreadPool) -
 /// threads, after one warm-up step each, the two trainers taking turns window by window so
 /// that both see the same machine. Returns the images/s of each window for im2col + GEMM and
 /// for Winograd, and the seconds spent in each stage of the Winograd steps.
-pub fn bench_wide(train: &Dataset, threads: usize, steps: usize, windows: usize) -> WideBench {
+pub fn bench_wide(
+    train: &Dataset,
+    threads: usize,
+    steps: usize,
+    windows: usize,
+) -> Result<WideBench, StartError> {
     let batch = 128;
-    let trainer = |conv: Conv| {
+    let total = steps
+        .checked_mul(windows)
+        .and_then(|n| n.checked_add(1))
+        .ok_or("too many benchmark steps")? as u64;
+    let trainer = |conv: Conv| -> Result<WideTrainer<'_>, StartError> {
         let mut t = WideTrainer::new(
             AdamConfig::default(),
             Schedule::Constant,
             batch,
-            (steps * windows + 1) as u64,
+            total,
             1,
             train,
             threads,
-        );
+        )?;
         t.set_conv(conv);
         t.step();
         t.stage_seconds = [0.0; 8];
-        t
+        Ok(t)
     };
-    let mut pair = [trainer(Conv::Direct), trainer(Conv::Winograd)];
+    let mut pair = [trainer(Conv::Direct)?, trainer(Conv::Winograd)?];
     let mut rates = [Vec::new(), Vec::new()];
     for _ in 0..windows {
         for (t, r) in pair.iter_mut().zip(&mut rates) {
@@ -633,11 +648,11 @@ pub fn bench_wide(train: &Dataset, threads: usize, steps: usize, windows: usize)
         }
     }
     let [direct, winograd] = rates;
-    WideBench {
+    Ok(WideBench {
         direct,
         winograd,
         stages: pair[1].stage_seconds(),
-    }
+    })
 }
 
 /// What [`bench_wide`] measured.
@@ -957,7 +972,8 @@ mod tests {
             3,
             &data,
             2,
-        );
+        )
+        .unwrap();
         t.set_conv(conv);
         // Non-identity batch norm, so its parameters' gradients are checked in general.
         for c in 0..32 {
@@ -1020,7 +1036,8 @@ mod tests {
             5,
             &data,
             2,
-        );
+        )
+        .unwrap();
         for _ in 0..3 {
             t.step();
         }
@@ -1057,6 +1074,7 @@ mod tests {
             data,
             threads,
         )
+        .unwrap()
     }
 
     fn run(threads: usize, steps: usize, data: &Dataset, conv: Conv) -> WideState {
@@ -1174,7 +1192,7 @@ mod tests {
     #[test]
     fn the_bench_times_both_algorithms_window_by_window() {
         let data = synthetic(300, 17);
-        let b = bench_wide(&data, 1, 2, 3);
+        let b = bench_wide(&data, 1, 2, 3).unwrap();
         assert_eq!((b.direct.len(), b.winograd.len()), (3, 3));
         let positive = |r: &[f64]| r.iter().all(|&v| v.is_finite() && v > 0.0);
         assert!(positive(&b.direct) && positive(&b.winograd));
@@ -1228,7 +1246,8 @@ mod tests {
             1,
             &train,
             2,
-        );
+        )
+        .unwrap();
         for _ in 0..steps {
             t.step();
         }

@@ -389,7 +389,7 @@ pub fn trained() -> &'static Trained {
         let mut config = Preset::Fast.config(train.len(), 7);
         config.steps = TRAIN_STEPS;
         config.schedule = Schedule::Constant;
-        let mut tr = trainer::Trainer::new(config, &train, 2);
+        let mut tr = trainer::Trainer::new(config, &train, 2).unwrap();
         for _ in 0..TRAIN_STEPS {
             tr.step();
         }

@@ -82,7 +82,7 @@ fn write_seeds() {
     };
     let mut cfg = Preset::Original.config(data.len(), 7);
     cfg.batch = 4;
-    let mut t = Trainer::new(cfg, &data, 1);
+    let mut t = Trainer::new(cfg, &data, 1).unwrap();
     t.step();
     t.step();
     t.sync_state();

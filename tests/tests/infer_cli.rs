@@ -53,7 +53,7 @@ fn models() -> &'static Models {
             distill: None,
             conv: Conv::Direct,
         };
-        let mut t = Trainer::new(cfg, &train, 2);
+        let mut t = Trainer::new(cfg, &train, 2).unwrap();
         for _ in 0..cfg.steps {
             t.step();
         }
