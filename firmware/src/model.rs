@@ -162,6 +162,7 @@ pub fn reason(e: &FormatError) -> &'static str {
         FormatError::ShapeMismatch => "layer shapes differ from the architecture's",
         FormatError::Misaligned => "model not 4-byte aligned",
         FormatError::BadQuantParams(_) => "invalid int8 parameters",
+        FormatError::BadParams(_) => "invalid f32 parameters (NaN, infinity or negative variance)",
     }
 }
 

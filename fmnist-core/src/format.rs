@@ -21,6 +21,7 @@ use bytemuck::Pod;
 
 use crate::lenet::{LeNetFoldedParams, LeNetParams};
 use crate::quant::{LeNetQParams, QParamsError, WideQParams};
+use crate::tensors::{ParamsError, Tensors};
 use crate::wide::{WideFoldedParams, WideParams};
 
 /// The four magic bytes.
@@ -172,6 +173,9 @@ pub enum FormatError {
     /// of range, negative multiplier, a bias that could overflow the accumulator, a broken
     /// zero-point chain).
     BadQuantParams(QParamsError),
+    /// f32 parameters that are not a model: a NaN or infinite value, or a negative batch-norm
+    /// running variance (see [`crate::tensors`]).
+    BadParams(ParamsError),
 }
 
 impl core::fmt::Display for FormatError {
@@ -219,6 +223,7 @@ impl core::fmt::Display for FormatError {
             FormatError::ShapeMismatch => write!(f, "layer shapes differ from the architecture's"),
             FormatError::Misaligned => write!(f, "model bytes are not 4-byte aligned"),
             FormatError::BadQuantParams(e) => write!(f, "invalid int8 parameters: {e}"),
+            FormatError::BadParams(e) => write!(f, "invalid f32 parameters: {e}"),
         }
     }
 }
@@ -353,14 +358,22 @@ impl<'a> ModelFile<'a> {
         })
     }
 
-    /// The trained f32 LeNet-BN tensors.
-    pub fn lenet_f32(&self) -> Result<&'a LeNetParams, FormatError> {
-        self.view(Arch::LeNet, Kind::F32)
+    /// The payload as f32 tensors `T`, in place, after [`Tensors::check`] (every value finite,
+    /// every running variance ≥ 0).
+    fn checked_f32<T: Tensors>(&self, arch: Arch, kind: Kind) -> Result<&'a T, FormatError> {
+        let p: &'a T = self.view(arch, kind)?;
+        p.check().map_err(FormatError::BadParams)?;
+        Ok(p)
     }
 
-    /// The BN-folded f32 LeNet tensors.
+    /// The trained f32 LeNet-BN tensors, checked ([`Tensors::check`]).
+    pub fn lenet_f32(&self) -> Result<&'a LeNetParams, FormatError> {
+        self.checked_f32(Arch::LeNet, Kind::F32)
+    }
+
+    /// The BN-folded f32 LeNet tensors, checked ([`Tensors::check`]).
     pub fn lenet_folded(&self) -> Result<&'a LeNetFoldedParams, FormatError> {
-        self.view(Arch::LeNet, Kind::F32Folded)
+        self.checked_f32(Arch::LeNet, Kind::F32Folded)
     }
 
     /// The int8 LeNet tensors, in place, after [`LeNetQParams::check`] (the kernels' overflow
@@ -371,14 +384,14 @@ impl<'a> ModelFile<'a> {
         Ok(p)
     }
 
-    /// The trained f32 wide-CNN tensors.
+    /// The trained f32 wide-CNN tensors, checked ([`Tensors::check`]).
     pub fn wide_f32(&self) -> Result<&'a WideParams, FormatError> {
-        self.view(Arch::Wide, Kind::F32)
+        self.checked_f32(Arch::Wide, Kind::F32)
     }
 
-    /// The BN-folded f32 wide-CNN tensors.
+    /// The BN-folded f32 wide-CNN tensors, checked ([`Tensors::check`]).
     pub fn wide_folded(&self) -> Result<&'a WideFoldedParams, FormatError> {
-        self.view(Arch::Wide, Kind::F32Folded)
+        self.checked_f32(Arch::Wide, Kind::F32Folded)
     }
 
     /// The int8 wide-CNN tensors, in place, after [`WideQParams::check`] (the kernels'
@@ -669,6 +682,113 @@ mod tests {
                         channel: 2
                     }
                 ))
+            );
+        });
+    }
+
+    #[test]
+    fn int8_scales_must_be_positive_and_finite() {
+        for (bad, field) in [
+            (f32::NAN, "output_scale"),
+            (-0.02, "output_scale"),
+            (0.0, "output_scale"),
+            (f32::INFINITY, "output_scale"),
+        ] {
+            let mut p = random_qparams(3);
+            p.fc3.output_scale = bad;
+            let f = encode(Arch::LeNet, Kind::Int8, bytemuck::bytes_of(&*p));
+            parse_at(&f, 0, |r| {
+                assert_eq!(
+                    r.unwrap().lenet_int8(),
+                    Err(FormatError::BadQuantParams(QParamsError::BadScale {
+                        layer: "fc3",
+                        field
+                    })),
+                    "{bad}"
+                );
+            });
+        }
+        let mut p = random_qparams(3);
+        p.conv1.input_scale = f32::NAN;
+        assert_eq!(
+            p.check(),
+            Err(QParamsError::BadScale {
+                layer: "conv1",
+                field: "input_scale"
+            })
+        );
+        let mut p = random_qparams(3);
+        p.fc1.weight_scale[119] = -1.0;
+        assert_eq!(
+            p.check(),
+            Err(QParamsError::BadScale {
+                layer: "fc1",
+                field: "weight_scale"
+            })
+        );
+    }
+
+    /// Every f32 view runs the tensor check: NaN, ±inf or a negative running variance is
+    /// refused with the tensor's name, in files whose CRC is intact.
+    #[test]
+    fn f32_views_refuse_non_finite_values_and_negative_variance() {
+        use crate::tensors::ParamsError;
+        let mut p: Box<LeNetParams> = bytemuck::zeroed_box();
+        p.fc1_weight[2][3] = f32::NAN;
+        let f = encode(Arch::LeNet, Kind::F32, bytemuck::bytes_of(&*p));
+        parse_at(&f, 0, |r| {
+            assert_eq!(
+                r.unwrap().lenet_f32(),
+                Err(FormatError::BadParams(ParamsError::NonFinite {
+                    tensor: "fc1.weight",
+                    index: 803
+                }))
+            );
+        });
+        let mut p: Box<LeNetParams> = bytemuck::zeroed_box();
+        p.bn1.running_var[2] = -0.5;
+        let f = encode(Arch::LeNet, Kind::F32, bytemuck::bytes_of(&*p));
+        parse_at(&f, 0, |r| {
+            assert_eq!(
+                r.unwrap().lenet_f32(),
+                Err(FormatError::BadParams(ParamsError::Negative {
+                    tensor: "bn1.running_var",
+                    index: 2
+                }))
+            );
+        });
+        let mut q: Box<LeNetFoldedParams> = bytemuck::zeroed_box();
+        q.conv2_bias[15] = f32::NEG_INFINITY;
+        let f = encode(Arch::LeNet, Kind::F32Folded, bytemuck::bytes_of(&*q));
+        parse_at(&f, 0, |r| {
+            assert_eq!(
+                r.unwrap().lenet_folded(),
+                Err(FormatError::BadParams(ParamsError::NonFinite {
+                    tensor: "conv2.bias",
+                    index: 15
+                }))
+            );
+        });
+        let mut w: Box<WideParams> = bytemuck::zeroed_box();
+        w.bn2.running_var[63] = f32::NAN;
+        let f = encode(Arch::Wide, Kind::F32, bytemuck::bytes_of(&*w));
+        parse_at(&f, 0, |r| {
+            assert_eq!(
+                r.unwrap().wide_f32(),
+                Err(FormatError::BadParams(ParamsError::NonFinite {
+                    tensor: "bn2.running_var",
+                    index: 63
+                }))
+            );
+        });
+        let mut w: Box<WideFoldedParams> = bytemuck::zeroed_box();
+        w.fc2_weight[0][0] = f32::INFINITY;
+        let f = encode(Arch::Wide, Kind::F32Folded, bytemuck::bytes_of(&*w));
+        parse_at(&f, 0, |r| {
+            let e = r.unwrap().wide_folded().unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                "invalid f32 parameters: tensor `fc2.weight` holds a non-finite value at flat index 0"
             );
         });
     }

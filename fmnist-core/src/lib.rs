@@ -9,6 +9,8 @@
 //! * [`lenet`]: the LeNet-BN model built from them, reading its weights in place;
 //! * [`wide`]: the wide CNN (1.6 M parameters) built from the same layers (its int8 twin is
 //!   [`quant::WideQ`]);
+//! * [`tensors`]: the named f32 tensors of each layout and the finiteness check every reader
+//!   of f32 parameters runs;
 //! * [`classes`]: the ten Fashion-MNIST class names.
 //!
 //! Kernels cannot fail: they write into caller-provided buffers. `Result` appears only where bytes
@@ -19,6 +21,7 @@ pub mod format;
 pub mod layers;
 pub mod lenet;
 pub mod quant;
+pub mod tensors;
 pub mod wide;
 
 pub use classes::{CLASS_NAMES, NUM_CLASSES};

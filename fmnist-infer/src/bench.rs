@@ -72,6 +72,10 @@ pub fn median(xs: &[f64]) -> f64 {
     }
 }
 
+/// The longest `--seconds` accepted (a day): each kernel's time budget is a [`Duration`] made
+/// from it, which a huge number would overflow.
+pub const MAX_SECONDS: f64 = 86_400.0;
+
 /// Measures `f` over `images`, one image at a time on this thread.
 pub fn measure<T>(
     kernel: &'static str,

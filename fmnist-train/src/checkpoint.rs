@@ -17,6 +17,10 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use fmnist_core::lenet::LeNetParams;
+use fmnist_core::tensors::{Rule, Slot, Tensors, check_flat};
+use fmnist_core::wide::WideParams;
+
 use crate::augment::Augment;
 use crate::config::TrainConfig;
 use crate::distill::Distill;
@@ -159,11 +163,67 @@ pub fn decode_any(b: &[u8]) -> Result<Checkpoint, String> {
         };
         payload = &upgraded;
     }
-    if arch == ARCH_LENET {
-        Ok(Checkpoint::Lenet(Box::new(whole(payload)?)))
+    let c = if arch == ARCH_LENET {
+        Checkpoint::Lenet(Box::new(whole(payload)?))
     } else {
-        Ok(Checkpoint::Wide(Box::new(whole(payload)?)))
+        Checkpoint::Wide(Box::new(whole(payload)?))
+    };
+    check_numbers(&c)?;
+    Ok(c)
+}
+
+/// Refuses numbers no run produces: parameters that are not a model (NaN, ±inf, a negative
+/// running variance: the check every reader of f32 parameters runs), non-finite optimizer
+/// moments (or a negative Adam second moment), a step past the run's end, and a training time
+/// that is not a number ≥ 0.
+fn check_numbers(c: &Checkpoint) -> Result<(), String> {
+    let (step, steps, seconds) = match c {
+        Checkpoint::Lenet(s) => (s.step, s.config.steps, s.train_seconds),
+        Checkpoint::Wide(r) => (r.state.step, r.config.steps, r.state.train_seconds),
+    };
+    let vectors: Vec<(&str, &[Slot], &[f32], Rule)> = match c {
+        Checkpoint::Lenet(s) => vec![
+            (
+                "parameters",
+                LeNetParams::TENSORS,
+                &s.params,
+                Rule::Parameters,
+            ),
+            ("momentum", LeNetParams::TENSORS, &s.momentum, Rule::Finite),
+        ],
+        Checkpoint::Wide(r) => vec![
+            (
+                "parameters",
+                WideParams::TENSORS,
+                &r.state.params,
+                Rule::Parameters,
+            ),
+            (
+                "Adam first moment",
+                WideParams::TENSORS,
+                &r.state.m,
+                Rule::Finite,
+            ),
+            (
+                "Adam second moment",
+                WideParams::TENSORS,
+                &r.state.v,
+                Rule::NonNegative,
+            ),
+        ],
+    };
+    for (what, table, values, rule) in vectors {
+        check_flat(table, values, rule).map_err(|e| format!("{what}: {e}"))?;
     }
+    if step > steps {
+        return Err(format!("at step {step}, past the run's {steps} steps"));
+    }
+    if !(seconds.is_finite() && seconds >= 0.0) {
+        return Err(format!(
+            "training time {seconds} s is not a number of seconds ≥ 0"
+        ));
+    }
+    Ok(())
 }
 
 /// The recipes of versions 2 to 4: version 5's without the conv algorithm (they were all
@@ -377,14 +437,10 @@ mod tests {
             fingerprint: 0x0123_4567_89ab_cdef,
         });
         assert_eq!(config.conv, Conv::Winograd);
-        let mut state = crate::run::WideSession::new(config, &data, 1)
+        let state = crate::run::WideSession::new(config, &data, 1)
             .unwrap()
             .trainer
             .state();
-        // Decoding does not check tensor sizes (resume does): keep the file small.
-        state.params.truncate(5);
-        state.m.truncate(3);
-        state.v.truncate(2);
         let run = WideRun { config, state };
         let new = decode_any(&encode_wide(&run)).unwrap();
         let Checkpoint::Wide(new) = new else {
@@ -434,5 +490,53 @@ mod tests {
         b[mid] ^= 1;
         assert!(decode(&b).unwrap_err().contains("CRC mismatch"));
         assert!(decode(&good[..10]).unwrap_err().contains("too short"));
+    }
+
+    /// Intact framing and CRC around numbers no run produces: each is refused by name.
+    #[test]
+    fn nonsense_numbers_are_refused() {
+        const FC1: usize = std::mem::offset_of!(LeNetParams, fc1_weight) / 4;
+        const VAR2: usize = std::mem::offset_of!(LeNetParams, bn2) / 4 + 3 * 16;
+        type Edit = fn(&mut TrainState);
+        let cases: [(Edit, &str); 6] = [
+            (
+                |s| s.params[FC1 + 7] = f32::NAN,
+                "parameters: tensor `fc1.weight` holds a non-finite value at flat index 7",
+            ),
+            (
+                |s| s.params[VAR2 + 1] = -1.0,
+                "parameters: tensor `bn2.running_var` holds a negative variance at flat index 1",
+            ),
+            (
+                |s| s.momentum[0] = f32::INFINITY,
+                "momentum: tensor `conv1.weight` holds a non-finite value at flat index 0",
+            ),
+            (
+                |s| s.params.truncate(10),
+                "parameters: 10 values where the layout has 61794",
+            ),
+            (|s| s.step = s.config.steps + 1, "past the run's"),
+            (
+                |s| s.train_seconds = -3.0,
+                "training time -3 s is not a number of seconds ≥ 0",
+            ),
+        ];
+        for (edit, want) in cases {
+            let mut s = state();
+            edit(&mut s);
+            let e = decode(&encode(&s)).unwrap_err();
+            assert!(e.contains(want), "{e}");
+        }
+        let mut s = state();
+        s.train_seconds = f64::NAN;
+        assert!(
+            decode(&encode(&s))
+                .unwrap_err()
+                .contains("training time NaN")
+        );
+        // A negative momentum is an ordinary value.
+        let mut s = state();
+        s.momentum[5] = -0.5;
+        assert!(decode(&encode(&s)).is_ok());
     }
 }

@@ -330,7 +330,7 @@ pub fn bench(
         for _ in 0..steps {
             t.step();
         }
-        train_rates.push((steps as usize * cfg.batch) as f64 / t0.elapsed().as_secs_f64());
+        train_rates.push(steps as f64 * cfg.batch as f64 / t0.elapsed().as_secs_f64());
     }
     let pool = thread_pool(threads).map_err(CliError::other)?;
     let mut eval_rates = Vec::new();

@@ -296,6 +296,29 @@ pub fn steps_per_epoch(n: usize, batch: usize) -> u64 {
     n.div_ceil(batch) as u64
 }
 
+/// `--epochs`: the steps of `epochs` passes of `per_epoch` steps, refused (naming the flag)
+/// when the product does not fit a step count rather than wrapping to a short run.
+pub fn steps_for_epochs(epochs: u64, per_epoch: u64) -> Result<u64, String> {
+    epochs.checked_mul(per_epoch).ok_or_else(|| {
+        format!(
+            "--epochs {epochs} is too many: {epochs} × {per_epoch} steps per epoch does not fit a step count"
+        )
+    })
+}
+
+/// `--warmup`: a warm-up of `epochs` (a finite number ≥ 0) in whole steps, refused (naming
+/// the flag) when it does not fit a step count rather than saturating.
+pub fn warmup_steps(epochs: f64, per_epoch: u64) -> Result<u64, String> {
+    let steps = (epochs * per_epoch as f64).round();
+    // 2^64 is the first f64 above every u64.
+    if !(epochs.is_finite() && epochs >= 0.0 && steps < 18_446_744_073_709_551_616.0) {
+        return Err(format!(
+            "--warmup must be a number of epochs ≥ 0 that fits a step count, got {epochs}"
+        ));
+    }
+    Ok(steps as u64)
+}
+
 /// Named recipes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
 pub enum Preset {
@@ -591,5 +614,20 @@ mod tests {
             })
         );
         assert_eq!(steps_per_epoch(60_000, 64), 938);
+        assert_eq!(steps_for_epochs(20, 938), Ok(18_760));
+        // 2^58 · 938 > 2^64: unchecked, it wrapped to a short run.
+        assert_eq!(
+            steps_for_epochs(1 << 58, 938),
+            Err("--epochs 288230376151711744 is too many: 288230376151711744 × 938 steps per epoch does not fit a step count".into())
+        );
+        assert_eq!(steps_for_epochs(u64::MAX, 1), Ok(u64::MAX));
+        assert_eq!(warmup_steps(0.5, 938), Ok(469));
+        assert_eq!(warmup_steps(0.0, 938), Ok(0));
+        for bad in [1e30, f64::NAN, f64::INFINITY, -0.5] {
+            assert!(
+                warmup_steps(bad, 938).unwrap_err().starts_with("--warmup"),
+                "{bad}"
+            );
+        }
     }
 }

@@ -5,7 +5,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use fmnist_train::config::{self, Conv, Model, Preset, Schedule, TrainConfig, steps_per_epoch};
+use fmnist_train::config::{
+    self, Conv, Model, Preset, Schedule, TrainConfig, steps_for_epochs, steps_per_epoch,
+    warmup_steps,
+};
 use fmnist_train::distill::Teacher;
 use fmnist_train::quantize::Calibration;
 use fmnist_train::run::{RunOptions, Session, WideSession, run};
@@ -272,14 +275,8 @@ impl RecipeFlags {
         match self.schedule {
             Some(ScheduleArg::Constant) => cfg.schedule = Schedule::Constant,
             Some(ScheduleArg::Cosine) => {
-                if !(self.warmup.is_finite() && self.warmup >= 0.0) {
-                    return Err(cli::CliError::bad(format!(
-                        "--warmup must be a number of epochs ≥ 0, got {}",
-                        self.warmup
-                    )));
-                }
                 cfg.schedule = Schedule::Cosine {
-                    warmup_steps: (self.warmup * epoch as f64).round() as u64,
+                    warmup_steps: warmup_steps(self.warmup, epoch).map_err(cli::CliError::bad)?,
                     final_fraction: 0.0,
                 }
             }
@@ -419,7 +416,7 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
                 cfg.steps = s;
             }
             if let Some(e) = epochs {
-                cfg.steps = e * epoch;
+                cfg.steps = steps_for_epochs(e, epoch).map_err(cli::CliError::bad)?;
             }
             if let Some(lr) = lr {
                 if !(lr.is_finite() && lr > 0.0) {

@@ -441,7 +441,7 @@ fn images_per_second(t: &dyn Session, steps: u64, seconds_before: f64) -> f64 {
     if secs <= 0.0 {
         0.0
     } else {
-        (steps as usize * t.config().batch) as f64 / secs
+        steps as f64 * t.config().batch as f64 / secs
     }
 }
 

@@ -22,14 +22,16 @@
 //!   The header metadata is `{"format": "pt"}`.
 //! * [`decode`] checks every key, dtype and shape and names the key at fault. It accepts F32, F64,
 //!   F16 and BF16 tensors (converted to f32; F64 rounds to nearest), ignores `num_batches_tracked`
-//!   (present or not), and rejects a missing or unexpected tensor, a non-finite value and a
-//!   negative running variance.
+//!   (present or not), and rejects a missing or unexpected tensor, and (through
+//!   [`fmnist_core::tensors`], the check every reader of f32 parameters runs) a non-finite
+//!   value and a negative running variance.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use fmnist_core::lenet::LeNetParams;
+use fmnist_core::tensors::{ParamsError, Tensors};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::atomic::write_atomic;
@@ -61,20 +63,10 @@ pub enum SafetensorsError {
         /// The file's shape.
         found: Vec<usize>,
     },
-    /// A value is NaN or infinite (or an F64 outside the f32 range).
-    NonFinite {
-        /// The tensor.
-        key: &'static str,
-        /// Flat index of the first bad value.
-        index: usize,
-    },
-    /// A running variance is negative.
-    NegativeVariance {
-        /// The tensor.
-        key: &'static str,
-        /// Channel.
-        index: usize,
-    },
+    /// The values are not a model: NaN or infinite (an F64 outside the f32 range becomes
+    /// infinite), or a negative running variance ([`fmnist_core::tensors`]'s check, which
+    /// every reader of f32 parameters runs).
+    Params(ParamsError),
     /// The file and the problem with it.
     InFile(PathBuf, Box<SafetensorsError>),
 }
@@ -102,18 +94,7 @@ impl fmt::Display for SafetensorsError {
                 f,
                 "tensor `{key}` has shape {found:?}, expected {expected:?}"
             ),
-            SafetensorsError::NonFinite { key, index } => {
-                write!(
-                    f,
-                    "tensor `{key}` holds a non-finite value at flat index {index}"
-                )
-            }
-            SafetensorsError::NegativeVariance { key, index } => {
-                write!(
-                    f,
-                    "tensor `{key}` holds a negative variance at index {index}"
-                )
-            }
+            SafetensorsError::Params(e) => write!(f, "{e}"),
             SafetensorsError::InFile(p, e) => write!(f, "{}: {e}", p.display()),
         }
     }
@@ -293,9 +274,6 @@ fn convert(
         }
         found => return Err(SafetensorsError::Dtype { key, found }),
     }
-    if let Some(index) = out.iter().position(|v| !v.is_finite()) {
-        return Err(SafetensorsError::NonFinite { key, index });
-    }
     Ok(())
 }
 
@@ -326,14 +304,7 @@ pub fn decode(bytes: &[u8]) -> Result<Box<LeNetParams>, SafetensorsError> {
         debug_assert_eq!(out.len(), numel(slot.shape));
         convert(slot.key, &view, out)?;
     }
-    for (key, var) in [
-        ("bn1.running_var", &p.bn1.running_var[..]),
-        ("bn2.running_var", &p.bn2.running_var[..]),
-    ] {
-        if let Some(index) = var.iter().position(|v| *v < 0.0) {
-            return Err(SafetensorsError::NegativeVariance { key, index });
-        }
-    }
+    p.check().map_err(SafetensorsError::Params)?;
     Ok(p)
 }
 
@@ -471,6 +442,17 @@ mod tests {
         decode(&no_nbt).unwrap();
     }
 
+    /// The key table is the core's tensor table with shapes: one set of names.
+    #[test]
+    fn slots_are_the_core_tensor_table() {
+        let core: Vec<_> = LeNetParams::TENSORS
+            .iter()
+            .map(|t| (t.name, t.len))
+            .collect();
+        let here: Vec<_> = SLOTS.iter().map(|s| (s.key, numel(s.shape))).collect();
+        assert_eq!(core, here);
+    }
+
     #[test]
     fn nan_and_negative_variance_are_rejected() {
         let mut p = lcg_params(9);
@@ -481,11 +463,23 @@ mod tests {
         );
         let mut p = lcg_params(9);
         p.bn1.running_var[4] = -1.0;
-        assert!(
-            decode(&encode(&p, 0))
-                .unwrap_err()
-                .to_string()
-                .contains("bn1.running_var")
+        assert_eq!(
+            decode(&encode(&p, 0)).unwrap_err().to_string(),
+            "tensor `bn1.running_var` holds a negative variance at flat index 4"
+        );
+        // An F64 beyond the f32 range becomes infinite and is refused the same way.
+        let bytes = encode(&lcg_params(9), 0);
+        let big = rewrite(&bytes, |t| {
+            let x = t.iter_mut().find(|x| x.0 == "fc3.bias").unwrap();
+            x.1 = Dtype::F64;
+            x.3 = [1e300f64; 10]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
+        });
+        assert_eq!(
+            decode(&big).unwrap_err().to_string(),
+            "tensor `fc3.bias` holds a non-finite value at flat index 0"
         );
     }
 

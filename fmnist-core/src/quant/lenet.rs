@@ -536,6 +536,9 @@ mod tests {
             bytemuck::bytes_of_mut(&mut p.fc2_weight).fill(w as u8);
             bytemuck::bytes_of_mut(&mut p.fc3_weight).fill(w as u8);
             fn set<const C: usize>(q: &mut QLayerParams<C>, n: usize, sign: i32, shift: i32) {
+                q.input_scale = 1.0;
+                q.output_scale = 1.0;
+                q.weight_scale = [1.0; C];
                 q.input_zero_point = INPUT_ZERO_POINT;
                 q.output_zero_point = -128;
                 let limit = ((i32::MAX >> shift) as i64 - n as i64 * 127 * 128) as i32;

@@ -17,9 +17,10 @@ use super::requant::Requant;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct QLayerParams<const C: usize> {
-    /// Scale of the input activation (reporting only).
+    /// Scale of the input activation (reporting only; checked finite and > 0).
     pub input_scale: f32,
-    /// Scale of the output activation (reporting only).
+    /// Scale of the output activation (dequantizes the logits on the host; checked finite
+    /// and > 0).
     pub output_scale: f32,
     /// Zero point of the input activation; conv padding taps take this value.
     pub input_zero_point: i8,
@@ -34,7 +35,7 @@ pub struct QLayerParams<const C: usize> {
     pub multiplier: [i32; C],
     /// Requantization shift per output channel (`-31..=30`, positive = left).
     pub shift: [i32; C],
-    /// Per-output-channel weight scale (reporting only).
+    /// Per-output-channel weight scale (reporting only; checked finite and > 0).
     pub weight_scale: [f32; C],
 }
 
@@ -101,6 +102,15 @@ pub enum QParamsError {
         /// Layer name.
         layer: &'static str,
     },
+    /// A scale (input, output or a channel's weight scale) that is not a finite number > 0:
+    /// the host dequantizes logits with the output scale, so NaN or a negative value would give
+    /// NaN probabilities or reverse the class order.
+    BadScale {
+        /// Layer name.
+        layer: &'static str,
+        /// Which scale: `input_scale`, `output_scale` or `weight_scale`.
+        field: &'static str,
+    },
 }
 
 impl core::fmt::Display for QParamsError {
@@ -134,20 +144,34 @@ impl core::fmt::Display for QParamsError {
                 f,
                 "{layer}: input zero point differs from the previous layer's output zero point"
             ),
+            QParamsError::BadScale { layer, field } => {
+                write!(f, "{layer}: {field} is not a finite number > 0")
+            }
         }
     }
 }
 
 impl core::error::Error for QParamsError {}
 
-/// Checks one layer: weights in −127..=127, shift in −31..=30, multiplier ≥ 0 and
-/// `(|bias| + product_sum_bound(fan_in)) · 2^max(shift, 0) ≤ i32::MAX`.
+/// Checks one layer: weights in −127..=127, shift in −31..=30, multiplier ≥ 0,
+/// `(|bias| + product_sum_bound(fan_in)) · 2^max(shift, 0) ≤ i32::MAX`, and every scale a
+/// finite number > 0.
 pub fn check_layer<const C: usize>(
     layer: &'static str,
     q: &QLayerParams<C>,
     weights: &[i8],
     fan_in: usize,
 ) -> Result<(), QParamsError> {
+    let good = |s: f32| s.is_finite() && s > 0.0;
+    for (field, ok) in [
+        ("input_scale", good(q.input_scale)),
+        ("output_scale", good(q.output_scale)),
+        ("weight_scale", q.weight_scale.iter().all(|&s| good(s))),
+    ] {
+        if !ok {
+            return Err(QParamsError::BadScale { layer, field });
+        }
+    }
     debug_assert_eq!(weights.len(), C * fan_in);
     for (channel, row) in weights.chunks_exact(fan_in).enumerate() {
         if row.contains(&i8::MIN) {
