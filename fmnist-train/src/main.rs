@@ -338,7 +338,7 @@ struct Common {
     /// Plain progress line every N steps (when stdout is not a terminal).
     #[arg(long, default_value_t = 100)]
     print_every: u64,
-    /// Checkpoints to keep on disk (newest first).
+    /// Checkpoints of this run to keep on disk (the newest by step).
     #[arg(long, default_value_t = 3)]
     keep: usize,
 }
