@@ -59,6 +59,16 @@ pub enum Checkpoint {
     Wide(Box<WideRun>),
 }
 
+impl Checkpoint {
+    /// The run's recipe.
+    pub fn config(&self) -> TrainConfig {
+        match self {
+            Checkpoint::Lenet(s) => s.config,
+            Checkpoint::Wide(r) => r.config,
+        }
+    }
+}
+
 /// Why a checkpoint cannot be used.
 #[derive(Debug)]
 pub enum CheckpointError {

@@ -14,6 +14,7 @@ pub mod nn;
 pub mod plot;
 pub mod quantize;
 pub mod run;
+pub mod run_dir;
 pub mod safetensors_io;
 pub mod trainer;
 pub mod wide_nn;

@@ -12,6 +12,7 @@ use fmnist_train::config::{
 use fmnist_train::distill::Teacher;
 use fmnist_train::quantize::Calibration;
 use fmnist_train::run::{RunOptions, Session, WideSession, run};
+use fmnist_train::run_dir::{Mode, RunDir};
 use fmnist_train::trainer::Trainer;
 use fmnist_train::{checkpoint, cli, data, export, plot};
 
@@ -43,6 +44,10 @@ enum Command {
         /// Output directory for checkpoints, the log and the model.
         #[arg(long, default_value = "runs/lenet")]
         out: PathBuf,
+        /// Replace the run the output directory holds (removes its checkpoints, log, model
+        /// and plots first; other files stay).
+        #[arg(long)]
+        overwrite: bool,
         /// Seed of initialisation and data order.
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -331,7 +336,7 @@ struct Common {
     /// Plain progress line every N steps (when stdout is not a terminal).
     #[arg(long, default_value_t = 100)]
     print_every: u64,
-    /// Checkpoints to keep on disk (newest first).
+    /// Checkpoints of this run to keep on disk (the newest by step).
     #[arg(long, default_value_t = 3)]
     keep: usize,
 }
@@ -375,6 +380,7 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
             preset,
             data,
             out,
+            overwrite,
             seed,
             steps,
             epochs,
@@ -451,7 +457,7 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
                     if let Some(t) = teacher {
                         trainer.set_teacher(t).map_err(cli::CliError::bad)?;
                     }
-                    finish(&mut trainer, &test, threads, out, &common)
+                    finish(&mut trainer, &test, threads, &out, Some(overwrite), &common)
                 }
                 Model::Wide => {
                     let mut session =
@@ -459,7 +465,7 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
                     if let Some(t) = teacher {
                         session.set_teacher(t).map_err(cli::CliError::bad)?;
                     }
-                    finish(&mut session, &test, threads, out, &common)
+                    finish(&mut session, &test, threads, &out, Some(overwrite), &common)
                 }
             }
         }
@@ -472,8 +478,7 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
         } => {
             let saved = checkpoint::load_any(&checkpoint).map_err(cli::bad_input)?;
             let (train, test) = data::load_both(data.as_deref()).map_err(cli::bad_input)?;
-            let out =
-                out.unwrap_or_else(|| checkpoint.parent().map(PathBuf::from).unwrap_or_default());
+            let out = out.unwrap_or_else(|| fmnist_train::run_dir::folder_of(&checkpoint));
             let threads = threads(common.threads);
             let refuse =
                 |why: String| cli::CliError::bad(format!("{}: {why}", checkpoint.display()));
@@ -485,7 +490,7 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
                     if let Some(t) = teachers_again(distill, &teacher).map_err(refuse)? {
                         trainer.set_teacher(t).map_err(refuse)?;
                     }
-                    finish(&mut trainer, &test, threads, out, &common)
+                    finish(&mut trainer, &test, threads, &out, None, &common)
                 }
                 checkpoint::Checkpoint::Wide(run) => {
                     let distill = run.config.distill;
@@ -494,7 +499,7 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
                     if let Some(t) = teachers_again(distill, &teacher).map_err(refuse)? {
                         session.set_teacher(t).map_err(refuse)?;
                     }
-                    finish(&mut session, &test, threads, out, &common)
+                    finish(&mut session, &test, threads, &out, None, &common)
                 }
             }
         }
@@ -617,20 +622,27 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
     }
 }
 
+/// Claims `out` — for a new run (`train`) when `overwrite` is `Some`, else to continue the
+/// trainer's run (`resume`) — and trains to the end.
 fn finish(
     trainer: &mut dyn Session,
     test: &data::Dataset,
     threads: usize,
-    out: PathBuf,
+    out: &std::path::Path,
+    overwrite: Option<bool>,
     common: &Common,
 ) -> Result<(), cli::CliError> {
+    let mode = match overwrite {
+        Some(overwrite) => Mode::Train { overwrite },
+        None => Mode::Resume(trainer.config()),
+    };
+    let dir = RunDir::claim(out, mode)?;
     let opts = RunOptions {
-        out,
         json: common.json,
         print_every: common.print_every.max(1),
         keep: common.keep.max(1),
     };
-    let summary = run(trainer, test, threads, &opts).map_err(cli::CliError::other)?;
+    let summary = run(trainer, test, threads, &dir, &opts).map_err(cli::CliError::other)?;
     if common.json {
         println!(
             "{}",

@@ -306,7 +306,7 @@ fn write_error(path: &Path, e: io::Error) -> CliError {
 pub struct StepRecord {
     /// Step number (1-based).
     pub step: u64,
-    /// Mini-batch loss.
+    /// Mini-batch loss; NaN where the log has `null` (a diverged step): a gap in the curves.
     pub loss: f64,
     /// Mini-batch accuracy, 0..=1.
     pub accuracy: f64,
@@ -319,7 +319,7 @@ pub struct EvalRecord {
     pub step: u64,
     /// Test accuracy, 0..=1.
     pub test_accuracy: f64,
-    /// Test loss.
+    /// Test loss; NaN where the log has `null`: no point.
     pub test_loss: f64,
 }
 
@@ -334,14 +334,20 @@ pub struct TrainLog {
     pub total: u64,
 }
 
+/// A number of a record: `None` when missing or not a number, NaN for `null` (the trainer logs a
+/// non-finite loss as `null`).
 fn field(v: &serde_json::Value, key: &str) -> Option<f64> {
-    v.get(key)?.as_f64().filter(|x| x.is_finite())
+    match v.get(key)? {
+        serde_json::Value::Null => Some(f64::NAN),
+        x => x.as_f64().filter(|x| x.is_finite()),
+    }
 }
 
 /// Parses a training log's text (`file` names it in errors).
 ///
 /// Every line must be a step record (`step`, `loss`, `accuracy`) or an evaluation record
-/// (`step`, `test_accuracy`, `test_loss`); blank lines are skipped, and so is an unfinished last
+/// (`step`, `test_accuracy`, `test_loss`), each value a number or `null` (kept as NaN, drawn as a
+/// gap); blank lines are skipped, and so is an unfinished last
 /// line (no newline yet: the log of a run still in progress). Anything else is an error naming
 /// the file and the line.
 pub fn parse_log(file: &Path, text: &str) -> Result<TrainLog, String> {
@@ -423,26 +429,36 @@ pub fn smoothing_window(n: usize) -> usize {
     (n / 100).max(1) | 1
 }
 
-/// Centred moving average of `values` over `window` points (fewer at the ends).
+/// Centred moving average of `values` over `window` points (fewer at the ends). Non-finite
+/// values (gaps) are left out of the averages and stay gaps.
 pub fn moving_average(values: &[f64], window: usize) -> Vec<f64> {
     let half = window / 2;
+    // Prefix sums of the finite values and of their count.
     let mut prefix = Vec::with_capacity(values.len() + 1);
-    prefix.push(0.0);
+    prefix.push((0.0, 0usize));
     for v in values {
-        prefix.push(prefix.last().copied().unwrap_or(0.0) + v);
+        let (sum, n) = prefix.last().copied().unwrap_or((0.0, 0));
+        prefix.push(if v.is_finite() {
+            (sum + v, n + 1)
+        } else {
+            (sum, n)
+        });
     }
     (0..values.len())
         .map(|i| {
+            if !values[i].is_finite() {
+                return f64::NAN;
+            }
             let lo = i.saturating_sub(half);
             let hi = (i + half + 1).min(values.len());
-            (prefix[hi] - prefix[lo]) / (hi - lo) as f64
+            (prefix[hi].0 - prefix[lo].0) / (prefix[hi].1 - prefix[lo].1) as f64
         })
         .collect()
 }
 
 /// Mean training (loss, accuracy) over the steps of each evaluation interval (after the previous
 /// evaluation, up to and including this one), as (step, loss, accuracy); intervals without step
-/// records are left out.
+/// records are left out, and a mean over an interval with a gap (NaN) is NaN, no point.
 pub fn interval_means(log: &TrainLog) -> Vec<(u64, f64, f64)> {
     let mut out = Vec::new();
     let mut prev = 0;
@@ -1097,6 +1113,26 @@ mod tests {
         assert_eq!(smoothing_window(20), 1);
         let m = moving_average(&[1.0, 2.0, 3.0, 4.0, 5.0], 3);
         assert_eq!(m, vec![1.5, 2.0, 3.0, 4.0, 4.5]);
+    }
+
+    #[test]
+    fn null_values_of_a_diverged_run_are_gaps() {
+        let t = "{\"step\":1,\"total\":9,\"loss\":2.5,\"accuracy\":0.1}\n\
+                 {\"step\":1,\"total\":9,\"test_accuracy\":0.1,\"test_loss\":null}\n\
+                 {\"step\":2,\"total\":9,\"loss\":null,\"accuracy\":0.2}\n";
+        let log = parse_log(Path::new("l.jsonl"), t).unwrap();
+        assert_eq!((log.steps.len(), log.evals.len()), (2, 1));
+        assert!(log.steps[1].loss.is_nan() && log.evals[0].test_loss.is_nan());
+        for metric in [Metric::Loss, Metric::Accuracy] {
+            render_curves(&log, metric, "t").unwrap();
+        }
+        let m = moving_average(&[1.0, f64::NAN, 3.0, 5.0], 3);
+        assert_eq!((m[0], m[2], m[3]), (1.0, 4.0, 4.0));
+        assert!(m[1].is_nan());
+        // Only loss-free steps: still a figure.
+        let only = "{\"step\":1,\"total\":9,\"loss\":null,\"accuracy\":0.1}\n";
+        let log = parse_log(Path::new("l.jsonl"), only).unwrap();
+        render_curves(&log, Metric::Loss, "t").unwrap();
     }
 
     #[test]

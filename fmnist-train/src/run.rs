@@ -9,6 +9,7 @@ use fmnist_core::format::{Arch, Kind};
 use crate::checkpoint::{self, WideRun};
 use crate::config::{Model, Optimizer, TrainConfig};
 use crate::data::Dataset;
+use crate::run_dir::RunDir;
 use crate::trainer::{Evaluation, StartError, StepStats, Trainer};
 use crate::wide_trainer::WideTrainer;
 
@@ -150,16 +151,14 @@ impl Session for WideSession<'_> {
     }
 }
 
-/// Where and how a run reports.
+/// How a run reports (where: the [`RunDir`] it is given).
 #[derive(Clone, Debug)]
 pub struct RunOptions {
-    /// Output directory (checkpoints, log, model).
-    pub out: PathBuf,
     /// Machine-readable output only on stdout; progress goes to stderr.
     pub json: bool,
     /// Print a plain progress line every this many steps (when not drawing a bar).
     pub print_every: u64,
-    /// Checkpoints kept on disk (the newest ones).
+    /// Checkpoints kept on disk (the newest ones by step).
     pub keep: usize,
 }
 
@@ -195,12 +194,40 @@ pub struct RunSummary {
 pub enum RunError {
     /// Writing an output failed (disk full, read-only directory...). Earlier files are intact.
     Io(PathBuf, std::io::Error),
+    /// The loss or the weights stopped being finite numbers; nothing of that step was saved
+    /// but its log line.
+    Diverged {
+        /// The run's folder.
+        out: PathBuf,
+        /// The step at which it was seen.
+        step: u64,
+        /// What was not finite.
+        why: String,
+        /// The newest checkpoint of this run before it, if any.
+        last_good: Option<PathBuf>,
+    },
 }
 
 impl std::fmt::Display for RunError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RunError::Io(p, e) => write!(f, "{}: {e}", p.display()),
+            RunError::Diverged {
+                out,
+                step,
+                why,
+                last_good,
+            } => {
+                write!(
+                    f,
+                    "{}: training diverged at step {step} ({why}); ",
+                    out.display()
+                )?;
+                match last_good {
+                    Some(p) => write!(f, "the last good checkpoint is {}", p.display()),
+                    None => write!(f, "no checkpoint of this run was written before it"),
+                }
+            }
         }
     }
 }
@@ -237,38 +264,20 @@ pub fn checkpoint_name(step: u64) -> String {
     format!("checkpoint-{step:07}.fmck")
 }
 
-/// The newest checkpoint in `dir`, by step number.
+/// The newest checkpoint in `dir`, by the step in its name.
 pub fn newest_checkpoint(dir: &Path) -> Option<PathBuf> {
-    let mut all = list_checkpoints(dir);
-    all.pop()
+    crate::run_dir::checkpoints(dir).pop().map(|(_, p)| p)
 }
 
-fn list_checkpoints(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("checkpoint-") && n.ends_with(".fmck"))
-        })
-        .collect();
-    v.sort();
-    v
-}
-
-/// Removes temp files a killed run left behind (`.NAME.PID.tmp`, see `atomic`): the files they
-/// were meant to replace are intact.
-fn remove_stale_temp_files(dir: &Path) {
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with('.') && name.ends_with(".tmp") {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
+/// `None` when every parameter (and running statistic) in `payload` is a finite number, else
+/// what is wrong.
+fn non_finite_weights(payload: &[u8]) -> Option<String> {
+    let bad = payload
+        .chunks_exact(4)
+        .map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+        .filter(|w| !w.is_finite())
+        .count();
+    (bad > 0).then(|| format!("{bad} weights are not finite"))
 }
 
 /// Drops log lines of steps after `step` (they belong to a run that was cut short).
@@ -289,11 +298,14 @@ fn truncate_log(log: &Path, step: u64) -> std::io::Result<()> {
     crate::atomic::write_atomic(log, kept.as_bytes())
 }
 
-/// Runs `trainer` to its configured number of steps.
+/// Runs `trainer` to its configured number of steps in `dir` (claimed for this run). Stops with
+/// [`RunError::Diverged`] at the first non-finite loss, or at a checkpoint (or the end) whose
+/// weights are not finite, without saving them.
 pub fn run(
     trainer: &mut dyn Session,
     test: &Dataset,
     threads: usize,
+    dir: &RunDir,
     opts: &RunOptions,
 ) -> Result<RunSummary, RunError> {
     let start = Instant::now();
@@ -301,9 +313,7 @@ pub fn run(
         let p = p.to_owned();
         move |e| RunError::Io(p, e)
     };
-    std::fs::create_dir_all(&opts.out).map_err(io(&opts.out))?;
-    remove_stale_temp_files(&opts.out);
-    let log_path = opts.out.join("train-log.jsonl");
+    let log_path = dir.join(crate::run_dir::LOG_FILE);
     truncate_log(&log_path, trainer.steps_done()).map_err(io(&log_path))?;
     let mut log = BufWriter::new(
         std::fs::OpenOptions::new()
@@ -338,7 +348,13 @@ pub fn run(
         }
     };
     let mut evaluations = Vec::new();
-    let mut newest = newest_checkpoint(&opts.out).unwrap_or_default();
+    let mut newest = dir.newest_checkpoint(first_step);
+    let diverged = |step: u64, why: String, last_good: &Option<PathBuf>| RunError::Diverged {
+        out: dir.path().to_owned(),
+        step,
+        why,
+        last_good: last_good.clone(),
+    };
     let mut last_acc = f64::NAN;
     while trainer.steps_done() < total {
         let st = trainer.step();
@@ -352,6 +368,13 @@ pub fn run(
             st.lr
         )
         .map_err(io(&log_path))?;
+        if !st.loss.is_finite() {
+            log.flush().map_err(io(&log_path))?;
+            if let Some(b) = &bar {
+                b.abandon();
+            }
+            return Err(diverged(step, format!("loss is {}", st.loss), &newest));
+        }
         if let Some(b) = &bar {
             b.set_position(step);
             if step.is_multiple_of(10) {
@@ -371,15 +394,22 @@ pub fn run(
             ));
         }
         if step.is_multiple_of(cfg.checkpoint_every) || step == total {
+            if let Some(why) = non_finite_weights(trainer.model_payload().1) {
+                log.flush().map_err(io(&log_path))?;
+                if let Some(b) = &bar {
+                    b.abandon();
+                }
+                return Err(diverged(step, why, &newest));
+            }
             let e = trainer.evaluate(test);
             last_acc = e.accuracy;
             evaluations.push((step, e.accuracy));
             let bytes = trainer.checkpoint();
-            let path = opts.out.join(checkpoint_name(step));
+            let path = dir.join(checkpoint_name(step));
             // The log up to this step is flushed before the checkpoint that covers it exists.
             log.flush().map_err(io(&log_path))?;
             crate::atomic::write_atomic(&path, &bytes).map_err(io(&path))?;
-            newest = path.clone();
+            newest = Some(path.clone());
             writeln!(
                 log,
                 r#"{{"time":"{}","step":{step},"total":{total},"test_accuracy":{:.6},"test_loss":{},"checkpoint":{}}}"#,
@@ -396,10 +426,7 @@ pub fn run(
                 100.0 * e.accuracy,
                 path.display()
             ));
-            let all = list_checkpoints(&opts.out);
-            for old in all.iter().take(all.len().saturating_sub(opts.keep)) {
-                let _ = std::fs::remove_file(old);
-            }
+            dir.prune(step, opts.keep);
         }
     }
     if let Some(b) = &bar {
@@ -409,8 +436,11 @@ pub fn run(
         // Resumed at the end: evaluate what is there.
         last_acc = trainer.evaluate(test).accuracy;
     }
-    let model = opts.out.join("model.fmnm");
+    let model = dir.join(crate::run_dir::MODEL_FILE);
     let (arch, payload) = trainer.model_payload();
+    if let Some(why) = non_finite_weights(payload) {
+        return Err(diverged(trainer.steps_done(), why, &newest));
+    }
     crate::modelio::write_model(&model, arch, Kind::F32, payload).map_err(|e| match e {
         crate::modelio::ModelIoError::Io(p, e) => RunError::Io(p, e),
         crate::modelio::ModelIoError::Format(p, e) => {
@@ -426,7 +456,7 @@ pub fn run(
         ),
         wall_seconds: start.elapsed().as_secs_f64(),
         model,
-        checkpoint: newest,
+        checkpoint: newest.unwrap_or_default(),
         log: log_path,
         steps: trainer.steps_done(),
         evaluations,

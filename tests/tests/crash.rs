@@ -1,6 +1,7 @@
 //! Crash-safe training: the trainer is killed with SIGKILL at random moments (during steps,
 //! evaluations and checkpoint writes), resumed each time from its newest checkpoint, and still
-//! ends with weights byte-identical to an uninterrupted run.
+//! ends with weights byte-identical to an uninterrupted run (each restart also shows that the
+//! killed process's folder lock went with it).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -57,7 +58,8 @@ fn killed_twenty_times_and_resumed_ends_byte_identical() {
                 ]);
             }
             None => {
-                cmd.args(["train", "--out", crash.to_str().unwrap()])
+                // A run killed before its first checkpoint left its log: start it over.
+                cmd.args(["train", "--overwrite", "--out", crash.to_str().unwrap()])
                     .args(ARGS);
             }
         }

@@ -354,7 +354,7 @@ fn demo() -> Step {
     println!("== 1. train LeNet-BN (default preset) ==");
     let t = json(output(
         Command::new(bin("fmnist-train"))
-            .args(["train", "--json", "--out"])
+            .args(["train", "--json", "--overwrite", "--out"])
             .arg(&out),
     )?)?;
     let f32_model = PathBuf::from(t["model"].as_str().unwrap_or_default());
