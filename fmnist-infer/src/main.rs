@@ -315,7 +315,7 @@ fn synthetic_images() -> Vec<[u8; IMAGE_PIXELS]> {
 fn cmd_bench(models: &[PathBuf], seconds: f64, data_dir: Option<&Path>, json: bool) -> Result<()> {
     if !(seconds > 0.0 && seconds <= bench::MAX_SECONDS) {
         return Err(Error::bad_msg(format!(
-            "--seconds must be positive and at most {}, got {seconds}",
+            "--seconds must be positive and at most {}, got {seconds:?}",
             bench::MAX_SECONDS
         )));
     }

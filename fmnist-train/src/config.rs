@@ -313,7 +313,7 @@ pub fn warmup_steps(epochs: f64, per_epoch: u64) -> Result<u64, String> {
     // 2^64 is the first f64 above every u64.
     if !(epochs.is_finite() && epochs >= 0.0 && steps < 18_446_744_073_709_551_616.0) {
         return Err(format!(
-            "--warmup must be a number of epochs ≥ 0 that fits a step count, got {epochs}"
+            "--warmup must be a number of epochs ≥ 0 that fits a step count, got {epochs:?}"
         ));
     }
     Ok(steps as u64)

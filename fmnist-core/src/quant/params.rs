@@ -153,6 +153,22 @@ impl core::fmt::Display for QParamsError {
 
 impl core::error::Error for QParamsError {}
 
+/// The first of a layer's scales that is not a finite number > 0. One copy for every layer
+/// size (not generic, not inlined): on the device it runs once, at load.
+#[inline(never)]
+fn bad_scale(input: f32, output: f32, weight: &[f32]) -> Option<&'static str> {
+    let good = |s: f32| s.is_finite() && s > 0.0;
+    if !good(input) {
+        Some("input_scale")
+    } else if !good(output) {
+        Some("output_scale")
+    } else if !weight.iter().all(|&s| good(s)) {
+        Some("weight_scale")
+    } else {
+        None
+    }
+}
+
 /// Checks one layer: weights in −127..=127, shift in −31..=30, multiplier ≥ 0,
 /// `(|bias| + product_sum_bound(fan_in)) · 2^max(shift, 0) ≤ i32::MAX`, and every scale a
 /// finite number > 0.
@@ -162,15 +178,8 @@ pub fn check_layer<const C: usize>(
     weights: &[i8],
     fan_in: usize,
 ) -> Result<(), QParamsError> {
-    let good = |s: f32| s.is_finite() && s > 0.0;
-    for (field, ok) in [
-        ("input_scale", good(q.input_scale)),
-        ("output_scale", good(q.output_scale)),
-        ("weight_scale", q.weight_scale.iter().all(|&s| good(s))),
-    ] {
-        if !ok {
-            return Err(QParamsError::BadScale { layer, field });
-        }
+    if let Some(field) = bad_scale(q.input_scale, q.output_scale, &q.weight_scale) {
+        return Err(QParamsError::BadScale { layer, field });
     }
     debug_assert_eq!(weights.len(), C * fan_in);
     for (channel, row) in weights.chunks_exact(fan_in).enumerate() {
