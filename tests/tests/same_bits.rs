@@ -32,8 +32,10 @@
 //! The arithmetic is deterministic for any thread count, but not for every CPU:
 //! `matrixmultiply` (the trainers' f32 GEMMs) picks its sgemm kernel at run time: AVX-512F,
 //! else FMA + AVX2, else AVX, else SSE2; the FMA kernels round differently from the others.
-//! Measured with `qemu-x86_64 -cpu Haswell-v4` (AVX2 + FMA, no AVX-512) on a 10-step LeNet-BN
-//! run: the same model bytes as on the AVX-512 machine the tables were recorded on.
+//! Measured with `qemu-x86_64 -cpu …` on a 10-step LeNet-BN run (2,000 training images):
+//! `Haswell-v4` (AVX2 + FMA, no AVX-512) gives the model bytes of the AVX-512 machine the
+//! tables were recorded on; `SandyBridge` (AVX, no FMA) and `Nehalem` (SSE4.2) agree with each
+//! other but not with those.
 //! `matrixmultiply` reads no run-time variable to force a kernel (its `MMTEST_*` variables are
 //! read at compile time, for its own tests), so this test skips itself, saying so, on an
 //! x86-64 CPU without FMA and AVX2 rather than report a difference the code did not make. The
