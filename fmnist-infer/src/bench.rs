@@ -12,6 +12,8 @@ use serde::Serialize;
 
 use crate::model::Model;
 
+/// Most seconds `--seconds` takes (an hour per model).
+pub const MAX_SECONDS: f64 = 3600.0;
 /// Timed repetitions per kernel.
 pub const REPS: usize = 5;
 /// Issue 3 §5 target for the f32 forward, images/s on one thread.
