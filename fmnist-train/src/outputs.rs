@@ -188,7 +188,8 @@ pub fn write_all(files: &[(&Path, &[u8])]) -> Result<(), OutputError> {
     for (i, ((path, _), tmp)) in files.iter().zip(&temps).enumerate() {
         let backup = path.is_file().then(|| sibling(path, "old"));
         let step = match &backup {
-            Some(b) => std::fs::hard_link(path, b),
+            // A hard link where the file system has them, else a copy (FAT, say).
+            Some(b) => std::fs::hard_link(path, b).or_else(|_| std::fs::copy(path, b).map(drop)),
             None => Ok(()),
         }
         .and_then(|()| std::fs::rename(tmp, path));

@@ -4,7 +4,8 @@
 //! (0 threads = one per core, say) may succeed, but must not panic either.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use fmnist_core::format::{Arch, Kind};
 use fmnist_core::lenet::{IMAGE_PIXELS, LeNetParams};
@@ -181,12 +182,25 @@ fn world() -> World {
 
 /// Runs a case and checks its exit code and stderr.
 fn check(w: &World, bin_name: &str, args: &[String], expect: Expect) {
-    let o = Command::new(bin(bin_name))
+    let mut child = Command::new(bin(bin_name))
         .args(args)
         .current_dir(&w.root)
         .env("FMNIST_DATA", &w.data)
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    // A command that blocks (on a FIFO, say) fails the test instead of hanging it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{bin_name} {args:?}: still running after 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let o = child.wait_with_output().unwrap();
     let (_, err) = text(&o);
     let code = o.status.code();
     assert!(
