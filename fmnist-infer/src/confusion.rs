@@ -166,32 +166,19 @@ pub fn render(report: &EvalReport) -> std::result::Result<Canvas, DrawError> {
     Ok(canvas)
 }
 
-/// Renders `report` and writes it to `out` atomically. A missing or read-only directory is bad
+/// Renders `report` and writes it to `out` atomically. A missing or read-only folder is bad
 /// input (exit 2); other write failures, a full disk say, are not (exit 1).
 pub fn write_png(report: &EvalReport, out: &Path) -> Result<()> {
     let canvas = render(report).map_err(|e| Error::failure(out, e))?;
-    fmnist_train::plot::write_file(out, &canvas.encode_png()).map_err(|e| {
-        if fmnist_train::plot::is_bad_output(&e) {
-            Error::bad(out, format!("cannot write: {e}"))
-        } else {
-            Error::failure(out, format!("cannot write: {e}"))
-        }
-    })
+    fmnist_train::outputs::write_all(&[(out, &canvas.encode_png())])?;
+    Ok(())
 }
 
-/// Checks before the evaluation that `out` can be written: its directory exists and `out` is
-/// not a directory (bad input otherwise).
-pub fn check_output(out: &Path) -> Result<()> {
-    if out.is_dir() {
-        return Err(Error::bad(out, "cannot write: is a directory"));
-    }
-    match out.parent() {
-        Some(d) if !d.as_os_str().is_empty() && !d.is_dir() => Err(Error::bad(
-            out,
-            format!("cannot write: no directory {}", d.display()),
-        )),
-        _ => Ok(()),
-    }
+/// Checks before the evaluation that `out` can be written and is not the model file `model`
+/// (bad input otherwise).
+pub fn check_output(out: &Path, model: &Path) -> Result<()> {
+    fmnist_train::outputs::check(&[("--png", out)], &[("--model", model)])?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -80,5 +80,18 @@ impl From<fmnist_train::data::DataError> for Error {
     }
 }
 
+impl From<fmnist_train::outputs::OutputError> for Error {
+    fn from(e: fmnist_train::outputs::OutputError) -> Self {
+        Error {
+            kind: if e.bad_input {
+                ErrorKind::BadInput
+            } else {
+                ErrorKind::Failure
+            },
+            message: e.to_string(),
+        }
+    }
+}
+
 /// Shorthand.
 pub type Result<T> = std::result::Result<T, Error>;

@@ -182,7 +182,7 @@ fn cmd_confusion(
     json: bool,
     threads: Option<usize>,
 ) -> Result<()> {
-    confusion::check_output(png)?;
+    confusion::check_output(png, model)?;
     let report = evaluate_files(
         std::slice::from_ref(&model.to_path_buf()),
         eval::Tta::None,
@@ -214,20 +214,19 @@ fn cmd_predict(
         InvertArg::Yes => Invert::Yes,
         InvertArg::No => Invert::No,
     };
+    let saved = save_input
+        .map(|dir| preprocess::saved_inputs(dir, images))
+        .transpose()?;
     // Read every image first: a bad one fails the command before anything is printed.
     let prepared = images
         .iter()
         .map(|p| preprocess::prepare_file(p, invert))
         .collect::<Result<Vec<_>>>()?;
+    if let Some(dests) = &saved {
+        preprocess::save_inputs(dests, &prepared)?;
+    }
     let mut out = Vec::new();
     for (path, prep) in images.iter().zip(&prepared) {
-        if let Some(dir) = save_input {
-            let stem = path.file_stem().unwrap_or_default().to_string_lossy();
-            let dest = dir.join(format!("{stem}.28x28.png"));
-            preprocess::to_gray_image(&prep.pixels)
-                .save(&dest)
-                .map_err(|e| Error::failure(&dest, e))?;
-        }
         let probs = model.probabilities(&prep.pixels);
         let mut order: Vec<usize> = (0..10).collect();
         // Descending probability, ties to the lower label.
@@ -273,6 +272,7 @@ fn cmd_predict(
 }
 
 fn cmd_golden(model: &Path, out: &Path, data_dir: Option<&Path>, json: bool) -> Result<()> {
+    fmnist_train::outputs::check(&[("--out", out)], &[("--model", model)])?;
     let model = Model::load(model)?;
     let test = load_test(data_dir)?;
     let bytes = golden::write(&model, &test.images, out)?;

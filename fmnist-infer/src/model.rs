@@ -138,7 +138,7 @@ fn boxed_copy<T: bytemuck::Pod>(v: &T) -> Box<T> {
 impl Model {
     /// Reads `path` and detects its kind by content.
     pub fn load(path: &Path) -> Result<Model> {
-        let bytes = std::fs::read(path).map_err(|e| Error::bad(path, e))?;
+        let bytes = fmnist_train::inputs::read(path).map_err(|e| Error::bad(path, e))?;
         Self::from_bytes(path, &bytes)
     }
 

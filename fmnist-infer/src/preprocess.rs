@@ -22,7 +22,7 @@
 //! 7. **Centre.** Paste it on a 28x28 black canvas at `((28 − w) / 2, (28 − h) / 2)` (integer
 //!    division).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use fmnist_core::lenet::{IMAGE_PIXELS, IMAGE_SIDE};
 use image::{DynamicImage, GrayImage, ImageError, ImageFormat, imageops};
@@ -68,7 +68,7 @@ pub const MAX_DECODE_BYTES: u64 = 256 << 20;
 /// Reads and decodes a PNG or JPEG, recognised by content (not by extension); any failure is
 /// bad input naming the file.
 pub fn read_image(path: &Path) -> Result<DynamicImage> {
-    let bytes = std::fs::read(path).map_err(|e| Error::bad(path, e))?;
+    let bytes = fmnist_train::inputs::read(path).map_err(|e| Error::bad(path, e))?;
     decode_image(path, &bytes)
 }
 
@@ -264,6 +264,68 @@ pub fn prepare_file(path: &Path, invert: Invert) -> Result<Prepared> {
 pub fn to_gray_image(pixels: &[u8; IMAGE_PIXELS]) -> GrayImage {
     GrayImage::from_raw(IMAGE_SIDE as u32, IMAGE_SIDE as u32, pixels.to_vec())
         .expect("784 pixels make a 28x28 image")
+}
+
+/// Where `predict --save-input DIR` saves the input of each of `images`:
+/// `DIR/<image stem>.28x28.png`. Refused (bad input) when `DIR` is not a folder, when two images
+/// share a stem (one would overwrite the other), or when a destination cannot be written or is
+/// one of the images.
+pub fn saved_inputs(dir: &Path, images: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(Error::bad(
+                dir,
+                "--save-input needs a directory, this is a file",
+            ));
+        }
+        Err(e) => return Err(Error::bad(dir, format!("--save-input: {e}"))),
+    }
+    let dests: Vec<PathBuf> = images
+        .iter()
+        .map(|p| {
+            let stem = p.file_stem().unwrap_or_default().to_string_lossy();
+            dir.join(format!("{stem}.28x28.png"))
+        })
+        .collect();
+    for (i, d) in dests.iter().enumerate() {
+        if let Some(j) = dests[..i].iter().position(|e| e == d) {
+            return Err(Error::bad(
+                d,
+                format!(
+                    "--save-input would save both {} and {} here (the same file stem)",
+                    images[j].display(),
+                    images[i].display()
+                ),
+            ));
+        }
+    }
+    let outs: Vec<(&str, &Path)> = dests
+        .iter()
+        .map(|d| ("--save-input", d.as_path()))
+        .collect();
+    let ins: Vec<(&str, &Path)> = images.iter().map(|p| ("IMAGE", p.as_path())).collect();
+    fmnist_train::outputs::check(&outs, &ins)?;
+    Ok(dests)
+}
+
+/// Writes each prepared input as a PNG to its destination from [`saved_inputs`]: all or none.
+pub fn save_inputs(dests: &[PathBuf], prepared: &[Prepared]) -> Result<()> {
+    let mut pngs = Vec::with_capacity(dests.len());
+    for (d, p) in dests.iter().zip(prepared) {
+        let mut png = std::io::Cursor::new(Vec::new());
+        to_gray_image(&p.pixels)
+            .write_to(&mut png, ImageFormat::Png)
+            .map_err(|e| Error::failure(d, e))?;
+        pngs.push(png.into_inner());
+    }
+    let files: Vec<(&Path, &[u8])> = dests
+        .iter()
+        .zip(&pngs)
+        .map(|(d, b)| (d.as_path(), b.as_slice()))
+        .collect();
+    fmnist_train::outputs::write_all(&files)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -361,7 +361,7 @@ pub fn load_any(path: &Path) -> Result<Checkpoint, CheckpointError> {
             format!("{} bytes is too large for a checkpoint", meta.len()),
         ));
     }
-    let b = std::fs::read(path).map_err(|e| CheckpointError::Io(path.to_owned(), e))?;
+    let b = crate::inputs::read(path).map_err(|e| CheckpointError::Io(path.to_owned(), e))?;
     decode_any(&b).map_err(|why| CheckpointError::Invalid(path.to_owned(), why))
 }
 

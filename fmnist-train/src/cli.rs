@@ -119,6 +119,15 @@ pub fn usage_error_line<P: clap::CommandFactory>(e: &clap::Error) -> String {
     format!("{body} (see --help)")
 }
 
+impl From<crate::outputs::OutputError> for CliError {
+    fn from(e: crate::outputs::OutputError) -> Self {
+        CliError {
+            message: e.to_string(),
+            bad_input: e.bad_input,
+        }
+    }
+}
+
 /// Wraps an input error as bad input.
 pub fn bad_input(e: impl Display) -> CliError {
     CliError::bad(e)

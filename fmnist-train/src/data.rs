@@ -221,7 +221,7 @@ pub fn decode_idx(bytes: &[u8], header: usize, record: usize) -> Result<Cow<'_, 
 
 /// Reads an IDX file whole through [`decode_idx`].
 fn read_idx(path: &Path, header: usize, record: usize) -> Result<Vec<u8>, DataError> {
-    let raw = std::fs::read(path).map_err(|e| DataError::Io(path.to_owned(), e))?;
+    let raw = crate::inputs::read(path).map_err(|e| DataError::Io(path.to_owned(), e))?;
     match decode_idx(&raw, header, record) {
         Ok(Cow::Owned(out)) => Ok(out),
         Ok(Cow::Borrowed(_)) => Ok(raw),

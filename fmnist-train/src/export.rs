@@ -70,7 +70,7 @@ fn from_flat<T: bytemuck::Pod>(
 /// safetensors file (told apart by content; safetensors files hold LeNet-BN).
 pub fn read_weights(path: &Path) -> Result<TrainedWeights, CliError> {
     let bytes =
-        std::fs::read(path).map_err(|e| CliError::bad(format!("{}: {e}", path.display())))?;
+        crate::inputs::read(path).map_err(|e| CliError::bad(format!("{}: {e}", path.display())))?;
     if bytes.starts_with(&crate::checkpoint::MAGIC) {
         let saved = crate::checkpoint::decode_any(&bytes)
             .map_err(|why| CliError::bad(format!("{}: {why}", path.display())))?;
@@ -120,6 +120,43 @@ pub fn calibration_sample(train: &Dataset, n: usize) -> Vec<[u8; IMAGE_PIXELS]> 
     (0..n).map(|i| train.images[i * train.len() / n]).collect()
 }
 
+/// Where an export reads and writes: the trained weights (named in errors about them), the int8
+/// model file and, optionally, the BN-folded f32 one.
+#[derive(Clone, Copy, Debug)]
+pub struct ExportPaths<'a> {
+    /// The trained weights (`--checkpoint`).
+    pub weights: &'a Path,
+    /// The int8 model file (`--out`).
+    pub out: &'a Path,
+    /// The BN-folded f32 model file (`--folded-out`).
+    pub folded_out: Option<&'a Path>,
+}
+
+impl ExportPaths<'_> {
+    /// Checks the outputs before any work: writable, distinct, not the input (exit 2).
+    pub fn check(&self) -> Result<(), CliError> {
+        let mut outs = vec![("--out", self.out)];
+        outs.extend(self.folded_out.map(|f| ("--folded-out", f)));
+        crate::outputs::check(&outs, &[("--checkpoint", self.weights)])?;
+        Ok(())
+    }
+
+    /// A quantization failure, naming the weights file (bad input: exit 2).
+    fn cannot_quantize(&self, e: impl std::fmt::Display) -> CliError {
+        CliError::bad(format!("{}: cannot quantize: {e}", self.weights.display()))
+    }
+
+    /// Writes the int8 model and the folded one (when asked for): both or neither.
+    fn write(&self, arch: Arch, int8: &[u8], folded: &[u8]) -> Result<u64, CliError> {
+        let int8 = crate::modelio::encode_model(arch, Kind::Int8, int8);
+        let folded = crate::modelio::encode_model(arch, Kind::F32Folded, folded);
+        let mut files: Vec<(&Path, &[u8])> = vec![(self.out, &int8)];
+        files.extend(self.folded_out.map(|f| (f, folded.as_slice())));
+        crate::outputs::write_all(&files)?;
+        Ok(int8.len() as u64)
+    }
+}
+
 /// Runs the export.
 pub fn export(
     weights: &LeNetParams,
@@ -127,23 +164,16 @@ pub fn export(
     test: &Dataset,
     calibration: usize,
     method: Calibration,
-    out: &Path,
-    folded_out: Option<&Path>,
+    paths: ExportPaths<'_>,
 ) -> Result<ExportReport, CliError> {
     let sample = calibration_sample(train, calibration);
-    let q = quantize_lenet(weights, &sample, method)
-        .map_err(|e| CliError::bad(format!("cannot quantize: {e}")))?;
+    let q = quantize_lenet(weights, &sample, method).map_err(|e| paths.cannot_quantize(e))?;
     let folded = fold_batch_norm(weights);
-    write_model(out, Arch::LeNet, Kind::Int8, bytemuck::bytes_of(&*q)).map_err(CliError::other)?;
-    if let Some(f) = folded_out {
-        write_model(
-            f,
-            Arch::LeNet,
-            Kind::F32Folded,
-            bytemuck::bytes_of(&*folded),
-        )
-        .map_err(CliError::other)?;
-    }
+    let bytes = paths.write(
+        Arch::LeNet,
+        bytemuck::bytes_of(&*q),
+        bytemuck::bytes_of(&*folded),
+    )?;
     let f32_acc = f32_accuracy(weights, &test.images, &test.labels);
     let int8_acc = int8_accuracy(&q, &test.images, &test.labels);
     Ok(ExportReport {
@@ -153,9 +183,9 @@ pub fn export(
         delta_points: 100.0 * (int8_acc - f32_acc),
         method: method.to_string(),
         calibration_images: sample.len(),
-        out: out.to_owned(),
-        bytes: std::fs::metadata(out).map(|m| m.len()).unwrap_or(0),
-        folded_out: folded_out.map(Path::to_owned),
+        out: paths.out.to_owned(),
+        bytes,
+        folded_out: paths.folded_out.map(Path::to_owned),
     })
 }
 
@@ -183,18 +213,16 @@ pub fn export_wide(
     test: &Dataset,
     calibration: usize,
     method: Calibration,
-    out: &Path,
-    folded_out: Option<&Path>,
+    paths: ExportPaths<'_>,
 ) -> Result<ExportReport, CliError> {
     let sample = calibration_sample(train, calibration);
-    let q = quantize_wide(weights, &sample, method)
-        .map_err(|e| CliError::bad(format!("cannot quantize: {e}")))?;
+    let q = quantize_wide(weights, &sample, method).map_err(|e| paths.cannot_quantize(e))?;
     let folded = fold_batch_norm_wide(weights);
-    write_model(out, Arch::Wide, Kind::Int8, bytemuck::bytes_of(&*q)).map_err(CliError::other)?;
-    if let Some(f) = folded_out {
-        write_model(f, Arch::Wide, Kind::F32Folded, bytemuck::bytes_of(&*folded))
-            .map_err(CliError::other)?;
-    }
+    let bytes = paths.write(
+        Arch::Wide,
+        bytemuck::bytes_of(&*q),
+        bytemuck::bytes_of(&*folded),
+    )?;
     let f32_acc = wide_f32_accuracy(weights, &test.images, &test.labels);
     let int8_acc = wide_int8_accuracy(&q, &test.images, &test.labels);
     Ok(ExportReport {
@@ -204,9 +232,9 @@ pub fn export_wide(
         delta_points: 100.0 * (int8_acc - f32_acc),
         method: method.to_string(),
         calibration_images: sample.len(),
-        out: out.to_owned(),
-        bytes: std::fs::metadata(out).map(|m| m.len()).unwrap_or(0),
-        folded_out: folded_out.map(Path::to_owned),
+        out: paths.out.to_owned(),
+        bytes,
+        folded_out: paths.folded_out.map(Path::to_owned),
     })
 }
 
@@ -237,7 +265,12 @@ mod tests {
         };
         let out = dir.path().join("wide.fmq");
         let folded = dir.path().join("wide-f32.fmnm");
-        let r = export_wide(&p, &set, &set, 30, Calibration::MinMax, &out, Some(&folded)).unwrap();
+        let paths = ExportPaths {
+            weights: &f32_path,
+            out: &out,
+            folded_out: Some(&folded),
+        };
+        let r = export_wide(&p, &set, &set, 30, Calibration::MinMax, paths).unwrap();
         assert_eq!(r.f32_accuracy, 1.0);
         assert!(r.int8_accuracy >= 0.9, "{}", r.int8_accuracy);
         assert_eq!(r.bytes, 64 + 1_639_408 + 4);

@@ -513,6 +513,12 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
             data,
             json,
         } => {
+            let paths = export::ExportPaths {
+                weights: &checkpoint,
+                out: &out,
+                folded_out: folded_out.as_deref(),
+            };
+            paths.check()?;
             let weights = export::read_weights(&checkpoint)?;
             let method = match method {
                 Method::Minmax => Calibration::MinMax,
@@ -531,24 +537,12 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
             }
             let (train, test) = data::load_both(data.as_deref()).map_err(cli::bad_input)?;
             let r = match &weights {
-                export::TrainedWeights::Lenet(w) => export::export(
-                    w,
-                    &train,
-                    &test,
-                    calibration,
-                    method,
-                    &out,
-                    folded_out.as_deref(),
-                )?,
-                export::TrainedWeights::Wide(w) => export::export_wide(
-                    w,
-                    &train,
-                    &test,
-                    calibration,
-                    method,
-                    &out,
-                    folded_out.as_deref(),
-                )?,
+                export::TrainedWeights::Lenet(w) => {
+                    export::export(w, &train, &test, calibration, method, paths)?
+                }
+                export::TrainedWeights::Wide(w) => {
+                    export::export_wide(w, &train, &test, calibration, method, paths)?
+                }
             };
             if json {
                 println!("{}", serde_json::to_string(&r).expect("report serializes"));

@@ -38,7 +38,7 @@ impl std::error::Error for ModelIoError {}
 impl LoadedModel {
     /// Reads and checks a model file (magic, version, shapes, length, CRC).
     pub fn read(path: &Path) -> Result<Self, ModelIoError> {
-        let bytes = std::fs::read(path).map_err(|e| ModelIoError::Io(path.to_owned(), e))?;
+        let bytes = crate::inputs::read(path).map_err(|e| ModelIoError::Io(path.to_owned(), e))?;
         let model = Self::from_bytes(&bytes, path);
         model
             .file()

@@ -278,28 +278,7 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     crate::atomic::write_atomic(path, bytes)
 }
 
-/// True when a failed write is the user's to fix (a missing or read-only directory, a
-/// directory where the file should be): exit 2. A full disk and the like are not: exit 1.
-pub fn is_bad_output(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::NotFound
-            | io::ErrorKind::PermissionDenied
-            | io::ErrorKind::NotADirectory
-            | io::ErrorKind::IsADirectory
-            | io::ErrorKind::ReadOnlyFilesystem
-            | io::ErrorKind::InvalidInput
-    )
-}
-
-fn write_error(path: &Path, e: io::Error) -> CliError {
-    let m = format!("{}: cannot write: {e}", path.display());
-    if is_bad_output(&e) {
-        CliError::bad(m)
-    } else {
-        CliError::other(m)
-    }
-}
+pub use crate::outputs::is_bad_output;
 
 /// One training step of the log.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -412,7 +391,7 @@ pub fn parse_log(file: &Path, text: &str) -> Result<TrainLog, String> {
 
 /// Reads and parses a training log file.
 pub fn read_log(file: &Path) -> Result<TrainLog, CliError> {
-    let bytes = std::fs::read(file)
+    let bytes = crate::inputs::read(file)
         .map_err(|e| CliError::bad(format!("{}: cannot read the log: {e}", file.display())))?;
     let text = String::from_utf8(bytes).map_err(|_| {
         CliError::bad(format!(
@@ -890,12 +869,20 @@ pub fn plot(log_path: &Path, out: &Path) -> Result<PlotReport, CliError> {
             format!("Training and test accuracy{name}"),
         ),
     ];
-    // Render and encode both before writing either.
+    // The folder may be missing (it is created), but not be a file; then render and encode
+    // both figures before writing either, and write both or neither.
+    if out.exists() && !out.is_dir() {
+        return Err(CliError::bad(format!(
+            "{}: cannot create the output directory: a file stands there",
+            out.display()
+        )));
+    }
     let mut encoded = Vec::new();
     for (metric, file, title) in &figures {
         let c = render_curves(&log, *metric, title).map_err(CliError::other)?;
         encoded.push((out.join(file), c.encode_png()));
     }
+    let created = !out.exists();
     std::fs::create_dir_all(out).map_err(|e| {
         let m = format!("{}: cannot create the output directory: {e}", out.display());
         if is_bad_output(&e) || e.kind() == io::ErrorKind::AlreadyExists {
@@ -904,8 +891,21 @@ pub fn plot(log_path: &Path, out: &Path) -> Result<PlotReport, CliError> {
             CliError::other(m)
         }
     })?;
-    for (path, bytes) in &encoded {
-        write_file(path, bytes).map_err(|e| write_error(path, e))?;
+    let names: Vec<(&str, &Path)> = encoded
+        .iter()
+        .map(|(p, _)| ("--out", p.as_path()))
+        .collect();
+    let files: Vec<(&Path, &[u8])> = encoded
+        .iter()
+        .map(|(p, b)| (p.as_path(), b.as_slice()))
+        .collect();
+    let written = crate::outputs::check(&names, &[("--log", log_path)])
+        .and_then(|()| crate::outputs::write_all(&files));
+    if let Err(e) = written {
+        if created {
+            let _ = std::fs::remove_dir(out);
+        }
+        return Err(e.into());
     }
     Ok(PlotReport {
         log: log_path.to_owned(),
@@ -1047,6 +1047,7 @@ pub fn samples(
             "--count must be between 1 and {MAX_SAMPLES}, got {count}"
         )));
     }
+    crate::outputs::check(&[("--out", out)], &[])?;
     let dir = crate::data::locate(data_dir).map_err(CliError::bad)?;
     let train = crate::data::load(&dir, crate::data::Split::Train).map_err(CliError::bad)?;
     let n = count.min(train.len());
@@ -1054,7 +1055,7 @@ pub fn samples(
         format!("Fashion-MNIST: the first {n} training images (28×28, drawn ×{SAMPLE_SCALE})");
     let canvas =
         render_samples(&train.images[..n], &train.labels[..n], &title).map_err(CliError::other)?;
-    write_file(out, &canvas.encode_png()).map_err(|e| write_error(out, e))?;
+    crate::outputs::write_all(&[(out, &canvas.encode_png())])?;
     Ok(SamplesReport {
         out: out.to_owned(),
         images: n,

@@ -310,7 +310,7 @@ pub fn decode(bytes: &[u8]) -> Result<Box<LeNetParams>, SafetensorsError> {
 
 /// Reads a safetensors file; errors name the file.
 pub fn read(path: &Path) -> Result<Box<LeNetParams>, SafetensorsError> {
-    let bytes = std::fs::read(path).map_err(|e| SafetensorsError::Io(path.to_owned(), e))?;
+    let bytes = crate::inputs::read(path).map_err(|e| SafetensorsError::Io(path.to_owned(), e))?;
     decode(&bytes).map_err(|e| SafetensorsError::InFile(path.to_owned(), Box::new(e)))
 }
 

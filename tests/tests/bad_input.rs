@@ -145,6 +145,30 @@ fn bad_data_files() {
             "bytes after the 64 images",
         ),
         (
+            "no images (header count 0)",
+            "train-images-idx3-ubyte",
+            encode_images(&[]),
+            "header says 0 images: the data set is empty",
+        ),
+        (
+            "no labels (header count 0)",
+            "train-labels-idx1-ubyte",
+            encode_labels(&[]),
+            "header says 0 labels: the data set is empty",
+        ),
+        (
+            "an empty test set",
+            "t10k-images-idx3-ubyte",
+            gz(&encode_images(&[])),
+            "header says 0 images: the data set is empty",
+        ),
+        (
+            "a directory where a file should be",
+            "train-images-idx3-ubyte",
+            Vec::new(), // replaced by a directory below
+            "train-images-idx3-ubyte is a directory",
+        ),
+        (
             "corrupt gzip",
             "train-images-idx3-ubyte",
             gz(&good_images)[..100].to_vec(),
@@ -154,6 +178,10 @@ fn bad_data_files() {
     for (i, (case, file, bytes, problem)) in cases.into_iter().enumerate() {
         // A gzip file keeps its name without .gz: the loader recognises gzip by content.
         let dir = data_dir(tmp.path(), &format!("d{i}"), Some((file, bytes)));
+        if case.starts_with("a directory") {
+            std::fs::remove_file(dir.join(file)).unwrap();
+            std::fs::create_dir(dir.join(file)).unwrap();
+        }
         let out = tmp.path().join(format!("out{i}"));
         check(
             case,
@@ -357,4 +385,74 @@ fn a_png_that_is_really_text() {
         "corrupt image",
         None,
     );
+}
+
+/// One batch rule: a `--batch` flag and a preset's batch must both fit the training set (the
+/// preset's 64 on ten images used to be accepted while `--batch 64` was refused).
+#[test]
+fn a_batch_larger_than_the_training_set_is_refused_however_it_is_given() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = data_dir(
+        tmp.path(),
+        "small",
+        Some((
+            "train-images-idx3-ubyte",
+            encode_images(&[[3; IMAGE_PIXELS]; 10]),
+        )),
+    );
+    std::fs::write(dir.join("train-labels-idx1-ubyte"), encode_labels(&[1; 10])).unwrap();
+    let out = tmp.path().join("out");
+    let train = |extra: &[&str]| {
+        let mut a = vec![
+            "train",
+            "--data",
+            dir.to_str().unwrap(),
+            "--steps",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        a.extend(extra);
+        run("fmnist-train", &a)
+    };
+    for (case, o, problem) in [
+        (
+            "--batch",
+            train(&["--batch", "64"]),
+            "--batch must be between 1 and 10 (the training set's size), got 64",
+        ),
+        (
+            "the preset's batch",
+            train(&[]),
+            "the preset's batch must be between 1 and 10 (the training set's size), got 64; give --batch",
+        ),
+        (
+            "the wide preset's batch",
+            train(&["--model", "wide"]),
+            "the preset's batch must be between 1 and 10 (the training set's size), got 128",
+        ),
+        (
+            "the benchmark's batch",
+            run(
+                "fmnist-train",
+                &[
+                    "bench",
+                    "--data",
+                    dir.to_str().unwrap(),
+                    "--steps",
+                    "1",
+                    "--repeats",
+                    "1",
+                ],
+            ),
+            "the benchmark's batch must be between 1 and 10",
+        ),
+    ] {
+        eprintln!("{case}");
+        assert_bad_input(&o, problem);
+        assert_eq!(text(&o).1.lines().count(), 1);
+    }
+    assert!(!out.exists());
+    let o = train(&["--batch", "10"]);
+    assert!(o.status.success(), "{}", text(&o).1);
 }
