@@ -363,6 +363,8 @@ fn a_teacher_with_nan_weights_is_refused() {
         &needles,
         Some(&out),
     );
+    // The output folder exists, so only the checkpoint's check can refuse the export.
+    std::fs::create_dir_all(&out).unwrap();
     refused(
         "fmnist-train",
         &[
