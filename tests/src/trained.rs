@@ -6,9 +6,9 @@ use std::time::Instant;
 
 use fmnist_core::lenet::LeNetFoldedParams;
 use fmnist_core::quant::{LeNetQParams, WideQParams};
+use fmnist_core::testutil::Lcg;
 use fmnist_core::wide::{WIDE_FLAT, WIDE_HIDDEN, WideFoldedParams};
 
-use crate::fixtures::Lcg;
 use crate::linalg::solve_spd;
 
 /// Optimizer steps of the short deterministic training run behind [`trained`].

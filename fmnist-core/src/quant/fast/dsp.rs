@@ -363,7 +363,7 @@ mod tests {
                 assert_eq!(dot(&k, 1, &[x, 0, 0, 0, 0, 0]), 0);
             }
         }
-        let mut r = crate::quant::lenet::testutil::Lcg(99);
+        let mut r = crate::testutil::Lcg(99);
         for _ in 0..100_000 {
             let w: [i8; 5] = core::array::from_fn(|_| r.range(-128, 127) as i8);
             let xs: [i8; 6] = core::array::from_fn(|_| r.range(-128, 127) as i8);
@@ -379,7 +379,7 @@ mod tests {
     /// the rounding ties and the saturating ends hit on purpose.
     #[test]
     fn fast_requant_matches_to_i8() {
-        use crate::quant::lenet::testutil::Lcg;
+        use crate::testutil::Lcg;
         let mut r = Lcg(4242);
         let mut q = QLayerParams::<1> {
             input_scale: 1.0,
@@ -475,12 +475,10 @@ mod tests {
                 }
             }
         }
-        let mut s = 1u32;
+        let mut r = crate::testutil::Lcg(1);
         for _ in 0..100_000 {
-            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            let wb = s.to_le_bytes();
-            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            let xb = s.to_le_bytes().map(|b| b as i8);
+            let wb = r.next_u32().to_le_bytes();
+            let xb = r.next_u32().to_le_bytes().map(|b| b as i8);
             let mut taps = [0i16; 4];
             for t in 0..4 {
                 taps[slot(t)] = xb[t] as i16;

@@ -220,14 +220,14 @@ pub mod portable;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quant::lenet::testutil::{Lcg, random_image, random_qparams};
     use crate::quant::{QConv2d, QDense, max_pool_2x2};
+    use crate::testutil::{Lcg, random_image, random_qparams};
 
     /// The im2col convolution and the wide dense layers, both implementations, against the
     /// reference kernels on random valid layers and inputs over all of i8.
     #[test]
     fn wide_layers_both_paths_match_the_reference() {
-        use crate::quant::wide::testutil::random_wide_qparams;
+        use crate::testutil::random_wide_qparams;
         let mut r = Lcg(31);
         for seed in 0..6 {
             let p = random_wide_qparams(500 + seed);

@@ -257,7 +257,7 @@ pub fn dot_rows4<const I: usize>(w: [&[i8; I]; 4], x: &[i16; I]) -> [i32; 4] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quant::lenet::testutil::Lcg;
+    use crate::testutil::Lcg;
 
     /// The SSE2 requantization of four lanes equals the scalar one.
     #[test]
