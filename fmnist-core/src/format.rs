@@ -430,7 +430,7 @@ pub fn crc_of(header: &[u8; HEADER_LEN], payload: &[u8]) -> u32 {
 mod tests {
     use super::*;
     use crate::quant::LeNetQ;
-    use crate::quant::lenet::testutil::random_qparams;
+    use crate::testutil::random_qparams;
 
     /// A complete file (header, payload, CRC) for a payload, as the writer produces it.
     fn encode(arch: Arch, kind: Kind, payload: &[u8]) -> Vec<u8> {
@@ -797,7 +797,7 @@ mod tests {
     mod wide {
         use super::*;
         use crate::quant::WideQ;
-        use crate::quant::wide::testutil::random_wide_qparams;
+        use crate::testutil::random_wide_qparams;
 
         fn wide_int8_file() -> Vec<u8> {
             encode(

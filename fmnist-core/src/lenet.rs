@@ -306,25 +306,6 @@ impl LeNet<'_> {
 mod tests {
     use super::*;
 
-    fn lcg_params(seed: u32) -> Box<LeNetParams> {
-        let mut p: Box<LeNetParams> = bytemuck::zeroed_box();
-        let mut s = seed;
-        for v in bytemuck::cast_slice_mut::<LeNetParams, f32>(core::slice::from_mut(&mut *p)) {
-            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            *v = ((s >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 0.4;
-        }
-        // Variances must be positive.
-        p.bn1
-            .running_var
-            .iter_mut()
-            .for_each(|v| *v = v.abs() + 0.5);
-        p.bn2
-            .running_var
-            .iter_mut()
-            .for_each(|v| *v = v.abs() + 0.5);
-        p
-    }
-
     #[test]
     fn parameter_count_matches_the_report() {
         assert_eq!(LENET_PARAMETERS, 61_750);
@@ -336,7 +317,7 @@ mod tests {
 
     #[test]
     fn fused_forward_is_bit_identical_to_layer_by_layer() {
-        let p = lcg_params(7);
+        let p = crate::testutil::random_lenet_params(7);
         let model = LeNet::from(&*p);
         let mut image = [0u8; IMAGE_PIXELS];
         for (i, px) in image.iter_mut().enumerate() {

@@ -22,6 +22,8 @@ pub mod layers;
 pub mod lenet;
 pub mod quant;
 pub mod tensors;
+#[cfg(any(test, feature = "testutil"))]
+pub mod testutil;
 pub mod wide;
 
 pub use classes::{CLASS_NAMES, NUM_CLASSES};

@@ -239,51 +239,6 @@ impl Wide<'_> {
 pub(crate) mod testutil {
     use super::*;
 
-    /// Pseudo-random parameters of a sensible scale (He-like per layer) from an LCG, with
-    /// positive variances: activations neither vanish nor blow up through the layers.
-    pub fn lcg_params(seed: u32) -> Box<WideParams> {
-        let mut p: Box<WideParams> = bytemuck::zeroed_box();
-        let mut s = seed;
-        let mut next = move || {
-            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        };
-        let fill = |xs: &mut [f32], scale: f32, next: &mut dyn FnMut() -> f32| {
-            xs.iter_mut().for_each(|v| *v = next() * scale)
-        };
-        // Uniform(-0.5, 0.5)·a has variance a²/12; a = sqrt(24 / fan_in) gives 2 / fan_in.
-        let he = |fan_in: f32| (24.0 / fan_in).sqrt();
-        fill(
-            bytemuck::cast_slice_mut(&mut p.conv1_weight),
-            he(9.0),
-            &mut next,
-        );
-        fill(&mut p.conv1_bias, 0.2, &mut next);
-        fill(
-            bytemuck::cast_slice_mut(&mut p.conv2_weight),
-            he(288.0),
-            &mut next,
-        );
-        fill(&mut p.conv2_bias, 0.2, &mut next);
-        fill(p.fc1_weight.as_flattened_mut(), he(3136.0), &mut next);
-        fill(&mut p.fc1_bias, 0.2, &mut next);
-        fill(p.fc2_weight.as_flattened_mut(), he(512.0), &mut next);
-        fill(&mut p.fc2_bias, 0.2, &mut next);
-        for bn in [&mut p.bn1.gamma[..], &mut p.bn2.gamma[..]] {
-            bn.iter_mut().for_each(|g| *g = 1.0 + next() * 0.4);
-        }
-        for bn in [&mut p.bn1.beta[..], &mut p.bn2.beta[..]] {
-            bn.iter_mut().for_each(|b| *b = next() * 0.2);
-        }
-        for m in [&mut p.bn1.running_mean[..], &mut p.bn2.running_mean[..]] {
-            m.iter_mut().for_each(|m| *m = next() * 0.2);
-        }
-        for v in [&mut p.bn1.running_var[..], &mut p.bn2.running_var[..]] {
-            v.iter_mut().for_each(|v| *v = 0.5 + next().abs());
-        }
-        p
-    }
-
     /// A structured test image (stripes and a gradient).
     pub fn test_image() -> [u8; IMAGE_PIXELS] {
         core::array::from_fn(|i| ((i * 37 + i / 28 * 11) % 256) as u8)
@@ -294,6 +249,7 @@ pub(crate) mod testutil {
 mod tests {
     use super::testutil::*;
     use super::*;
+    use crate::testutil::random_wide_params;
 
     /// Runs `f` on a thread with a 64 MB stack (the layer-by-layer pass keeps full maps).
     fn big_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -308,7 +264,7 @@ mod tests {
     #[test]
     fn fused_forward_is_bit_identical_to_layer_by_layer() {
         big_stack(|| {
-            let p = lcg_params(7);
+            let p = random_wide_params(7);
             let model = Wide::from(&*p);
             let image = test_image();
             let a = model.forward(&image);
@@ -328,7 +284,7 @@ mod tests {
     #[test]
     fn folded_model_is_close_to_the_unfolded_one() {
         big_stack(|| {
-            let p = lcg_params(11);
+            let p = random_wide_params(11);
             let mut f: Box<WideFoldedParams> = bytemuck::zeroed_box();
             fn fold<const C: usize, const N: usize>(
                 bn: &BnParams<C>,

@@ -267,29 +267,12 @@ impl Model {
 mod tests {
     use super::*;
     use fmnist_core::format::Arch;
+    use fmnist_core::testutil::{random_lenet_params, uniform_params};
     use fmnist_train::modelio::encode_model;
-
-    pub(crate) fn lcg_params(seed: u32) -> Box<LeNetParams> {
-        let mut p: Box<LeNetParams> = bytemuck::zeroed_box();
-        let mut s = seed;
-        for v in bytemuck::cast_slice_mut::<LeNetParams, f32>(std::slice::from_mut(&mut *p)) {
-            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            *v = ((s >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 0.4;
-        }
-        p.bn1
-            .running_var
-            .iter_mut()
-            .for_each(|v| *v = v.abs() + 0.5);
-        p.bn2
-            .running_var
-            .iter_mut()
-            .for_each(|v| *v = v.abs() + 0.5);
-        p
-    }
 
     #[test]
     fn fmnm_and_safetensors_give_the_same_logits() {
-        let p = lcg_params(4);
+        let p = random_lenet_params(4);
         let fmnm = encode_model(Arch::LeNet, Kind::F32, bytemuck::bytes_of(&*p));
         let st = safetensors_io::encode(&p, 0);
         let a = Model::from_bytes(Path::new("a.fmnm"), &fmnm).unwrap();
@@ -306,12 +289,7 @@ mod tests {
     /// computes; the int8 one dequantizes with fc2's output quantization.
     #[test]
     fn wide_files_of_each_kind_load_and_run() {
-        let mut p: Box<WideParams> = bytemuck::zeroed_box();
-        let mut s = 9u32;
-        for v in bytemuck::cast_slice_mut::<WideParams, f32>(std::slice::from_mut(&mut *p)) {
-            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            *v = ((s >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 0.1;
-        }
+        let mut p: Box<WideParams> = uniform_params(9, 0.1);
         p.bn1.running_var = [1.0; 32];
         p.bn2.running_var = [1.0; 64];
         let img: [u8; 784] = std::array::from_fn(|i| (i * 7 % 256) as u8);
@@ -352,7 +330,7 @@ mod tests {
 
     #[test]
     fn bad_files_are_bad_input_naming_the_file() {
-        let p = lcg_params(4);
+        let p = random_lenet_params(4);
         let good = encode_model(Arch::LeNet, Kind::F32, bytemuck::bytes_of(&*p));
         let cases: Vec<(&str, Vec<u8>, &str)> = vec![
             ("empty.fmnm", vec![], "empty file"),

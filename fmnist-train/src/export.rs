@@ -241,19 +241,19 @@ pub fn export_wide(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fold::{lcg_images, lcg_wide_params};
+    use fmnist_core::testutil::{object_images, realistic_wide_params};
 
     /// The three wide model files round-trip through the format and the loaders, and the
     /// report's accuracies are those of the written models.
     #[test]
     fn wide_export_writes_loadable_files() {
-        let p = lcg_wide_params(5);
+        let p = realistic_wide_params(5);
         let dir = tempfile::tempdir().unwrap();
         let f32_path = dir.path().join("wide.fmnm");
         write_wide_f32(&f32_path, &p).unwrap();
         let back = read_wide_f32_weights(&f32_path).unwrap();
         assert!(*back == *p);
-        let images = lcg_images(9, 40);
+        let images = object_images(9, 40);
         let model = fmnist_core::wide::Wide::from(&*p);
         let labels: Vec<u8> = images
             .iter()

@@ -73,123 +73,12 @@ pub fn fold_batch_norm_wide(p: &WideParams) -> Box<WideFoldedParams> {
     f
 }
 
-/// Pseudo-random wide-CNN parameters with realistic magnitudes (tests only): He-scaled weights
-/// (uniform with variance 2/fan-in) and BN statistics away from the identity.
-#[cfg(test)]
-pub(crate) fn lcg_wide_params(seed: u32) -> Box<WideParams> {
-    let mut s = seed;
-    let mut uniform = move || {
-        s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-        (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
-    };
-    let mut p: Box<WideParams> = bytemuck::zeroed_box();
-    let mut fill = |xs: &mut [f32], scale: f32| xs.iter_mut().for_each(|x| *x = uniform() * scale);
-    // Uniform(-a, a) has variance a²/3: a = sqrt(6 / fan_in).
-    let he = |fan_in: f32| (6.0 / fan_in).sqrt();
-    fill(bytemuck::cast_slice_mut(&mut p.conv1_weight), he(9.0));
-    fill(&mut p.conv1_bias, 0.1);
-    fill(bytemuck::cast_slice_mut(&mut p.conv2_weight), he(288.0));
-    fill(&mut p.conv2_bias, 0.1);
-    fill(p.fc1_weight.as_flattened_mut(), he(3136.0));
-    fill(&mut p.fc1_bias, 0.05);
-    fill(p.fc2_weight.as_flattened_mut(), he(512.0));
-    fill(&mut p.fc2_bias, 0.05);
-    for bn in [&mut p.bn1.gamma[..], &mut p.bn2.gamma[..]] {
-        fill(bn, 0.3);
-        bn.iter_mut().for_each(|g| *g += 1.0);
-    }
-    fill(&mut p.bn1.beta, 0.2);
-    fill(&mut p.bn2.beta, 0.2);
-    fill(&mut p.bn1.running_mean, 0.2);
-    fill(&mut p.bn2.running_mean, 0.5);
-    fill(&mut p.bn1.running_var, 0.1);
-    fill(&mut p.bn2.running_var, 1.0);
-    p.bn1
-        .running_var
-        .iter_mut()
-        .for_each(|v| *v = v.abs() + 0.05);
-    p.bn2
-        .running_var
-        .iter_mut()
-        .for_each(|v| *v = v.abs() + 0.3);
-    p
-}
-
-/// Pseudo-random LeNet-BN parameters with realistic magnitudes (tests only): He-scaled weights
-/// and BN statistics far from the identity, so folding actually changes things.
-#[cfg(test)]
-pub(crate) fn lcg_params(seed: u32) -> Box<LeNetParams> {
-    let mut s = seed;
-    let mut uniform = move || {
-        s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-        (s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
-    };
-    let mut p: Box<LeNetParams> = bytemuck::zeroed_box();
-    let mut fill = |xs: &mut [f32], scale: f32| xs.iter_mut().for_each(|x| *x = uniform() * scale);
-    fill(bytemuck::cast_slice_mut(&mut p.conv1_weight), 0.5);
-    fill(&mut p.conv1_bias, 0.1);
-    fill(bytemuck::cast_slice_mut(&mut p.conv2_weight), 0.2);
-    fill(&mut p.conv2_bias, 0.1);
-    fill(bytemuck::cast_slice_mut(&mut p.fc1_weight), 0.12);
-    fill(&mut p.fc1_bias, 0.05);
-    fill(bytemuck::cast_slice_mut(&mut p.fc2_weight), 0.2);
-    fill(&mut p.fc2_bias, 0.05);
-    fill(bytemuck::cast_slice_mut(&mut p.fc3_weight), 0.25);
-    fill(&mut p.fc3_bias, 0.05);
-    for bn in [&mut p.bn1.gamma[..], &mut p.bn2.gamma[..]] {
-        fill(bn, 0.5);
-        bn.iter_mut().for_each(|g| *g += 1.0);
-    }
-    fill(&mut p.bn1.beta, 0.3);
-    fill(&mut p.bn2.beta, 0.3);
-    fill(&mut p.bn1.running_mean, 0.4);
-    fill(&mut p.bn2.running_mean, 1.0);
-    fill(&mut p.bn1.running_var, 0.2);
-    fill(&mut p.bn2.running_var, 1.5);
-    p.bn1
-        .running_var
-        .iter_mut()
-        .for_each(|v| *v = v.abs() + 0.05);
-    p.bn2
-        .running_var
-        .iter_mut()
-        .for_each(|v| *v = v.abs() + 0.3);
-    p
-}
-
-/// Images with Fashion-MNIST-like structure (tests only): a bright object on a dark ground.
-#[cfg(test)]
-pub(crate) fn lcg_images(seed: u32, n: usize) -> Vec<[u8; 784]> {
-    let mut s = seed;
-    let mut next = move |m: u32| {
-        s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-        (s >> 8) % m
-    };
-    (0..n)
-        .map(|_| {
-            let (cx, cy) = (8 + next(12) as i32, 8 + next(12) as i32);
-            let (rx, ry) = (3 + next(8) as i32, 3 + next(8) as i32);
-            let level = 120 + next(136);
-            let mut img = [0u8; 784];
-            for (i, px) in img.iter_mut().enumerate() {
-                let (y, x) = ((i / 28) as i32, (i % 28) as i32);
-                let d = (x - cx).pow(2) * ry * ry + (y - cy).pow(2) * rx * rx;
-                if d <= rx * rx * ry * ry {
-                    *px = (level - next(40)).min(255) as u8;
-                } else if next(10) == 0 {
-                    *px = next(30) as u8;
-                }
-            }
-            img
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use fmnist_core::layers::{Conv2d, max_pool_2x2, relu};
     use fmnist_core::lenet::{LeNet, image_to_f32};
+    use fmnist_core::testutil::{object_images, realistic_lenet_params, realistic_wide_params};
 
     /// `|a − b| ≤ tol · max|reference|` elementwise over a map.
     fn assert_rel_close(a: &[f32], b: &[f32], tol: f32) {
@@ -205,7 +94,7 @@ mod tests {
 
     #[test]
     fn folded_convs_match_conv_then_bn() {
-        let p = lcg_params(11);
+        let p = realistic_lenet_params(11);
         let f = fold_batch_norm(&p);
         // Hand check of one channel: k = gamma/sqrt(var+eps).
         let k = p.bn1.gamma[2] as f64 / (p.bn1.running_var[2] as f64 + 1e-5).sqrt();
@@ -215,7 +104,7 @@ mod tests {
         );
         assert_eq!(f.fc1_weight, p.fc1_weight);
 
-        for img in lcg_images(5, 20) {
+        for img in object_images(5, 20) {
             let x = image_to_f32(&img);
             // conv1 -> BN vs folded conv1 on the image.
             let conv1 = Conv2d::<1, 6, 5, 2> {
@@ -268,7 +157,7 @@ mod tests {
     #[test]
     fn folded_wide_logits_match() {
         use fmnist_core::wide::Wide;
-        let p = lcg_wide_params(13);
+        let p = realistic_wide_params(13);
         let f = fold_batch_norm_wide(&p);
         let k = p.bn2.gamma[40] as f64 / (p.bn2.running_var[40] as f64 + 1e-5).sqrt();
         assert_eq!(
@@ -278,7 +167,7 @@ mod tests {
         assert_eq!(f.fc2_weight, p.fc2_weight);
         let (bn, folded) = (Wide::from(&*p), Wide::from(&*f));
         let mut same_class = 0;
-        let images = lcg_images(7, 40);
+        let images = object_images(7, 40);
         for img in &images {
             let a = bn.forward(img);
             let b = folded.forward(img);
@@ -291,11 +180,11 @@ mod tests {
 
     #[test]
     fn folded_lenet_logits_match() {
-        let p = lcg_params(12);
+        let p = realistic_lenet_params(12);
         let f = fold_batch_norm(&p);
         let (bn, folded) = (LeNet::from(&*p), LeNet::from(&*f));
         let mut same_class = 0;
-        let images = lcg_images(6, 200);
+        let images = object_images(6, 200);
         for img in &images {
             let a = bn.forward(img);
             let b = folded.forward(img);

@@ -604,8 +604,8 @@ pub fn wide_folded_accuracy(f: &WideFoldedParams, images: &[[u8; 784]], labels: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fold::{lcg_images, lcg_params};
     use fmnist_core::quant::multiply_by_quantized_multiplier;
+    use fmnist_core::testutil::{object_images, realistic_lenet_params};
 
     #[test]
     fn quantize_multiplier_hand_checked() {
@@ -632,11 +632,8 @@ mod tests {
 
     #[test]
     fn quantized_multiplier_approximates_the_real_product() {
-        let mut s = 42u32;
-        let mut next = || {
-            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            s
-        };
+        let mut r = fmnist_core::testutil::Lcg(42);
+        let mut next = || r.next_u32();
         for _ in 0..10_000 {
             let real = (next() as f64 / u32::MAX as f64) * 2f64.powi(-((next() % 20) as i32));
             let x = (next() as i32) >> 8;
@@ -696,9 +693,9 @@ mod tests {
 
     #[test]
     fn int8_model_tracks_f32_on_lcg_model() {
-        let p = lcg_params(21);
-        let calib = lcg_images(100, 300);
-        let test = lcg_images(200, 400);
+        let p = realistic_lenet_params(21);
+        let calib = object_images(100, 300);
+        let test = object_images(200, 400);
         let f = fold_batch_norm(&p);
         let f32_model = LeNet::from(&*f);
         for method in [
@@ -750,10 +747,10 @@ mod tests {
     /// kernels equal the reference ones on the quantized model.
     #[test]
     fn wide_int8_tracks_f32_on_lcg_model() {
-        use crate::fold::lcg_wide_params;
-        let p = lcg_wide_params(21);
-        let calib = lcg_images(100, 120);
-        let test = lcg_images(200, 120);
+        use fmnist_core::testutil::realistic_wide_params;
+        let p = realistic_wide_params(21);
+        let calib = object_images(100, 120);
+        let test = object_images(200, 120);
         let f = fold_batch_norm_wide(&p);
         let f32_model = Wide::from(&*f);
         let want: Vec<[f32; 10]> = test.iter().map(|i| f32_model.forward(i)).collect();
@@ -792,7 +789,7 @@ mod tests {
 
     #[test]
     fn refuses_what_it_cannot_quantize() {
-        let p = lcg_params(3);
+        let p = realistic_lenet_params(3);
         assert_eq!(
             quantize_lenet(&p, &[], Calibration::MinMax),
             Err(QuantizeError::NoCalibrationImages)
@@ -800,14 +797,14 @@ mod tests {
         let mut bad = p.clone();
         bad.fc2_bias[5] = f32::NAN;
         assert!(matches!(
-            quantize_lenet(&bad, &lcg_images(1, 4), Calibration::MinMax),
+            quantize_lenet(&bad, &object_images(1, 4), Calibration::MinMax),
             Err(QuantizeError::NonFinite { .. })
         ));
         // A bias of 1e6 at s_in·s_w ~ 1e-5 needs ~1e11: cannot be an int32 accumulator start.
         let mut big = p.clone();
         big.fc1_bias[7] = 1e6;
         assert!(matches!(
-            quantize_lenet(&big, &lcg_images(1, 8), Calibration::MinMax),
+            quantize_lenet(&big, &object_images(1, 8), Calibration::MinMax),
             Err(QuantizeError::BiasOutOfRange {
                 layer: "fc1",
                 channel: 7,

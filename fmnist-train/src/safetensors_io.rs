@@ -329,12 +329,7 @@ mod tests {
     use super::*;
 
     fn lcg_params(seed: u32) -> Box<LeNetParams> {
-        let mut p: Box<LeNetParams> = bytemuck::zeroed_box();
-        let mut s = seed;
-        for v in bytemuck::cast_slice_mut::<LeNetParams, f32>(std::slice::from_mut(&mut *p)) {
-            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            *v = ((s >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 0.4;
-        }
+        let mut p: Box<LeNetParams> = fmnist_core::testutil::uniform_params(seed, 0.4);
         p.bn1.running_var.iter_mut().for_each(|v| *v = v.abs());
         p.bn2.running_var.iter_mut().for_each(|v| *v = v.abs());
         p

@@ -71,5 +71,12 @@ pub fn assert_bad_input(o: &Output, needle: &str) {
 pub fn data_dir() -> PathBuf {
     fmnist_train::data::locate(None).unwrap_or_else(|e| panic!("{e}"))
 }
+pub mod defmt_log;
+pub mod elf;
+pub mod firmware_build;
+pub mod fixtures;
 pub mod fuzz;
+pub mod linalg;
 pub mod qemu;
+pub mod qemu_run;
+pub mod trained;

@@ -37,7 +37,7 @@ fn killed_twenty_times_and_resumed_ends_byte_identical() {
 
     // A fixed pseudo-random sequence of kill delays, 0.25 to 2 s: the first ~0.5 s of each run
     // loads the data, the rest trains, evaluates and writes checkpoints every 10 steps.
-    let mut seed = 0x2545_f491u32;
+    let mut rng = fmnist_core::testutil::Lcg(0x2545_f491);
     let mut kills = 0;
     let mut resumes_from = Vec::new();
     loop {
@@ -77,8 +77,7 @@ fn killed_twenty_times_and_resumed_ends_byte_identical() {
             );
             break;
         }
-        seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-        let delay = Duration::from_millis(250 + u64::from(seed >> 16) % 1750);
+        let delay = Duration::from_millis(250 + u64::from(rng.next_u32() >> 16) % 1750);
         std::thread::sleep(delay);
         match child.try_wait().unwrap() {
             Some(status) => {

@@ -264,11 +264,8 @@ mod tests {
     #[test]
     fn fused_equals_layer_by_layer_bitwise() {
         // Pseudo-random weights and inputs (an LCG), BN with odd statistics.
-        let mut seed = 0x1234_5678u32;
-        let mut next = || {
-            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        };
+        let mut r = crate::testutil::Lcg(0x1234_5678);
+        let mut next = || r.centered();
         let mut weight = [[[[0.0; 5]; 5]; 2]; 3];
         weight
             .iter_mut()
@@ -317,11 +314,8 @@ mod tests {
     #[test]
     fn fused_unpadded_equals_layer_by_layer_bitwise() {
         // The P = 0 path (whole plane at a time), 3 -> 4 channels, 5x5 over 14x14 -> 10x10 -> 5x5.
-        let mut seed = 0x0bad_f00du32;
-        let mut next = || {
-            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        };
+        let mut r = crate::testutil::Lcg(0x0bad_f00d);
+        let mut next = || r.centered();
         let mut weight = [[[[0.0; 5]; 5]; 3]; 4];
         weight
             .iter_mut()

@@ -82,11 +82,8 @@ mod tests {
     #[test]
     fn blocked_is_bit_identical_to_reference() {
         // 21 rows: two blocks of 8 and a remainder of 5; values from an LCG.
-        let mut seed = 0x9e37_79b9u32;
-        let mut next = || {
-            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        };
+        let mut r = crate::testutil::Lcg(0x9e37_79b9);
+        let mut next = || r.centered();
         let mut weight = [[0.0f32; 37]; 21];
         weight.iter_mut().flatten().for_each(|w| *w = next());
         let bias: [f32; 21] = core::array::from_fn(|_| next());

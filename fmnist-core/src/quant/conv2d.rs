@@ -166,11 +166,8 @@ mod tests {
 
     #[test]
     fn fused_pool_equals_conv_then_pool() {
-        let mut s = 0xdead_beefu32;
-        let mut next = || {
-            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (s >> 24) as u8 as i8
-        };
+        let mut r = crate::testutil::Lcg(0xdead_beef);
+        let mut next = || (r.next_u32() >> 24) as u8 as i8;
         for trial in 0..20 {
             let mut weight = [[[[0i8; 5]; 5]; 2]; 3];
             weight

@@ -296,95 +296,10 @@ impl<'a> LeNetQ<'a> {
     }
 }
 
-/// Pseudo-random valid parameters and images for tests (an LCG; not a trained model).
-#[cfg(test)]
-pub(crate) mod testutil {
-    use super::*;
-
-    /// A 32-bit LCG (Numerical Recipes constants).
-    pub struct Lcg(pub u32);
-
-    impl Lcg {
-        pub fn next_u32(&mut self) -> u32 {
-            self.0 = self.0.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            self.0
-        }
-        /// Uniform in `lo..=hi`.
-        pub fn range(&mut self, lo: i32, hi: i32) -> i32 {
-            lo + ((self.next_u32() >> 8) % (hi - lo + 1) as u32) as i32
-        }
-    }
-
-    fn fill_layer<const C: usize>(
-        r: &mut Lcg,
-        q: &mut QLayerParams<C>,
-        zp_in: i8,
-        zp_out: i8,
-        shifts: (i32, i32),
-    ) {
-        q.input_zero_point = zp_in;
-        q.output_zero_point = zp_out;
-        q.input_scale = 0.01;
-        q.output_scale = 0.02;
-        for c in 0..C {
-            q.bias[c] = r.range(-300_000, 300_000);
-            q.multiplier[c] = r.range(1 << 30, i32::MAX);
-            q.shift[c] = r.range(shifts.0, shifts.1);
-            q.weight_scale[c] = 0.001;
-        }
-    }
-
-    /// Valid random parameters: weights −127..=127, scales chosen so activations spread over
-    /// the int8 range rather than saturate, random zero points chained correctly.
-    pub fn random_qparams(seed: u32) -> Box<LeNetQParams> {
-        let mut r = Lcg(seed);
-        let mut p: Box<LeNetQParams> = bytemuck::zeroed_box();
-        for w in bytemuck::bytes_of_mut(&mut p.conv1_weight) {
-            *w = r.range(-127, 127) as i8 as u8;
-        }
-        for w in bytemuck::bytes_of_mut(&mut p.conv2_weight) {
-            *w = r.range(-127, 127) as i8 as u8;
-        }
-        for w in bytemuck::bytes_of_mut(&mut p.fc1_weight) {
-            *w = r.range(-127, 127) as i8 as u8;
-        }
-        for w in bytemuck::bytes_of_mut(&mut p.fc2_weight) {
-            *w = r.range(-127, 127) as i8 as u8;
-        }
-        for w in bytemuck::bytes_of_mut(&mut p.fc3_weight) {
-            *w = r.range(-127, 127) as i8 as u8;
-        }
-        let zps: [i8; 5] = core::array::from_fn(|_| r.range(-128, -90) as i8);
-        fill_layer(&mut r, &mut p.conv1, INPUT_ZERO_POINT, zps[0], (-10, -6));
-        fill_layer(&mut r, &mut p.conv2, zps[0], zps[1], (-13, -9));
-        fill_layer(&mut r, &mut p.fc1, zps[1], zps[2], (-14, -10));
-        fill_layer(&mut r, &mut p.fc2, zps[2], zps[3], (-13, -9));
-        fill_layer(&mut r, &mut p.fc3, zps[3], zps[4], (-12, -8));
-        p
-    }
-
-    /// A random image with some structure (a bright blob on noise).
-    pub fn random_image(r: &mut Lcg) -> [u8; IMAGE_PIXELS] {
-        let cx = r.range(6, 21);
-        let cy = r.range(6, 21);
-        let rad = r.range(3, 9);
-        core::array::from_fn(|i| {
-            let (y, x) = ((i / 28) as i32, (i % 28) as i32);
-            let inside = (y - cy).pow(2) + (x - cx).pow(2) <= rad * rad;
-            let noise = r.range(0, 60);
-            if inside {
-                (195 + noise) as u8
-            } else {
-                (noise / 2) as u8
-            }
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::testutil::*;
     use super::*;
+    use crate::testutil::*;
 
     #[test]
     fn payload_size_and_field_offsets() {
@@ -567,8 +482,8 @@ mod tests {
 /// `cargo test --release -p fmnist-core --lib -- --ignored --nocapture int8_throughput`.
 #[cfg(test)]
 mod bench {
-    use super::testutil::*;
     use super::*;
+    use crate::testutil::*;
     use std::hint::black_box;
     use std::time::Instant;
 
@@ -648,8 +563,8 @@ mod bench {
 /// quant::lenet::bench_fused_only::int8_fused_100k`.
 #[cfg(test)]
 mod bench_fused_only {
-    use super::testutil::*;
     use super::*;
+    use crate::testutil::*;
 
     #[test]
     #[ignore = "benchmark; run in release under perf stat"]

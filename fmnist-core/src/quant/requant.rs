@@ -255,12 +255,11 @@ mod tests {
                 );
             }
         }
-        let mut s = 0x2545_f491u32;
+        let mut r = crate::testutil::Lcg(0x2545_f491);
         for _ in 0..2_000_000 {
-            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let s = r.next_u32();
             let a = (s as i32) >> (s % 24);
-            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            let b = s as i32;
+            let b = r.next_u32() as i32;
             assert_eq!(
                 saturating_rounding_doubling_high_mul(a, b),
                 srdhm_literal(a, b),
@@ -312,12 +311,11 @@ mod tests {
             }
             // And so pooling the accumulators then requantizing equals the reverse, checked on
             // many windows directly (not only through monotonicity).
-            let mut s = 0x9e37_79b9u32;
+            let mut s = crate::testutil::Lcg(0x9e37_79b9);
             for _ in 0..20_000 {
                 let mut win = [0i32; 4];
                 for a in &mut win {
-                    s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                    *a = (s as i32) >> 9; // about ±2^22
+                    *a = (s.next_u32() as i32) >> 9; // about ±2^22
                 }
                 let pool_then_q = r.to_i8(*win.iter().max().unwrap(), -128, -128);
                 let q_then_pool = win.iter().map(|&a| r.to_i8(a, -128, -128)).max().unwrap();

@@ -279,58 +279,10 @@ impl<'a> WideQ<'a> {
     }
 }
 
-/// Pseudo-random valid wide parameters for tests (an LCG; not a trained model).
-#[cfg(test)]
-pub(crate) mod testutil {
-    use super::*;
-    use crate::quant::lenet::testutil::Lcg;
-
-    fn fill_layer<const C: usize>(
-        r: &mut Lcg,
-        q: &mut QLayerParams<C>,
-        zp_in: i8,
-        zp_out: i8,
-        shifts: (i32, i32),
-    ) {
-        q.input_zero_point = zp_in;
-        q.output_zero_point = zp_out;
-        q.input_scale = 0.01;
-        q.output_scale = 0.02;
-        for c in 0..C {
-            q.bias[c] = r.range(-300_000, 300_000);
-            q.multiplier[c] = r.range(1 << 30, i32::MAX);
-            q.shift[c] = r.range(shifts.0, shifts.1);
-            q.weight_scale[c] = 0.001;
-        }
-    }
-
-    /// Valid random parameters: weights −127..=127, shifts chosen so activations spread over
-    /// the int8 range rather than saturate, random zero points chained correctly.
-    pub fn random_wide_qparams(seed: u32) -> Box<WideQParams> {
-        let mut r = Lcg(seed);
-        let mut p: Box<WideQParams> = bytemuck::zeroed_box();
-        for w in bytemuck::bytes_of_mut(&mut p.conv1_weight)
-            .iter_mut()
-            .chain(bytemuck::bytes_of_mut(&mut p.conv2_weight))
-            .chain(bytemuck::bytes_of_mut(&mut p.fc1_weight))
-            .chain(bytemuck::bytes_of_mut(&mut p.fc2_weight))
-        {
-            *w = r.range(-127, 127) as i8 as u8;
-        }
-        let zps: [i8; 4] = core::array::from_fn(|_| r.range(-128, -90) as i8);
-        fill_layer(&mut r, &mut p.conv1, INPUT_ZERO_POINT, zps[0], (-9, -5));
-        fill_layer(&mut r, &mut p.conv2, zps[0], zps[1], (-14, -10));
-        fill_layer(&mut r, &mut p.fc1, zps[1], zps[2], (-16, -12));
-        fill_layer(&mut r, &mut p.fc2, zps[2], zps[3], (-15, -11));
-        p
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::testutil::*;
     use super::*;
-    use crate::quant::lenet::testutil::{Lcg, random_image};
+    use crate::testutil::{Lcg, random_image, random_wide_qparams};
 
     #[test]
     fn payload_size_and_field_offsets() {
@@ -492,9 +444,8 @@ mod tests {
 /// `cargo test --release -p fmnist-core --lib -- --ignored --nocapture wide_int8_throughput`.
 #[cfg(test)]
 mod bench {
-    use super::testutil::*;
     use super::*;
-    use crate::quant::lenet::testutil::{Lcg, random_image};
+    use crate::testutil::{Lcg, random_image, random_wide_qparams};
     use std::hint::black_box;
     use std::time::Instant;
 

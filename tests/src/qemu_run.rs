@@ -1,0 +1,219 @@
+//! Running the firmware on `qemu-system-arm -machine mps2-an386`: one run, or the whole test
+//! set in verify mode, and the test split written raw for the firmware to stream.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use fmnist_core::lenet::IMAGE_PIXELS;
+
+use crate::defmt_log::{decode, number_after};
+use crate::firmware_build::{Profile, firmware};
+
+/// Where the model region starts on the QEMU profile (`firmware/memory/qemu-mps2-an386.x`).
+pub const MODEL_ADDR: u32 = 0x0002_0000;
+
+/// Exit status of the firmware for a refused model.
+pub const EXIT_MODEL: i32 = 2;
+
+/// What a QEMU run produced.
+#[derive(Debug)]
+pub struct Run {
+    /// QEMU's exit status (the firmware's semihosting exit code).
+    pub status: i32,
+    /// The decoded defmt log, one `LEVEL message` line per frame.
+    pub log: Vec<String>,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+impl Run {
+    /// The log as one string.
+    pub fn text(&self) -> String {
+        self.log.join("\n")
+    }
+
+    /// The first log line containing `needle`.
+    pub fn line(&self, needle: &str) -> Option<&str> {
+        self.log
+            .iter()
+            .find(|l| l.contains(needle))
+            .map(String::as_str)
+    }
+}
+
+/// Fails with the install command when `qemu-system-arm` is missing.
+pub fn require_qemu() {
+    let ok = Command::new("qemu-system-arm")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "qemu-system-arm not found: the firmware tests need it \
+         (Debian/Ubuntu: `apt-get install -y qemu-system-arm`)"
+    );
+}
+
+/// Runs the firmware on QEMU mps2-an386 with `model` loaded at [`MODEL_ADDR`] and `args` as its
+/// semihosting command line. Bench and demo modes get `-icount shift=0` (one instruction per
+/// virtual nanosecond: the TIMER0 count they log is exact); verify runs about 10 % faster without.
+pub fn run(elf: &Path, model: Option<&Path>, args: &[&str], timeout: Duration) -> Run {
+    require_qemu();
+    let mut cmd = Command::new("timeout");
+    cmd.arg(timeout.as_secs().to_string())
+        .arg("qemu-system-arm")
+        .args(["-machine", "mps2-an386", "-cpu", "cortex-m4"])
+        .args(["-display", "none", "-serial", "none", "-monitor", "none"])
+        .args(["-semihosting-config", "enable=on,target=native"]);
+    if matches!(args.first(), Some(&"bench") | Some(&"demo")) {
+        cmd.args(["-icount", "shift=0"]);
+    }
+    if let Some(m) = model {
+        cmd.arg("-device")
+            .arg(format!("loader,file={},addr={MODEL_ADDR:#x}", m.display()));
+    }
+    cmd.arg("-kernel")
+        .arg(elf)
+        .arg("-append")
+        .arg(args.join(" "));
+    for a in args {
+        assert!(
+            !a.contains(' '),
+            "semihosting arguments cannot hold spaces: {a}"
+        );
+    }
+    let t = Instant::now();
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot start timeout/qemu-system-arm");
+    let elapsed = t.elapsed();
+    let status = out.status.code().unwrap_or(-1);
+    assert_ne!(
+        status,
+        124,
+        "QEMU timed out after {timeout:?}; log so far:\n{}",
+        decode(elf, &out.stdout).join("\n")
+    );
+    Run {
+        status,
+        log: decode(elf, &out.stdout),
+        elapsed,
+    }
+}
+
+/// QEMU processes a verify run is split into (each takes a contiguous range of images).
+pub const VERIFY_PARTS: u32 = 2;
+
+/// What a verify run over the whole test set produced.
+#[derive(Debug)]
+pub struct Verify {
+    /// The device's logits, image after image (10 bytes per int8 image, 40 per f32 image).
+    pub logits: Vec<u8>,
+    /// Images the device classified correctly (from its `verify NAME: N images, C correct` lines).
+    pub correct: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// The decoded logs of all parts.
+    pub log: String,
+}
+
+/// Runs verify mode over the whole test set in [`VERIFY_PARTS`] parallel QEMU processes, each
+/// streaming a contiguous range of images, one verify per test process at a time; `name` is
+/// the model kind the firmware logs (`int8`, `f32` or `wide-int8`). The timeout applies to each
+/// QEMU process. Panics with the log when a part fails.
+pub fn verify(profile: Profile, model: &Path, name: &str, timeout: Duration) -> Verify {
+    let set = test_set();
+    let elf = firmware(profile);
+    let n = set.images.len() as u32;
+    // One verify at a time: each already keeps [`VERIFY_PARTS`] cores busy, and two at once
+    // (the test harness runs tests in parallel) would stretch both past their timeouts.
+    static VERIFY_LOCK: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = VERIFY_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let t = Instant::now();
+    let parts: Vec<(PathBuf, Run)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..VERIFY_PARTS)
+            .map(|k| {
+                let (first, last) = (n * k / VERIFY_PARTS, n * (k + 1) / VERIFY_PARTS);
+                let out = model.with_extension(format!("device-logits-{k}"));
+                let elf = &elf;
+                s.spawn(move || {
+                    let (first_s, count_s) = (first.to_string(), (last - first).to_string());
+                    let args = [
+                        "verify",
+                        set.images_path.to_str().unwrap(),
+                        set.labels_path.to_str().unwrap(),
+                        out.to_str().unwrap(),
+                        &first_s,
+                        &count_s,
+                    ];
+                    let run = run(elf, Some(model), &args, timeout);
+                    (out, run)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let elapsed = t.elapsed();
+    let mut logits = Vec::new();
+    let mut correct = 0;
+    let mut log = String::new();
+    for (out, run) in &parts {
+        log.push_str(&run.text());
+        log.push('\n');
+        assert_eq!(run.status, 0, "verify failed:\n{}", run.text());
+        logits.extend(std::fs::read(out).unwrap());
+        let _ = std::fs::remove_file(out);
+        let line = run
+            .line(&format!("verify {name}:"))
+            .unwrap_or_else(|| panic!("no verify summary in:\n{}", run.text()));
+        correct += number_after(line, "images,").unwrap();
+    }
+    Verify {
+        logits,
+        correct,
+        elapsed,
+        log,
+    }
+}
+
+/// The Fashion-MNIST test split as un-gzipped IDX files, written once per process.
+pub struct TestSet {
+    /// `t10k-images-idx3-ubyte`.
+    pub images_path: PathBuf,
+    /// `t10k-labels-idx1-ubyte`.
+    pub labels_path: PathBuf,
+    /// The images.
+    pub images: Vec<[u8; IMAGE_PIXELS]>,
+    /// The labels.
+    pub labels: Vec<u8>,
+    _dir: tempfile::TempDir,
+}
+
+/// Loads the test split (`FMNIST_DATA`, then the Debian package's folder, see
+/// `fmnist_train::data::locate`) and writes it raw for the firmware.
+pub fn test_set() -> &'static TestSet {
+    static SET: OnceLock<TestSet> = OnceLock::new();
+    SET.get_or_init(|| {
+        use fmnist_train::data;
+        let dir = data::locate(None).unwrap_or_else(|e| {
+            panic!("Fashion-MNIST not found ({e}); `apt-get install dataset-fashion-mnist`")
+        });
+        let set = data::load(&dir, data::Split::Test).unwrap_or_else(|e| panic!("{e}"));
+        let tmp = tempfile::tempdir().unwrap();
+        let images_path = tmp.path().join("t10k-images-idx3-ubyte");
+        let labels_path = tmp.path().join("t10k-labels-idx1-ubyte");
+        std::fs::write(&images_path, data::encode_images(&set.images)).unwrap();
+        std::fs::write(&labels_path, data::encode_labels(&set.labels)).unwrap();
+        TestSet {
+            images_path,
+            labels_path,
+            images: set.images,
+            labels: set.labels,
+            _dir: tmp,
+        }
+    })
+}
