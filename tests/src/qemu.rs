@@ -341,11 +341,11 @@ pub struct TestSet {
 }
 
 /// Loads the test split (`FMNIST_DATA`, then the Debian package's folder, see
-/// `fmnist_train::data::locate`) and writes it raw for the firmware.
+/// `fmnist_infer::data::locate`) and writes it raw for the firmware.
 pub fn test_set() -> &'static TestSet {
     static SET: OnceLock<TestSet> = OnceLock::new();
     SET.get_or_init(|| {
-        use fmnist_train::data;
+        use fmnist_infer::data;
         let dir = data::locate(None).unwrap_or_else(|e| {
             panic!("Fashion-MNIST not found ({e}); `apt-get install dataset-fashion-mnist`")
         });
@@ -381,8 +381,9 @@ pub struct Trained {
 pub fn trained() -> &'static Trained {
     static TRAINED: OnceLock<Trained> = OnceLock::new();
     TRAINED.get_or_init(|| {
+        use fmnist_infer::data;
         use fmnist_train::config::{Preset, Schedule};
-        use fmnist_train::{data, fold, quantize, trainer};
+        use fmnist_train::{fold, quantize, trainer};
         let t = Instant::now();
         let dir = data::locate(None).unwrap_or_else(|e| panic!("{e}"));
         let train = data::load(&dir, data::Split::Train).unwrap_or_else(|e| panic!("{e}"));
@@ -426,7 +427,7 @@ pub fn with_subnormals(p: &LeNetFoldedParams) -> Box<LeNetFoldedParams> {
 
 /// A complete model file (header, payload, CRC).
 pub fn model_file(arch: Arch, kind: Kind, payload: &[u8]) -> Vec<u8> {
-    fmnist_train::modelio::encode_model(arch, kind, payload)
+    fmnist_infer::modelio::encode_model(arch, kind, payload)
 }
 
 /// A 32-bit LCG (Numerical Recipes constants): reproducible test data with no dependency.
@@ -548,7 +549,7 @@ pub struct WideModel {
 pub fn wide_model() -> &'static WideModel {
     static MODEL: OnceLock<WideModel> = OnceLock::new();
     MODEL.get_or_init(|| {
-        use fmnist_train::data;
+        use fmnist_infer::data;
         let t = Instant::now();
         let dir = data::locate(None).unwrap_or_else(|e| panic!("{e}"));
         let train = data::load(&dir, data::Split::Train).unwrap_or_else(|e| panic!("{e}"));
