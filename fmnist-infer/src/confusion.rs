@@ -6,16 +6,16 @@
 //! them), so the few-percent confusions stay visible next to the ~90 % diagonal. The title names
 //! the model kind and the accuracy.
 //!
-//! Drawing, text and the atomic PNG write are [`fmnist_train::plot`]'s: deterministic, and
+//! Drawing, text and PNG encoding are [`crate::canvas`]'s: deterministic, and
 //! independent of the machine's fonts.
 
 use std::path::Path;
 
 use fmnist_core::CLASS_NAMES;
-use fmnist_train::cli::thousands;
-use fmnist_train::plot::{Canvas, DrawError, HAlign, Label, VAlign, draw_err, text_width};
 use plotters::prelude::*;
 
+use crate::canvas::{Canvas, DrawError, HAlign, Label, VAlign, draw_err, text_width};
+use crate::cli::thousands;
 use crate::error::{Error, Result};
 use crate::eval::EvalReport;
 
@@ -170,14 +170,14 @@ pub fn render(report: &EvalReport) -> std::result::Result<Canvas, DrawError> {
 /// input (exit 2); other write failures, a full disk say, are not (exit 1).
 pub fn write_png(report: &EvalReport, out: &Path) -> Result<()> {
     let canvas = render(report).map_err(|e| Error::failure(out, e))?;
-    fmnist_train::outputs::write_all(&[(out, &canvas.encode_png())])?;
+    crate::outputs::write_all(&[(out, &canvas.encode_png())])?;
     Ok(())
 }
 
 /// Checks before the evaluation that `out` can be written and is not the model file `model`
 /// (bad input otherwise).
 pub fn check_output(out: &Path, model: &Path) -> Result<()> {
-    fmnist_train::outputs::check(&[("--png", out)], &[("--model", model)])?;
+    crate::outputs::check(&[("--png", out)], &[("--model", model)])?;
     Ok(())
 }
 

@@ -73,15 +73,15 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-impl From<fmnist_train::data::DataError> for Error {
-    fn from(e: fmnist_train::data::DataError) -> Self {
+impl From<crate::data::DataError> for Error {
+    fn from(e: crate::data::DataError) -> Self {
         // Missing or broken data files are input the user can fix.
         Error::bad_msg(e)
     }
 }
 
-impl From<fmnist_train::outputs::OutputError> for Error {
-    fn from(e: fmnist_train::outputs::OutputError) -> Self {
+impl From<crate::outputs::OutputError> for Error {
+    fn from(e: crate::outputs::OutputError) -> Self {
         Error {
             kind: if e.bad_input {
                 ErrorKind::BadInput

@@ -86,7 +86,7 @@ pub fn evaluate(
     labels: &[u8],
     threads: usize,
 ) -> Result<EvalReport> {
-    let pool = fmnist_train::trainer::thread_pool(threads).map_err(Error::failure_msg)?;
+    let pool = crate::pool::thread_pool(threads).map_err(Error::failure_msg)?;
     let start = Instant::now();
     let preds = pool.install(|| predict_all(model, images));
     let secs = start.elapsed().as_secs_f64();
@@ -112,7 +112,7 @@ pub fn evaluate_ensemble(
     let Some(first) = models.first() else {
         return Err(Error::failure_msg("an ensemble needs at least one model"));
     };
-    let pool = fmnist_train::trainer::thread_pool(threads).map_err(Error::failure_msg)?;
+    let pool = crate::pool::thread_pool(threads).map_err(Error::failure_msg)?;
     let start = Instant::now();
     let preds: Vec<u8> = pool.install(|| {
         images

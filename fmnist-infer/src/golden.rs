@@ -139,7 +139,7 @@ pub fn decode(bytes: &[u8]) -> std::result::Result<Golden, String> {
 
 /// Reads a golden file.
 pub fn read(path: &Path) -> Result<Golden> {
-    let bytes = fmnist_train::inputs::read(path).map_err(|e| Error::bad(path, e))?;
+    let bytes = crate::inputs::read(path).map_err(|e| Error::bad(path, e))?;
     decode(&bytes).map_err(|e| Error::bad(path, e))
 }
 
@@ -163,7 +163,7 @@ pub fn records(model: &Model, images: &[[u8; IMAGE_PIXELS]]) -> Vec<(Logits, u8)
 pub fn write(model: &Model, images: &[[u8; IMAGE_PIXELS]], out: &Path) -> Result<usize> {
     let recs = records(model, images);
     let bytes = encode(model.crc, &recs);
-    fmnist_train::outputs::write_all(&[(out, &bytes)])?;
+    crate::outputs::write_all(&[(out, &bytes)])?;
     Ok(bytes.len())
 }
 

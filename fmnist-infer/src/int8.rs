@@ -4,9 +4,9 @@
 use fmnist_core::format::Arch;
 use fmnist_core::lenet::IMAGE_PIXELS;
 use fmnist_core::quant::{LeNetQ, WideQ};
-use fmnist_train::modelio::LoadedModel;
 
 use crate::error::{Error, Result};
+use crate::modelio::LoadedModel;
 
 /// The kernel view of either network.
 #[derive(Clone, Copy, Debug)]

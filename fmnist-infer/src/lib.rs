@@ -10,15 +10,34 @@
 //! * [`golden`]: the golden-output file the firmware test compares against (format documented there);
 //! * [`bench`](mod@bench): single-thread batch-1 throughput next to the naive reference kernels;
 //! * [`error`]: the CLI's error convention (exit 2 for bad input, 1 otherwise).
+//!
+//! And the host pieces both tools use (`fmnist-train` depends on this crate, never the reverse):
+//!
+//! * [`data`]: the Fashion-MNIST IDX loader;
+//! * [`modelio`]: reading and writing model files; [`safetensors_io`]: PyTorch's safetensors;
+//! * [`inputs`], [`outputs`], [`atomic`]: reading input files, writing outputs all-or-none,
+//!   crash-safe single-file writes;
+//! * [`canvas`]: the figures' canvas (embedded font, deterministic PNG);
+//! * [`cli`]: command-line parsing with one-line usage errors, `--threads`; [`pool`]: the
+//!   worker threads.
 
+pub mod atomic;
 pub mod bench;
+pub mod canvas;
+pub mod cli;
 pub mod confusion;
+pub mod data;
 pub mod error;
 pub mod eval;
 pub mod golden;
+pub mod inputs;
 pub mod int8;
 pub mod model;
+pub mod modelio;
+pub mod outputs;
+pub mod pool;
 pub mod preprocess;
+pub mod safetensors_io;
 
 pub use error::{Error, ErrorKind, Result};
 pub use model::{Logits, Model, ModelKind};

@@ -10,10 +10,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use fmnist_core::CLASS_NAMES;
 use fmnist_core::lenet::IMAGE_PIXELS;
 use fmnist_infer::bench::{self, ModelBench};
+use fmnist_infer::data::{self, Split};
 use fmnist_infer::error::{Error, Result};
 use fmnist_infer::preprocess::{self, Invert};
 use fmnist_infer::{Model, confusion, eval, golden};
-use fmnist_train::data::{self, Split};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -52,7 +52,7 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Worker threads (default: one per core; at most 256).
-        #[arg(long, value_parser = fmnist_train::cli::parse_threads)]
+        #[arg(long, value_parser = fmnist_infer::cli::parse_threads)]
         threads: Option<usize>,
         /// Test-time augmentation: `mirror` averages each model's logits over the image and its
         /// left–right mirror (for models trained with `--flip true`; twice the work).
@@ -74,7 +74,7 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Worker threads (default: one per core; at most 256).
-        #[arg(long, value_parser = fmnist_train::cli::parse_threads)]
+        #[arg(long, value_parser = fmnist_infer::cli::parse_threads)]
         threads: Option<usize>,
     },
     /// Classify PNG or JPEG images: top 3 classes with probabilities.
@@ -272,7 +272,7 @@ fn cmd_predict(
 }
 
 fn cmd_golden(model: &Path, out: &Path, data_dir: Option<&Path>, json: bool) -> Result<()> {
-    fmnist_train::outputs::check(&[("--out", out)], &[("--model", model)])?;
+    fmnist_infer::outputs::check(&[("--out", out)], &[("--model", model)])?;
     let model = Model::load(model)?;
     let test = load_test(data_dir)?;
     let bytes = golden::write(&model, &test.images, out)?;
@@ -388,7 +388,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    let cli: Cli = fmnist_train::cli::parse_args();
+    let cli: Cli = fmnist_infer::cli::parse_args();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

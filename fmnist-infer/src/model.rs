@@ -3,7 +3,7 @@
 //! * `FMNM` container (see `fmnist_core::format`): LeNet-BN or the wide CNN (by the header's
 //!   architecture), kind 1 (f32 with BN), 2 (f32, BN folded) or 3 (int8);
 //! * a safetensors file with PyTorch's LeNet-BN `state_dict` (see
-//!   `fmnist_train::safetensors_io`), run as the f32 model.
+//!   `crate::safetensors_io`), run as the f32 model.
 //!
 //! Anything else, a truncated or corrupt file included, is bad input naming the file.
 
@@ -13,11 +13,11 @@ use fmnist_core::format::{self, Arch, Kind};
 use fmnist_core::layers::{argmax, softmax};
 use fmnist_core::lenet::{IMAGE_PIXELS, LeNet, LeNetFoldedParams, LeNetParams};
 use fmnist_core::wide::{Wide, WideFoldedParams, WideParams};
-use fmnist_train::modelio::LoadedModel;
-use fmnist_train::safetensors_io;
 
 use crate::error::{Error, Result};
 use crate::int8::Int8Model;
+use crate::modelio::LoadedModel;
+use crate::safetensors_io;
 
 /// The logits of one image, in the model's own number type.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -138,7 +138,7 @@ fn boxed_copy<T: bytemuck::Pod>(v: &T) -> Box<T> {
 impl Model {
     /// Reads `path` and detects its kind by content.
     pub fn load(path: &Path) -> Result<Model> {
-        let bytes = fmnist_train::inputs::read(path).map_err(|e| Error::bad(path, e))?;
+        let bytes = crate::inputs::read(path).map_err(|e| Error::bad(path, e))?;
         Self::from_bytes(path, &bytes)
     }
 
@@ -266,9 +266,9 @@ impl Model {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::modelio::encode_model;
     use fmnist_core::format::Arch;
-    use fmnist_core::testutil::{random_lenet_params, uniform_params};
-    use fmnist_train::modelio::encode_model;
+    use fmnist_core::testutil::random_lenet_params;
 
     #[test]
     fn fmnm_and_safetensors_give_the_same_logits() {
@@ -283,49 +283,6 @@ mod tests {
         assert_eq!(a.logits(&img), b.logits(&img));
         let pr = a.probabilities(&img);
         assert!((pr.iter().sum::<f32>() - 1.0).abs() < 1e-5);
-    }
-
-    /// Wide model files of all three kinds load by content and compute what fmnist-core
-    /// computes; the int8 one dequantizes with fc2's output quantization.
-    #[test]
-    fn wide_files_of_each_kind_load_and_run() {
-        let mut p: Box<WideParams> = uniform_params(9, 0.1);
-        p.bn1.running_var = [1.0; 32];
-        p.bn2.running_var = [1.0; 64];
-        let img: [u8; 784] = std::array::from_fn(|i| (i * 7 % 256) as u8);
-        let f32_file = encode_model(Arch::Wide, Kind::F32, bytemuck::bytes_of(&*p));
-        let m = Model::from_bytes(Path::new("w.fmnm"), &f32_file).unwrap();
-        assert_eq!((m.arch, m.kind), (Arch::Wide, ModelKind::F32));
-        assert_eq!(m.logits(&img), Logits::F32(Wide::from(&*p).forward(&img)));
-        assert_eq!(m.f32_net().unwrap().name(), "Wide");
-
-        let f = fmnist_train::fold::fold_batch_norm_wide(&p);
-        let folded = encode_model(Arch::Wide, Kind::F32Folded, bytemuck::bytes_of(&*f));
-        let m = Model::from_bytes(Path::new("w-f32.fmnm"), &folded).unwrap();
-        assert_eq!(m.kind, ModelKind::F32Folded);
-        assert_eq!(m.logits(&img), Logits::F32(Wide::from(&*f).forward(&img)));
-
-        let images: Vec<[u8; 784]> = (0..8u8)
-            .map(|k| std::array::from_fn(|i| ((i as u32 * (k as u32 + 3)) % 256) as u8))
-            .collect();
-        let q = fmnist_train::quantize::quantize_wide(
-            &p,
-            &images,
-            fmnist_train::quantize::Calibration::MinMax,
-        )
-        .unwrap();
-        let int8 = encode_model(Arch::Wide, Kind::Int8, bytemuck::bytes_of(&*q));
-        let m = Model::from_bytes(Path::new("w.fmq"), &int8).unwrap();
-        assert_eq!((m.arch, m.kind), (Arch::Wide, ModelKind::Int8));
-        let net = fmnist_core::quant::WideQ::new(&q).unwrap();
-        assert_eq!(m.logits(&img), Logits::I8(net.forward(&img)));
-        let i8m = m.int8().unwrap();
-        assert_eq!(i8m.arch(), Arch::Wide);
-        assert!(i8m.lenet().is_none() && i8m.wide().is_some());
-        assert_eq!(
-            m.logits_f32(&img),
-            fmnist_train::quantize::dequantize_wide_logits(&q, &net.forward(&img))
-        );
     }
 
     #[test]

@@ -68,7 +68,7 @@ pub const MAX_DECODE_BYTES: u64 = 256 << 20;
 /// Reads and decodes a PNG or JPEG, recognised by content (not by extension); any failure is
 /// bad input naming the file.
 pub fn read_image(path: &Path) -> Result<DynamicImage> {
-    let bytes = fmnist_train::inputs::read(path).map_err(|e| Error::bad(path, e))?;
+    let bytes = crate::inputs::read(path).map_err(|e| Error::bad(path, e))?;
     decode_image(path, &bytes)
 }
 
@@ -305,7 +305,7 @@ pub fn saved_inputs(dir: &Path, images: &[PathBuf]) -> Result<Vec<PathBuf>> {
         .map(|d| ("--save-input", d.as_path()))
         .collect();
     let ins: Vec<(&str, &Path)> = images.iter().map(|p| ("IMAGE", p.as_path())).collect();
-    fmnist_train::outputs::check(&outs, &ins)?;
+    crate::outputs::check(&outs, &ins)?;
     Ok(dests)
 }
 
@@ -324,7 +324,7 @@ pub fn save_inputs(dests: &[PathBuf], prepared: &[Prepared]) -> Result<()> {
         .zip(&pngs)
         .map(|(d, b)| (d.as_path(), b.as_slice()))
         .collect();
-    fmnist_train::outputs::write_all(&files)?;
+    crate::outputs::write_all(&files)?;
     Ok(())
 }
 

@@ -337,7 +337,7 @@ fn whole<'a, T: serde::Deserialize<'a>>(payload: &'a [u8]) -> Result<T, String> 
 
 /// Writes a checkpoint atomically.
 pub fn save(path: &Path, state: &TrainState) -> Result<(), CheckpointError> {
-    crate::atomic::write_atomic(path, &encode(state))
+    fmnist_infer::atomic::write_atomic(path, &encode(state))
         .map_err(|e| CheckpointError::Io(path.to_owned(), e))
 }
 
@@ -361,7 +361,8 @@ pub fn load_any(path: &Path) -> Result<Checkpoint, CheckpointError> {
             format!("{} bytes is too large for a checkpoint", meta.len()),
         ));
     }
-    let b = crate::inputs::read(path).map_err(|e| CheckpointError::Io(path.to_owned(), e))?;
+    let b =
+        fmnist_infer::inputs::read(path).map_err(|e| CheckpointError::Io(path.to_owned(), e))?;
     decode_any(&b).map_err(|why| CheckpointError::Invalid(path.to_owned(), why))
 }
 
@@ -369,8 +370,8 @@ pub fn load_any(path: &Path) -> Result<Checkpoint, CheckpointError> {
 mod tests {
     use super::*;
     use crate::config::{Conv, Model, Preset};
-    use crate::data::Dataset;
     use crate::trainer::Trainer;
+    use fmnist_infer::data::Dataset;
 
     fn state() -> TrainState {
         let data = Dataset {

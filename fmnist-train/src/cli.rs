@@ -6,10 +6,12 @@ use std::time::Instant;
 
 use fmnist_core::lenet::LeNetParams;
 use fmnist_core::wide::WideParams;
+use fmnist_infer::cli::thousands;
+use fmnist_infer::data::Dataset;
+use fmnist_infer::pool::thread_pool;
 
 use crate::config::{Model, Preset};
-use crate::data::Dataset;
-use crate::trainer::{MAX_THREADS, StartError, Trainer, evaluate_with, thread_pool};
+use crate::trainer::{StartError, Trainer, evaluate_with};
 
 /// An error for the user: exit code 2 for bad input, 1 for anything else.
 #[derive(Debug)]
@@ -44,83 +46,8 @@ impl CliError {
     }
 }
 
-/// Reads the command line of a tool. `--help` and `--version` print and exit 0; a usage error
-/// (an unknown flag, a bad value, a missing argument, no command) is one line
-/// `error: <problem> (see --help)` on stderr and exit code 2, like every other bad input.
-///
-/// Also lets a closed stdout end the process quietly, as it does other Unix tools
-/// (`fmnist-infer eval --json | head -c 1`): Rust ignores SIGPIPE, which would make every
-/// `println!` after the reader is gone panic; the default action stops the process without a
-/// message instead.
-pub fn parse_args<P: clap::Parser>() -> P {
-    #[cfg(unix)]
-    // SAFETY: called first thing in `main`, before any other thread exists; SIG_DFL is a valid
-    // disposition for SIGPIPE.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
-    match P::try_parse() {
-        Ok(p) => p,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-                e.exit();
-            }
-            eprintln!("error: {}", usage_error_line::<P>(&e));
-            std::process::exit(2)
-        }
-    }
-}
-
-/// clap's error as one line: its text up to the usage block, lines joined, the `error: ` prefix
-/// dropped.
-pub fn usage_error_line<P: clap::CommandFactory>(e: &clap::Error) -> String {
-    if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-        let mut cmd = P::command();
-        // The deepest command named on the line is the one missing a subcommand.
-        let mut path = vec![cmd.get_name().to_owned()];
-        let args: Vec<String> = std::env::args().skip(1).collect();
-        for a in &args {
-            let Some(sub) = cmd.find_subcommand(a).cloned() else {
-                break;
-            };
-            path.push(a.clone());
-            cmd = sub;
-        }
-        let names: Vec<&str> = cmd
-            .get_subcommands()
-            .map(|c| c.get_name())
-            .filter(|n| *n != "help")
-            .collect();
-        return format!(
-            "no command given: `{}` takes one of {} (see --help)",
-            path.join(" "),
-            names.join(", ")
-        );
-    }
-    let text = e.render().to_string();
-    let lines: Vec<&str> = text
-        .lines()
-        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    let mut joined = String::new();
-    for l in lines {
-        let sep = match (joined.is_empty(), l.starts_with("tip:")) {
-            (true, _) => "",
-            (false, true) => "; ",
-            (false, false) => " ",
-        };
-        joined.push_str(sep);
-        joined.push_str(l);
-    }
-    let body = joined.strip_prefix("error: ").unwrap_or(&joined);
-    format!("{body} (see --help)")
-}
-
-impl From<crate::outputs::OutputError> for CliError {
-    fn from(e: crate::outputs::OutputError) -> Self {
+impl From<fmnist_infer::outputs::OutputError> for CliError {
+    fn from(e: fmnist_infer::outputs::OutputError) -> Self {
         CliError {
             message: e.to_string(),
             bad_input: e.bad_input,
@@ -237,19 +164,6 @@ impl Zeroed for LeNetParams {
     }
 }
 
-/// Thousands separators: 61750 → "61,750".
-pub fn thousands(n: usize) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
-}
-
 /// Prints the layer table of `model` (or JSON).
 pub fn print_summary(model: Model, json: bool) {
     let rows = layer_table(model);
@@ -289,19 +203,6 @@ pub fn start_error(file: Option<&std::path::Path>) -> impl Fn(StartError) -> Cli
         },
         StartError::Pool(e) => CliError::other(e),
     }
-}
-
-/// Parses `--threads`: 0 (all cores) to [`MAX_THREADS`]. Both command-line tools take it.
-pub fn parse_threads(s: &str) -> Result<usize, String> {
-    let n: usize = s
-        .parse()
-        .map_err(|_| format!("expected a whole number from 0 to {MAX_THREADS}"))?;
-    if n > MAX_THREADS {
-        return Err(format!(
-            "{n} is more than {MAX_THREADS} (0 means one per core)"
-        ));
-    }
-    Ok(n)
 }
 
 /// Parses a count flag that must be from 1 to `MAX`.
@@ -497,9 +398,6 @@ mod tests {
         let total = |m| layer_table(m).iter().map(|r| r.2).sum::<usize>();
         assert_eq!(total(Model::Lenet), 61_750);
         assert_eq!(total(Model::Wide), fmnist_core::wide::WIDE_PARAMETERS);
-        assert_eq!(thousands(61_750), "61,750");
-        assert_eq!(thousands(850), "850");
-        assert_eq!(thousands(1_630_282), "1,630,282");
     }
 
     #[test]

@@ -12,9 +12,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use fmnist_core::lenet::IMAGE_PIXELS;
+use fmnist_infer::data::Dataset;
 
 use crate::cli::CliError;
-use crate::data::Dataset;
 use crate::export::{TrainedWeights, read_weights};
 
 /// The distillation part of a recipe.

@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 use fmnist_core::format::{Arch, Kind};
 use fmnist_core::lenet::{IMAGE_PIXELS, LeNetParams};
 use fmnist_core::wide::WideParams;
+use fmnist_infer::data::Dataset;
+use fmnist_infer::modelio::{LoadedModel, write_model};
 
 use crate::cli::CliError;
-use crate::data::Dataset;
 use crate::fold::{fold_batch_norm, fold_batch_norm_wide};
-use crate::modelio::{LoadedModel, write_model};
 use crate::quantize::{
     Calibration, f32_accuracy, folded_accuracy, int8_accuracy, quantize_lenet, quantize_wide,
     wide_f32_accuracy, wide_folded_accuracy, wide_int8_accuracy,
@@ -69,8 +69,8 @@ fn from_flat<T: bytemuck::Pod>(
 /// Reads trained f32 weights of either network from a checkpoint, an f32 model file or a
 /// safetensors file (told apart by content; safetensors files hold LeNet-BN).
 pub fn read_weights(path: &Path) -> Result<TrainedWeights, CliError> {
-    let bytes =
-        crate::inputs::read(path).map_err(|e| CliError::bad(format!("{}: {e}", path.display())))?;
+    let bytes = fmnist_infer::inputs::read(path)
+        .map_err(|e| CliError::bad(format!("{}: {e}", path.display())))?;
     if bytes.starts_with(&crate::checkpoint::MAGIC) {
         let saved = crate::checkpoint::decode_any(&bytes)
             .map_err(|why| CliError::bad(format!("{}: {why}", path.display())))?;
@@ -92,8 +92,8 @@ pub fn read_weights(path: &Path) -> Result<TrainedWeights, CliError> {
         let p = file.lenet_f32().map_err(|e| CliError::bad(m.error(e)))?;
         return Ok(TrainedWeights::Lenet(Box::new(*p)));
     }
-    if crate::safetensors_io::looks_like_safetensors(&bytes) {
-        return crate::safetensors_io::decode(&bytes)
+    if fmnist_infer::safetensors_io::looks_like_safetensors(&bytes) {
+        return fmnist_infer::safetensors_io::decode(&bytes)
             .map(TrainedWeights::Lenet)
             .map_err(|e| CliError::bad(format!("{}: {e}", path.display())));
     }
@@ -137,7 +137,7 @@ impl ExportPaths<'_> {
     pub fn check(&self) -> Result<(), CliError> {
         let mut outs = vec![("--out", self.out)];
         outs.extend(self.folded_out.map(|f| ("--folded-out", f)));
-        crate::outputs::check(&outs, &[("--checkpoint", self.weights)])?;
+        fmnist_infer::outputs::check(&outs, &[("--checkpoint", self.weights)])?;
         Ok(())
     }
 
@@ -148,11 +148,11 @@ impl ExportPaths<'_> {
 
     /// Writes the int8 model and the folded one (when asked for): both or neither.
     fn write(&self, arch: Arch, int8: &[u8], folded: &[u8]) -> Result<u64, CliError> {
-        let int8 = crate::modelio::encode_model(arch, Kind::Int8, int8);
-        let folded = crate::modelio::encode_model(arch, Kind::F32Folded, folded);
+        let int8 = fmnist_infer::modelio::encode_model(arch, Kind::Int8, int8);
+        let folded = fmnist_infer::modelio::encode_model(arch, Kind::F32Folded, folded);
         let mut files: Vec<(&Path, &[u8])> = vec![(self.out, &int8)];
         files.extend(self.folded_out.map(|f| (f, folded.as_slice())));
-        crate::outputs::write_all(&files)?;
+        fmnist_infer::outputs::write_all(&files)?;
         Ok(int8.len() as u64)
     }
 }
@@ -295,5 +295,49 @@ mod tests {
             .map(|e| e.message)
             .unwrap_or_default();
         assert!(err.contains("wide CNN int8"), "{err}");
+    }
+
+    /// Wide model files of all three kinds load in `fmnist-infer` by content and compute what
+    /// fmnist-core computes; the int8 one dequantizes with fc2's output quantization.
+    #[test]
+    fn wide_files_of_each_kind_load_and_run_in_fmnist_infer() {
+        use fmnist_core::format::{Arch, Kind};
+        use fmnist_core::wide::{Wide, WideParams};
+        use fmnist_infer::modelio::encode_model;
+        use fmnist_infer::{Logits, Model, ModelKind};
+
+        let mut p: Box<WideParams> = fmnist_core::testutil::uniform_params(9, 0.1);
+        p.bn1.running_var = [1.0; 32];
+        p.bn2.running_var = [1.0; 64];
+        let img: [u8; 784] = std::array::from_fn(|i| (i * 7 % 256) as u8);
+        let f32_file = encode_model(Arch::Wide, Kind::F32, bytemuck::bytes_of(&*p));
+        let m = Model::from_bytes(Path::new("w.fmnm"), &f32_file).unwrap();
+        assert_eq!((m.arch, m.kind), (Arch::Wide, ModelKind::F32));
+        assert_eq!(m.logits(&img), Logits::F32(Wide::from(&*p).forward(&img)));
+        assert_eq!(m.f32_net().unwrap().name(), "Wide");
+
+        let f = crate::fold::fold_batch_norm_wide(&p);
+        let folded = encode_model(Arch::Wide, Kind::F32Folded, bytemuck::bytes_of(&*f));
+        let m = Model::from_bytes(Path::new("w-f32.fmnm"), &folded).unwrap();
+        assert_eq!(m.kind, ModelKind::F32Folded);
+        assert_eq!(m.logits(&img), Logits::F32(Wide::from(&*f).forward(&img)));
+
+        let images: Vec<[u8; 784]> = (0..8u8)
+            .map(|k| std::array::from_fn(|i| ((i as u32 * (k as u32 + 3)) % 256) as u8))
+            .collect();
+        let q = crate::quantize::quantize_wide(&p, &images, crate::quantize::Calibration::MinMax)
+            .unwrap();
+        let int8 = encode_model(Arch::Wide, Kind::Int8, bytemuck::bytes_of(&*q));
+        let m = Model::from_bytes(Path::new("w.fmq"), &int8).unwrap();
+        assert_eq!((m.arch, m.kind), (Arch::Wide, ModelKind::Int8));
+        let net = fmnist_core::quant::WideQ::new(&q).unwrap();
+        assert_eq!(m.logits(&img), Logits::I8(net.forward(&img)));
+        let i8m = m.int8().unwrap();
+        assert_eq!(i8m.arch(), Arch::Wide);
+        assert!(i8m.lenet().is_none() && i8m.wide().is_some());
+        assert_eq!(
+            m.logits_f32(&img),
+            crate::quantize::dequantize_wide_logits(&q, &net.forward(&img))
+        );
     }
 }

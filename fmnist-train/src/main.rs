@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use fmnist_infer::data;
 use fmnist_train::config::{
     self, Conv, Model, Preset, Schedule, TrainConfig, steps_for_epochs, steps_per_epoch,
     warmup_steps,
@@ -14,7 +15,7 @@ use fmnist_train::quantize::Calibration;
 use fmnist_train::run::{RunOptions, Session, WideSession, run};
 use fmnist_train::run_dir::{Mode, RunDir};
 use fmnist_train::trainer::Trainer;
-use fmnist_train::{checkpoint, cli, data, export, plot};
+use fmnist_train::{checkpoint, cli, export, plot};
 
 #[derive(Parser)]
 #[command(
@@ -151,7 +152,7 @@ enum Command {
         #[arg(long, default_value_t = 5, value_parser = cli::parse_count::<100>)]
         repeats: usize,
         /// Worker threads (0 = all cores; at most 256).
-        #[arg(long, default_value_t = 0, value_parser = cli::parse_threads)]
+        #[arg(long, default_value_t = 0, value_parser = fmnist_infer::cli::parse_threads)]
         threads: usize,
         /// One JSON object.
         #[arg(long)]
@@ -328,7 +329,7 @@ impl RecipeFlags {
 struct Common {
     /// Worker threads (0 = all cores; at most 256). Results depend only on the seed, not on
     /// this.
-    #[arg(long, default_value_t = 0, value_parser = cli::parse_threads)]
+    #[arg(long, default_value_t = 0, value_parser = fmnist_infer::cli::parse_threads)]
     threads: usize,
     /// Print one JSON object at the end (progress goes to stderr).
     #[arg(long)]
@@ -367,7 +368,7 @@ fn teachers_again(
 }
 
 fn main() -> ExitCode {
-    match real_main(cli::parse_args()) {
+    match real_main(fmnist_infer::cli::parse_args()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => e.report(),
     }
@@ -579,7 +580,7 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
             cli::bench(model, &train, &test, steps, repeats, threads(n), json)
         }
         Command::Plot { log, out, json } => {
-            let r = plot::plot(&log, &out)?;
+            let r = plot::curves::plot(&log, &out)?;
             if json {
                 println!("{}", serde_json::to_string(&r).expect("report serializes"));
             } else {
@@ -599,7 +600,7 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
             count,
             json,
         } => {
-            let r = plot::samples(data.as_deref(), &out, count)?;
+            let r = plot::samples::samples(data.as_deref(), &out, count)?;
             if json {
                 println!("{}", serde_json::to_string(&r).expect("report serializes"));
             } else {

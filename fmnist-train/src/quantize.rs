@@ -826,9 +826,9 @@ mod real_model {
     #[ignore = "needs a trained model file and the data set"]
     fn calibration_methods_on_real_model() {
         let path = std::env::var("FMNIST_F32_MODEL").expect("set FMNIST_F32_MODEL");
-        let m = crate::modelio::LoadedModel::read(std::path::Path::new(&path)).unwrap();
+        let m = fmnist_infer::modelio::LoadedModel::read(std::path::Path::new(&path)).unwrap();
         let p = m.file().unwrap().lenet_f32().unwrap();
-        let (train, test) = crate::data::load_both(None).unwrap();
+        let (train, test) = fmnist_infer::data::load_both(None).unwrap();
         let n: usize = std::env::var("FMNIST_CALIB")
             .ok()
             .and_then(|v| v.parse().ok())

@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use fmnist_core::format::{Arch, Kind};
+use fmnist_infer::data::Dataset;
 
 use crate::checkpoint::{self, WideRun};
 use crate::config::{Model, Optimizer, TrainConfig};
-use crate::data::Dataset;
 use crate::run_dir::RunDir;
 use crate::trainer::{Evaluation, StartError, StepStats, Trainer};
 use crate::wide_trainer::WideTrainer;
@@ -295,7 +295,7 @@ fn truncate_log(log: &Path, step: u64) -> std::io::Result<()> {
         })
         .map(|l| format!("{l}\n"))
         .collect();
-    crate::atomic::write_atomic(log, kept.as_bytes())
+    fmnist_infer::atomic::write_atomic(log, kept.as_bytes())
 }
 
 /// Runs `trainer` to its configured number of steps in `dir` (claimed for this run). Stops with
@@ -408,7 +408,7 @@ pub fn run(
             let path = dir.join(checkpoint_name(step));
             // The log up to this step is flushed before the checkpoint that covers it exists.
             log.flush().map_err(io(&log_path))?;
-            crate::atomic::write_atomic(&path, &bytes).map_err(io(&path))?;
+            fmnist_infer::atomic::write_atomic(&path, &bytes).map_err(io(&path))?;
             newest = Some(path.clone());
             writeln!(
                 log,
@@ -441,9 +441,9 @@ pub fn run(
     if let Some(why) = non_finite_weights(payload) {
         return Err(diverged(trainer.steps_done(), why, &newest));
     }
-    crate::modelio::write_model(&model, arch, Kind::F32, payload).map_err(|e| match e {
-        crate::modelio::ModelIoError::Io(p, e) => RunError::Io(p, e),
-        crate::modelio::ModelIoError::Format(p, e) => {
+    fmnist_infer::modelio::write_model(&model, arch, Kind::F32, payload).map_err(|e| match e {
+        fmnist_infer::modelio::ModelIoError::Io(p, e) => RunError::Io(p, e),
+        fmnist_infer::modelio::ModelIoError::Format(p, e) => {
             RunError::Io(p, std::io::Error::other(e.to_string()))
         }
     })?;

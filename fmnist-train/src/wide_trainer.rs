@@ -16,13 +16,14 @@ use serde::{Deserialize, Serialize};
 
 use fmnist_core::lenet::{BnParams, IMAGE_PIXELS};
 use fmnist_core::wide::{WIDE_FLAT, WideParams};
+use fmnist_infer::data::Dataset;
+use fmnist_infer::pool::thread_pool;
 
 use crate::augment::Augment;
 use crate::config::{Conv, Schedule};
-use crate::data::Dataset;
 use crate::distill::TeacherTargets;
 use crate::nn::BnBatch;
-use crate::trainer::{BN_MOMENTUM, Evaluation, StartError, StepStats, thread_pool};
+use crate::trainer::{BN_MOMENTUM, Evaluation, StartError, StepStats};
 use crate::wide_nn::{Arith, CHUNK, Head, WideChunk};
 
 pub use crate::config::AdamConfig;
@@ -1229,7 +1230,8 @@ mod tests {
     }
 
     fn real_data() -> (Dataset, Dataset) {
-        crate::data::load_both(None).expect("Fashion-MNIST (apt-get install dataset-fashion-mnist)")
+        fmnist_infer::data::load_both(None)
+            .expect("Fashion-MNIST (apt-get install dataset-fashion-mnist)")
     }
 
     /// `cargo test --release -p fmnist-train wide_one_epoch -- --ignored --nocapture`

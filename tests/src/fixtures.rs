@@ -26,7 +26,7 @@ pub fn with_subnormals(p: &LeNetFoldedParams) -> Box<LeNetFoldedParams> {
 
 /// A complete model file (header, payload, CRC).
 pub fn model_file(arch: Arch, kind: Kind, payload: &[u8]) -> Vec<u8> {
-    fmnist_train::modelio::encode_model(arch, kind, payload)
+    fmnist_infer::modelio::encode_model(arch, kind, payload)
 }
 
 /// Valid pseudo-random int8 LeNet parameters (not a trained model): weights in −127..=127,

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use fmnist_core::format::{CRC32, HEADER_LEN, TRAILER_LEN};
 use fmnist_core::quant::{LeNetQ, WideQ};
-use fmnist_train::data::{self, IMAGES_MAGIC, MAX_IMAGES};
-use fmnist_train::modelio::LoadedModel;
+use fmnist_infer::data::{self, IMAGES_MAGIC, MAX_IMAGES};
+use fmnist_infer::modelio::LoadedModel;
 
 /// A harness: arbitrary bytes in, no panic.
 pub type Harness = fn(&[u8]);

@@ -69,7 +69,7 @@ pub fn assert_bad_input(o: &Output, needle: &str) {
 
 /// The real Fashion-MNIST directory (installed by the test command).
 pub fn data_dir() -> PathBuf {
-    fmnist_train::data::locate(None).unwrap_or_else(|e| panic!("{e}"))
+    fmnist_infer::data::locate(None).unwrap_or_else(|e| panic!("{e}"))
 }
 pub mod defmt_log;
 pub mod elf;

@@ -194,11 +194,11 @@ pub struct TestSet {
 }
 
 /// Loads the test split (`FMNIST_DATA`, then the Debian package's folder, see
-/// `fmnist_train::data::locate`) and writes it raw for the firmware.
+/// `fmnist_infer::data::locate`) and writes it raw for the firmware.
 pub fn test_set() -> &'static TestSet {
     static SET: OnceLock<TestSet> = OnceLock::new();
     SET.get_or_init(|| {
-        use fmnist_train::data;
+        use fmnist_infer::data;
         let dir = data::locate(None).unwrap_or_else(|e| {
             panic!("Fashion-MNIST not found ({e}); `apt-get install dataset-fashion-mnist`")
         });

@@ -27,8 +27,9 @@ pub struct Trained {
 pub fn trained() -> &'static Trained {
     static TRAINED: OnceLock<Trained> = OnceLock::new();
     TRAINED.get_or_init(|| {
+        use fmnist_infer::data;
         use fmnist_train::config::{Preset, Schedule};
-        use fmnist_train::{data, fold, quantize, trainer};
+        use fmnist_train::{fold, quantize, trainer};
         let t = Instant::now();
         let dir = data::locate(None).unwrap_or_else(|e| panic!("{e}"));
         let train = data::load(&dir, data::Split::Train).unwrap_or_else(|e| panic!("{e}"));
@@ -81,7 +82,7 @@ pub struct WideModel {
 pub fn wide_model() -> &'static WideModel {
     static MODEL: OnceLock<WideModel> = OnceLock::new();
     MODEL.get_or_init(|| {
-        use fmnist_train::data;
+        use fmnist_infer::data;
         let t = Instant::now();
         let dir = data::locate(None).unwrap_or_else(|e| panic!("{e}"));
         let train = data::load(&dir, data::Split::Train).unwrap_or_else(|e| panic!("{e}"));

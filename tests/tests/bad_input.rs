@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use fmnist_core::format::{Arch, Kind};
 use fmnist_core::lenet::{IMAGE_PIXELS, LeNetFoldedParams};
+use fmnist_infer::data::{encode_images, encode_labels};
 use fmnist_tests::{assert_bad_input, run, text};
-use fmnist_train::data::{encode_images, encode_labels};
 
 /// A small valid data set (raw IDX files), with `bad` written over one of the four files.
 fn data_dir(root: &Path, name: &str, bad: Option<(&str, Vec<u8>)>) -> PathBuf {
@@ -287,7 +287,7 @@ fn model_file_with_one_flipped_bit_in_each_region() {
     let tmp = tempfile::tempdir().unwrap();
     let p: Box<LeNetFoldedParams> = bytemuck::zeroed_box();
     let good =
-        fmnist_train::modelio::encode_model(Arch::LeNet, Kind::F32Folded, bytemuck::bytes_of(&*p));
+        fmnist_infer::modelio::encode_model(Arch::LeNet, Kind::F32Folded, bytemuck::bytes_of(&*p));
     let regions = [
         ("magic", 0, "not a model file"),
         ("version", 4, "unsupported format version"),
@@ -343,7 +343,7 @@ fn a_png_that_is_really_text() {
     let tmp = tempfile::tempdir().unwrap();
     let p: Box<LeNetFoldedParams> = bytemuck::zeroed_box();
     let model = tmp.path().join("m.fmnm");
-    fmnist_train::modelio::write_model(
+    fmnist_infer::modelio::write_model(
         &model,
         Arch::LeNet,
         Kind::F32Folded,

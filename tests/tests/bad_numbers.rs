@@ -11,8 +11,8 @@ use fmnist_core::format::{Arch, CRC32, HEADER_LEN, Kind, TRAILER_LEN};
 use fmnist_core::lenet::{IMAGE_PIXELS, LeNetFoldedParams, LeNetParams};
 use fmnist_core::quant::{LeNetQParams, WideQParams};
 use fmnist_core::wide::{WideFoldedParams, WideParams};
+use fmnist_infer::data::{encode_images, encode_labels};
 use fmnist_tests::{assert_bad_input, run, text};
-use fmnist_train::data::{encode_images, encode_labels};
 use std::mem::offset_of;
 
 /// A tiny trained run and its exports, made once.
@@ -245,7 +245,7 @@ fn non_finite_wide_weights_are_refused() {
     let wide = f.root.join("wide-nan.fmnm");
     std::fs::write(
         &wide,
-        fmnist_train::modelio::encode_model(Arch::Wide, Kind::F32, bytemuck::bytes_of(&*p)),
+        fmnist_infer::modelio::encode_model(Arch::Wide, Kind::F32, bytemuck::bytes_of(&*p)),
     )
     .unwrap();
     every_reader_refuses(&wide, &["tensor `fc1.weight`", "flat index 3138"]);
@@ -254,7 +254,7 @@ fn non_finite_wide_weights_are_refused() {
     let wide = f.root.join("wide-folded-inf.fmnm");
     std::fs::write(
         &wide,
-        fmnist_train::modelio::encode_model(Arch::Wide, Kind::F32Folded, bytemuck::bytes_of(&*q)),
+        fmnist_infer::modelio::encode_model(Arch::Wide, Kind::F32Folded, bytemuck::bytes_of(&*q)),
     )
     .unwrap();
     every_reader_refuses(&wide, &["tensor `conv2.bias`", "flat index 63"]);
@@ -262,7 +262,7 @@ fn non_finite_wide_weights_are_refused() {
     q.conv2_bias[63] = 0.0;
     std::fs::write(
         &wide,
-        fmnist_train::modelio::encode_model(Arch::Wide, Kind::F32Folded, bytemuck::bytes_of(&*q)),
+        fmnist_infer::modelio::encode_model(Arch::Wide, Kind::F32Folded, bytemuck::bytes_of(&*q)),
     )
     .unwrap();
     let o = run("fmnist-infer", &["predict", "--model", s(&wide), s(&f.png)]);
@@ -306,7 +306,7 @@ fn int8_output_scale_must_be_positive_and_finite() {
     let wide = f.root.join("wide-nan-scale.fmq");
     std::fs::write(
         &wide,
-        fmnist_train::modelio::encode_model(Arch::Wide, Kind::Int8, bytemuck::bytes_of(&*w)),
+        fmnist_infer::modelio::encode_model(Arch::Wide, Kind::Int8, bytemuck::bytes_of(&*w)),
     )
     .unwrap();
     assert_eq!(offset_of!(WideQParams, fc2) % 4, 0);

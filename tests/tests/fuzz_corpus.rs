@@ -41,8 +41,8 @@ fn every_corpus_input_runs_without_panic() {
 #[ignore = "writes into fuzz/corpus; run by hand"]
 fn write_seeds() {
     use fmnist_core::format::{Arch, Kind};
+    use fmnist_infer::data::{Dataset, encode_images, encode_labels};
     use fmnist_train::config::Preset;
-    use fmnist_train::data::{Dataset, encode_images, encode_labels};
     use fmnist_train::trainer::Trainer;
     use std::io::Write;
 
@@ -172,10 +172,10 @@ fn write_seeds() {
         (Kind::F32Folded, "short-folded.fmnm"),
         (Kind::Int8, "short-int8.fmq"),
     ] {
-        let b = fmnist_train::modelio::encode_model(Arch::LeNet, kind, &[0u8; 16]);
+        let b = fmnist_infer::modelio::encode_model(Arch::LeNet, kind, &[0u8; 16]);
         put("model_file", name, &b);
     }
-    let b = fmnist_train::modelio::encode_model(Arch::Wide, Kind::Int8, &[1u8; 8]);
+    let b = fmnist_infer::modelio::encode_model(Arch::Wide, Kind::Int8, &[1u8; 8]);
     put("model_file", "wide-int8.fmq", &b);
 
     // Images: small PNGs (grey, RGB, RGBA, 16-bit) and a JPEG.

@@ -8,14 +8,15 @@ use std::sync::OnceLock;
 use fmnist_core::format::{Arch, Kind};
 use fmnist_core::layers::argmax;
 use fmnist_core::lenet::{LeNet, LeNetParams};
+use fmnist_infer::data::{self, Dataset, Split};
 use fmnist_infer::golden;
 use fmnist_infer::model::Logits;
+use fmnist_infer::modelio::{encode_model, write_model};
+use fmnist_infer::safetensors_io;
 use fmnist_tests::{assert_bad_input, data_dir, run, text};
 use fmnist_train::config::{Conv, Model, Optimizer, Schedule, SgdConfig, TrainConfig};
-use fmnist_train::data::{self, Dataset, Split};
-use fmnist_train::modelio::{encode_model, write_model};
 use fmnist_train::quantize::{Calibration, quantize_lenet};
-use fmnist_train::{safetensors_io, trainer::Trainer};
+use fmnist_train::trainer::Trainer;
 use image::{DynamicImage, GrayImage, Rgb, RgbImage, imageops};
 
 /// Model files shared by every test: trained briefly on the real data so predictions mean

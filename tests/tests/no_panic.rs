@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use fmnist_core::format::{Arch, Kind};
 use fmnist_core::lenet::{IMAGE_PIXELS, LeNetParams};
+use fmnist_infer::data::{encode_images, encode_labels};
 use fmnist_tests::{bin, run, text};
-use fmnist_train::data::{encode_images, encode_labels};
 
 /// Whether a case must fail or may also succeed.
 #[derive(Clone, Copy, PartialEq)]
@@ -116,12 +116,12 @@ fn world() -> World {
     let p: Box<LeNetParams> = bytemuck::zeroed_box();
     add(
         "int8-zeros.fmnm",
-        &fmnist_train::modelio::encode_model(Arch::LeNet, Kind::Int8, &vec![0; 65_000]),
+        &fmnist_infer::modelio::encode_model(Arch::LeNet, Kind::Int8, &vec![0; 65_000]),
     );
     // An f32 model file with an int8 payload's length.
     add(
         "short-f32.fmnm",
-        &fmnist_train::modelio::encode_model(
+        &fmnist_infer::modelio::encode_model(
             Arch::LeNet,
             Kind::F32,
             &bytemuck::bytes_of(&*p)[..4000],

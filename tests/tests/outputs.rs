@@ -8,9 +8,9 @@ use std::process::{Command, Stdio};
 
 use fmnist_core::format::{Arch, Kind};
 use fmnist_core::lenet::{IMAGE_PIXELS, LeNetParams};
+use fmnist_infer::data::{encode_images, encode_labels};
+use fmnist_infer::modelio::write_model;
 use fmnist_tests::{assert_bad_input, bin, run, text};
-use fmnist_train::data::{encode_images, encode_labels};
-use fmnist_train::modelio::write_model;
 
 /// A small valid data set (64 training and 16 test images).
 fn data_dir(root: &Path) -> PathBuf {

@@ -7,10 +7,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use fmnist_infer::data::{self, Split};
+use fmnist_infer::modelio::LoadedModel;
 use fmnist_tests::{assert_bad_input, data_dir, run, text};
-use fmnist_train::data::{self, Split};
-use fmnist_train::modelio::LoadedModel;
-use fmnist_train::plot::{CURVE_SIZE, SAMPLE_SCALE, SampleLayout};
+use fmnist_train::plot::curves::CURVE_SIZE;
+use fmnist_train::plot::samples::{SAMPLE_SCALE, SampleLayout};
 use image::RgbImage;
 
 /// A 20-step training run (evaluated every 10 steps) and the models made from it.
@@ -69,7 +70,7 @@ fn short_run() -> &'static Run {
         let model = LoadedModel::read(&f32).unwrap();
         let params = model.file().unwrap().lenet_f32().unwrap();
         let safetensors = out.join("model.safetensors");
-        fmnist_train::safetensors_io::write(&safetensors, params, 20).unwrap();
+        fmnist_infer::safetensors_io::write(&safetensors, params, 20).unwrap();
         Run {
             log: out.join("train-log.jsonl"),
             _dir: dir,

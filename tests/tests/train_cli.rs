@@ -4,9 +4,9 @@
 use std::path::Path;
 
 use fmnist_core::lenet::LeNet;
+use fmnist_infer::data::{self, Split};
+use fmnist_infer::modelio::LoadedModel;
 use fmnist_tests::{assert_bad_input, data_dir, run, text};
-use fmnist_train::data::{self, Split};
-use fmnist_train::modelio::LoadedModel;
 
 fn train(out: &Path, extra: &[&str]) -> serde_json::Value {
     let mut args = vec![
@@ -147,7 +147,7 @@ fn f32_model_file_agrees_with_the_batched_evaluation_on_all_test_images() {
     let model = LoadedModel::read(Path::new(j["model"].as_str().unwrap())).unwrap();
     let params = model.file().unwrap().lenet_f32().unwrap();
     let test = data::load(&data_dir(), Split::Test).unwrap();
-    let pool = fmnist_train::trainer::thread_pool(2).unwrap();
+    let pool = fmnist_infer::pool::thread_pool(2).unwrap();
     let batched = fmnist_train::trainer::evaluate_with(params, &test, &pool);
     let net = LeNet::from(params);
     let mut correct = 0;

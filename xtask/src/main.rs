@@ -267,8 +267,8 @@ fn main() -> ExitCode {
 fn device(model: &Path) -> Step {
     use fmnist_core::format::Arch;
     use fmnist_core::quant::{LeNetQ, WideQ};
+    use fmnist_infer::modelio::LoadedModel;
     use fmnist_tests::qemu::{self, Profile};
-    use fmnist_train::modelio::LoadedModel;
 
     setup()?;
     let m = LoadedModel::read(model).map_err(|e| Failure(e.to_string()))?;
@@ -339,8 +339,8 @@ fn demo() -> Step {
     use fmnist_core::layers::argmax;
     use fmnist_core::lenet::LeNet;
     use fmnist_core::quant::LeNetQ;
+    use fmnist_infer::modelio::LoadedModel;
     use fmnist_tests::qemu::{self, Profile};
-    use fmnist_train::modelio::LoadedModel;
 
     setup()?;
     run(cargo().args(["build", "--release", "--workspace", "--bins"]))?;

@@ -1,21 +1,4 @@
-//! Figures as PNG files: the training curves of a run (`fmnist-train plot`), a labelled grid of
-//! training images (`fmnist-train samples`), and the pieces `fmnist-infer confusion` shares:
-//! the embedded font, the in-memory canvas and the atomic PNG write.
-//!
-//! * **No system fonts.** plotters draws the geometry (lines, markers, rectangles) into the
-//!   buffer; every text is then rasterized by [`Canvas::text`] with `ab_glyph` from DejaVu Sans
-//!   embedded in the binary (`assets/DejaVuSans.ttf`, licence beside it). A headless container
-//!   with no font installed renders the same figures. (plotters' own text paths are not used:
-//!   its `ttf` feature needs the system's fonts, and its `ab_glyph` backend, in 0.3.7, drops
-//!   each glyph's left side bearing, so letters collide.)
-//! * **Deterministic.** Everything is drawn into an RGB buffer in memory and encoded with the
-//!   `image` crate's PNG encoder: the same input gives the same PNG bytes (no time stamps, no
-//!   metadata).
-//! * **Nothing partial.** A figure is rendered and encoded completely before its file is written
-//!   atomically through [`crate::atomic`] (temp file, rename): a failed command leaves no PNG,
-//!   or the previous one, behind.
-//!
-//! # The training figures
+//! The training curves (`fmnist-train plot`).
 //!
 //! `plot` reads the JSON-lines log that [`crate::run`] writes and draws two figures:
 //!
@@ -29,256 +12,12 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
-use ab_glyph::{Font, FontRef, PxScale, ScaleFont, point};
-
-use fmnist_core::CLASS_NAMES;
-use fmnist_core::lenet::IMAGE_PIXELS;
-use image::ImageEncoder;
-use image::codecs::png::PngEncoder;
-use plotters::coord::Shift;
+use fmnist_infer::canvas::{Area, Canvas, DrawError, HAlign, Label, VAlign, draw_err, text_width};
+use fmnist_infer::outputs::is_bad_output;
 use plotters::prelude::*;
 
 use crate::cli::CliError;
-
-/// DejaVu Sans 2.37, the only font the figures use.
-pub const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
-
-fn font() -> &'static FontRef<'static> {
-    static F: OnceLock<FontRef<'static>> = OnceLock::new();
-    F.get_or_init(|| FontRef::try_from_slice(FONT).expect("the embedded DejaVu Sans parses"))
-}
-
-/// Horizontal anchor of a text.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HAlign {
-    /// The anchor is the left end.
-    Left,
-    /// The anchor is the middle.
-    Center,
-    /// The anchor is the right end.
-    Right,
-}
-
-/// Vertical anchor of a text (the line box from ascent to descent).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum VAlign {
-    /// The anchor is the top of the line box.
-    Top,
-    /// The anchor is the middle of the line box.
-    Center,
-    /// The anchor is the bottom of the line box.
-    Bottom,
-}
-
-/// A text to draw on a [`Canvas`] once plotters is done with it.
-#[derive(Clone, Debug)]
-pub struct Label {
-    /// The text.
-    pub text: String,
-    /// Anchor point in pixels.
-    pub at: (i32, i32),
-    /// Font size in pixels (the em square).
-    pub size: f32,
-    /// How the text sits on the anchor.
-    pub align: (HAlign, VAlign),
-    /// Rotated a quarter turn counter-clockwise (reads bottom to top), for y-axis titles.
-    pub vertical: bool,
-    /// Colour.
-    pub color: [u8; 3],
-}
-
-impl Label {
-    /// Black horizontal text.
-    pub fn new(
-        text: impl Into<String>,
-        at: (i32, i32),
-        size: f32,
-        align: (HAlign, VAlign),
-    ) -> Self {
-        Label {
-            text: text.into(),
-            at,
-            size,
-            align,
-            vertical: false,
-            color: [0, 0, 0],
-        }
-    }
-
-    /// The same text in another colour.
-    pub fn color(mut self, color: [u8; 3]) -> Self {
-        self.color = color;
-        self
-    }
-
-    /// The same text turned to read bottom to top.
-    pub fn vertical(mut self) -> Self {
-        self.vertical = true;
-        self
-    }
-}
-
-/// Advance width of `text` at `size` pixels, kerning included.
-pub fn text_width(text: &str, size: f32) -> f32 {
-    let f = font().as_scaled(PxScale::from(size));
-    let mut caret = 0.0;
-    let mut prev = None;
-    for c in text.chars() {
-        let g = f.glyph_id(c);
-        if let Some(p) = prev {
-            caret += f.kern(p, g);
-        }
-        caret += f.h_advance(g);
-        prev = Some(g);
-    }
-    caret
-}
-
-/// An RGB image in memory that plotters draws on, then encoded as PNG.
-pub struct Canvas {
-    /// Width in pixels.
-    pub width: u32,
-    /// Height in pixels.
-    pub height: u32,
-    /// Row-major RGB bytes, `3 · width · height`.
-    pub rgb: Vec<u8>,
-}
-
-/// An error while drawing (plotters' error, as text).
-#[derive(Debug)]
-pub struct DrawError(pub String);
-
-impl std::fmt::Display for DrawError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "drawing failed: {}", self.0)
-    }
-}
-
-impl std::error::Error for DrawError {}
-
-/// Turns any plotters error into a [`DrawError`].
-pub fn draw_err(e: impl std::fmt::Display) -> DrawError {
-    DrawError(e.to_string())
-}
-
-/// The drawing area plotters draws on: the whole canvas, in pixels.
-pub type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
-
-impl Canvas {
-    /// A white canvas.
-    pub fn new(width: u32, height: u32) -> Self {
-        Canvas {
-            width,
-            height,
-            rgb: vec![255; 3 * width as usize * height as usize],
-        }
-    }
-
-    /// Runs `f` with a plotters drawing area over the whole canvas, then draws the labels `f`
-    /// collected on top.
-    pub fn draw(
-        &mut self,
-        f: impl FnOnce(&Area<'_>, &mut Vec<Label>) -> Result<(), DrawError>,
-    ) -> Result<(), DrawError> {
-        let mut labels = Vec::new();
-        {
-            let root = BitMapBackend::with_buffer(&mut self.rgb, (self.width, self.height))
-                .into_drawing_area();
-            f(&root, &mut labels)?;
-            root.present().map_err(draw_err)?;
-        }
-        for l in &labels {
-            self.text(l);
-        }
-        Ok(())
-    }
-
-    /// Sets one pixel (outside the canvas: ignored).
-    pub fn put(&mut self, x: u32, y: u32, rgb: [u8; 3]) {
-        if x < self.width && y < self.height {
-            let i = 3 * (y as usize * self.width as usize + x as usize);
-            self.rgb[i..i + 3].copy_from_slice(&rgb);
-        }
-    }
-
-    fn blend(&mut self, x: i32, y: i32, rgb: [u8; 3], coverage: f32) {
-        if x < 0 || y < 0 || x as u32 >= self.width || y as u32 >= self.height {
-            return;
-        }
-        let a = coverage.clamp(0.0, 1.0);
-        let i = 3 * (y as usize * self.width as usize + x as usize);
-        for (dst, src) in self.rgb[i..i + 3].iter_mut().zip(rgb) {
-            *dst = (*dst as f32 * (1.0 - a) + src as f32 * a).round() as u8;
-        }
-    }
-
-    /// Draws a text: glyphs from the embedded font, kerned, anti-aliased.
-    pub fn text(&mut self, l: &Label) {
-        let scale = PxScale::from(l.size);
-        let f = font().as_scaled(scale);
-        let width = text_width(&l.text, l.size);
-        let (ascent, descent) = (f.ascent(), f.descent());
-        let dx = match l.align.0 {
-            HAlign::Left => 0.0,
-            HAlign::Center => -width / 2.0,
-            HAlign::Right => -width,
-        };
-        // Baseline offset from the anchor.
-        let dy = match l.align.1 {
-            VAlign::Top => ascent,
-            VAlign::Center => (ascent + descent) / 2.0,
-            VAlign::Bottom => descent,
-        };
-        let mut caret = dx;
-        let mut prev = None;
-        for c in l.text.chars() {
-            let id = f.glyph_id(c);
-            if let Some(p) = prev {
-                caret += f.kern(p, id);
-            }
-            prev = Some(id);
-            let glyph = id.with_scale_and_position(scale, point(caret, dy));
-            caret += f.h_advance(id);
-            let Some(outline) = font().outline_glyph(glyph) else {
-                continue;
-            };
-            let b = outline.px_bounds();
-            outline.draw(|gx, gy, cov| {
-                // Text coordinates relative to the anchor: u along the text, v downwards.
-                let u = b.min.x as i32 + gx as i32;
-                let v = b.min.y as i32 + gy as i32;
-                let (x, y) = if l.vertical {
-                    (l.at.0 + v, l.at.1 - u)
-                } else {
-                    (l.at.0 + u, l.at.1 + v)
-                };
-                self.blend(x, y, l.color, cov);
-            });
-        }
-    }
-    /// The PNG file's bytes.
-    pub fn encode_png(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        PngEncoder::new(&mut out)
-            .write_image(
-                &self.rgb,
-                self.width,
-                self.height,
-                image::ExtendedColorType::Rgb8,
-            )
-            .expect("an RGB buffer of the right size encodes into memory");
-        out
-    }
-}
-
-/// Writes `bytes` to `path` atomically (temp file beside it, fsync, rename).
-pub fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    crate::atomic::write_atomic(path, bytes)
-}
-
-pub use crate::outputs::is_bad_output;
 
 /// One training step of the log.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -391,7 +130,7 @@ pub fn parse_log(file: &Path, text: &str) -> Result<TrainLog, String> {
 
 /// Reads and parses a training log file.
 pub fn read_log(file: &Path) -> Result<TrainLog, CliError> {
-    let bytes = crate::inputs::read(file)
+    let bytes = fmnist_infer::inputs::read(file)
         .map_err(|e| CliError::bad(format!("{}: cannot read the log: {e}", file.display())))?;
     let text = String::from_utf8(bytes).map_err(|_| {
         CliError::bad(format!(
@@ -899,8 +638,8 @@ pub fn plot(log_path: &Path, out: &Path) -> Result<PlotReport, CliError> {
         .iter()
         .map(|(p, b)| (p.as_path(), b.as_slice()))
         .collect();
-    let written = crate::outputs::check(&names, &[("--log", log_path)])
-        .and_then(|()| crate::outputs::write_all(&files));
+    let written = fmnist_infer::outputs::check(&names, &[("--log", log_path)])
+        .and_then(|()| fmnist_infer::outputs::write_all(&files));
     if let Err(e) = written {
         if created {
             let _ = std::fs::remove_dir(out);
@@ -914,152 +653,6 @@ pub fn plot(log_path: &Path, out: &Path) -> Result<PlotReport, CliError> {
         steps: log.steps.len(),
         evaluations: log.evals.len(),
         size: CURVE_SIZE,
-    })
-}
-
-/// Nearest-neighbour scale of the sample images: each pixel becomes a 4×4 square.
-pub const SAMPLE_SCALE: u32 = 4;
-/// Images per row of the sample grid.
-pub const SAMPLE_COLUMNS: usize = 10;
-const SAMPLE_GAP: u32 = 14;
-const SAMPLE_LABEL: u32 = 26;
-const SAMPLE_TITLE: u32 = 48;
-
-/// Geometry of the sample grid for `count` images.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SampleLayout {
-    /// Images.
-    pub count: usize,
-    /// Columns (at most [`SAMPLE_COLUMNS`]).
-    pub columns: usize,
-    /// Rows.
-    pub rows: usize,
-}
-
-impl SampleLayout {
-    /// The grid for `count` images.
-    pub fn new(count: usize) -> Self {
-        let columns = count.clamp(1, SAMPLE_COLUMNS);
-        SampleLayout {
-            count,
-            columns,
-            rows: count.div_ceil(columns),
-        }
-    }
-
-    fn side() -> u32 {
-        28 * SAMPLE_SCALE
-    }
-
-    /// Figure size in pixels.
-    pub fn size(&self) -> (u32, u32) {
-        let side = Self::side();
-        (
-            SAMPLE_GAP + self.columns as u32 * (side + SAMPLE_GAP),
-            SAMPLE_TITLE + self.rows as u32 * (side + SAMPLE_LABEL + SAMPLE_GAP),
-        )
-    }
-
-    /// Top-left pixel of image `k` (row-major order).
-    pub fn origin(&self, k: usize) -> (u32, u32) {
-        let side = Self::side();
-        let (r, c) = ((k / self.columns) as u32, (k % self.columns) as u32);
-        (
-            SAMPLE_GAP + c * (side + SAMPLE_GAP),
-            SAMPLE_TITLE + r * (side + SAMPLE_LABEL + SAMPLE_GAP),
-        )
-    }
-}
-
-/// Draws `images` (with `labels`) as a grid: each image scaled ×[`SAMPLE_SCALE`] by pixel
-/// replication (a pixel of value v is a square of grey v: light garment on black, as stored), its
-/// class name centred below.
-pub fn render_samples(
-    images: &[[u8; IMAGE_PIXELS]],
-    labels_of: &[u8],
-    title: &str,
-) -> Result<Canvas, DrawError> {
-    let layout = SampleLayout::new(images.len());
-    let (w, h) = layout.size();
-    let side = SampleLayout::side();
-    let mut canvas = Canvas::new(w, h);
-    canvas.draw(|root, labels| {
-        root.fill(&WHITE).map_err(draw_err)?;
-        labels.push(Label::new(
-            title,
-            (w as i32 / 2, SAMPLE_TITLE as i32 / 2),
-            20.0,
-            (HAlign::Center, VAlign::Center),
-        ));
-        for (k, &l) in labels_of.iter().enumerate().take(images.len()) {
-            let (x, y) = layout.origin(k);
-            let name = CLASS_NAMES.get(l as usize).copied().unwrap_or("?");
-            labels.push(Label::new(
-                name,
-                ((x + side / 2) as i32, (y + side + 5) as i32),
-                15.0,
-                (HAlign::Center, VAlign::Top),
-            ));
-        }
-        Ok(())
-    })?;
-    // The pixels themselves, written directly: exact values, exact squares.
-    for (k, img) in images.iter().enumerate() {
-        let (x0, y0) = layout.origin(k);
-        for (i, &v) in img.iter().enumerate() {
-            let (r, c) = ((i / 28) as u32, (i % 28) as u32);
-            for dy in 0..SAMPLE_SCALE {
-                for dx in 0..SAMPLE_SCALE {
-                    canvas.put(
-                        x0 + c * SAMPLE_SCALE + dx,
-                        y0 + r * SAMPLE_SCALE + dy,
-                        [v; 3],
-                    );
-                }
-            }
-        }
-    }
-    Ok(canvas)
-}
-
-/// Most images `samples` draws.
-pub const MAX_SAMPLES: usize = 1000;
-
-/// What `samples` wrote.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct SamplesReport {
-    /// The PNG file.
-    pub out: PathBuf,
-    /// Images drawn (the first ones of the training set).
-    pub images: usize,
-    /// Width and height in pixels.
-    pub size: (u32, u32),
-}
-
-/// `fmnist-train samples`: the first `count` training images of `data` as a labelled grid.
-pub fn samples(
-    data_dir: Option<&Path>,
-    out: &Path,
-    count: usize,
-) -> Result<SamplesReport, CliError> {
-    if !(1..=MAX_SAMPLES).contains(&count) {
-        return Err(CliError::bad(format!(
-            "--count must be between 1 and {MAX_SAMPLES}, got {count}"
-        )));
-    }
-    crate::outputs::check(&[("--out", out)], &[])?;
-    let dir = crate::data::locate(data_dir).map_err(CliError::bad)?;
-    let train = crate::data::load(&dir, crate::data::Split::Train).map_err(CliError::bad)?;
-    let n = count.min(train.len());
-    let title =
-        format!("Fashion-MNIST: the first {n} training images (28×28, drawn ×{SAMPLE_SCALE})");
-    let canvas =
-        render_samples(&train.images[..n], &train.labels[..n], &title).map_err(CliError::other)?;
-    crate::outputs::write_all(&[(out, &canvas.encode_png())])?;
-    Ok(SamplesReport {
-        out: out.to_owned(),
-        images: n,
-        size: (canvas.width, canvas.height),
     })
 }
 
@@ -1137,23 +730,10 @@ mod tests {
     }
 
     #[test]
-    fn figures_are_deterministic_and_samples_exact() {
+    fn figures_are_deterministic() {
         let log = parse_log(Path::new("l.jsonl"), &log_text()).unwrap();
         let a = render_curves(&log, Metric::Loss, "t").unwrap().encode_png();
         let b = render_curves(&log, Metric::Loss, "t").unwrap().encode_png();
         assert_eq!(a, b);
-        let imgs: Vec<[u8; IMAGE_PIXELS]> = (0..3)
-            .map(|k| std::array::from_fn(|i| (i * 3 + k) as u8))
-            .collect();
-        let c = render_samples(&imgs, &[0, 9, 5], "t").unwrap();
-        let layout = SampleLayout::new(3);
-        assert_eq!((c.width, c.height), layout.size());
-        let (x0, y0) = layout.origin(2);
-        for (i, &v) in imgs[2].iter().enumerate() {
-            let (r, col) = ((i / 28) as u32, (i % 28) as u32);
-            let (x, y) = (x0 + col * SAMPLE_SCALE + 3, y0 + r * SAMPLE_SCALE + 1);
-            let p = 3 * (y * c.width + x) as usize;
-            assert_eq!(c.rgb[p..p + 3], [v; 3]);
-        }
     }
 }
