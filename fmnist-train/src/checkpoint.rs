@@ -22,8 +22,8 @@ use fmnist_core::tensors::{Rule, Slot, Tensors, check_flat};
 use fmnist_core::wide::WideParams;
 
 use crate::augment::Augment;
+use crate::config::Distill;
 use crate::config::TrainConfig;
-use crate::distill::Distill;
 use crate::trainer::TrainState;
 use crate::wide_trainer::WideState;
 
@@ -243,8 +243,8 @@ mod old {
     use serde::Deserialize;
 
     use crate::augment::Augment;
+    use crate::config::Distill;
     use crate::config::{Conv, Model, Optimizer, Schedule, TrainConfig};
-    use crate::distill::Distill;
 
     /// Version 2's augmentation (no erasing).
     #[derive(Deserialize)]
@@ -441,7 +441,7 @@ mod tests {
         };
         let mut config = Preset::Fast.config_for(Model::Wide, data.len(), 3);
         config.batch = 4;
-        config.distill = Some(crate::distill::Distill {
+        config.distill = Some(crate::config::Distill {
             alpha: 0.7,
             temperature: 2.0,
             teachers: 2,

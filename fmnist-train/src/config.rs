@@ -200,7 +200,7 @@ pub struct TrainConfig {
     /// Label smoothing ε: the target is (1 − ε)·one-hot + ε/10 (0 = plain cross-entropy).
     pub label_smoothing: f32,
     /// Knowledge distillation from trained teachers (none = labels only).
-    pub distill: Option<crate::distill::Distill>,
+    pub distill: Option<Distill>,
     /// The wide CNN's second-convolution algorithm; LeNet-BN recipes hold [`Conv::Direct`].
     /// Checkpoints older than format 5 read as `Direct`, the arithmetic they were made with.
     pub conv: Conv,
@@ -436,6 +436,52 @@ impl Preset {
     }
 }
 
+/// The distillation part of a recipe.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Distill {
+    /// Weight α of the teacher term; the label term gets 1 − α.
+    pub alpha: f32,
+    /// Temperature T of both softmaxes in the teacher term.
+    pub temperature: f32,
+    /// Number of teacher models (their logits are averaged).
+    pub teachers: u32,
+    /// `distill::Teacher::fingerprint` of the teachers, so a resumed run checks it has the same ones.
+    pub fingerprint: u64,
+}
+
+/// Largest temperature accepted.
+pub const MAX_TEMPERATURE: f32 = 100.0;
+/// Most teacher models accepted.
+pub const MAX_TEACHERS: u32 = 16;
+
+impl Distill {
+    /// Checks that every field is in its range.
+    pub fn check(&self) -> Result<(), String> {
+        if !(self.alpha.is_finite() && (0.0..=1.0).contains(&self.alpha)) {
+            return Err(format!(
+                "distillation weight {} is outside [0, 1]",
+                self.alpha
+            ));
+        }
+        if !(self.temperature.is_finite()
+            && self.temperature > 0.0
+            && self.temperature <= MAX_TEMPERATURE)
+        {
+            return Err(format!(
+                "distillation temperature {} is outside (0, {MAX_TEMPERATURE}]",
+                self.temperature
+            ));
+        }
+        if !(1..=MAX_TEACHERS).contains(&self.teachers) {
+            return Err(format!(
+                "{} teacher models; distillation takes 1 to {MAX_TEACHERS}",
+                self.teachers
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -628,6 +674,39 @@ mod tests {
                 warmup_steps(bad, 938).unwrap_err().starts_with("--warmup"),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn check_refuses_out_of_range_recipes() {
+        let ok = Distill {
+            alpha: 0.9,
+            temperature: 4.0,
+            teachers: 2,
+            fingerprint: 7,
+        };
+        assert!(ok.check().is_ok());
+        for bad in [
+            Distill { alpha: 1.5, ..ok },
+            Distill {
+                alpha: f32::NAN,
+                ..ok
+            },
+            Distill {
+                temperature: 0.0,
+                ..ok
+            },
+            Distill {
+                temperature: 1e9,
+                ..ok
+            },
+            Distill { teachers: 0, ..ok },
+            Distill {
+                teachers: MAX_TEACHERS + 1,
+                ..ok
+            },
+        ] {
+            assert!(bad.check().is_err(), "{bad:?}");
         }
     }
 }

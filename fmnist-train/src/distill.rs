@@ -9,59 +9,11 @@
 
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
-
 use fmnist_core::lenet::IMAGE_PIXELS;
 use fmnist_infer::data::Dataset;
 
-use crate::cli::CliError;
-use crate::export::{TrainedWeights, read_weights};
-
-/// The distillation part of a recipe.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Distill {
-    /// Weight α of the teacher term; the label term gets 1 − α.
-    pub alpha: f32,
-    /// Temperature T of both softmaxes in the teacher term.
-    pub temperature: f32,
-    /// Number of teacher models (their logits are averaged).
-    pub teachers: u32,
-    /// [`Teacher::fingerprint`] of the teachers, so a resumed run checks it has the same ones.
-    pub fingerprint: u64,
-}
-
-/// Largest temperature accepted.
-pub const MAX_TEMPERATURE: f32 = 100.0;
-/// Most teacher models accepted.
-pub const MAX_TEACHERS: u32 = 16;
-
-impl Distill {
-    /// Checks that every field is in its range.
-    pub fn check(&self) -> Result<(), String> {
-        if !(self.alpha.is_finite() && (0.0..=1.0).contains(&self.alpha)) {
-            return Err(format!(
-                "distillation weight {} is outside [0, 1]",
-                self.alpha
-            ));
-        }
-        if !(self.temperature.is_finite()
-            && self.temperature > 0.0
-            && self.temperature <= MAX_TEMPERATURE)
-        {
-            return Err(format!(
-                "distillation temperature {} is outside (0, {MAX_TEMPERATURE}]",
-                self.temperature
-            ));
-        }
-        if !(1..=MAX_TEACHERS).contains(&self.teachers) {
-            return Err(format!(
-                "{} teacher models; distillation takes 1 to {MAX_TEACHERS}",
-                self.teachers
-            ));
-        }
-        Ok(())
-    }
-}
+use crate::config::Distill;
+use crate::weights::TrainedWeights;
 
 /// Trained teacher models.
 pub struct Teacher {
@@ -75,28 +27,13 @@ pub struct Teacher {
 const FINGERPRINT: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_XZ);
 
 impl Teacher {
-    /// Reads the teachers: checkpoints, f32 model files or safetensors files, of either
-    /// network (as `export` reads them).
-    pub fn load(paths: &[PathBuf]) -> Result<Self, CliError> {
-        if paths.is_empty() || paths.len() > MAX_TEACHERS as usize {
-            return Err(CliError::bad(format!(
-                "--teacher: {} models given; distillation takes 1 to {MAX_TEACHERS}",
-                paths.len()
-            )));
-        }
-        let models = paths
-            .iter()
-            .map(|p| read_weights(p))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self::new(models, paths.to_vec()))
-    }
-
     /// Teachers already in memory.
     pub fn from_weights(models: Vec<TrainedWeights>) -> Self {
         Self::new(models, Vec::new())
     }
 
-    fn new(models: Vec<TrainedWeights>, paths: Vec<PathBuf>) -> Self {
+    /// Teachers read from `paths` (see `export::read_teachers`).
+    pub fn new(models: Vec<TrainedWeights>, paths: Vec<PathBuf>) -> Self {
         let mut d = FINGERPRINT.digest();
         for m in &models {
             match m {
@@ -162,10 +99,8 @@ impl Teacher {
             self.models
                 .par_iter()
                 .map(|m| match m {
-                    TrainedWeights::Lenet(p) => crate::trainer::evaluate_with(p, data, pool).logits,
-                    TrainedWeights::Wide(p) => {
-                        crate::wide_trainer::evaluate_wide(p, data, pool).logits
-                    }
+                    TrainedWeights::Lenet(p) => crate::nn::evaluate_with(p, data, pool).logits,
+                    TrainedWeights::Wide(p) => crate::wide_nn::evaluate_wide(p, data, pool).logits,
                 })
                 .collect()
         });
@@ -273,38 +208,5 @@ mod tests {
         // T = 1 is the plain softmax.
         let s: f32 = l.iter().map(|&v| v.exp()).sum();
         assert!((p1[0] - 3.0f32.exp() / s).abs() < 1e-6);
-    }
-
-    #[test]
-    fn check_refuses_out_of_range_recipes() {
-        let ok = Distill {
-            alpha: 0.9,
-            temperature: 4.0,
-            teachers: 2,
-            fingerprint: 7,
-        };
-        assert!(ok.check().is_ok());
-        for bad in [
-            Distill { alpha: 1.5, ..ok },
-            Distill {
-                alpha: f32::NAN,
-                ..ok
-            },
-            Distill {
-                temperature: 0.0,
-                ..ok
-            },
-            Distill {
-                temperature: 1e9,
-                ..ok
-            },
-            Distill { teachers: 0, ..ok },
-            Distill {
-                teachers: MAX_TEACHERS + 1,
-                ..ok
-            },
-        ] {
-            assert!(bad.check().is_err(), "{bad:?}");
-        }
     }
 }

@@ -6,14 +6,73 @@ use fmnist_core::format::{Arch, Kind};
 use fmnist_core::lenet::{IMAGE_PIXELS, LeNetParams};
 use fmnist_core::wide::WideParams;
 use fmnist_infer::data::Dataset;
-use fmnist_infer::modelio::{LoadedModel, write_model};
+use fmnist_infer::modelio::{LoadedModel, ModelIoError, write_model};
+use fmnist_infer::outputs::OutputError;
 
-use crate::cli::CliError;
+use crate::config::MAX_TEACHERS;
+use crate::distill::Teacher;
 use crate::fold::{fold_batch_norm, fold_batch_norm_wide};
 use crate::quantize::{
     Calibration, f32_accuracy, folded_accuracy, int8_accuracy, quantize_lenet, quantize_wide,
     wide_f32_accuracy, wide_folded_accuracy, wide_int8_accuracy,
 };
+use crate::weights::TrainedWeights;
+
+/// Trained weights that cannot be read: a missing, unreadable, corrupt or foreign file, or the
+/// wrong network. Always the input's fault. The message names the file (or `--teacher`).
+#[derive(Debug)]
+pub struct WeightsError(pub String);
+
+impl std::fmt::Display for WeightsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for WeightsError {}
+
+fn bad(m: impl std::fmt::Display) -> WeightsError {
+    WeightsError(m.to_string())
+}
+
+/// Why an export failed.
+#[derive(Debug)]
+pub enum ExportError {
+    /// The weights cannot be quantized (the input's fault): the weights file and why.
+    Quantize(PathBuf, String),
+    /// An output file cannot be written (its `bad_input` says whose fault).
+    Output(OutputError),
+}
+
+impl ExportError {
+    /// True when the input is at fault (exit code 2): the weights, or an output path the user
+    /// can change.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            ExportError::Quantize(..) => true,
+            ExportError::Output(e) => e.bad_input,
+        }
+    }
+}
+
+impl std::fmt::Display for ExportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExportError::Quantize(weights, why) => {
+                write!(f, "{}: cannot quantize: {why}", weights.display())
+            }
+            ExportError::Output(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ExportError {}
+
+impl From<OutputError> for ExportError {
+    fn from(e: OutputError) -> Self {
+        ExportError::Output(e)
+    }
+}
 
 /// What `export` measured and wrote.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -38,24 +97,16 @@ pub struct ExportReport {
     pub folded_out: Option<PathBuf>,
 }
 
-/// Trained f32 weights of either network.
-pub enum TrainedWeights {
-    /// LeNet-BN.
-    Lenet(Box<LeNetParams>),
-    /// The wide CNN.
-    Wide(Box<WideParams>),
-}
-
 /// Copies a flat f32 parameter vector into a boxed parameter struct, checking its length.
 fn from_flat<T: bytemuck::Pod>(
     path: &Path,
     values: &[f32],
     name: &str,
-) -> Result<Box<T>, CliError> {
+) -> Result<Box<T>, WeightsError> {
     let mut p: Box<T> = bytemuck::zeroed_box();
     let dst = bytemuck::cast_slice_mut::<u8, f32>(bytemuck::bytes_of_mut(&mut *p));
     if values.len() != dst.len() {
-        return Err(CliError::bad(format!(
+        return Err(bad(format!(
             "{}: checkpoint holds {} values, {name} has {}",
             path.display(),
             values.len(),
@@ -68,12 +119,12 @@ fn from_flat<T: bytemuck::Pod>(
 
 /// Reads trained f32 weights of either network from a checkpoint, an f32 model file or a
 /// safetensors file (told apart by content; safetensors files hold LeNet-BN).
-pub fn read_weights(path: &Path) -> Result<TrainedWeights, CliError> {
-    let bytes = fmnist_infer::inputs::read(path)
-        .map_err(|e| CliError::bad(format!("{}: {e}", path.display())))?;
+pub fn read_weights(path: &Path) -> Result<TrainedWeights, WeightsError> {
+    let bytes =
+        fmnist_infer::inputs::read(path).map_err(|e| bad(format!("{}: {e}", path.display())))?;
     if bytes.starts_with(&crate::checkpoint::MAGIC) {
         let saved = crate::checkpoint::decode_any(&bytes)
-            .map_err(|why| CliError::bad(format!("{}: {why}", path.display())))?;
+            .map_err(|why| bad(format!("{}: {why}", path.display())))?;
         return Ok(match saved {
             crate::checkpoint::Checkpoint::Lenet(s) => {
                 TrainedWeights::Lenet(from_flat(path, &s.params, "LeNet-BN")?)
@@ -85,29 +136,45 @@ pub fn read_weights(path: &Path) -> Result<TrainedWeights, CliError> {
     }
     if bytes.starts_with(&fmnist_core::format::MAGIC) {
         let m = LoadedModel::from_bytes(&bytes, path);
-        let file = m.file().map_err(|e| CliError::bad(m.error(e)))?;
+        let file = m.file().map_err(|e| bad(m.error(e)))?;
         if file.header.arch == Arch::Wide {
             return read_wide_f32_weights(path).map(TrainedWeights::Wide);
         }
-        let p = file.lenet_f32().map_err(|e| CliError::bad(m.error(e)))?;
+        let p = file.lenet_f32().map_err(|e| bad(m.error(e)))?;
         return Ok(TrainedWeights::Lenet(Box::new(*p)));
     }
     if fmnist_infer::safetensors_io::looks_like_safetensors(&bytes) {
         return fmnist_infer::safetensors_io::decode(&bytes)
             .map(TrainedWeights::Lenet)
-            .map_err(|e| CliError::bad(format!("{}: {e}", path.display())));
+            .map_err(|e| bad(format!("{}: {e}", path.display())));
     }
-    Err(CliError::bad(format!(
+    Err(bad(format!(
         "{}: not a checkpoint (FMCK), an f32 model file (FMNM) or a safetensors file",
         path.display()
     )))
 }
 
+/// Reads distillation teachers: checkpoints, f32 model files or safetensors files, of either
+/// network (as [`read_weights`] reads them).
+pub fn read_teachers(paths: &[PathBuf]) -> Result<Teacher, WeightsError> {
+    if paths.is_empty() || paths.len() > MAX_TEACHERS as usize {
+        return Err(bad(format!(
+            "--teacher: {} models given; distillation takes 1 to {MAX_TEACHERS}",
+            paths.len()
+        )));
+    }
+    let models = paths
+        .iter()
+        .map(|p| read_weights(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Teacher::new(models, paths.to_vec()))
+}
+
 /// Reads trained f32 LeNet-BN weights (see [`read_weights`]).
-pub fn read_f32_weights(path: &Path) -> Result<Box<LeNetParams>, CliError> {
+pub fn read_f32_weights(path: &Path) -> Result<Box<LeNetParams>, WeightsError> {
     match read_weights(path)? {
         TrainedWeights::Lenet(p) => Ok(p),
-        TrainedWeights::Wide(_) => Err(CliError::bad(format!(
+        TrainedWeights::Wide(_) => Err(bad(format!(
             "{}: holds the wide CNN, not LeNet-BN",
             path.display()
         ))),
@@ -134,20 +201,19 @@ pub struct ExportPaths<'a> {
 
 impl ExportPaths<'_> {
     /// Checks the outputs before any work: writable, distinct, not the input (exit 2).
-    pub fn check(&self) -> Result<(), CliError> {
+    pub fn check(&self) -> Result<(), OutputError> {
         let mut outs = vec![("--out", self.out)];
         outs.extend(self.folded_out.map(|f| ("--folded-out", f)));
-        fmnist_infer::outputs::check(&outs, &[("--checkpoint", self.weights)])?;
-        Ok(())
+        fmnist_infer::outputs::check(&outs, &[("--checkpoint", self.weights)])
     }
 
     /// A quantization failure, naming the weights file (bad input: exit 2).
-    fn cannot_quantize(&self, e: impl std::fmt::Display) -> CliError {
-        CliError::bad(format!("{}: cannot quantize: {e}", self.weights.display()))
+    fn cannot_quantize(&self, e: impl std::fmt::Display) -> ExportError {
+        ExportError::Quantize(self.weights.to_owned(), e.to_string())
     }
 
     /// Writes the int8 model and the folded one (when asked for): both or neither.
-    fn write(&self, arch: Arch, int8: &[u8], folded: &[u8]) -> Result<u64, CliError> {
+    fn write(&self, arch: Arch, int8: &[u8], folded: &[u8]) -> Result<u64, OutputError> {
         let int8 = fmnist_infer::modelio::encode_model(arch, Kind::Int8, int8);
         let folded = fmnist_infer::modelio::encode_model(arch, Kind::F32Folded, folded);
         let mut files: Vec<(&Path, &[u8])> = vec![(self.out, &int8)];
@@ -165,7 +231,7 @@ pub fn export(
     calibration: usize,
     method: Calibration,
     paths: ExportPaths<'_>,
-) -> Result<ExportReport, CliError> {
+) -> Result<ExportReport, ExportError> {
     let sample = calibration_sample(train, calibration);
     let q = quantize_lenet(weights, &sample, method).map_err(|e| paths.cannot_quantize(e))?;
     let folded = fold_batch_norm(weights);
@@ -190,10 +256,10 @@ pub fn export(
 }
 
 /// Reads trained f32 wide-CNN weights from a wide f32 model file (architecture 2, kind 1).
-pub fn read_wide_f32_weights(path: &Path) -> Result<Box<WideParams>, CliError> {
-    let m = LoadedModel::read(path).map_err(CliError::bad)?;
-    let file = m.file().map_err(|e| CliError::bad(m.error(e)))?;
-    let p = file.wide_f32().map_err(|e| CliError::bad(m.error(e)))?;
+pub fn read_wide_f32_weights(path: &Path) -> Result<Box<WideParams>, WeightsError> {
+    let m = LoadedModel::read(path).map_err(bad)?;
+    let file = m.file().map_err(|e| bad(m.error(e)))?;
+    let p = file.wide_f32().map_err(|e| bad(m.error(e)))?;
     // Copied byte-wise: 6.5 MB must not pass through the stack.
     let mut b: Box<WideParams> = bytemuck::zeroed_box();
     bytemuck::bytes_of_mut(&mut *b).copy_from_slice(bytemuck::bytes_of(p));
@@ -201,8 +267,8 @@ pub fn read_wide_f32_weights(path: &Path) -> Result<Box<WideParams>, CliError> {
 }
 
 /// Writes trained f32 wide-CNN weights as a model file (architecture 2, kind 1).
-pub fn write_wide_f32(path: &Path, weights: &WideParams) -> Result<(), CliError> {
-    write_model(path, Arch::Wide, Kind::F32, bytemuck::bytes_of(weights)).map_err(CliError::other)
+pub fn write_wide_f32(path: &Path, weights: &WideParams) -> Result<(), ModelIoError> {
+    write_model(path, Arch::Wide, Kind::F32, bytemuck::bytes_of(weights))
 }
 
 /// [`export`] for the wide CNN: folds BN, calibrates, quantizes, writes the int8 model file
@@ -214,7 +280,7 @@ pub fn export_wide(
     calibration: usize,
     method: Calibration,
     paths: ExportPaths<'_>,
-) -> Result<ExportReport, CliError> {
+) -> Result<ExportReport, ExportError> {
     let sample = calibration_sample(train, calibration);
     let q = quantize_wide(weights, &sample, method).map_err(|e| paths.cannot_quantize(e))?;
     let folded = fold_batch_norm_wide(weights);
@@ -284,16 +350,13 @@ mod tests {
         assert!(m.file().unwrap().wide_folded().is_ok());
         // A LeNet reader refuses the wide file by name; the any-network reader takes the f32
         // one and refuses the int8 one.
-        let err = read_f32_weights(&out).err().unwrap().message;
+        let err = read_f32_weights(&out).err().unwrap().0;
         assert!(err.contains("wide CNN"), "{err}");
         assert!(matches!(
             read_weights(&f32_path),
             Ok(TrainedWeights::Wide(w)) if *w == *p
         ));
-        let err = read_weights(&out)
-            .err()
-            .map(|e| e.message)
-            .unwrap_or_default();
+        let err = read_weights(&out).err().map(|e| e.0).unwrap_or_default();
         assert!(err.contains("wide CNN int8"), "{err}");
     }
 

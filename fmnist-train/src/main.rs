@@ -15,7 +15,10 @@ use fmnist_train::quantize::Calibration;
 use fmnist_train::run::{RunOptions, Session, WideSession, run};
 use fmnist_train::run_dir::{Mode, RunDir};
 use fmnist_train::trainer::Trainer;
-use fmnist_train::{checkpoint, cli, export, plot};
+use fmnist_train::weights::TrainedWeights;
+use fmnist_train::{checkpoint, export, plot};
+
+mod cli;
 
 #[derive(Parser)]
 #[command(
@@ -257,13 +260,13 @@ impl DistillFlags {
                 "--distill-weight must be between 0 and 1, got {a}"
             )));
         }
-        if !(t.is_finite() && t > 0.0 && t <= fmnist_train::distill::MAX_TEMPERATURE) {
+        if !(t.is_finite() && t > 0.0 && t <= fmnist_train::config::MAX_TEMPERATURE) {
             return Err(cli::CliError::bad(format!(
                 "--distill-temperature must be in (0, {}], got {t}",
-                fmnist_train::distill::MAX_TEMPERATURE
+                fmnist_train::config::MAX_TEMPERATURE
             )));
         }
-        let teacher = Teacher::load(&self.teacher)?;
+        let teacher = export::read_teachers(&self.teacher)?;
         cfg.distill = Some(teacher.recipe(a, t));
         Ok(Some(teacher))
     }
@@ -353,7 +356,7 @@ fn threads(n: usize) -> usize {
 /// The teachers a resumed run needs: none for a run that does not distil, else the `--teacher`
 /// files given again (checked against the run's fingerprint by the caller).
 fn teachers_again(
-    distill: Option<fmnist_train::distill::Distill>,
+    distill: Option<fmnist_train::config::Distill>,
     paths: &[PathBuf],
 ) -> Result<Option<Teacher>, String> {
     match (distill, paths.is_empty()) {
@@ -363,7 +366,7 @@ fn teachers_again(
             "distils from {} teacher model(s); pass them again with --teacher",
             d.teachers
         )),
-        (Some(_), false) => Teacher::load(paths).map(Some).map_err(|e| e.message),
+        (Some(_), false) => export::read_teachers(paths).map(Some).map_err(|e| e.0),
     }
 }
 
@@ -538,10 +541,10 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
             }
             let (train, test) = data::load_both(data.as_deref()).map_err(cli::bad_input)?;
             let r = match &weights {
-                export::TrainedWeights::Lenet(w) => {
+                TrainedWeights::Lenet(w) => {
                     export::export(w, &train, &test, calibration, method, paths)?
                 }
-                export::TrainedWeights::Wide(w) => {
+                TrainedWeights::Wide(w) => {
                     export::export_wide(w, &train, &test, calibration, method, paths)?
                 }
             };

@@ -9,7 +9,15 @@
 //! normalise, unbiased for the running estimate, as PyTorch does) and running statistics in
 //! evaluation.
 
-use fmnist_core::lenet::{BN_EPS, IMAGE_PIXELS, LeNetParams, pixel_to_f32};
+use fmnist_core::lenet::{IMAGE_PIXELS, LeNetParams};
+use fmnist_infer::data::Dataset;
+use rayon::prelude::*;
+
+use crate::config::Distill;
+use crate::kernels::{
+    BnBatch, Evaluation, PIXELS, distilled_loss_grad, gemm, simd_dispatch, smoothed_loss_grad,
+    sum_and_squares,
+};
 
 /// Images per chunk: the unit of parallel work.
 pub const CHUNK: usize = 16;
@@ -22,105 +30,10 @@ const K2: usize = 6 * 25; // conv2 taps
 const A1_TAIL: usize = 16;
 const F: usize = 400; // flattened pool2
 const NONE: u32 = u32::MAX;
-/// `pixel_to_f32` of every byte: the same values without a division per pixel.
-pub(crate) static PIXELS: std::sync::LazyLock<[f32; 256]> =
-    std::sync::LazyLock::new(|| std::array::from_fn(|p| pixel_to_f32(p as u8)));
 /// Row width of the padded conv1 input (2 + 28 + 6: each output row reads 32 values per tap).
 const XW: usize = 36;
 /// Padded conv1 input per image (32 rows; one spare row keeps the last reads in bounds).
 const XP: usize = 33 * XW;
-
-/// `c = a·b + beta·c` on strided row/column layouts (single-threaded); both trainers use it.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[f32],
-    (rsa, csa): (usize, usize),
-    b: &[f32],
-    (rsb, csb): (usize, usize),
-    beta: f32,
-    c: &mut [f32],
-    (rsc, csc): (usize, usize),
-) {
-    // Bounds: the largest index each matrix is touched at must be inside its slice.
-    assert!(m > 0 && k > 0 && n > 0);
-    assert!((m - 1) * rsa + (k - 1) * csa < a.len());
-    assert!((k - 1) * rsb + (n - 1) * csb < b.len());
-    assert!((m - 1) * rsc + (n - 1) * csc < c.len());
-    // SAFETY: the asserts above keep every access inside the slices; `c` does not alias `a`/`b`.
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            rsa as isize,
-            csa as isize,
-            b.as_ptr(),
-            rsb as isize,
-            csb as isize,
-            beta,
-            c.as_mut_ptr(),
-            rsc as isize,
-            csc as isize,
-        );
-    }
-}
-
-/// Per-channel statistics of one batch-norm layer for the current batch.
-#[derive(Clone, Copy, Debug)]
-pub struct BnBatch<const C: usize> {
-    /// Mean used to normalise.
-    pub mean: [f32; C],
-    /// 1 / sqrt(var + eps).
-    pub invstd: [f32; C],
-    /// Unbiased variance (for the running estimate).
-    pub var_unbiased: [f32; C],
-    /// Values per channel over the whole batch.
-    pub count: usize,
-}
-
-impl<const C: usize> BnBatch<C> {
-    /// From per-channel Σx and Σx² over `count` values.
-    pub fn from_sums(sum: &[f64; C], sumsq: &[f64; C], count: usize) -> Self {
-        let mut s = BnBatch {
-            mean: [0.0; C],
-            invstd: [0.0; C],
-            var_unbiased: [0.0; C],
-            count,
-        };
-        let n = count as f64;
-        for c in 0..C {
-            let mean = sum[c] / n;
-            let var = (sumsq[c] / n - mean * mean).max(0.0);
-            s.mean[c] = mean as f32;
-            s.invstd[c] = (1.0 / (var + BN_EPS as f64).sqrt()) as f32;
-            s.var_unbiased[c] = if count > 1 {
-                (var * n / (n - 1.0)) as f32
-            } else {
-                var as f32
-            };
-        }
-        s
-    }
-
-    /// From running statistics (evaluation mode).
-    pub fn from_running(mean: &[f32; C], var: &[f32; C]) -> Self {
-        let mut s = BnBatch {
-            mean: *mean,
-            invstd: [0.0; C],
-            var_unbiased: *var,
-            count: 0,
-        };
-        for (inv, &v) in s.invstd.iter_mut().zip(var) {
-            *inv = 1.0 / libm::sqrtf(v + BN_EPS);
-        }
-        s
-    }
-}
 
 /// What the training loss compares the logits with.
 #[derive(Clone, Copy, Debug)]
@@ -131,66 +44,7 @@ pub struct Targets {
     pub smoothing: f32,
     /// Knowledge distillation: the teacher term's weight and temperature. The teacher's
     /// softened probabilities are in each chunk (see [`Chunk::set_soft_targets`]).
-    pub distill: Option<crate::distill::Distill>,
-}
-
-/// The cross-entropy of one row of logits `l` (whose log-sum-exp is `lse`) against the
-/// smoothed target q = ε/10 everywhere plus 1 − ε on label `y`, and its gradient
-/// `(softmax(l) − q) / batch` written into `d`. With ε = 0 this is exactly the plain
-/// cross-entropy and its gradient.
-#[inline(always)]
-pub fn smoothed_loss_grad(
-    l: &[f32],
-    lse: f32,
-    y: usize,
-    eps: f32,
-    batch: usize,
-    d: &mut [f32],
-) -> f32 {
-    let (off, on) = (eps / 10.0, 1.0 - eps + eps / 10.0);
-    let mut loss = 0.0f32;
-    for (j, dj) in d.iter_mut().enumerate() {
-        let q = if j == y { on } else { off };
-        if q != 0.0 {
-            loss += q * (lse - l[j]);
-        }
-        let pj = libm::expf(l[j] - lse);
-        *dj = (pj - q) / batch as f32;
-    }
-    loss
-}
-
-/// The distillation loss of one row of logits `l` (log-sum-exp `lse`): (1 − α) times the
-/// smoothed cross-entropy against label `y`, plus α·T² times KL(`soft` ‖ softmax(l / T)),
-/// where `soft` is the teacher's softmax at temperature T (Hinton et al., 2015). Its gradient,
-/// (1 − α)(softmax(l) − q)/batch + α·T·(softmax(l / T) − soft)/batch, is written into `d`.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub fn distilled_loss_grad(
-    l: &[f32],
-    lse: f32,
-    y: usize,
-    eps: f32,
-    soft: &[f32],
-    distill: crate::distill::Distill,
-    batch: usize,
-    d: &mut [f32],
-) -> f32 {
-    let hard = smoothed_loss_grad(l, lse, y, eps, batch, d);
-    let (alpha, t) = (distill.alpha, distill.temperature);
-    let m = l.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v)) / t;
-    let sum: f32 = l.iter().map(|&v| libm::expf(v / t - m)).sum();
-    let lse_t = m + libm::logf(sum);
-    let mut kl = 0.0f32;
-    for ((dj, &lj), &pt) in d.iter_mut().zip(l).zip(soft) {
-        let log_ps = lj / t - lse_t;
-        if pt > 0.0 {
-            kl += pt * (libm::logf(pt) - log_ps);
-        }
-        let ps = libm::expf(log_ps);
-        *dj = (1.0 - alpha) * *dj + alpha * t * (ps - pt) / batch as f32;
-    }
-    (1.0 - alpha) * hard + alpha * t * t * kl
+    pub distill: Option<Distill>,
 }
 
 /// Buffers of one chunk, allocated once and reused every step.
@@ -325,54 +179,6 @@ impl Chunk {
     ) {
         back_conv1_stage(self, p, bn1, dsum, dxsum)
     }
-}
-
-/// Σx and Σx² in f64, from 16 independent f32 lanes flushed every 1,024 values: vectorises
-/// (a single running sum is one long dependency chain) and keeps the precision of f64.
-#[inline(always)]
-fn sum_and_squares(xs: &[f32]) -> (f64, f64) {
-    let (mut s, mut q) = (0.0f64, 0.0f64);
-    for block in xs.chunks(1024) {
-        let (mut ls, mut lq) = ([0.0f32; 16], [0.0f32; 16]);
-        let mut it = block.chunks_exact(16);
-        for v in &mut it {
-            for l in 0..16 {
-                ls[l] += v[l];
-                lq[l] += v[l] * v[l];
-            }
-        }
-        for &v in it.remainder() {
-            s += v as f64;
-            q += (v * v) as f64;
-        }
-        s += ls.iter().map(|&v| v as f64).sum::<f64>();
-        q += lq.iter().map(|&v| v as f64).sum::<f64>();
-    }
-    (s, q)
-}
-
-/// Defines `fn $name` that runs its body compiled for AVX2 when the CPU has it (checked at run
-/// time, cached by std), and as baseline code otherwise. Same arithmetic either way: no FMA.
-macro_rules! simd_dispatch {
-    ($(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
-        $(#[$m])*
-        fn $name($($arg: $ty),*) {
-            #[inline(always)]
-            fn inner($($arg: $ty),*) $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2")]
-                fn avx2($($arg: $ty),*) {
-                    inner($($arg),*)
-                }
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU supports AVX2.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            inner($($arg),*)
-        }
-    };
 }
 
 simd_dispatch! {
@@ -876,6 +682,44 @@ simd_dispatch! {
     }
 }
 
+/// Batched inference-mode forward over `data` (BN with running statistics).
+pub fn evaluate_with(p: &LeNetParams, data: &Dataset, pool: &rayon::ThreadPool) -> Evaluation {
+    let bn1 = BnBatch::<6>::from_running(&p.bn1.running_mean, &p.bn1.running_var);
+    let bn2 = BnBatch::<16>::from_running(&p.bn2.running_mean, &p.bn2.running_var);
+    let groups: Vec<(usize, usize)> = (0..data.len())
+        .step_by(CHUNK)
+        .map(|s| (s, (s + CHUNK).min(data.len())))
+        .collect();
+    let per_chunk: Vec<(Vec<[f32; 10]>, f64, usize)> = pool.install(|| {
+        groups
+            .par_iter()
+            .map_init(Chunk::default, |ch, &(s, e)| {
+                let imgs: Vec<&[u8; IMAGE_PIXELS]> = data.images[s..e].iter().collect();
+                ch.conv1(p, &imgs, &data.labels[s..e]);
+                ch.conv2(p, &bn1);
+                ch.head(p, &bn2, None);
+                let logits = ch.logits[..(e - s) * 10]
+                    .chunks_exact(10)
+                    .map(|l| l.try_into().unwrap())
+                    .collect();
+                (logits, ch.loss, ch.correct)
+            })
+            .collect()
+    });
+    let mut logits = Vec::with_capacity(data.len());
+    let (mut loss, mut correct) = (0.0, 0);
+    for (l, ls, c) in per_chunk {
+        logits.extend(l);
+        loss += ls;
+        correct += c;
+    }
+    Evaluation {
+        accuracy: correct as f64 / data.len().max(1) as f64,
+        loss: loss / data.len().max(1) as f64,
+        logits,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -966,7 +810,7 @@ mod tests {
         for (a, t, eps) in [(0.9f32, 4.0f32, 0.0f32), (0.5, 2.0, 0.1), (1.0, 1.0, 0.0)] {
             let soft = crate::distill::soften(&teacher, t);
             let sf: Vec<f64> = soft.iter().map(|&v| v as f64).collect();
-            let k = crate::distill::Distill {
+            let k = crate::config::Distill {
                 alpha: a,
                 temperature: t,
                 teachers: 1,
@@ -994,7 +838,7 @@ mod tests {
         }
         // α = 0 is the label loss alone, bit for bit.
         let soft = crate::distill::soften(&teacher, 4.0);
-        let k = crate::distill::Distill {
+        let k = crate::config::Distill {
             alpha: 0.0,
             temperature: 4.0,
             teachers: 1,

@@ -9,8 +9,9 @@ use fmnist_infer::data::Dataset;
 
 use crate::checkpoint::{self, WideRun};
 use crate::config::{Model, Optimizer, TrainConfig};
+use crate::kernels::Evaluation;
 use crate::run_dir::RunDir;
-use crate::trainer::{Evaluation, StartError, StepStats, Trainer};
+use crate::trainer::{StartError, StepStats, Trainer};
 use crate::wide_trainer::WideTrainer;
 
 /// A training run the loop drives: LeNet-BN or the wide CNN.

@@ -109,16 +109,6 @@ impl fmt::Display for RunDirError {
 
 impl std::error::Error for RunDirError {}
 
-impl From<RunDirError> for crate::cli::CliError {
-    fn from(e: RunDirError) -> Self {
-        if e.is_bad_input() {
-            crate::cli::CliError::bad(e)
-        } else {
-            crate::cli::CliError::other(e)
-        }
-    }
-}
-
 /// The step of a checkpoint file name `checkpoint-<digits>.fmck`.
 pub fn checkpoint_step(name: &str) -> Option<u64> {
     let digits = name.strip_prefix("checkpoint-")?.strip_suffix(".fmck")?;

@@ -14,7 +14,8 @@ use fmnist_infer::pool::{PoolError, thread_pool};
 use crate::augment::Augment;
 use crate::config::{Model, Optimizer, SgdConfig, TrainConfig};
 use crate::distill::{Teacher, TeacherTargets};
-use crate::nn::{BnBatch, CHUNK, Chunk, Targets};
+use crate::kernels::{BnBatch, Evaluation};
+use crate::nn::{CHUNK, Chunk, Targets, evaluate_with};
 
 /// PyTorch's batch-norm momentum for the running statistics (running = 0.9·running + 0.1·batch).
 pub const BN_MOMENTUM: f32 = 0.1;
@@ -435,55 +436,6 @@ fn reduce_sums<const C: usize>(chunks: &[Chunk]) -> ([f64; C], [f64; C]) {
     (s, q)
 }
 
-/// Accuracy, mean loss and logits of a model on a data set.
-#[derive(Clone, Debug)]
-pub struct Evaluation {
-    /// Fraction correct.
-    pub accuracy: f64,
-    /// Mean cross-entropy.
-    pub loss: f64,
-    /// Logits of every image, in order.
-    pub logits: Vec<[f32; 10]>,
-}
-
-/// Batched inference-mode forward over `data` (BN with running statistics).
-pub fn evaluate_with(p: &LeNetParams, data: &Dataset, pool: &rayon::ThreadPool) -> Evaluation {
-    let bn1 = BnBatch::<6>::from_running(&p.bn1.running_mean, &p.bn1.running_var);
-    let bn2 = BnBatch::<16>::from_running(&p.bn2.running_mean, &p.bn2.running_var);
-    let groups: Vec<(usize, usize)> = (0..data.len())
-        .step_by(CHUNK)
-        .map(|s| (s, (s + CHUNK).min(data.len())))
-        .collect();
-    let per_chunk: Vec<(Vec<[f32; 10]>, f64, usize)> = pool.install(|| {
-        groups
-            .par_iter()
-            .map_init(Chunk::default, |ch, &(s, e)| {
-                let imgs: Vec<&[u8; IMAGE_PIXELS]> = data.images[s..e].iter().collect();
-                ch.conv1(p, &imgs, &data.labels[s..e]);
-                ch.conv2(p, &bn1);
-                ch.head(p, &bn2, None);
-                let logits = ch.logits[..(e - s) * 10]
-                    .chunks_exact(10)
-                    .map(|l| l.try_into().unwrap())
-                    .collect();
-                (logits, ch.loss, ch.correct)
-            })
-            .collect()
-    });
-    let mut logits = Vec::with_capacity(data.len());
-    let (mut loss, mut correct) = (0.0, 0);
-    for (l, ls, c) in per_chunk {
-        logits.extend(l);
-        loss += ls;
-        correct += c;
-    }
-    Evaluation {
-        accuracy: correct as f64 / data.len().max(1) as f64,
-        loss: loss / data.len().max(1) as f64,
-        logits,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -525,7 +477,7 @@ mod tests {
     }
 
     fn teachers() -> Teacher {
-        use crate::export::TrainedWeights;
+        use crate::weights::TrainedWeights;
         Teacher::from_weights(vec![
             TrainedWeights::Lenet(init_params(11)),
             TrainedWeights::Wide(crate::wide_trainer::init_wide_params(12)),
@@ -574,7 +526,7 @@ mod tests {
             });
             assert!(weights(&t) != one);
             let other =
-                Teacher::from_weights(vec![crate::export::TrainedWeights::Lenet(init_params(13))]);
+                Teacher::from_weights(vec![crate::weights::TrainedWeights::Lenet(init_params(13))]);
             let why = Trainer::new(cfg, &data, 1)
                 .unwrap()
                 .set_teacher(other)

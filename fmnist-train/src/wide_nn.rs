@@ -18,20 +18,17 @@ use rayon::prelude::*;
 
 use fmnist_core::lenet::IMAGE_PIXELS;
 use fmnist_core::wide::{WIDE_FLAT, WIDE_HIDDEN, WideParams};
+use fmnist_infer::data::Dataset;
 
 use crate::config::Conv;
-use crate::nn::{BnBatch, PIXELS, gemm};
+use crate::kernels::{BnBatch, Evaluation, PIXELS, gemm, simd_dispatch, sum_and_squares};
 
 pub use winograd::Filters;
 
 /// Images per chunk: the unit of parallel work of the convolutional part.
 pub const CHUNK: usize = 8;
-/// Channels of conv1 and conv2.
-const C1: usize = 32;
-const C2: usize = 64;
-/// Positions of conv1 per image (28x28) and after pool1 (14x14 = conv2's positions).
+/// Positions of conv1 per image (28x28).
 const P1: usize = 28 * 28;
-const P2: usize = 14 * 14;
 /// Positions after pool2 (7x7).
 const Q2: usize = 7 * 7;
 /// Taps of conv1 and conv2.
@@ -44,61 +41,13 @@ const H: usize = WIDE_HIDDEN;
 /// block packs the whole batch's features (or their gradient) once.
 const HB: usize = 128;
 const XB: usize = F / 4;
-const NONE: u32 = u32::MAX;
 /// Dropout probability (training only); kept units are scaled by 1 / (1 - p).
 pub const DROPOUT: f32 = 0.5;
 
-/// Defines `fn $name` that runs its body compiled for AVX2 when the CPU has it (checked at run
-/// time, cached by std), and as baseline code otherwise.
-macro_rules! simd_dispatch {
-    ($(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
-        $(#[$m])*
-        #[allow(clippy::too_many_arguments)]
-        fn $name($($arg: $ty),*) $(-> $ret)? {
-            #[inline(always)]
-            #[allow(clippy::too_many_arguments)]
-            fn inner($($arg: $ty),*) $(-> $ret)? $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2")]
-                #[allow(clippy::too_many_arguments)]
-                fn avx2($($arg: $ty),*) $(-> $ret)? {
-                    inner($($arg),*)
-                }
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU supports AVX2.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            inner($($arg),*)
-        }
-    };
-}
-
+mod common;
 pub mod winograd;
 
-/// Σx and Σx² in f64, from 16 f32 lanes flushed every 1,024 values.
-#[inline(always)]
-fn sum_and_squares(xs: &[f32]) -> (f64, f64) {
-    let (mut s, mut q) = (0.0f64, 0.0f64);
-    for block in xs.chunks(1024) {
-        let (mut ls, mut lq) = ([0.0f32; 16], [0.0f32; 16]);
-        let mut it = block.chunks_exact(16);
-        for v in &mut it {
-            for l in 0..16 {
-                ls[l] += v[l];
-                lq[l] += v[l] * v[l];
-            }
-        }
-        for &v in it.remainder() {
-            s += v as f64;
-            q += (v * v) as f64;
-        }
-        s += ls.iter().map(|&v| v as f64).sum::<f64>();
-        q += lq.iter().map(|&v| v as f64).sum::<f64>();
-    }
-    (s, q)
-}
+use common::{BnGrad, C1, C2, NONE, P2, grow};
 
 /// One row of a 3x3, pad-1 tap: `dst[x] = src[x + kx - 1]`, zero outside.
 #[inline(always)]
@@ -476,66 +425,6 @@ simd_dispatch! {
     }
 }
 
-/// What the backward of batch norm → ReLU → 2×2 max-pool needs, for any of the three kernels
-/// that do it (`bn_backward`, `conv1_backward_fused`, `winograd::pool_bn_grad_transform`): with
-/// `x̂ = (z − mean)·invstd`, `dz = γ·invstd·(dy − Σdy/N − x̂·Σdy·x̂/N)`, where `dy` is the
-/// gradient `dout` of the pooled output routed to each window's winner (`arg`, as the pooling
-/// recorded it: the element's index in its channel's plane; [`NONE`] when no element won).
-#[derive(Clone, Copy)]
-pub struct BnGrad<'a> {
-    /// The batch's per-channel mean.
-    pub mean: &'a [f32],
-    /// The batch's per-channel 1/√(var + ε).
-    pub invstd: &'a [f32],
-    /// BN's γ.
-    pub gamma: &'a [f32],
-    /// Elements per channel in the batch (N).
-    pub count: usize,
-    /// The batch's Σdy per channel.
-    pub dsum: &'a [f64],
-    /// The batch's Σdy·x̂ per channel.
-    pub dxsum: &'a [f64],
-    /// Gradient of the pooled output.
-    pub dout: &'a [f32],
-    /// The pool's winners.
-    pub arg: &'a [u32],
-}
-
-/// [`BnGrad`]'s constants for one channel.
-#[derive(Clone, Copy)]
-pub struct BnGradChannel {
-    k: f32,
-    m: f32,
-    s: f32,
-    sd: f32,
-    sdx: f32,
-    /// γ·invstd: a winner's `dz` is [`BnGradChannel::dz`] of its `z` plus `k2·dout`.
-    pub k2: f32,
-}
-
-impl BnGrad<'_> {
-    /// Channel `c`'s constants, the same expressions for every kernel (so the same bits).
-    #[inline(always)]
-    pub fn channel(&self, c: usize) -> BnGradChannel {
-        BnGradChannel {
-            k: self.gamma[c] * self.invstd[c] / self.count as f32,
-            m: self.mean[c],
-            s: self.invstd[c],
-            sd: self.dsum[c] as f32,
-            sdx: self.dxsum[c] as f32,
-            k2: self.gamma[c] * self.invstd[c],
-        }
-    }
-}
-
-impl BnGradChannel {
-    /// `dz` of an element with pre-BN value `z` that won no pool window.
-    #[inline(always)]
-    pub fn dz(&self, z: f32) -> f32 {
-        -self.k * (self.sd + (z - self.m) * self.s * self.sdx)
-    }
-}
-
 /// Where a pooled layer's outputs go: element (channel c, image i, pooled position q) is at
 /// `c·channel + i·image + q`.
 #[derive(Clone, Copy)]
@@ -820,13 +709,6 @@ fn conv3x3_grads(
         gw,
         (k, 1),
     );
-}
-
-/// Sizes `buf` to `len` floats the first time it is needed.
-fn grow(buf: &mut Vec<f32>, len: usize) {
-    if buf.len() < len {
-        buf.resize(len, 0.0);
-    }
 }
 
 fn channel_sums(z: &[f32], ch: usize, np: usize, sums: &mut [[f64; C2]; 2]) {
@@ -1203,7 +1085,7 @@ pub struct Head {
     pub smoothing: f32,
     /// Knowledge distillation: weight and temperature of the teacher term, whose soft
     /// targets `[batch][10]` are in `soft`.
-    pub distill: Option<crate::distill::Distill>,
+    pub distill: Option<crate::config::Distill>,
     /// The teacher's soft targets of the batch (read when `distill` is set).
     pub soft: Vec<f32>,
     /// Correct predictions in the batch of the last forward pass.
@@ -1322,10 +1204,10 @@ impl Head {
             let lse = m + libm::logf(sum);
             let d = &mut self.dlogits[i * 10..][..10];
             self.loss += match self.distill {
-                None => crate::nn::smoothed_loss_grad(l, lse, y, self.smoothing, b, d),
+                None => crate::kernels::smoothed_loss_grad(l, lse, y, self.smoothing, b, d),
                 Some(k) => {
                     let soft = &self.soft[i * 10..][..10];
-                    crate::nn::distilled_loss_grad(l, lse, y, self.smoothing, soft, k, b, d)
+                    crate::kernels::distilled_loss_grad(l, lse, y, self.smoothing, soft, k, b, d)
                 }
             } as f64;
         }
@@ -1454,6 +1336,69 @@ impl Head {
             &mut self.logits[..b * 10],
             (10, 1),
         );
+    }
+}
+
+/// Cross-entropy and arg-max of one row of logits.
+fn cross_entropy(l: &[f32], y: usize) -> (f64, usize) {
+    let pred = fmnist_core::layers::argmax::<f32, 10>(l.try_into().expect("10 logits"));
+    let m = l[pred];
+    let sum: f32 = l.iter().map(|&v| libm::expf(v - m)).sum();
+    ((m + libm::logf(sum) - l[y]) as f64, pred)
+}
+
+/// Images per evaluation task (the dense layers run over this many rows at once).
+const EVAL_GROUP: usize = 128;
+
+/// Batched eval-mode forward of the wide CNN over `data` (BN with running statistics).
+pub fn evaluate_wide(p: &WideParams, data: &Dataset, pool: &rayon::ThreadPool) -> Evaluation {
+    let bn1 = BnBatch::<32>::from_running(&p.bn1.running_mean, &p.bn1.running_var);
+    let bn2 = BnBatch::<64>::from_running(&p.bn2.running_mean, &p.bn2.running_var);
+    let groups: Vec<(usize, usize)> = (0..data.len())
+        .step_by(EVAL_GROUP)
+        .map(|s| (s, (s + EVAL_GROUP).min(data.len())))
+        .collect();
+    let per_group: Vec<(Vec<[f32; 10]>, f64, usize)> = pool.install(|| {
+        groups
+            .par_iter()
+            .map_init(
+                || (WideChunk::default(), Head::new(EVAL_GROUP)),
+                |(ch, head), &(s, e)| {
+                    let imgs: Vec<&[u8; IMAGE_PIXELS]> = data.images[s..e].iter().collect();
+                    for (k, sub) in imgs.chunks(CHUNK).enumerate() {
+                        ch.conv1(p, sub, Arith::Direct);
+                        ch.conv2(p, &bn1, Arith::Direct);
+                        ch.pool2(p, &bn2, &mut head.x[k * CHUNK * WIDE_FLAT..]);
+                    }
+                    head.forward_eval(p, e - s);
+                    let mut loss = 0.0;
+                    let mut correct = 0;
+                    let mut logits = Vec::with_capacity(e - s);
+                    for (l, &y) in head.logits[..(e - s) * 10]
+                        .chunks_exact(10)
+                        .zip(&data.labels[s..e])
+                    {
+                        let (ce, pred) = cross_entropy(l, y as usize);
+                        loss += ce;
+                        correct += (pred == y as usize) as usize;
+                        logits.push(l.try_into().expect("10 logits"));
+                    }
+                    (logits, loss, correct)
+                },
+            )
+            .collect()
+    });
+    let mut logits = Vec::with_capacity(data.len());
+    let (mut loss, mut correct) = (0.0, 0);
+    for (l, ls, c) in per_group {
+        logits.extend(l);
+        loss += ls;
+        correct += c;
+    }
+    Evaluation {
+        accuracy: correct as f64 / data.len().max(1) as f64,
+        loss: loss / data.len().max(1) as f64,
+        logits,
     }
 }
 

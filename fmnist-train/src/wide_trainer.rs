@@ -22,9 +22,9 @@ use fmnist_infer::pool::thread_pool;
 use crate::augment::Augment;
 use crate::config::{Conv, Schedule};
 use crate::distill::TeacherTargets;
-use crate::nn::BnBatch;
-use crate::trainer::{BN_MOMENTUM, Evaluation, StartError, StepStats};
-use crate::wide_nn::{Arith, CHUNK, Head, WideChunk};
+use crate::kernels::{BnBatch, Evaluation};
+use crate::trainer::{BN_MOMENTUM, StartError, StepStats};
+use crate::wide_nn::{Arith, CHUNK, Head, WideChunk, evaluate_wide};
 
 pub use crate::config::AdamConfig;
 
@@ -165,17 +165,6 @@ fn add_into(dst: &mut [f32], src: &[f32]) {
         *a += b;
     }
 }
-
-/// Cross-entropy and arg-max of one row of logits.
-fn cross_entropy(l: &[f32], y: usize) -> (f64, usize) {
-    let pred = fmnist_core::layers::argmax::<f32, 10>(l.try_into().expect("10 logits"));
-    let m = l[pred];
-    let sum: f32 = l.iter().map(|&v| libm::expf(v - m)).sum();
-    ((m + libm::logf(sum) - l[y]) as f64, pred)
-}
-
-/// Images per evaluation task (the dense layers run over this many rows at once).
-const EVAL_GROUP: usize = 128;
 
 impl<'d> WideTrainer<'d> {
     /// A fresh run of `steps` optimizer steps with batches of `batch` images (refused when
@@ -464,7 +453,7 @@ impl<'d> WideTrainer<'d> {
     pub fn set_teacher(
         &mut self,
         teacher: crate::distill::Teacher,
-        distill: crate::distill::Distill,
+        distill: crate::config::Distill,
     ) -> Result<(), String> {
         let augmented = !self.augment.is_off();
         self.teacher = Some(TeacherTargets::new(
@@ -549,58 +538,6 @@ impl<'d> WideTrainer<'d> {
     /// of every image.
     pub fn evaluate(&mut self, data: &Dataset) -> Evaluation {
         evaluate_wide(&self.params, data, &self.pool)
-    }
-}
-
-/// Batched eval-mode forward of the wide CNN over `data` (BN with running statistics).
-pub fn evaluate_wide(p: &WideParams, data: &Dataset, pool: &rayon::ThreadPool) -> Evaluation {
-    let bn1 = BnBatch::<32>::from_running(&p.bn1.running_mean, &p.bn1.running_var);
-    let bn2 = BnBatch::<64>::from_running(&p.bn2.running_mean, &p.bn2.running_var);
-    let groups: Vec<(usize, usize)> = (0..data.len())
-        .step_by(EVAL_GROUP)
-        .map(|s| (s, (s + EVAL_GROUP).min(data.len())))
-        .collect();
-    let per_group: Vec<(Vec<[f32; 10]>, f64, usize)> = pool.install(|| {
-        groups
-            .par_iter()
-            .map_init(
-                || (WideChunk::default(), Head::new(EVAL_GROUP)),
-                |(ch, head), &(s, e)| {
-                    let imgs: Vec<&[u8; IMAGE_PIXELS]> = data.images[s..e].iter().collect();
-                    for (k, sub) in imgs.chunks(CHUNK).enumerate() {
-                        ch.conv1(p, sub, Arith::Direct);
-                        ch.conv2(p, &bn1, Arith::Direct);
-                        ch.pool2(p, &bn2, &mut head.x[k * CHUNK * WIDE_FLAT..]);
-                    }
-                    head.forward_eval(p, e - s);
-                    let mut loss = 0.0;
-                    let mut correct = 0;
-                    let mut logits = Vec::with_capacity(e - s);
-                    for (l, &y) in head.logits[..(e - s) * 10]
-                        .chunks_exact(10)
-                        .zip(&data.labels[s..e])
-                    {
-                        let (ce, pred) = cross_entropy(l, y as usize);
-                        loss += ce;
-                        correct += (pred == y as usize) as usize;
-                        logits.push(l.try_into().expect("10 logits"));
-                    }
-                    (logits, loss, correct)
-                },
-            )
-            .collect()
-    });
-    let mut logits = Vec::with_capacity(data.len());
-    let (mut loss, mut correct) = (0.0, 0);
-    for (l, ls, c) in per_group {
-        logits.extend(l);
-        loss += ls;
-        correct += c;
-    }
-    Evaluation {
-        accuracy: correct as f64 / data.len().max(1) as f64,
-        loss: loss / data.len().max(1) as f64,
-        logits,
     }
 }
 
@@ -1109,7 +1046,7 @@ mod tests {
     #[test]
     fn distilled_runs_stay_thread_independent_and_resume_bit_identically() {
         use crate::distill::Teacher;
-        use crate::export::TrainedWeights;
+        use crate::weights::TrainedWeights;
         let data = synthetic(100, 13);
         let teacher =
             || Teacher::from_weights(vec![TrainedWeights::Lenet(crate::trainer::init_params(4))]);

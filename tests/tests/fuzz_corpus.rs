@@ -124,7 +124,7 @@ fn write_seeds() {
         &fmnist_train::checkpoint::encode(&small),
     );
     // And distilling from two teachers (the field version 4 added).
-    small.config.distill = Some(fmnist_train::distill::Distill {
+    small.config.distill = Some(fmnist_train::config::Distill {
         alpha: 0.7,
         temperature: 2.0,
         teachers: 2,

@@ -14,10 +14,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use fmnist_infer::canvas::{Area, Canvas, DrawError, HAlign, Label, VAlign, draw_err, text_width};
-use fmnist_infer::outputs::is_bad_output;
 use plotters::prelude::*;
 
-use crate::cli::CliError;
+use super::PlotError;
 
 /// One training step of the log.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -129,16 +128,16 @@ pub fn parse_log(file: &Path, text: &str) -> Result<TrainLog, String> {
 }
 
 /// Reads and parses a training log file.
-pub fn read_log(file: &Path) -> Result<TrainLog, CliError> {
+pub fn read_log(file: &Path) -> Result<TrainLog, PlotError> {
     let bytes = fmnist_infer::inputs::read(file)
-        .map_err(|e| CliError::bad(format!("{}: cannot read the log: {e}", file.display())))?;
+        .map_err(|e| PlotError::Log(format!("{}: cannot read the log: {e}", file.display())))?;
     let text = String::from_utf8(bytes).map_err(|_| {
-        CliError::bad(format!(
+        PlotError::Log(format!(
             "{}: not a training log (not UTF-8 text)",
             file.display()
         ))
     })?;
-    parse_log(file, &text).map_err(CliError::bad)
+    parse_log(file, &text).map_err(PlotError::Log)
 }
 
 /// Moving-average window for `n` step records: 1 % of the steps, at least 1, made odd so the
@@ -593,7 +592,7 @@ pub struct PlotReport {
 }
 
 /// `fmnist-train plot`: reads `log`, writes `out/loss.png` and `out/accuracy.png`.
-pub fn plot(log_path: &Path, out: &Path) -> Result<PlotReport, CliError> {
+pub fn plot(log_path: &Path, out: &Path) -> Result<PlotReport, PlotError> {
     let log = read_log(log_path)?;
     let name = log_path
         .parent()
@@ -611,25 +610,18 @@ pub fn plot(log_path: &Path, out: &Path) -> Result<PlotReport, CliError> {
     // The folder may be missing (it is created), but not be a file; then render and encode
     // both figures before writing either, and write both or neither.
     if out.exists() && !out.is_dir() {
-        return Err(CliError::bad(format!(
-            "{}: cannot create the output directory: a file stands there",
-            out.display()
-        )));
+        return Err(PlotError::Folder(
+            out.to_owned(),
+            io::Error::new(io::ErrorKind::AlreadyExists, "a file stands there"),
+        ));
     }
     let mut encoded = Vec::new();
     for (metric, file, title) in &figures {
-        let c = render_curves(&log, *metric, title).map_err(CliError::other)?;
+        let c = render_curves(&log, *metric, title).map_err(PlotError::Draw)?;
         encoded.push((out.join(file), c.encode_png()));
     }
     let created = !out.exists();
-    std::fs::create_dir_all(out).map_err(|e| {
-        let m = format!("{}: cannot create the output directory: {e}", out.display());
-        if is_bad_output(&e) || e.kind() == io::ErrorKind::AlreadyExists {
-            CliError::bad(m)
-        } else {
-            CliError::other(m)
-        }
-    })?;
+    std::fs::create_dir_all(out).map_err(|e| PlotError::Folder(out.to_owned(), e))?;
     let names: Vec<(&str, &Path)> = encoded
         .iter()
         .map(|(p, _)| ("--out", p.as_path()))

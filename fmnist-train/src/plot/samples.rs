@@ -7,7 +7,7 @@ use fmnist_core::lenet::IMAGE_PIXELS;
 use fmnist_infer::canvas::{Canvas, DrawError, HAlign, Label, VAlign, draw_err};
 use plotters::prelude::*;
 
-use crate::cli::CliError;
+use super::PlotError;
 
 /// Nearest-neighbour scale of the sample images: each pixel becomes a 4×4 square.
 pub const SAMPLE_SCALE: u32 = 4;
@@ -133,21 +133,22 @@ pub fn samples(
     data_dir: Option<&Path>,
     out: &Path,
     count: usize,
-) -> Result<SamplesReport, CliError> {
+) -> Result<SamplesReport, PlotError> {
     if !(1..=MAX_SAMPLES).contains(&count) {
-        return Err(CliError::bad(format!(
-            "--count must be between 1 and {MAX_SAMPLES}, got {count}"
-        )));
+        return Err(PlotError::Count {
+            count,
+            max: MAX_SAMPLES,
+        });
     }
     fmnist_infer::outputs::check(&[("--out", out)], &[])?;
-    let dir = fmnist_infer::data::locate(data_dir).map_err(CliError::bad)?;
-    let train =
-        fmnist_infer::data::load(&dir, fmnist_infer::data::Split::Train).map_err(CliError::bad)?;
+    let dir = fmnist_infer::data::locate(data_dir).map_err(PlotError::Data)?;
+    let train = fmnist_infer::data::load(&dir, fmnist_infer::data::Split::Train)
+        .map_err(PlotError::Data)?;
     let n = count.min(train.len());
     let title =
         format!("Fashion-MNIST: the first {n} training images (28×28, drawn ×{SAMPLE_SCALE})");
     let canvas =
-        render_samples(&train.images[..n], &train.labels[..n], &title).map_err(CliError::other)?;
+        render_samples(&train.images[..n], &train.labels[..n], &title).map_err(PlotError::Draw)?;
     fmnist_infer::outputs::write_all(&[(out, &canvas.encode_png())])?;
     Ok(SamplesReport {
         out: out.to_owned(),

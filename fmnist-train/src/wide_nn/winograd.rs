@@ -22,9 +22,9 @@
 //! row of seven and the next row's first) per vector, and whatever lands past a row's seventh
 //! tile is overwritten in order or falls into the slack.
 
-use crate::nn::gemm;
+use crate::kernels::{gemm, simd_dispatch};
 
-use super::{BnGrad, C1, C2, P2};
+use super::common::{BnGrad, C1, C2, NONE, P2, grow};
 
 /// Tiles per image (7×7).
 pub const TILES: usize = 49;
@@ -345,7 +345,7 @@ simd_dispatch! {
                     for px in 0..7 {
                         let q = o * 49 + i * 3136 + ty * 7 + px;
                         let a = g.arg[q];
-                        if a != super::NONE {
+                        if a != NONE {
                             let rel = a as usize - first;
                             let dy = rel / 14;
                             rows[dy][rel - 14 * dy] += bn.k2 * g.dout[q];
@@ -461,7 +461,6 @@ thread_local! {
 
 /// Runs `body` with this thread's scratch, sized for `n` images.
 fn with_scratch<R>(n: usize, body: impl FnOnce(&mut Scratch) -> R) -> R {
-    use super::grow;
     SCRATCH.with_borrow_mut(|s| {
         grow(&mut s.v, 16 * plane_len(C1, n));
         grow(&mut s.m, 16 * plane_len(C2, n));
@@ -666,7 +665,7 @@ mod tests {
         let z = noise(C2 * np, 21);
         let dout = noise(n * 3136, 22);
         // Each pooled output's winner: some window element, or none (ReLU cut it).
-        let mut arg = vec![super::super::NONE; super::super::CHUNK * 3136];
+        let mut arg = vec![NONE; super::super::CHUNK * 3136];
         for c in 0..C2 {
             for i in 0..n {
                 for q in 0..49 {

@@ -1,0 +1,225 @@
+//! What the two networks' training kernels share: the GEMM, the pixel table, batch-norm batch
+//! statistics, Σx and Σx² in f64, the loss gradients (label smoothing, distillation), the AVX2
+//! dispatch macro and the evaluation record. Below both networks' files (`nn.rs`, `wide_nn.rs`
+//! and `wide_nn/winograd.rs`); it imports none of them.
+
+use fmnist_core::lenet::{BN_EPS, pixel_to_f32};
+
+use crate::config::Distill;
+
+/// Defines `fn $name` that runs its body compiled for AVX2 when the CPU has it (checked at run
+/// time, cached by std), and as baseline code otherwise.
+macro_rules! simd_dispatch {
+    ($(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$m])*
+        #[allow(clippy::too_many_arguments)]
+        fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
+            fn inner($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                #[allow(clippy::too_many_arguments)]
+                fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    inner($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU supports AVX2.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            inner($($arg),*)
+        }
+    };
+}
+
+pub(crate) use simd_dispatch;
+
+/// `pixel_to_f32` of every byte: the same values without a division per pixel.
+pub static PIXELS: std::sync::LazyLock<[f32; 256]> =
+    std::sync::LazyLock::new(|| std::array::from_fn(|p| pixel_to_f32(p as u8)));
+/// `c = a·b + beta·c` on strided row/column layouts (single-threaded); both trainers use it.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    (rsa, csa): (usize, usize),
+    b: &[f32],
+    (rsb, csb): (usize, usize),
+    beta: f32,
+    c: &mut [f32],
+    (rsc, csc): (usize, usize),
+) {
+    // Bounds: the largest index each matrix is touched at must be inside its slice.
+    assert!(m > 0 && k > 0 && n > 0);
+    assert!((m - 1) * rsa + (k - 1) * csa < a.len());
+    assert!((k - 1) * rsb + (n - 1) * csb < b.len());
+    assert!((m - 1) * rsc + (n - 1) * csc < c.len());
+    // SAFETY: the asserts above keep every access inside the slices; `c` does not alias `a`/`b`.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            rsa as isize,
+            csa as isize,
+            b.as_ptr(),
+            rsb as isize,
+            csb as isize,
+            beta,
+            c.as_mut_ptr(),
+            rsc as isize,
+            csc as isize,
+        );
+    }
+}
+
+/// Per-channel statistics of one batch-norm layer for the current batch.
+#[derive(Clone, Copy, Debug)]
+pub struct BnBatch<const C: usize> {
+    /// Mean used to normalise.
+    pub mean: [f32; C],
+    /// 1 / sqrt(var + eps).
+    pub invstd: [f32; C],
+    /// Unbiased variance (for the running estimate).
+    pub var_unbiased: [f32; C],
+    /// Values per channel over the whole batch.
+    pub count: usize,
+}
+
+impl<const C: usize> BnBatch<C> {
+    /// From per-channel Σx and Σx² over `count` values.
+    pub fn from_sums(sum: &[f64; C], sumsq: &[f64; C], count: usize) -> Self {
+        let mut s = BnBatch {
+            mean: [0.0; C],
+            invstd: [0.0; C],
+            var_unbiased: [0.0; C],
+            count,
+        };
+        let n = count as f64;
+        for c in 0..C {
+            let mean = sum[c] / n;
+            let var = (sumsq[c] / n - mean * mean).max(0.0);
+            s.mean[c] = mean as f32;
+            s.invstd[c] = (1.0 / (var + BN_EPS as f64).sqrt()) as f32;
+            s.var_unbiased[c] = if count > 1 {
+                (var * n / (n - 1.0)) as f32
+            } else {
+                var as f32
+            };
+        }
+        s
+    }
+
+    /// From running statistics (evaluation mode).
+    pub fn from_running(mean: &[f32; C], var: &[f32; C]) -> Self {
+        let mut s = BnBatch {
+            mean: *mean,
+            invstd: [0.0; C],
+            var_unbiased: *var,
+            count: 0,
+        };
+        for (inv, &v) in s.invstd.iter_mut().zip(var) {
+            *inv = 1.0 / libm::sqrtf(v + BN_EPS);
+        }
+        s
+    }
+}
+
+/// Σx and Σx² in f64, from 16 f32 lanes flushed every 1,024 values.
+#[inline(always)]
+pub fn sum_and_squares(xs: &[f32]) -> (f64, f64) {
+    let (mut s, mut q) = (0.0f64, 0.0f64);
+    for block in xs.chunks(1024) {
+        let (mut ls, mut lq) = ([0.0f32; 16], [0.0f32; 16]);
+        let mut it = block.chunks_exact(16);
+        for v in &mut it {
+            for l in 0..16 {
+                ls[l] += v[l];
+                lq[l] += v[l] * v[l];
+            }
+        }
+        for &v in it.remainder() {
+            s += v as f64;
+            q += (v * v) as f64;
+        }
+        s += ls.iter().map(|&v| v as f64).sum::<f64>();
+        q += lq.iter().map(|&v| v as f64).sum::<f64>();
+    }
+    (s, q)
+}
+
+/// The cross-entropy of one row of logits `l` (whose log-sum-exp is `lse`) against the
+/// smoothed target q = ε/10 everywhere plus 1 − ε on label `y`, and its gradient
+/// `(softmax(l) − q) / batch` written into `d`. With ε = 0 this is exactly the plain
+/// cross-entropy and its gradient.
+#[inline(always)]
+pub fn smoothed_loss_grad(
+    l: &[f32],
+    lse: f32,
+    y: usize,
+    eps: f32,
+    batch: usize,
+    d: &mut [f32],
+) -> f32 {
+    let (off, on) = (eps / 10.0, 1.0 - eps + eps / 10.0);
+    let mut loss = 0.0f32;
+    for (j, dj) in d.iter_mut().enumerate() {
+        let q = if j == y { on } else { off };
+        if q != 0.0 {
+            loss += q * (lse - l[j]);
+        }
+        let pj = libm::expf(l[j] - lse);
+        *dj = (pj - q) / batch as f32;
+    }
+    loss
+}
+
+/// The distillation loss of one row of logits `l` (log-sum-exp `lse`): (1 − α) times the
+/// smoothed cross-entropy against label `y`, plus α·T² times KL(`soft` ‖ softmax(l / T)),
+/// where `soft` is the teacher's softmax at temperature T (Hinton et al., 2015). Its gradient,
+/// (1 − α)(softmax(l) − q)/batch + α·T·(softmax(l / T) − soft)/batch, is written into `d`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub fn distilled_loss_grad(
+    l: &[f32],
+    lse: f32,
+    y: usize,
+    eps: f32,
+    soft: &[f32],
+    distill: Distill,
+    batch: usize,
+    d: &mut [f32],
+) -> f32 {
+    let hard = smoothed_loss_grad(l, lse, y, eps, batch, d);
+    let (alpha, t) = (distill.alpha, distill.temperature);
+    let m = l.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v)) / t;
+    let sum: f32 = l.iter().map(|&v| libm::expf(v / t - m)).sum();
+    let lse_t = m + libm::logf(sum);
+    let mut kl = 0.0f32;
+    for ((dj, &lj), &pt) in d.iter_mut().zip(l).zip(soft) {
+        let log_ps = lj / t - lse_t;
+        if pt > 0.0 {
+            kl += pt * (libm::logf(pt) - log_ps);
+        }
+        let ps = libm::expf(log_ps);
+        *dj = (1.0 - alpha) * *dj + alpha * t * (ps - pt) / batch as f32;
+    }
+    (1.0 - alpha) * hard + alpha * t * t * kl
+}
+
+/// Accuracy, mean loss and logits of a model on a data set.
+#[derive(Clone, Debug)]
+pub struct Evaluation {
+    /// Fraction correct.
+    pub accuracy: f64,
+    /// Mean cross-entropy.
+    pub loss: f64,
+    /// Logits of every image, in order.
+    pub logits: Vec<[f32; 10]>,
+}
