@@ -128,7 +128,7 @@ pub fn wide(
         .map_err(BenchError::Start)?;
     let (direct, tr, stages) = (median(b.direct), median(b.winograd), b.stages);
     let pool = thread_pool(threads).map_err(BenchError::Pool)?;
-    let params = crate::wide_trainer::init_wide_params(1);
+    let params = crate::wide_nn::init_wide_params(1);
     let eval_rates = (0..repeats)
         .map(|_| {
             let t0 = Instant::now();

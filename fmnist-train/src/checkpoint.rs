@@ -448,10 +448,22 @@ mod tests {
             fingerprint: 0x0123_4567_89ab_cdef,
         });
         assert_eq!(config.conv, Conv::Winograd);
-        let state = crate::run::WideSession::new(config, &data, 1)
-            .unwrap()
-            .trainer
-            .state();
+        let crate::config::Optimizer::Adam(adam) = config.optimizer else {
+            panic!("the wide CNN trains with Adam")
+        };
+        let mut trainer = crate::wide_trainer::WideTrainer::new(
+            adam,
+            config.schedule,
+            config.batch,
+            config.steps,
+            config.seed,
+            &data,
+            1,
+        )
+        .unwrap();
+        trainer.set_regularisation(config.augment, config.label_smoothing);
+        trainer.set_conv(config.conv);
+        let state = trainer.state();
         let run = WideRun { config, state };
         let new = decode_any(&encode_wide(&run)).unwrap();
         let Checkpoint::Wide(new) = new else {

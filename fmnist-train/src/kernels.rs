@@ -10,10 +10,10 @@ use crate::config::Distill;
 /// Defines `fn $name` that runs its body compiled for AVX2 when the CPU has it (checked at run
 /// time, cached by std), and as baseline code otherwise.
 macro_rules! simd_dispatch {
-    ($(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$m])*
         #[allow(clippy::too_many_arguments)]
-        fn $name($($arg: $ty),*) $(-> $ret)? {
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
             #[allow(clippy::too_many_arguments)]
             fn inner($($arg: $ty),*) $(-> $ret)? $body
@@ -222,4 +222,32 @@ pub struct Evaluation {
     pub loss: f64,
     /// Logits of every image, in order.
     pub logits: Vec<[f32; 10]>,
+}
+
+/// softmax(l / T).
+pub fn soften(l: &[f32; 10], temperature: f32) -> [f32; 10] {
+    let m = l.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+    let e: [f32; 10] = std::array::from_fn(|j| libm::expf((l[j] - m) / temperature));
+    let s: f32 = e.iter().sum();
+    e.map(|v| v / s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn soften_is_a_distribution_that_flattens_with_temperature() {
+        let l = [3.0, 1.0, 0.0, -1.0, 0.5, 0.0, 0.0, 0.0, 2.0, -4.0];
+        let p1 = soften(&l, 1.0);
+        let p4 = soften(&l, 4.0);
+        for p in [p1, p4] {
+            assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+            assert!(p.iter().all(|&v| v > 0.0));
+        }
+        assert!(p4[0] < p1[0] && p4[9] > p1[9], "{p1:?} {p4:?}");
+        // T = 1 is the plain softmax.
+        let s: f32 = l.iter().map(|&v| v.exp()).sum();
+        assert!((p1[0] - 3.0f32.exp() / s).abs() < 1e-6);
+    }
 }

@@ -11,6 +11,9 @@
 
 use fmnist_core::lenet::{IMAGE_PIXELS, LeNetParams};
 use fmnist_infer::data::Dataset;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
 use rayon::prelude::*;
 
 use crate::config::Distill;
@@ -21,6 +24,26 @@ use crate::kernels::{
 
 /// Images per chunk: the unit of parallel work.
 pub const CHUNK: usize = 16;
+
+/// He-normal (std = sqrt(2 / fan_in)) weights, zero biases, identity batch norm.
+pub fn init_params(seed: u64) -> Box<LeNetParams> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(1);
+    let mut p: Box<LeNetParams> = bytemuck::zeroed_box();
+    let mut fill = |w: &mut [f32], fan_in: usize| {
+        let d = Normal::new(0.0f32, (2.0 / fan_in as f32).sqrt()).expect("positive std");
+        w.iter_mut().for_each(|v| *v = d.sample(&mut rng));
+    };
+    fill(bytemuck::cast_slice_mut(&mut p.conv1_weight), 25);
+    fill(bytemuck::cast_slice_mut(&mut p.conv2_weight), 150);
+    fill(p.fc1_weight.as_flattened_mut(), 400);
+    fill(p.fc2_weight.as_flattened_mut(), 120);
+    fill(p.fc3_weight.as_flattened_mut(), 84);
+    p.bn1 = fmnist_core::lenet::BnParams::identity();
+    p.bn2 = fmnist_core::lenet::BnParams::identity();
+    p
+}
+
 const P1: usize = 28 * 28; // conv1 output positions per image
 const Q1: usize = 14 * 14; // pool1 outputs per channel
 const P2: usize = 10 * 10; // conv2 output positions per image
@@ -726,7 +749,7 @@ mod tests {
 
     #[test]
     fn smoothed_loss_and_gradient_match_the_formula() {
-        let p = crate::trainer::init_params(5);
+        let p = init_params(5);
         let images: Vec<[u8; IMAGE_PIXELS]> = (0..CHUNK)
             .map(|i| std::array::from_fn(|j| ((i * 31 + j * 7) % 256) as u8))
             .collect();
@@ -808,7 +831,7 @@ mod tests {
         let m = lf.iter().cloned().fold(f64::MIN, f64::max);
         let lse = (m + lf.iter().map(|v| (v - m).exp()).sum::<f64>().ln()) as f32;
         for (a, t, eps) in [(0.9f32, 4.0f32, 0.0f32), (0.5, 2.0, 0.1), (1.0, 1.0, 0.0)] {
-            let soft = crate::distill::soften(&teacher, t);
+            let soft = crate::kernels::soften(&teacher, t);
             let sf: Vec<f64> = soft.iter().map(|&v| v as f64).collect();
             let k = crate::config::Distill {
                 alpha: a,
@@ -837,7 +860,7 @@ mod tests {
             }
         }
         // α = 0 is the label loss alone, bit for bit.
-        let soft = crate::distill::soften(&teacher, 4.0);
+        let soft = crate::kernels::soften(&teacher, 4.0);
         let k = crate::config::Distill {
             alpha: 0.0,
             temperature: 4.0,

@@ -3,7 +3,6 @@
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, Normal};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +14,7 @@ use crate::augment::Augment;
 use crate::config::{Model, Optimizer, SgdConfig, TrainConfig};
 use crate::distill::{Teacher, TeacherTargets};
 use crate::kernels::{BnBatch, Evaluation};
-use crate::nn::{CHUNK, Chunk, Targets, evaluate_with};
+use crate::nn::{CHUNK, Chunk, Targets, evaluate_with, init_params};
 
 /// PyTorch's batch-norm momentum for the running statistics (running = 0.9·running + 0.1·batch).
 pub const BN_MOMENTUM: f32 = 0.1;
@@ -60,25 +59,6 @@ pub fn trainable_ranges() -> [std::ops::Range<usize>; 3] {
     let total = size_of::<LeNetParams>() / f;
     // Within BnParams<C>: gamma, beta (trainable), running_mean, running_var (not).
     [0..bn1 + 12, bn1 + 24..bn2 + 32, bn2 + 64..total]
-}
-
-/// He-normal (std = sqrt(2 / fan_in)) weights, zero biases, identity batch norm.
-pub fn init_params(seed: u64) -> Box<LeNetParams> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(1);
-    let mut p: Box<LeNetParams> = bytemuck::zeroed_box();
-    let mut fill = |w: &mut [f32], fan_in: usize| {
-        let d = Normal::new(0.0f32, (2.0 / fan_in as f32).sqrt()).expect("positive std");
-        w.iter_mut().for_each(|v| *v = d.sample(&mut rng));
-    };
-    fill(bytemuck::cast_slice_mut(&mut p.conv1_weight), 25);
-    fill(bytemuck::cast_slice_mut(&mut p.conv2_weight), 150);
-    fill(p.fc1_weight.as_flattened_mut(), 400);
-    fill(p.fc2_weight.as_flattened_mut(), 120);
-    fill(p.fc3_weight.as_flattened_mut(), 84);
-    p.bn1 = fmnist_core::lenet::BnParams::identity();
-    p.bn2 = fmnist_core::lenet::BnParams::identity();
-    p
 }
 
 /// What one step measured.
@@ -480,7 +460,7 @@ mod tests {
         use crate::weights::TrainedWeights;
         Teacher::from_weights(vec![
             TrainedWeights::Lenet(init_params(11)),
-            TrainedWeights::Wide(crate::wide_trainer::init_wide_params(12)),
+            TrainedWeights::Wide(crate::wide_nn::init_wide_params(12)),
         ])
     }
 

@@ -14,9 +14,12 @@
 //!
 //! GEMMs use `matrixmultiply` (FMA where the CPU has it: training is host-only).
 
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal, Uniform};
 use rayon::prelude::*;
 
-use fmnist_core::lenet::IMAGE_PIXELS;
+use fmnist_core::lenet::{BnParams, IMAGE_PIXELS};
 use fmnist_core::wide::{WIDE_FLAT, WIDE_HIDDEN, WideParams};
 use fmnist_infer::data::Dataset;
 
@@ -27,6 +30,31 @@ pub use winograd::Filters;
 
 /// Images per chunk: the unit of parallel work of the convolutional part.
 pub const CHUNK: usize = 8;
+
+/// He-normal conv weights (std √(2/fan_in)), Xavier-uniform dense weights
+/// (±√(6/(fan_in+fan_out))), zero biases, identity batch norm.
+pub fn init_wide_params(seed: u64) -> Box<WideParams> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(1);
+    let mut p: Box<WideParams> = bytemuck::zeroed_box();
+    let mut he = |w: &mut [f32], fan_in: usize| {
+        let d = Normal::new(0.0f32, (2.0 / fan_in as f32).sqrt()).expect("positive std");
+        w.iter_mut().for_each(|v| *v = d.sample(&mut rng));
+    };
+    he(bytemuck::cast_slice_mut(&mut p.conv1_weight), 9);
+    he(bytemuck::cast_slice_mut(&mut p.conv2_weight), 32 * 9);
+    let mut xavier = |w: &mut [f32], fan_in: usize, fan_out: usize| {
+        let a = (6.0 / (fan_in + fan_out) as f32).sqrt();
+        let d = Uniform::new_inclusive(-a, a).expect("positive bound");
+        w.iter_mut().for_each(|v| *v = d.sample(&mut rng));
+    };
+    xavier(p.fc1_weight.as_flattened_mut(), WIDE_FLAT, 512);
+    xavier(p.fc2_weight.as_flattened_mut(), 512, 10);
+    p.bn1 = BnParams::identity();
+    p.bn2 = BnParams::identity();
+    p
+}
+
 /// Positions of conv1 per image (28x28).
 const P1: usize = 28 * 28;
 /// Positions after pool2 (7x7).
@@ -47,7 +75,7 @@ pub const DROPOUT: f32 = 0.5;
 mod common;
 pub mod winograd;
 
-use common::{BnGrad, C1, C2, NONE, P2, grow};
+use common::{BnGrad, C1, C2, Layout, NONE, P2, bn_backward, grow};
 
 /// One row of a 3x3, pad-1 tap: `dst[x] = src[x + kx - 1]`, zero outside.
 #[inline(always)]
@@ -425,14 +453,6 @@ simd_dispatch! {
     }
 }
 
-/// Where a pooled layer's outputs go: element (channel c, image i, pooled position q) is at
-/// `c·channel + i·image + q`.
-#[derive(Clone, Copy)]
-struct Layout {
-    channel: usize,
-    image: usize,
-}
-
 simd_dispatch! {
     /// BN (with `bn`'s statistics) → ReLU → 2x2 max-pool of `z` (`[ch][n][w·w]`) into `out`,
     /// remembering in `arg` which element of the channel plane won (NONE when all were ≤ 0).
@@ -558,40 +578,6 @@ fn routed_plane_sums(
         sdx += (dy * xhat) as f64;
     }
     (sd, sdx)
-}
-
-simd_dispatch! {
-    /// Batch-norm + pool backward into `dz` (`[ch][n][w·w]`), as [`BnGrad`] defines it; `g`'s
-    /// pooled outputs are where `lay` says.
-    fn bn_backward(
-        z: &[f32],
-        dz: &mut [f32],
-        ch: usize,
-        n: usize,
-        w: usize,
-        g: &BnGrad,
-        lay: Layout,
-    ) {
-        let np = n * w * w;
-        let q = (w / 2) * (w / 2);
-        for c in 0..ch {
-            let bn = g.channel(c);
-            let d = &mut dz[c * np..][..np];
-            for (d, &z) in d.iter_mut().zip(&z[c * np..][..np]) {
-                *d = bn.dz(z);
-            }
-            for i in 0..n {
-                for j in 0..q {
-                    let o = c * lay.channel + i * lay.image + j;
-                    // Branch-free: a pooled output without a winner adds 0 to element 0.
-                    let a = g.arg[o];
-                    let valid = a != NONE;
-                    let at = if valid { a as usize } else { 0 };
-                    d[at] += if valid { bn.k2 * g.dout[o] } else { 0.0 };
-                }
-            }
-        }
-    }
 }
 
 /// Buffers of one chunk, allocated once and reused every step.
@@ -1405,6 +1391,21 @@ pub fn evaluate_wide(p: &WideParams, data: &Dataset, pool: &rayon::ThreadPool) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn init_has_the_requested_scales() {
+        let p = init_wide_params(1);
+        let std =
+            |w: &[f32]| (w.iter().map(|&v| (v * v) as f64).sum::<f64>() / w.len() as f64).sqrt();
+        let c2: &[f32] = bytemuck::cast_slice(&p.conv2_weight);
+        assert!((std(c2) / (2.0f64 / 288.0).sqrt() - 1.0).abs() < 0.05);
+        let a = (6.0f32 / (3136.0 + 512.0)).sqrt();
+        let f1 = p.fc1_weight.as_flattened();
+        assert!(f1.iter().all(|v| v.abs() <= a));
+        assert!((std(f1) - a as f64 / 3f64.sqrt()).abs() < 1e-3);
+        assert_eq!(p.bn1, BnParams::identity());
+        assert!(p.fc1_bias.iter().all(|&v| v == 0.0));
+    }
 
     fn noise(len: usize, seed: u64) -> Vec<f32> {
         (0..len)

@@ -10,11 +10,10 @@
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, Normal, Uniform};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use fmnist_core::lenet::{BnParams, IMAGE_PIXELS};
+use fmnist_core::lenet::IMAGE_PIXELS;
 use fmnist_core::wide::{WIDE_FLAT, WideParams};
 use fmnist_infer::data::Dataset;
 use fmnist_infer::pool::thread_pool;
@@ -24,7 +23,7 @@ use crate::config::{Conv, Schedule};
 use crate::distill::TeacherTargets;
 use crate::kernels::{BnBatch, Evaluation};
 use crate::trainer::{BN_MOMENTUM, StartError, StepStats};
-use crate::wide_nn::{Arith, CHUNK, Head, WideChunk, evaluate_wide};
+use crate::wide_nn::{Arith, CHUNK, Head, WideChunk, evaluate_wide, init_wide_params};
 
 pub use crate::config::AdamConfig;
 
@@ -83,30 +82,6 @@ pub fn wide_trainable_ranges() -> [std::ops::Range<usize>; 3] {
     let bn2 = std::mem::offset_of!(WideParams, bn2) / 4;
     // Within BnParams<C>: gamma, beta (trainable), running_mean, running_var (not).
     [0..bn1 + 64, bn1 + 128..bn2 + 128, bn2 + 256..LEN]
-}
-
-/// He-normal conv weights (std √(2/fan_in)), Xavier-uniform dense weights
-/// (±√(6/(fan_in+fan_out))), zero biases, identity batch norm.
-pub fn init_wide_params(seed: u64) -> Box<WideParams> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(1);
-    let mut p: Box<WideParams> = bytemuck::zeroed_box();
-    let mut he = |w: &mut [f32], fan_in: usize| {
-        let d = Normal::new(0.0f32, (2.0 / fan_in as f32).sqrt()).expect("positive std");
-        w.iter_mut().for_each(|v| *v = d.sample(&mut rng));
-    };
-    he(bytemuck::cast_slice_mut(&mut p.conv1_weight), 9);
-    he(bytemuck::cast_slice_mut(&mut p.conv2_weight), 32 * 9);
-    let mut xavier = |w: &mut [f32], fan_in: usize, fan_out: usize| {
-        let a = (6.0 / (fan_in + fan_out) as f32).sqrt();
-        let d = Uniform::new_inclusive(-a, a).expect("positive bound");
-        w.iter_mut().for_each(|v| *v = d.sample(&mut rng));
-    };
-    xavier(p.fc1_weight.as_flattened_mut(), WIDE_FLAT, 512);
-    xavier(p.fc2_weight.as_flattened_mut(), 512, 10);
-    p.bn1 = BnParams::identity();
-    p.bn2 = BnParams::identity();
-    p
 }
 
 fn flat(p: &WideParams) -> &[f32] {
@@ -1049,7 +1024,7 @@ mod tests {
         use crate::weights::TrainedWeights;
         let data = synthetic(100, 13);
         let teacher =
-            || Teacher::from_weights(vec![TrainedWeights::Lenet(crate::trainer::init_params(4))]);
+            || Teacher::from_weights(vec![TrainedWeights::Lenet(crate::nn::init_params(4))]);
         let distill = teacher().recipe(0.8, 2.0);
         for augment in [
             Augment::default(),
@@ -1149,21 +1124,6 @@ mod tests {
             ..state
         };
         assert!(WideTrainer::resume(short, &data, 1).is_err());
-    }
-
-    #[test]
-    fn init_has_the_requested_scales() {
-        let p = init_wide_params(1);
-        let std =
-            |w: &[f32]| (w.iter().map(|&v| (v * v) as f64).sum::<f64>() / w.len() as f64).sqrt();
-        let c2: &[f32] = bytemuck::cast_slice(&p.conv2_weight);
-        assert!((std(c2) / (2.0f64 / 288.0).sqrt() - 1.0).abs() < 0.05);
-        let a = (6.0f32 / (3136.0 + 512.0)).sqrt();
-        let f1 = p.fc1_weight.as_flattened();
-        assert!(f1.iter().all(|v| v.abs() <= a));
-        assert!((std(f1) - a as f64 / 3f64.sqrt()).abs() < 1e-3);
-        assert_eq!(p.bn1, BnParams::identity());
-        assert!(p.fc1_bias.iter().all(|&v| v == 0.0));
     }
 
     fn real_data() -> (Dataset, Dataset) {

@@ -2,6 +2,8 @@
 //! convolution (`winograd.rs`), so that the Winograd file imports neither its parent nor a
 //! sibling that imports it.
 
+use crate::kernels::simd_dispatch;
+
 /// Channels of conv1 and conv2.
 pub const C1: usize = 32;
 pub const C2: usize = 64;
@@ -74,5 +76,47 @@ impl BnGradChannel {
     #[inline(always)]
     pub fn dz(&self, z: f32) -> f32 {
         -self.k * (self.sd + (z - self.m) * self.s * self.sdx)
+    }
+}
+
+/// Where a pooled layer's outputs go: element (channel c, image i, pooled position q) is at
+/// `c·channel + i·image + q`.
+#[derive(Clone, Copy)]
+pub struct Layout {
+    pub channel: usize,
+    pub image: usize,
+}
+
+simd_dispatch! {
+    /// Batch-norm + pool backward into `dz` (`[ch][n][w·w]`), as [`BnGrad`] defines it; `g`'s
+    /// pooled outputs are where `lay` says.
+    pub fn bn_backward(
+        z: &[f32],
+        dz: &mut [f32],
+        ch: usize,
+        n: usize,
+        w: usize,
+        g: &BnGrad,
+        lay: Layout,
+    ) {
+        let np = n * w * w;
+        let q = (w / 2) * (w / 2);
+        for c in 0..ch {
+            let bn = g.channel(c);
+            let d = &mut dz[c * np..][..np];
+            for (d, &z) in d.iter_mut().zip(&z[c * np..][..np]) {
+                *d = bn.dz(z);
+            }
+            for i in 0..n {
+                for j in 0..q {
+                    let o = c * lay.channel + i * lay.image + j;
+                    // Branch-free: a pooled output without a winner adds 0 to element 0.
+                    let a = g.arg[o];
+                    let valid = a != NONE;
+                    let at = if valid { a as usize } else { 0 };
+                    d[at] += if valid { bn.k2 * g.dout[o] } else { 0.0 };
+                }
+            }
+        }
     }
 }

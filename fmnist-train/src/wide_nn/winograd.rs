@@ -665,7 +665,7 @@ mod tests {
         let z = noise(C2 * np, 21);
         let dout = noise(n * 3136, 22);
         // Each pooled output's winner: some window element, or none (ReLU cut it).
-        let mut arg = vec![NONE; super::super::CHUNK * 3136];
+        let mut arg = vec![NONE; n * 3136];
         for c in 0..C2 {
             for i in 0..n {
                 for q in 0..49 {
@@ -693,14 +693,14 @@ mod tests {
             arg: &arg,
         };
         let mut dz = vec![0.0f32; C2 * np];
-        super::super::bn_backward(
+        super::super::common::bn_backward(
             &z,
             &mut dz,
             C2,
             n,
             14,
             &grad,
-            super::super::Layout {
+            super::super::common::Layout {
                 channel: 49,
                 image: 3136,
             },
