@@ -8,6 +8,7 @@ pub mod distill;
 pub mod export;
 pub mod fold;
 pub mod kernels;
+pub mod log;
 pub mod nn;
 pub mod plot;
 pub mod quantize;

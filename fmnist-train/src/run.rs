@@ -10,6 +10,7 @@ use fmnist_infer::data::Dataset;
 use crate::checkpoint::{self, WideRun};
 use crate::config::{Model, Optimizer, TrainConfig};
 use crate::kernels::Evaluation;
+use crate::log::{LogRecord, RecordKind};
 use crate::run_dir::RunDir;
 use crate::trainer::{StartError, StepStats, Trainer};
 use crate::wide_trainer::WideTrainer;
@@ -250,16 +251,6 @@ pub fn timestamp() -> String {
     )
 }
 
-/// `x` with 6 decimals, or `null` when it is not finite (a diverged run's loss): the log stays
-/// valid JSON.
-fn json_number(x: f64) -> String {
-    if x.is_finite() {
-        format!("{x:.6}")
-    } else {
-        "null".into()
-    }
-}
-
 /// The checkpoint file name for `step`.
 pub fn checkpoint_name(step: u64) -> String {
     format!("checkpoint-{step:07}.fmck")
@@ -288,12 +279,7 @@ fn truncate_log(log: &Path, step: u64) -> std::io::Result<()> {
     };
     let kept: String = text
         .lines()
-        .filter(|l| {
-            serde_json::from_str::<serde_json::Value>(l)
-                .ok()
-                .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
-                .is_some_and(|s| s <= step)
-        })
+        .filter(|l| LogRecord::parse(l).ok().is_some_and(|r| r.step <= step))
         .map(|l| format!("{l}\n"))
         .collect();
     fmnist_infer::atomic::write_atomic(log, kept.as_bytes())
@@ -360,15 +346,17 @@ pub fn run(
     while trainer.steps_done() < total {
         let st = trainer.step();
         let step = trainer.steps_done();
-        writeln!(
-            log,
-            r#"{{"time":"{}","step":{step},"total":{total},"loss":{},"accuracy":{:.6},"lr":{:.6e}}}"#,
-            timestamp(),
-            json_number(st.loss),
-            st.accuracy,
-            st.lr
-        )
-        .map_err(io(&log_path))?;
+        let record = LogRecord {
+            time: Some(timestamp()),
+            step,
+            total: Some(total),
+            kind: RecordKind::Step {
+                loss: st.loss,
+                accuracy: st.accuracy,
+                lr: Some(st.lr),
+            },
+        };
+        writeln!(log, "{}", record.to_line()).map_err(io(&log_path))?;
         if !st.loss.is_finite() {
             log.flush().map_err(io(&log_path))?;
             if let Some(b) = &bar {
@@ -411,15 +399,17 @@ pub fn run(
             log.flush().map_err(io(&log_path))?;
             fmnist_infer::atomic::write_atomic(&path, &bytes).map_err(io(&path))?;
             newest = Some(path.clone());
-            writeln!(
-                log,
-                r#"{{"time":"{}","step":{step},"total":{total},"test_accuracy":{:.6},"test_loss":{},"checkpoint":{}}}"#,
-                timestamp(),
-                e.accuracy,
-                json_number(e.loss),
-                serde_json::to_string(&path).expect("path serializes")
-            )
-            .map_err(io(&log_path))?;
+            let record = LogRecord {
+                time: Some(timestamp()),
+                step,
+                total: Some(total),
+                kind: RecordKind::Eval {
+                    test_accuracy: e.accuracy,
+                    test_loss: e.loss,
+                    checkpoint: Some(path.clone()),
+                },
+            };
+            writeln!(log, "{}", record.to_line()).map_err(io(&log_path))?;
             log.flush().map_err(io(&log_path))?;
             say(&format!(
                 "{}, Step: {step}/{total}, Test accuracy: {:.2} %, checkpoint {}",
@@ -473,15 +463,5 @@ fn images_per_second(t: &dyn Session, steps: u64, seconds_before: f64) -> f64 {
         0.0
     } else {
         steps as f64 * t.config().batch as f64 / secs
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn non_finite_losses_are_logged_as_null() {
-        assert_eq!(super::json_number(0.25), "0.250000");
-        assert_eq!(super::json_number(f64::NAN), "null");
-        assert_eq!(super::json_number(f64::INFINITY), "null");
     }
 }

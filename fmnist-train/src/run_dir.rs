@@ -17,6 +17,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::config::TrainConfig;
+use crate::log::LogRecord;
 
 /// The lock file in every run folder.
 pub const LOCK_FILE: &str = ".fmnist-train.lock";
@@ -359,9 +360,7 @@ impl RunDir {
                 RunFile::Log => {
                     let text = fs::read(p).map_err(|e| RunDirError::Io(p.clone(), e))?;
                     for line in String::from_utf8_lossy(&text).lines() {
-                        let total = serde_json::from_str::<serde_json::Value>(line)
-                            .ok()
-                            .and_then(|v| v.get("total").and_then(|t| t.as_u64()));
+                        let total = LogRecord::parse(line).ok().and_then(|r| r.total);
                         match total {
                             Some(t) if t != recipe.steps => {
                                 return Err(other(

@@ -17,6 +17,7 @@ use fmnist_infer::canvas::{Area, Canvas, DrawError, HAlign, Label, VAlign, draw_
 use plotters::prelude::*;
 
 use super::PlotError;
+use crate::log::{LogLineError, LogRecord, RecordKind};
 
 /// One training step of the log.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -51,15 +52,6 @@ pub struct TrainLog {
     pub total: u64,
 }
 
-/// A number of a record: `None` when missing or not a number, NaN for `null` (the trainer logs a
-/// non-finite loss as `null`).
-fn field(v: &serde_json::Value, key: &str) -> Option<f64> {
-    match v.get(key)? {
-        serde_json::Value::Null => Some(f64::NAN),
-        x => x.as_f64().filter(|x| x.is_finite()),
-    }
-}
-
 /// Parses a training log's text (`file` names it in errors).
 ///
 /// Every line must be a step record (`step`, `loss`, `accuracy`) or an evaluation record
@@ -77,41 +69,38 @@ pub fn parse_log(file: &Path, text: &str) -> Result<TrainLog, String> {
         }
         let unfinished = i + 1 == lines.len();
         let bad = |why: &str| format!("{}: line {}: {why}", file.display(), i + 1);
-        let v: serde_json::Value = match serde_json::from_str(line) {
-            Ok(v) => v,
-            Err(_) if unfinished => continue,
-            Err(e) => return Err(bad(&format!("not a JSON object ({e})"))),
-        };
-        let Some(step) = v.get("step").and_then(|s| s.as_u64()) else {
-            if unfinished {
-                continue;
+        let r = match LogRecord::parse(line) {
+            Ok(r) => r,
+            Err(LogLineError::NotJson(_) | LogLineError::NoStep) if unfinished => continue,
+            Err(LogLineError::NotJson(e)) => return Err(bad(&format!("not a JSON object ({e})"))),
+            Err(LogLineError::NoStep) => {
+                return Err(bad("not a training-log record (no \"step\")"));
             }
-            return Err(bad("not a training-log record (no \"step\")"));
-        };
-        if let Some(t) = v.get("total").and_then(|t| t.as_u64()) {
-            log.total = log.total.max(t);
-        }
-        match (
-            field(&v, "loss"),
-            field(&v, "accuracy"),
-            field(&v, "test_accuracy"),
-            field(&v, "test_loss"),
-        ) {
-            (Some(loss), Some(accuracy), _, _) => log.steps.push(StepRecord {
-                step,
-                loss,
-                accuracy,
-            }),
-            (_, _, Some(test_accuracy), Some(test_loss)) => log.evals.push(EvalRecord {
-                step,
-                test_accuracy,
-                test_loss,
-            }),
-            _ => {
+            Err(LogLineError::Neither) => {
                 return Err(bad(
                     "neither a step record (loss, accuracy) nor an evaluation record (test_accuracy, test_loss)",
                 ));
             }
+        };
+        if let Some(t) = r.total {
+            log.total = log.total.max(t);
+        }
+        let step = r.step;
+        match r.kind {
+            RecordKind::Step { loss, accuracy, .. } => log.steps.push(StepRecord {
+                step,
+                loss,
+                accuracy,
+            }),
+            RecordKind::Eval {
+                test_accuracy,
+                test_loss,
+                ..
+            } => log.evals.push(EvalRecord {
+                step,
+                test_accuracy,
+                test_loss,
+            }),
         }
     }
     if log.steps.is_empty() {
