@@ -19,8 +19,11 @@
 
 use bytemuck::Pod;
 
+pub use crate::arch::{Arch, Kind, SHAPE_SLOTS};
 use crate::lenet::{LeNetFoldedParams, LeNetParams};
+use crate::network::{Network, NetworkFn};
 use crate::quant::{LeNetQParams, QParamsError, WideQParams};
+use crate::registry::{LeNetBn, WideCnn, dispatch};
 use crate::tensors::{ParamsError, Tensors};
 use crate::wide::{WideFoldedParams, WideParams};
 
@@ -32,86 +35,9 @@ pub const VERSION: u16 = 1;
 pub const HEADER_LEN: usize = 64;
 /// Bytes after the payload (the CRC).
 pub const TRAILER_LEN: usize = 4;
-/// Number of u16 slots in the shape descriptor.
-pub const SHAPE_SLOTS: usize = 24;
 
 /// The CRC used by the trailer: CRC-32/ISO-HDLC (zlib, PNG, Ethernet).
 pub const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
-
-/// Which network a file holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum Arch {
-    /// LeNet-BN, 61,750 parameters.
-    LeNet = 1,
-    /// The wide CNN (32@3x3, 64@3x3, 512, 10).
-    Wide = 2,
-}
-
-/// What form the weights take.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum Kind {
-    /// f32 as trained, batch norm as separate tensors.
-    F32 = 1,
-    /// f32 with batch norm folded into the convolutions.
-    F32Folded = 2,
-    /// Integer-only int8.
-    Int8 = 3,
-}
-
-impl Arch {
-    /// Decodes the header field.
-    pub fn from_u16(v: u16) -> Option<Self> {
-        match v {
-            1 => Some(Arch::LeNet),
-            2 => Some(Arch::Wide),
-            _ => None,
-        }
-    }
-
-    /// The shape descriptor this code expects for the architecture.
-    pub fn shape_descriptor(self) -> [u16; SHAPE_SLOTS] {
-        let mut d = [0u16; SHAPE_SLOTS];
-        let used: &[u16] = match self {
-            // input C,H,W; conv1 OC,K,P; conv2 OC,K,P; fc1 I,O; fc2 I,O; fc3 I,O
-            Arch::LeNet => &[1, 28, 28, 6, 5, 2, 16, 5, 0, 400, 120, 120, 84, 84, 10],
-            // input C,H,W; conv1 OC,K,P; conv2 OC,K,P; fc1 I,O; fc2 I,O
-            Arch::Wide => &[1, 28, 28, 32, 3, 1, 64, 3, 1, 3136, 512, 512, 10],
-        };
-        d[..used.len()].copy_from_slice(used);
-        d
-    }
-
-    /// Human-readable name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Arch::LeNet => "LeNet-BN",
-            Arch::Wide => "wide CNN",
-        }
-    }
-}
-
-impl Kind {
-    /// Decodes the header field.
-    pub fn from_u16(v: u16) -> Option<Self> {
-        match v {
-            1 => Some(Kind::F32),
-            2 => Some(Kind::F32Folded),
-            3 => Some(Kind::Int8),
-            _ => None,
-        }
-    }
-
-    /// Human-readable name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::F32 => "f32",
-            Kind::F32Folded => "f32 (BN folded)",
-            Kind::Int8 => "int8",
-        }
-    }
-}
 
 /// Why a byte slice is not a usable model file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -259,16 +185,16 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 }
 
 /// Bytes of the payload for an (architecture, kind), when this build knows its layout (it
-/// knows all six).
+/// knows every registered network's three kinds: [`Network::layout_len`]).
 pub fn layout_len(arch: Arch, kind: Kind) -> Option<usize> {
-    match (arch, kind) {
-        (Arch::LeNet, Kind::F32) => Some(size_of::<LeNetParams>()),
-        (Arch::LeNet, Kind::F32Folded) => Some(size_of::<LeNetFoldedParams>()),
-        (Arch::LeNet, Kind::Int8) => Some(size_of::<LeNetQParams>()),
-        (Arch::Wide, Kind::F32) => Some(size_of::<WideParams>()),
-        (Arch::Wide, Kind::F32Folded) => Some(size_of::<WideFoldedParams>()),
-        (Arch::Wide, Kind::Int8) => Some(size_of::<WideQParams>()),
+    struct LayoutLen(Kind);
+    impl NetworkFn for LayoutLen {
+        type Output = usize;
+        fn call<N: Network>(self) -> usize {
+            N::layout_len(self.0)
+        }
     }
+    Some(dispatch(arch, LayoutLen(kind)))
 }
 
 /// Checks a model file: magic, version, header, architecture, kind, shapes, length, CRC,
@@ -366,40 +292,52 @@ impl<'a> ModelFile<'a> {
         Ok(p)
     }
 
-    /// The trained f32 LeNet-BN tensors, checked ([`Tensors::check`]).
+    /// Network `N`'s trained f32 tensors, checked ([`Tensors::check`]).
+    pub fn trained<N: Network>(&self) -> Result<&'a N::Trained, FormatError> {
+        self.checked_f32(N::ARCH, Kind::F32)
+    }
+
+    /// Network `N`'s BN-folded f32 tensors, checked ([`Tensors::check`]).
+    pub fn folded<N: Network>(&self) -> Result<&'a N::Folded, FormatError> {
+        self.checked_f32(N::ARCH, Kind::F32Folded)
+    }
+
+    /// Network `N`'s int8 tensors, in place, after [`Network::check_int8`] (the kernels'
+    /// overflow proof depends on it). Wrap them with [`Network::int8`].
+    pub fn int8<N: Network>(&self) -> Result<&'a N::QParams, FormatError> {
+        let p: &'a N::QParams = self.view(N::ARCH, Kind::Int8)?;
+        N::check_int8(p).map_err(FormatError::BadQuantParams)?;
+        Ok(p)
+    }
+
+    /// [`ModelFile::trained`] for LeNet-BN.
     pub fn lenet_f32(&self) -> Result<&'a LeNetParams, FormatError> {
-        self.checked_f32(Arch::LeNet, Kind::F32)
+        self.trained::<LeNetBn>()
     }
 
-    /// The BN-folded f32 LeNet tensors, checked ([`Tensors::check`]).
+    /// [`ModelFile::folded`] for LeNet-BN.
     pub fn lenet_folded(&self) -> Result<&'a LeNetFoldedParams, FormatError> {
-        self.checked_f32(Arch::LeNet, Kind::F32Folded)
+        self.folded::<LeNetBn>()
     }
 
-    /// The int8 LeNet tensors, in place, after [`LeNetQParams::check`] (the kernels' overflow
-    /// proof depends on it). Wrap them with [`crate::quant::LeNetQ::new`].
+    /// [`ModelFile::int8`] for LeNet-BN.
     pub fn lenet_int8(&self) -> Result<&'a LeNetQParams, FormatError> {
-        let p: &'a LeNetQParams = self.view(Arch::LeNet, Kind::Int8)?;
-        p.check().map_err(FormatError::BadQuantParams)?;
-        Ok(p)
+        self.int8::<LeNetBn>()
     }
 
-    /// The trained f32 wide-CNN tensors, checked ([`Tensors::check`]).
+    /// [`ModelFile::trained`] for the wide CNN.
     pub fn wide_f32(&self) -> Result<&'a WideParams, FormatError> {
-        self.checked_f32(Arch::Wide, Kind::F32)
+        self.trained::<WideCnn>()
     }
 
-    /// The BN-folded f32 wide-CNN tensors, checked ([`Tensors::check`]).
+    /// [`ModelFile::folded`] for the wide CNN.
     pub fn wide_folded(&self) -> Result<&'a WideFoldedParams, FormatError> {
-        self.checked_f32(Arch::Wide, Kind::F32Folded)
+        self.folded::<WideCnn>()
     }
 
-    /// The int8 wide-CNN tensors, in place, after [`WideQParams::check`] (the kernels'
-    /// overflow proof depends on it). Wrap them with [`crate::quant::WideQ::new`].
+    /// [`ModelFile::int8`] for the wide CNN.
     pub fn wide_int8(&self) -> Result<&'a WideQParams, FormatError> {
-        let p: &'a WideQParams = self.view(Arch::Wide, Kind::Int8)?;
-        p.check().map_err(FormatError::BadQuantParams)?;
-        Ok(p)
+        self.int8::<WideCnn>()
     }
 }
 

@@ -11,16 +11,22 @@
 //!   [`quant::WideQ`]);
 //! * [`tensors`]: the named f32 tensors of each layout and the finiteness check every reader
 //!   of f32 parameters runs;
+//! * [`network`]: the [`network::Network`] trait, implemented once per network, and
+//!   [`registry::dispatch`], the one list of networks, which picks one from a file header's
+//!   [`arch::Arch`];
 //! * [`classes`]: the ten Fashion-MNIST class names.
 //!
 //! Kernels cannot fail: they write into caller-provided buffers. `Result` appears only where bytes
 //! from outside are parsed.
 
+pub mod arch;
 pub mod classes;
 pub mod format;
 pub mod layers;
 pub mod lenet;
+pub mod network;
 pub mod quant;
+pub mod registry;
 pub mod tensors;
 #[cfg(any(test, feature = "testutil"))]
 pub mod testutil;

@@ -1,18 +1,49 @@
-//! The int8 model: a checked FMNM kind-3 file (LeNet-BN or the wide CNN, by the header's
+//! The int8 model: a checked FMNM kind-3 file (any registered network, by the header's
 //! architecture) run with fmnist-core's integer-only kernels.
+
+use std::any::Any;
 
 use fmnist_core::format::Arch;
 use fmnist_core::lenet::IMAGE_PIXELS;
+use fmnist_core::network::{Network, NetworkFn};
 use fmnist_core::quant::{LeNetQ, WideQ};
+use fmnist_core::registry::{LeNetBn, WideCnn, dispatch};
 
 use crate::error::{Error, Result};
 use crate::modelio::LoadedModel;
 
-/// The kernel view of either network.
-#[derive(Clone, Copy, Debug)]
-enum Net {
-    LeNet(LeNetQ<'static>),
-    Wide(WideQ<'static>),
+/// One network's int8 kernel view, behind [`Int8Model`].
+trait Int8Net: Send + Sync {
+    fn arch(&self) -> Arch;
+    fn forward(&self, image: &[u8; IMAGE_PIXELS]) -> [i8; 10];
+    fn forward_reference(&self, image: &[u8; IMAGE_PIXELS]) -> [i8; 10];
+    fn output_quant(&self) -> (f32, i8);
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// Network `N`'s int8 network over leaked parameters.
+struct Kernels<N: Network> {
+    params: &'static N::QParams,
+    net: N::Int8<'static>,
+}
+
+impl<N: Network> Int8Net for Kernels<N> {
+    fn arch(&self) -> Arch {
+        N::ARCH
+    }
+    #[inline]
+    fn forward(&self, image: &[u8; IMAGE_PIXELS]) -> [i8; 10] {
+        N::int8_forward(&self.net, image)
+    }
+    fn forward_reference(&self, image: &[u8; IMAGE_PIXELS]) -> [i8; 10] {
+        N::int8_forward_reference(&self.net, image)
+    }
+    fn output_quant(&self) -> (f32, i8) {
+        N::output_quant(self.params)
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
 }
 
 /// A loaded, checked int8 model.
@@ -20,9 +51,17 @@ enum Net {
 /// The parameters (65 KB for LeNet, 1.6 MB for the wide CNN) are copied once and kept for the
 /// life of the process, so the kernel view is built (and its overflow-safety check run) once
 /// rather than per image.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct Int8Model {
-    net: Net,
+    net: &'static dyn Int8Net,
+}
+
+impl std::fmt::Debug for Int8Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Int8Model")
+            .field("arch", &self.net.arch())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A leaked copy of `p`, byte-wise (a 1.6 MB payload never passes through the stack).
@@ -32,79 +71,67 @@ fn leak_copy<T: bytemuck::Pod>(p: &T) -> &'static T {
     Box::leak(owned)
 }
 
+/// Loads the int8 network the header names.
+struct Load<'a>(&'a LoadedModel);
+
+impl NetworkFn for Load<'_> {
+    type Output = Result<&'static dyn Int8Net>;
+    fn call<N: Network>(self) -> Self::Output {
+        let path = &self.0.path;
+        let parsed = self.0.file().map_err(|e| Error::bad(path, e))?;
+        let params = leak_copy(parsed.int8::<N>().map_err(|e| Error::bad(path, e))?);
+        let net = N::int8(params).map_err(|e| Error::bad(path, e))?;
+        let kernels: &'static Kernels<N> = Box::leak(Box::new(Kernels { params, net }));
+        Ok(kernels)
+    }
+}
+
 impl Int8Model {
-    /// Checks that `file` holds an int8 LeNet or wide CNN the kernels accept.
-    pub fn new(file: LoadedModel) -> Result<Self> {
+    /// Checks that `file` holds an int8 network the kernels accept.
+    pub fn new(file: &LoadedModel) -> Result<Self> {
         let parsed = file.file().map_err(|e| Error::bad(&file.path, e))?;
-        let bad = |e| Error::bad(&file.path, e);
-        let net = match parsed.header.arch {
-            Arch::LeNet => {
-                let p = leak_copy(parsed.lenet_int8().map_err(bad)?);
-                Net::LeNet(LeNetQ::new(p).map_err(|e| Error::bad(&file.path, e))?)
-            }
-            Arch::Wide => {
-                let p = leak_copy(parsed.wide_int8().map_err(bad)?);
-                Net::Wide(WideQ::new(p).map_err(|e| Error::bad(&file.path, e))?)
-            }
-        };
+        let net = dispatch(parsed.header.arch, Load(file))?;
         Ok(Int8Model { net })
     }
 
     /// The network the file holds.
     pub fn arch(&self) -> Arch {
-        match self.net {
-            Net::LeNet(_) => Arch::LeNet,
-            Net::Wide(_) => Arch::Wide,
-        }
+        self.net.arch()
     }
 
-    /// The LeNet kernel view (`None` for the wide CNN).
+    /// Network `N`'s kernel view (`None` when the file holds another network).
+    pub fn kernels<N: Network>(&self) -> Option<&N::Int8<'static>> {
+        self.net
+            .as_any()
+            .downcast_ref::<Kernels<N>>()
+            .map(|k| &k.net)
+    }
+
+    /// The LeNet kernel view (`None` for the wide CNN): [`Int8Model::kernels`] for LeNet-BN.
     pub fn lenet(&self) -> Option<&LeNetQ<'static>> {
-        match &self.net {
-            Net::LeNet(n) => Some(n),
-            Net::Wide(_) => None,
-        }
+        self.kernels::<LeNetBn>()
     }
 
-    /// The wide-CNN kernel view (`None` for LeNet).
+    /// The wide-CNN kernel view (`None` for LeNet): [`Int8Model::kernels`] for the wide CNN.
     pub fn wide(&self) -> Option<&WideQ<'static>> {
-        match &self.net {
-            Net::Wide(n) => Some(n),
-            Net::LeNet(_) => None,
-        }
+        self.kernels::<WideCnn>()
     }
 
     /// The int8 logits of one image (the fused kernels the device runs).
     #[inline]
     pub fn forward(&self, image: &[u8; IMAGE_PIXELS]) -> [i8; 10] {
-        match &self.net {
-            Net::LeNet(n) => n.forward(image),
-            Net::Wide(n) => n.forward(image),
-        }
+        self.net.forward(image)
     }
 
     /// The int8 logits through the plain reference kernels (bit-identical to [`Self::forward`]).
     pub fn forward_reference(&self, image: &[u8; IMAGE_PIXELS]) -> [i8; 10] {
-        match &self.net {
-            Net::LeNet(n) => n.forward_reference(image),
-            Net::Wide(n) => n.forward_reference(image),
-        }
+        self.net.forward_reference(image)
     }
 
     /// Output scale and zero point of the logits (the last layer's output quantization: fc3
     /// for LeNet, fc2 for the wide CNN).
     pub fn output_quant(&self) -> (f32, i8) {
-        let (scale, zp) = match &self.net {
-            Net::LeNet(n) => (
-                n.params().fc3.output_scale,
-                n.params().fc3.output_zero_point,
-            ),
-            Net::Wide(n) => (
-                n.params().fc2.output_scale,
-                n.params().fc2.output_zero_point,
-            ),
-        };
-        (scale, zp)
+        self.net.output_quant()
     }
 
     /// `scale · (q − zero_point)` with the logits' output scale and zero point.

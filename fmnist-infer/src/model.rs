@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 
 use fmnist_core::format::{self, Arch, Kind};
 use fmnist_core::layers::{argmax, softmax};
-use fmnist_core::lenet::{IMAGE_PIXELS, LeNet, LeNetFoldedParams, LeNetParams};
-use fmnist_core::wide::{Wide, WideFoldedParams, WideParams};
+use fmnist_core::lenet::IMAGE_PIXELS;
+use fmnist_core::network::{Network, NetworkFn};
+use fmnist_core::registry::{LeNetBn, dispatch};
 
 use crate::error::{Error, Result};
 use crate::int8::Int8Model;
@@ -58,61 +59,115 @@ impl ModelKind {
     }
 }
 
+/// One network's f32 parameters (either kind), behind [`F32Net`].
+trait F32Weights: Send + Sync {
+    fn forward(&self, image: &[u8; IMAGE_PIXELS]) -> [f32; 10];
+    fn forward_layers(&self, image: &[u8; IMAGE_PIXELS]) -> [f32; 10];
+    fn name(&self) -> &'static str;
+}
+
+/// Network `N`'s trained f32 parameters.
+struct Trained<N: Network>(Box<N::Trained>);
+/// Network `N`'s BN-folded f32 parameters.
+struct Folded<N: Network>(Box<N::Folded>);
+
+impl<N: Network> F32Weights for Trained<N> {
+    #[inline]
+    fn forward(&self, image: &[u8; IMAGE_PIXELS]) -> [f32; 10] {
+        N::forward(&N::f32_trained(&self.0), image)
+    }
+    fn forward_layers(&self, image: &[u8; IMAGE_PIXELS]) -> [f32; 10] {
+        N::forward_layers(&N::f32_trained(&self.0), image)
+    }
+    fn name(&self) -> &'static str {
+        N::NAME
+    }
+}
+
+impl<N: Network> F32Weights for Folded<N> {
+    #[inline]
+    fn forward(&self, image: &[u8; IMAGE_PIXELS]) -> [f32; 10] {
+        N::forward(&N::f32_folded(&self.0), image)
+    }
+    fn forward_layers(&self, image: &[u8; IMAGE_PIXELS]) -> [f32; 10] {
+        N::forward_layers(&N::f32_folded(&self.0), image)
+    }
+    fn name(&self) -> &'static str {
+        N::NAME
+    }
+}
+
 enum Weights {
-    F32(Box<LeNetParams>),
-    Folded(Box<LeNetFoldedParams>),
-    WideF32(Box<WideParams>),
-    WideFolded(Box<WideFoldedParams>),
+    F32(Box<dyn F32Weights>),
     Int8(Int8Model),
 }
 
-/// The f32 forward pass of either network.
-#[derive(Clone, Copy, Debug)]
-pub enum F32Net<'a> {
-    /// LeNet-BN (BN separate or folded).
-    LeNet(LeNet<'a>),
-    /// The wide CNN (BN separate or folded).
-    Wide(Wide<'a>),
+/// The f32 forward pass of the model's network.
+#[derive(Clone, Copy)]
+pub struct F32Net<'a>(&'a dyn F32Weights);
+
+impl std::fmt::Debug for F32Net<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("F32Net").field(&self.name()).finish()
+    }
 }
 
 impl F32Net<'_> {
     /// The fused forward pass.
     pub fn forward(&self, image: &[u8; IMAGE_PIXELS]) -> [f32; 10] {
-        match self {
-            F32Net::LeNet(n) => n.forward(image),
-            F32Net::Wide(n) => n.forward(image),
-        }
+        self.0.forward(image)
     }
 
     /// The layer-by-layer reference pass (bit-identical to [`F32Net::forward`]; the wide CNN's
     /// needs about 200 KB of stack).
     pub fn forward_layers(&self, image: &[u8; IMAGE_PIXELS]) -> [f32; 10] {
-        match self {
-            F32Net::LeNet(n) => n.forward_layers(image),
-            F32Net::Wide(n) => n.forward_layers(image),
-        }
+        self.0.forward_layers(image)
     }
 
-    /// The benchmark's names for [`F32Net::forward`] and [`F32Net::forward_layers`].
+    /// The benchmark's names for [`F32Net::forward`] and [`F32Net::forward_layers`]
+    /// (`f32 LeNet::forward (fused)`, `f32 LeNet::forward_layers (reference)`).
     pub fn kernel_names(&self) -> [&'static str; 2] {
-        match self {
-            F32Net::LeNet(_) => [
-                "f32 LeNet::forward (fused)",
-                "f32 LeNet::forward_layers (reference)",
-            ],
-            F32Net::Wide(_) => [
-                "f32 Wide::forward (fused)",
-                "f32 Wide::forward_layers (reference)",
-            ],
-        }
+        let name = self.name();
+        [
+            format!("f32 {name}::forward (fused)"),
+            format!("f32 {name}::forward_layers (reference)"),
+        ]
+        .map(|s| &*Box::leak(s.into_boxed_str()))
     }
 
-    /// `LeNet` or `Wide`, for reports.
+    /// The network's short name ([`Network::NAME`]: `LeNet`, `Wide`), for reports.
     pub fn name(&self) -> &'static str {
-        match self {
-            F32Net::LeNet(_) => "LeNet",
-            F32Net::Wide(_) => "Wide",
-        }
+        self.0.name()
+    }
+}
+
+/// Reads the f32 or int8 model of the network the header names.
+struct Load<'a> {
+    file: format::ModelFile<'a>,
+    loaded: &'a LoadedModel,
+    path: &'a Path,
+}
+
+impl NetworkFn for Load<'_> {
+    type Output = Result<(ModelKind, Weights)>;
+    fn call<N: Network>(self) -> Self::Output {
+        let bad = |e| Error::bad(self.path, e);
+        let file = self.file;
+        Ok(match file.header.kind {
+            Kind::F32 => (
+                ModelKind::F32,
+                Weights::F32(Box::new(Trained::<N>(boxed_copy(
+                    file.trained::<N>().map_err(bad)?,
+                )))),
+            ),
+            Kind::F32Folded => (
+                ModelKind::F32Folded,
+                Weights::F32(Box::new(Folded::<N>(boxed_copy(
+                    file.folded::<N>().map_err(bad)?,
+                )))),
+            ),
+            Kind::Int8 => (ModelKind::Int8, Weights::Int8(Int8Model::new(self.loaded)?)),
+        })
     }
 }
 
@@ -161,7 +216,7 @@ impl Model {
             kind: ModelKind::Safetensors,
             arch: Arch::LeNet,
             crc: format::CRC32.checksum(bytes),
-            weights: Weights::F32(params),
+            weights: Weights::F32(Box::new(Trained::<LeNetBn>(params))),
         })
     }
 
@@ -179,27 +234,15 @@ impl Model {
         })?;
         let crc_at = file.payload.len() + format::HEADER_LEN;
         let crc = u32::from_le_bytes(bytes[crc_at..crc_at + 4].try_into().unwrap());
-        let bad = |e| Error::bad(path, e);
         let arch = file.header.arch;
-        let (kind, weights) = match (arch, file.header.kind) {
-            (Arch::LeNet, Kind::F32) => (
-                ModelKind::F32,
-                Weights::F32(boxed_copy(file.lenet_f32().map_err(bad)?)),
-            ),
-            (Arch::LeNet, Kind::F32Folded) => (
-                ModelKind::F32Folded,
-                Weights::Folded(boxed_copy(file.lenet_folded().map_err(bad)?)),
-            ),
-            (Arch::Wide, Kind::F32) => (
-                ModelKind::F32,
-                Weights::WideF32(boxed_copy(file.wide_f32().map_err(bad)?)),
-            ),
-            (Arch::Wide, Kind::F32Folded) => (
-                ModelKind::F32Folded,
-                Weights::WideFolded(boxed_copy(file.wide_folded().map_err(bad)?)),
-            ),
-            (_, Kind::Int8) => (ModelKind::Int8, Weights::Int8(Int8Model::new(loaded)?)),
-        };
+        let (kind, weights) = dispatch(
+            arch,
+            Load {
+                file,
+                loaded: &loaded,
+                path,
+            },
+        )?;
         Ok(Model {
             path: path.to_owned(),
             kind,
@@ -246,10 +289,7 @@ impl Model {
     /// The f32 forward pass of this model (`None` for an int8 model).
     pub fn f32_net(&self) -> Option<F32Net<'_>> {
         match &self.weights {
-            Weights::F32(p) => Some(F32Net::LeNet(LeNet::from(&**p))),
-            Weights::Folded(p) => Some(F32Net::LeNet(LeNet::from(&**p))),
-            Weights::WideF32(p) => Some(F32Net::Wide(Wide::from(&**p))),
-            Weights::WideFolded(p) => Some(F32Net::Wide(Wide::from(&**p))),
+            Weights::F32(w) => Some(F32Net(&**w)),
             Weights::Int8(_) => None,
         }
     }

@@ -296,6 +296,50 @@ impl<'a> LeNetQ<'a> {
     }
 }
 
+/// LeNet-BN: the [`Network`](crate::network::Network) implementation.
+#[derive(Clone, Copy, Debug)]
+pub enum LeNetBn {}
+
+impl crate::network::Network for LeNetBn {
+    const ARCH: crate::arch::Arch = crate::arch::Arch::LeNet;
+    const NAME: &'static str = "LeNet";
+    type Trained = crate::lenet::LeNetParams;
+    type Folded = crate::lenet::LeNetFoldedParams;
+    type QParams = LeNetQParams;
+    type F32<'a> = crate::lenet::LeNet<'a>;
+    type Int8<'a> = LeNetQ<'a>;
+
+    fn f32_trained(p: &Self::Trained) -> Self::F32<'_> {
+        crate::lenet::LeNet::from(p)
+    }
+    fn f32_folded(p: &Self::Folded) -> Self::F32<'_> {
+        crate::lenet::LeNet::from(p)
+    }
+    #[inline]
+    fn forward(net: &Self::F32<'_>, image: &[u8; IMAGE_PIXELS]) -> [f32; 10] {
+        net.forward(image)
+    }
+    fn forward_layers(net: &Self::F32<'_>, image: &[u8; IMAGE_PIXELS]) -> [f32; 10] {
+        net.forward_layers(image)
+    }
+    fn check_int8(p: &Self::QParams) -> Result<(), QParamsError> {
+        p.check()
+    }
+    fn int8(p: &Self::QParams) -> Result<Self::Int8<'_>, QParamsError> {
+        LeNetQ::new(p)
+    }
+    #[inline]
+    fn int8_forward(net: &Self::Int8<'_>, image: &[u8; IMAGE_PIXELS]) -> [i8; 10] {
+        net.forward(image)
+    }
+    fn int8_forward_reference(net: &Self::Int8<'_>, image: &[u8; IMAGE_PIXELS]) -> [i8; 10] {
+        net.forward_reference(image)
+    }
+    fn output_quant(p: &Self::QParams) -> (f32, i8) {
+        (p.fc3.output_scale, p.fc3.output_zero_point)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -279,6 +279,50 @@ impl<'a> WideQ<'a> {
     }
 }
 
+/// The wide CNN: the [`Network`](crate::network::Network) implementation.
+#[derive(Clone, Copy, Debug)]
+pub enum WideCnn {}
+
+impl crate::network::Network for WideCnn {
+    const ARCH: crate::arch::Arch = crate::arch::Arch::Wide;
+    const NAME: &'static str = "Wide";
+    type Trained = crate::wide::WideParams;
+    type Folded = crate::wide::WideFoldedParams;
+    type QParams = WideQParams;
+    type F32<'a> = crate::wide::Wide<'a>;
+    type Int8<'a> = WideQ<'a>;
+
+    fn f32_trained(p: &Self::Trained) -> Self::F32<'_> {
+        crate::wide::Wide::from(p)
+    }
+    fn f32_folded(p: &Self::Folded) -> Self::F32<'_> {
+        crate::wide::Wide::from(p)
+    }
+    #[inline]
+    fn forward(net: &Self::F32<'_>, image: &[u8; IMAGE_PIXELS]) -> [f32; 10] {
+        net.forward(image)
+    }
+    fn forward_layers(net: &Self::F32<'_>, image: &[u8; IMAGE_PIXELS]) -> [f32; 10] {
+        net.forward_layers(image)
+    }
+    fn check_int8(p: &Self::QParams) -> Result<(), QParamsError> {
+        p.check()
+    }
+    fn int8(p: &Self::QParams) -> Result<Self::Int8<'_>, QParamsError> {
+        WideQ::new(p)
+    }
+    #[inline]
+    fn int8_forward(net: &Self::Int8<'_>, image: &[u8; IMAGE_PIXELS]) -> [i8; 10] {
+        net.forward(image)
+    }
+    fn int8_forward_reference(net: &Self::Int8<'_>, image: &[u8; IMAGE_PIXELS]) -> [i8; 10] {
+        net.forward_reference(image)
+    }
+    fn output_quant(p: &Self::QParams) -> (f32, i8) {
+        (p.fc2.output_scale, p.fc2.output_zero_point)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
