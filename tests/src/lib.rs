@@ -12,6 +12,16 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The names of the entries in `dir`, sorted (panics if `dir` cannot be read).
+pub fn file_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
 /// A workspace binary (`fmnist-train`, `fmnist-infer`). The test command builds them first
 /// (`cargo build --release --workspace`); a missing one is a setup error with a clear message.
 pub fn bin(name: &str) -> PathBuf {

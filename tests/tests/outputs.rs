@@ -10,7 +10,7 @@ use fmnist_core::format::{Arch, Kind};
 use fmnist_core::lenet::{IMAGE_PIXELS, LeNetParams};
 use fmnist_infer::data::{encode_images, encode_labels};
 use fmnist_infer::modelio::write_model;
-use fmnist_tests::{assert_bad_input, bin, run, text};
+use fmnist_tests::{assert_bad_input, bin, file_names, run, text};
 
 /// A small valid data set (64 training and 16 test images).
 fn data_dir(root: &Path) -> PathBuf {
@@ -70,15 +70,6 @@ fn refused(case: &str, bin_name: &str, args: &[&str], file: &str, problem: &str)
     assert!(err.contains(file), "{case}: does not name {file}: {err}");
 }
 
-fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
 fn mkfifo(path: &Path) {
     assert!(Command::new("mkfifo").arg(path).status().unwrap().success());
 }
@@ -110,7 +101,7 @@ fn export_refuses_shared_outputs_and_writes_both_or_neither() {
     // The same file twice, spelled differently.
     let o = export(&out.join("m.fmq"), &out.join("../out/m.fmq"));
     assert_bad_input(&o, "given as two outputs (--out and --folded-out)");
-    assert!(listing(&out).is_empty());
+    assert!(file_names(&out).is_empty());
     // An output over the input.
     let before = std::fs::read(&model).unwrap();
     let o = export(&out.join("m.fmq"), &out.join("../model.fmnm"));
@@ -119,11 +110,11 @@ fn export_refuses_shared_outputs_and_writes_both_or_neither() {
     // A folded output that cannot be written leaves no int8 file behind.
     let o = export(&out.join("m.fmq"), &tmp.path().join("none/f.fmnm"));
     assert_bad_input(&o, "no directory");
-    assert!(listing(&out).is_empty());
+    assert!(file_names(&out).is_empty());
     // Both written, and the report names both.
     let o = export(&out.join("m.fmq"), &out.join("f.fmnm"));
     assert!(o.status.success(), "{}", text(&o).1);
-    assert_eq!(listing(&out), ["f.fmnm", "m.fmq"]);
+    assert_eq!(file_names(&out), ["f.fmnm", "m.fmq"]);
     assert!(text(&o).0.contains("wrote"));
 }
 
@@ -173,10 +164,10 @@ fn predict_refuses_two_images_saved_to_one_file() {
     let o = predict(&[&a.join("shoe.png"), &b.join("shoe.png")]);
     assert_bad_input(&o, "(the same file stem)");
     assert!(text(&o).1.contains("shoe.28x28.png"));
-    assert!(listing(&saved).is_empty());
+    assert!(file_names(&saved).is_empty());
     let o = predict(&[&a.join("shoe.png")]);
     assert!(o.status.success(), "{}", text(&o).1);
-    assert_eq!(listing(&saved), ["shoe.28x28.png"]);
+    assert_eq!(file_names(&saved), ["shoe.28x28.png"]);
 }
 
 /// Every command that writes a file refuses, before any work, an output whose folder is missing,
@@ -304,7 +295,7 @@ fn a_bad_output_path_is_bad_input_in_every_command() {
         "No such file",
     );
     assert_eq!(
-        listing(t),
+        file_names(t),
         [
             "a-fifo",
             "a-folder",
@@ -314,7 +305,7 @@ fn a_bad_output_path_is_bad_input_in_every_command() {
             "x.png"
         ]
     );
-    assert!(listing(&folder).is_empty());
+    assert!(file_names(&folder).is_empty());
 }
 
 /// Inputs that are folders, FIFOs or broken symlinks are refused at once (a FIFO used to block

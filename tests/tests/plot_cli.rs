@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use fmnist_infer::data::{self, Split};
 use fmnist_infer::modelio::LoadedModel;
-use fmnist_tests::{assert_bad_input, data_dir, run, text};
+use fmnist_tests::{assert_bad_input, data_dir, file_names, run, text};
 use fmnist_train::plot::curves::CURVE_SIZE;
 use fmnist_train::plot::samples::{SAMPLE_SCALE, SampleLayout};
 use image::RgbImage;
@@ -107,19 +107,6 @@ fn check_png(path: &Path, size: (u32, u32)) -> RgbImage {
     img
 }
 
-/// Files in `dir` (names), sorted.
-fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
 #[test]
 fn plot_draws_loss_and_accuracy_from_a_real_log_deterministically() {
     let r = short_run();
@@ -134,7 +121,7 @@ fn plot_draws_loss_and_accuracy_from_a_real_log_deterministically() {
     let j: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(j["steps"], 20);
     assert_eq!(j["evaluations"], 2);
-    assert_eq!(listing(&out), ["accuracy.png", "loss.png"]);
+    assert_eq!(file_names(&out), ["accuracy.png", "loss.png"]);
     for name in ["loss.png", "accuracy.png"] {
         let img = check_png(&out.join(name), CURVE_SIZE);
         // The test points are drawn in red.
@@ -195,7 +182,7 @@ fn plot_rejects_missing_and_garbled_logs_and_unwritable_output() {
     let blocked = dir.path().join("blocked");
     std::fs::create_dir_all(blocked.join("loss.png")).unwrap();
     assert_bad_input(&plot(&r.log, &blocked), "loss.png");
-    assert_eq!(listing(&blocked), ["loss.png"], "temp files left behind");
+    assert_eq!(file_names(&blocked), ["loss.png"], "temp files left behind");
 }
 
 #[test]
@@ -236,7 +223,7 @@ fn samples_draws_the_first_training_images_pixel_exact() {
         &["samples", "--out", s(&nowhere), "--data", s(&data)],
     );
     assert_bad_input(&o, "no-such-dir/s.png");
-    assert_eq!(listing(dir.path()), ["samples.png"]);
+    assert_eq!(file_names(dir.path()), ["samples.png"]);
 }
 
 #[test]
@@ -331,7 +318,7 @@ fn confusion_rejects_bad_models_and_unwritable_output() {
     assert_bad_input(&confusion(&r.int8, &nowhere), "no-such-dir/c.png");
     assert_bad_input(&confusion(&r.int8, dir.path()), "is a directory");
     assert_eq!(
-        listing(dir.path()),
+        file_names(dir.path()),
         ["bad.fmnm", "cut.fmq"],
         "a PNG or temp file was left behind"
     );

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fmnist_tests::{assert_bad_input, bin, run, text};
+use fmnist_tests::{assert_bad_input, bin, file_names, run, text};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -21,18 +21,8 @@ fn train(out: &Path, extra: &[&str]) -> serde_json::Value {
     serde_json::from_str(text(&o).0.trim()).unwrap()
 }
 
-/// The file names in `dir`, sorted.
-fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
 fn checkpoint_names(dir: &Path) -> Vec<String> {
-    names(dir)
+    file_names(dir)
         .into_iter()
         .filter(|n| n.ends_with(".fmck"))
         .collect()
@@ -149,7 +139,7 @@ fn a_folder_holding_an_older_longer_run_is_refused_unless_overwritten() {
         &["--steps", "40", "--checkpoint-every", "20", "--keep", "5"],
     );
     std::fs::write(out.join("notes.txt"), b"mine").unwrap();
-    let before = names(&out);
+    let before = file_names(&out);
     let new_run = [
         "--steps",
         "20",
@@ -172,7 +162,7 @@ fn a_folder_holding_an_older_longer_run_is_refused_unless_overwritten() {
             out.display()
         ),
     );
-    assert_eq!(names(&out), before, "a refused run changed the folder");
+    assert_eq!(file_names(&out), before, "a refused run changed the folder");
 
     // --overwrite: the new run's checkpoints survive pruning, the old run's files are gone,
     // other files stay.
@@ -180,7 +170,7 @@ fn a_folder_holding_an_older_longer_run_is_refused_unless_overwritten() {
     args.push("--overwrite");
     let j = train(&out, &args);
     assert_eq!(
-        names(&out),
+        file_names(&out),
         [
             ".fmnist-train.lock",
             "checkpoint-0000015.fmck",
@@ -227,7 +217,7 @@ fn resume_by_a_bare_name_from_inside_the_folder_prunes_by_step() {
         .unwrap();
     assert!(o.status.success(), "{}", text(&o).1);
     assert_eq!(
-        names(&out),
+        file_names(&out),
         [
             ".fmnist-train.lock",
             ".notes.txt.7.tmp",
@@ -256,7 +246,7 @@ fn resume_into_a_folder_of_another_run_is_refused() {
         &b,
         &["--steps", "10", "--checkpoint-every", "10", "--seed", "2"],
     );
-    let before = names(&b);
+    let before = file_names(&b);
     let b_model = std::fs::read(b.join("model.fmnm")).unwrap();
     let a_ck = a.join("checkpoint-0000010.fmck");
     let why = format!(
@@ -274,7 +264,7 @@ fn resume_into_a_folder_of_another_run_is_refused() {
     let o = run("fmnist-train", &["resume", "--checkpoint", s(&copy)]);
     assert_refused(&o, &why);
     std::fs::remove_file(&copy).unwrap();
-    assert_eq!(names(&b), before);
+    assert_eq!(file_names(&b), before);
     assert!(std::fs::read(b.join("model.fmnm")).unwrap() == b_model);
 
     // A folder with only the log of a run of another length, or only a model.
