@@ -420,6 +420,16 @@ fn recipe_difference(theirs: &TrainConfig, ours: &TrainConfig) -> String {
 mod tests {
     use super::*;
 
+    /// The names in `dir`, sorted.
+    fn sorted_names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
     #[test]
     fn names_of_run_files() {
         assert_eq!(checkpoint_step("checkpoint-0000200.fmck"), Some(200));
@@ -469,11 +479,7 @@ mod tests {
             fs::write(tmp.path().join(name), b"x").unwrap();
         }
         dir.prune(30, 2);
-        let mut left: Vec<String> = fs::read_dir(tmp.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        left.sort();
+        let left = sorted_names(tmp.path());
         assert_eq!(
             left,
             [
@@ -545,11 +551,7 @@ mod tests {
         );
         assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), names.len() + 1);
         RunDir::claim(tmp.path(), Mode::Train { overwrite: true }).unwrap();
-        let mut left: Vec<String> = fs::read_dir(tmp.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        left.sort();
+        let left = sorted_names(tmp.path());
         assert_eq!(
             left,
             [
