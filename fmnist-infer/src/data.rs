@@ -144,8 +144,8 @@ fn find_file(dir: &Path, split: Split, kind: &str) -> Result<PathBuf, String> {
     }
 }
 
-/// Why `dir` is not a data directory, or `None` when all four files are there.
-fn missing_files(dir: &Path) -> Option<String> {
+/// Why `dir` is not a data directory for `splits`, or `None` when their files are all there.
+fn missing_files(dir: &Path, splits: &[Split]) -> Option<String> {
     match std::fs::metadata(dir) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => return Some("not a directory".into()),
@@ -155,7 +155,7 @@ fn missing_files(dir: &Path) -> Option<String> {
         Err(e) => return Some(e.to_string()),
     }
     let mut why = Vec::new();
-    for split in [Split::Train, Split::Test] {
+    for &split in splits {
         for kind in ["images-idx3", "labels-idx1"] {
             if let Err(w) = find_file(dir, split, kind) {
                 why.push(w);
@@ -167,8 +167,15 @@ fn missing_files(dir: &Path) -> Option<String> {
 
 /// Resolves the data directory: `cli`, else `$FMNIST_DATA`, else `./data/fashion-mnist`, else
 /// the Debian package's directory. An explicitly named directory (flag or variable) must hold the
-/// files: a typo is reported, not silently replaced by another directory.
+/// files: a typo is reported, not silently replaced by another directory. The directory must hold
+/// both splits; [`locate_splits`] asks for fewer.
 pub fn locate(cli: Option<&Path>) -> Result<PathBuf, DataError> {
+    locate_splits(cli, &[Split::Train, Split::Test])
+}
+
+/// As [`locate`], for a command that reads only `splits` (inference reads only the test set, so a
+/// folder holding just the two `t10k-*` files will do).
+pub fn locate_splits(cli: Option<&Path>, splits: &[Split]) -> Result<PathBuf, DataError> {
     let explicit = cli.map(Path::to_path_buf).or_else(|| {
         std::env::var_os(DATA_ENV)
             .filter(|v| !v.is_empty())
@@ -180,7 +187,7 @@ pub fn locate(cli: Option<&Path>) -> Result<PathBuf, DataError> {
     };
     let mut tried = Vec::new();
     for dir in candidates {
-        match missing_files(&dir) {
+        match missing_files(&dir, splits) {
             None => return Ok(dir),
             Some(why) => tried.push((dir, why)),
         }
@@ -592,6 +599,21 @@ mod tests {
                 .unwrap_err()
                 .contains("bad gzip data")
         );
+    }
+
+    #[test]
+    fn a_test_only_folder_serves_commands_that_read_only_the_test_set() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("t10k-images-idx3-ubyte"), b"x").unwrap();
+        std::fs::write(dir.path().join("t10k-labels-idx1-ubyte.gz"), b"x").unwrap();
+        let e = err(locate(Some(dir.path())));
+        assert!(e.contains("missing train-images-idx3-ubyte[.gz]"), "{e}");
+        assert_eq!(
+            locate_splits(Some(dir.path()), &[Split::Test]).unwrap(),
+            dir.path()
+        );
+        let e = err(locate_splits(Some(dir.path()), &[Split::Train]));
+        assert!(e.contains("missing train-labels-idx1-ubyte[.gz]"), "{e}");
     }
 
     #[test]

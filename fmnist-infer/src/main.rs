@@ -128,7 +128,7 @@ enum Command {
 }
 
 fn load_test(dir: Option<&Path>) -> Result<data::Dataset> {
-    let dir = data::locate(dir)?;
+    let dir = data::locate_splits(dir, &[Split::Test])?;
     Ok(data::load(&dir, Split::Test)?)
 }
 

@@ -557,3 +557,45 @@ fn eval_mirror_tta_averages_each_image_with_its_mirror() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).1.contains("rotate"));
 }
+
+/// Inference reads only the test set: a data folder holding just the two `t10k-*` files serves
+/// `eval` and `golden`, and gives the same results as the full folder.
+#[test]
+fn a_test_only_data_folder_serves_eval_and_golden() {
+    let m = models();
+    let full = data_dir();
+    let only = tempfile::tempdir().unwrap();
+    for stem in ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"] {
+        let src = [full.join(format!("{stem}.gz")), full.join(stem)]
+            .into_iter()
+            .find(|p| p.is_file())
+            .unwrap();
+        std::os::unix::fs::symlink(&src, only.path().join(src.file_name().unwrap())).unwrap();
+    }
+    let data = s(only.path());
+    let a = json_of(&run(
+        "fmnist-infer",
+        &["eval", "--model", s(&m.int8), "--data", data, "--json"],
+    ));
+    let b = json_of(&run(
+        "fmnist-infer",
+        &["eval", "--model", s(&m.int8), "--json"],
+    ));
+    assert_eq!(a["accuracy"], b["accuracy"]);
+    assert_eq!(a["confusion"], b["confusion"]);
+    let out = only.path().join("g.bin");
+    let o = run(
+        "fmnist-infer",
+        &[
+            "golden",
+            "--model",
+            s(&m.int8),
+            "--data",
+            data,
+            "--out",
+            s(&out),
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o).1);
+    assert_eq!(golden::read(&out).unwrap().records.len(), 10_000);
+}
