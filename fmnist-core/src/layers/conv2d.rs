@@ -222,6 +222,67 @@ mod tests {
     use super::*;
     use crate::layers::{max_pool_2x2, relu};
 
+    /// The worked example of `docs/model-format.md` section 8.1: conv1 channel 0 at (14, 14)
+    /// of the first test image, with the weights of a 60-step training run, step by step. The
+    /// 5x5 window lies inside the image, so a 5x5 input without padding gives the same sum.
+    #[test]
+    fn model_format_doc_worked_example() {
+        const W: [u32; 25] = [
+            0x3daa3e4c, 0xbf5b382f, 0xbba7d0bc, 0xbef6e68f, 0x3e978852, 0xbe6d36a6, 0x3e97dff7,
+            0x3e3a7ebe, 0x3ea720d5, 0xbe4b4ea1, 0xbe04c6eb, 0x3f0a9109, 0xbb54baa2, 0x3ecd8e50,
+            0xbe6bdc8c, 0x3ee1b805, 0xbdc70cd0, 0xbe85c2fd, 0xbe19219b, 0xbd91699a, 0x3d34155a,
+            0xbe63bd4a, 0x3e4e828a, 0x3e29e820, 0x3e6f0ee7,
+        ];
+        const PIXELS: [u8; 25] = [
+            0, 0, 115, 114, 106, 0, 89, 139, 90, 94, 98, 136, 110, 109, 110, 117, 99, 111, 117,
+            136, 103, 115, 129, 134, 143,
+        ];
+        let f = f32::from_bits;
+        let weight: [[[[f32; 5]; 5]; 1]; 1] = [[core::array::from_fn(|ky| {
+            core::array::from_fn(|kx| f(W[ky * 5 + kx]))
+        })]];
+        let input: [[[f32; 5]; 5]; 1] = [core::array::from_fn(|y| {
+            core::array::from_fn(|x| crate::lenet::pixel_to_f32(PIXELS[y * 5 + x]))
+        })];
+        assert_eq!(input[0][0][2].to_bits(), 0x3ee6e6e7, "115 / 255");
+        let conv = Conv2d::<1, 1, 5, 0> {
+            weight: &weight,
+            bias: &[f(0x330183cd)],
+        };
+        let acc = conv.output_at(&input, 0, 0, 0);
+        assert_eq!(acc.to_bits(), 0x3f243f23);
+
+        let (mean, var, gamma, beta) = (
+            [f(0x3e15940c)],
+            [f(0x3d93c473)],
+            [f(0x3f8146cc)],
+            [f(0x3cea662e)],
+        );
+        let bn = BatchNorm {
+            gamma: &gamma,
+            beta: &beta,
+            mean: &mean,
+            var: &var,
+            eps: crate::lenet::BN_EPS,
+        };
+        assert_eq!(crate::lenet::BN_EPS.to_bits(), 0x3727c5ac);
+        assert_eq!(libm::sqrtf(var[0] + bn.eps).to_bits(), 0x3e8989dd);
+        assert_eq!(bn.apply(0, acc).to_bits(), 0x3ff22064);
+
+        // The fold of section 9.1, in f64, rounded once.
+        let k = gamma[0] as f64 / (var[0] as f64 + bn.eps as f64).sqrt();
+        let folded: [[[[f32; 5]; 5]; 1]; 1] =
+            weight.map(|c| c.map(|p| p.map(|r| r.map(|w| (w as f64 * k) as f32))));
+        let bias = (f(0x330183cd) as f64 - mean[0] as f64) * k + beta[0] as f64;
+        let bias = [bias as f32];
+        assert_eq!(bias[0].to_bits(), 0xbf0544a2);
+        let conv = Conv2d::<1, 1, 5, 0> {
+            weight: &folded,
+            bias: &bias,
+        };
+        assert_eq!(conv.output_at(&input, 0, 0, 0).to_bits(), 0x3ff2205f);
+    }
+
     #[test]
     fn hand_checked_3x3_with_padding() {
         // One 3x3 kernel of ones, bias 0.5, padding 1 over a 3x3 input 1..=9:
