@@ -15,6 +15,7 @@ pub mod quantize;
 pub mod run;
 pub mod run_dir;
 pub mod summary;
+pub mod tensorboard;
 pub mod trainer;
 pub mod weights;
 pub mod wide_nn;
