@@ -276,11 +276,8 @@ mod tests {
     fn crc32c_and_its_mask() {
         // CRC-32C check value.
         assert_eq!(CRC32C.checksum(b"123456789"), 0xE306_9283);
-        let c = 0xE306_9283u32;
-        assert_eq!(
-            masked_crc(b"123456789"),
-            ((c >> 15) | (c << 17)).wrapping_add(0xA282_EAD8)
-        );
+        // ((c >> 15) | (c << 17)) + 0xA282EAD8 of that value, worked out by hand.
+        assert_eq!(masked_crc(b"123456789"), 0xC78A_B0E5);
     }
 
     #[test]
