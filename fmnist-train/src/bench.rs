@@ -6,8 +6,9 @@ use std::time::Instant;
 use fmnist_infer::data::Dataset;
 use fmnist_infer::pool::{PoolError, thread_pool};
 
-use crate::config::Preset;
-use crate::trainer::{StartError, Trainer};
+use crate::lenet::train::Trainer;
+use crate::shared::config::Preset;
+use crate::shared::step::StartError;
 
 /// Why a benchmark cannot run.
 #[derive(Debug)]
@@ -72,7 +73,7 @@ pub fn lenet(
 ) -> Result<LenetBench, BenchError> {
     let mut cfg = Preset::Default.config(train.len(), 1);
     cfg.steps = u64::MAX;
-    crate::config::check_batch(cfg.batch, train.len()).map_err(BenchError::Batch)?;
+    crate::shared::config::check_batch(cfg.batch, train.len()).map_err(BenchError::Batch)?;
     let mut t = Trainer::new(cfg, train, threads).map_err(BenchError::Start)?;
     for _ in 0..20 {
         t.step(); // warm-up
@@ -89,7 +90,7 @@ pub fn lenet(
     let mut eval_rates = Vec::new();
     for _ in 0..repeats {
         let t0 = Instant::now();
-        crate::nn::evaluate_with(t.params(), test, &pool);
+        crate::lenet::kernels::evaluate_with(t.params(), test, &pool);
         eval_rates.push(test.len() as f64 / t0.elapsed().as_secs_f64());
     }
     Ok(LenetBench {
@@ -124,15 +125,15 @@ pub fn wide(
     repeats: usize,
     threads: usize,
 ) -> Result<WideThroughput, BenchError> {
-    let b = crate::wide_trainer::bench_wide(train, threads, steps as usize, repeats)
+    let b = crate::wide::train::bench_wide(train, threads, steps as usize, repeats)
         .map_err(BenchError::Start)?;
     let (direct, tr, stages) = (median(b.direct), median(b.winograd), b.stages);
     let pool = thread_pool(threads).map_err(BenchError::Pool)?;
-    let params = crate::wide_nn::init_wide_params(1);
+    let params = crate::wide::kernels::init_wide_params(1);
     let eval_rates = (0..repeats)
         .map(|_| {
             let t0 = Instant::now();
-            crate::wide_nn::evaluate_wide(&params, test, &pool);
+            crate::wide::kernels::evaluate_wide(&params, test, &pool);
             test.len() as f64 / t0.elapsed().as_secs_f64()
         })
         .collect();

@@ -21,11 +21,11 @@ use fmnist_core::lenet::LeNetParams;
 use fmnist_core::tensors::{Rule, Slot, Tensors, check_flat};
 use fmnist_core::wide::WideParams;
 
-use crate::augment::Augment;
-use crate::config::Distill;
-use crate::config::TrainConfig;
-use crate::trainer::TrainState;
-use crate::wide_trainer::WideState;
+use crate::lenet::train::TrainState;
+use crate::shared::augment::Augment;
+use crate::shared::config::Distill;
+use crate::shared::config::TrainConfig;
+use crate::wide::train::WideState;
 
 /// Magic bytes of a checkpoint.
 pub const MAGIC: [u8; 4] = *b"FMCK";
@@ -242,9 +242,9 @@ fn check_numbers(c: &Checkpoint) -> Result<(), String> {
 mod old {
     use serde::Deserialize;
 
-    use crate::augment::Augment;
-    use crate::config::Distill;
-    use crate::config::{Conv, Model, Optimizer, Schedule, TrainConfig};
+    use crate::shared::augment::Augment;
+    use crate::shared::config::Distill;
+    use crate::shared::config::{Conv, Model, Optimizer, Schedule, TrainConfig};
 
     /// Version 2's augmentation (no erasing).
     #[derive(Deserialize)]
@@ -369,8 +369,8 @@ pub fn load_any(path: &Path) -> Result<Checkpoint, CheckpointError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Conv, Model, Preset};
-    use crate::trainer::Trainer;
+    use crate::lenet::train::Trainer;
+    use crate::shared::config::{Conv, Model, Preset};
     use fmnist_infer::data::Dataset;
 
     fn state() -> TrainState {
@@ -441,17 +441,17 @@ mod tests {
         };
         let mut config = Preset::Fast.config_for(Model::Wide, data.len(), 3);
         config.batch = 4;
-        config.distill = Some(crate::config::Distill {
+        config.distill = Some(crate::shared::config::Distill {
             alpha: 0.7,
             temperature: 2.0,
             teachers: 2,
             fingerprint: 0x0123_4567_89ab_cdef,
         });
         assert_eq!(config.conv, Conv::Winograd);
-        let crate::config::Optimizer::Adam(adam) = config.optimizer else {
+        let crate::shared::config::Optimizer::Adam(adam) = config.optimizer else {
             panic!("the wide CNN trains with Adam")
         };
-        let mut trainer = crate::wide_trainer::WideTrainer::new(
+        let mut trainer = crate::wide::train::WideTrainer::new(
             adam,
             config.schedule,
             config.batch,

@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use fmnist_core::lenet::IMAGE_PIXELS;
 use fmnist_infer::data::Dataset;
 
-use crate::config::Distill;
-use crate::kernels::soften;
+use crate::shared::config::Distill;
+use crate::shared::kernels::soften;
 use crate::weights::TrainedWeights;
 
 /// Trained teacher models.
@@ -100,8 +100,12 @@ impl Teacher {
             self.models
                 .par_iter()
                 .map(|m| match m {
-                    TrainedWeights::Lenet(p) => crate::nn::evaluate_with(p, data, pool).logits,
-                    TrainedWeights::Wide(p) => crate::wide_nn::evaluate_wide(p, data, pool).logits,
+                    TrainedWeights::Lenet(p) => {
+                        crate::lenet::kernels::evaluate_with(p, data, pool).logits
+                    }
+                    TrainedWeights::Wide(p) => {
+                        crate::wide::kernels::evaluate_wide(p, data, pool).logits
+                    }
                 })
                 .collect()
         });

@@ -9,13 +9,13 @@ use fmnist_infer::data::Dataset;
 use fmnist_infer::modelio::{LoadedModel, ModelIoError, write_model};
 use fmnist_infer::outputs::OutputError;
 
-use crate::config::MAX_TEACHERS;
 use crate::distill::Teacher;
 use crate::fold::{fold_batch_norm, fold_batch_norm_wide};
 use crate::quantize::{
     Calibration, f32_accuracy, folded_accuracy, int8_accuracy, quantize_lenet, quantize_wide,
     wide_f32_accuracy, wide_folded_accuracy, wide_int8_accuracy,
 };
+use crate::shared::config::MAX_TEACHERS;
 use crate::weights::TrainedWeights;
 
 /// Trained weights that cannot be read: a missing, unreadable, corrupt or foreign file, or the

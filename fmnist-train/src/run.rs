@@ -8,12 +8,13 @@ use fmnist_core::format::{Arch, Kind};
 use fmnist_infer::data::Dataset;
 
 use crate::checkpoint::{self, WideRun};
-use crate::config::{Model, Optimizer, TrainConfig};
-use crate::kernels::Evaluation;
-use crate::log::{LogRecord, RecordKind};
+use crate::lenet::train::Trainer;
 use crate::run_dir::RunDir;
-use crate::trainer::{StartError, StepStats, Trainer};
-use crate::wide_trainer::WideTrainer;
+use crate::shared::config::{Model, Optimizer, TrainConfig};
+use crate::shared::kernels::Evaluation;
+use crate::shared::log::{LogRecord, RecordKind};
+use crate::shared::step::{StartError, StepStats};
+use crate::wide::train::WideTrainer;
 
 /// A training run the loop drives: LeNet-BN or the wide CNN.
 pub trait Session {
@@ -79,7 +80,7 @@ impl<'d> WideSession<'d> {
         if config.model != Model::Wide {
             return Err("not a wide-CNN recipe".into());
         }
-        crate::config::check_batch(config.batch, train.len())
+        crate::shared::config::check_batch(config.batch, train.len())
             .map_err(|why| format!("batch {why}"))?;
         let mut trainer = WideTrainer::new(
             adam,
@@ -109,7 +110,7 @@ impl<'d> WideSession<'d> {
         {
             return Err("its recipe and its trainer state disagree".into());
         }
-        crate::config::check_batch(config.batch, train.len())
+        crate::shared::config::check_batch(config.batch, train.len())
             .map_err(|why| format!("holds an impossible recipe: batch {why}"))?;
         let mut trainer = WideTrainer::resume(run.state, train, threads)?;
         trainer.set_regularisation(config.augment, config.label_smoothing);
@@ -188,7 +189,7 @@ pub struct RunSummary {
     /// The seed.
     pub seed: u64,
     /// The whole recipe.
-    pub config: crate::config::TrainConfig,
+    pub config: crate::shared::config::TrainConfig,
 }
 
 /// Why a run stopped early.

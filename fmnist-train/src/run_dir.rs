@@ -16,8 +16,8 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::config::TrainConfig;
-use crate::log::LogRecord;
+use crate::shared::config::TrainConfig;
+use crate::shared::log::LogRecord;
 
 /// The lock file in every run folder.
 pub const LOCK_FILE: &str = ".fmnist-train.lock";

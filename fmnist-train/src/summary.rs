@@ -4,7 +4,7 @@
 use fmnist_core::lenet::LeNetParams;
 use fmnist_core::wide::WideParams;
 
-use crate::config::Model;
+use crate::shared::config::Model;
 
 /// Rows of the layer table of `model`: (layer, output shape, parameters).
 pub fn layer_table(model: Model) -> Vec<(&'static str, &'static str, usize)> {

@@ -18,14 +18,14 @@ use fmnist_core::wide::{WIDE_FLAT, WideParams};
 use fmnist_infer::data::Dataset;
 use fmnist_infer::pool::thread_pool;
 
-use crate::augment::Augment;
-use crate::config::{Conv, Schedule};
 use crate::distill::TeacherTargets;
-use crate::kernels::{BnBatch, Evaluation};
-use crate::trainer::{BN_MOMENTUM, StartError, StepStats};
-use crate::wide_nn::{Arith, CHUNK, Head, WideChunk, evaluate_wide, init_wide_params};
+use crate::shared::augment::Augment;
+use crate::shared::config::{Conv, Schedule};
+use crate::shared::kernels::{BnBatch, Evaluation};
+use crate::shared::step::{BN_MOMENTUM, StartError, StepStats};
+use crate::wide::kernels::{Arith, CHUNK, Head, WideChunk, evaluate_wide, init_wide_params};
 
-pub use crate::config::AdamConfig;
+pub use crate::shared::config::AdamConfig;
 
 /// Everything needed to continue a wide-CNN run bit-identically (what a checkpoint holds).
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
@@ -428,7 +428,7 @@ impl<'d> WideTrainer<'d> {
     pub fn set_teacher(
         &mut self,
         teacher: crate::distill::Teacher,
-        distill: crate::config::Distill,
+        distill: crate::shared::config::Distill,
     ) -> Result<(), String> {
         let augmented = !self.augment.is_off();
         self.teacher = Some(TeacherTargets::new(
@@ -810,10 +810,10 @@ mod tests {
         let mut labels = Vec::with_capacity(n);
         for i in 0..n {
             let mut img = [0u8; 784];
-            let label = (crate::wide_nn::dropout_bits(seed, 0, i, 99) % 10) as u8;
+            let label = (crate::wide::kernels::dropout_bits(seed, 0, i, 99) % 10) as u8;
             for (k, px) in img.iter_mut().enumerate() {
                 let (y, x) = ((k / 28) as f32, (k % 28) as f32);
-                let r = crate::wide_nn::dropout_bits(seed, 1, i, k);
+                let r = crate::wide::kernels::dropout_bits(seed, 1, i, k);
                 let blob = ((y - 4.0 - 2.0 * label as f32).powi(2) + (x - 14.0).powi(2)) < 40.0;
                 *px = if blob {
                     150 + (r % 100) as u8
@@ -1023,8 +1023,11 @@ mod tests {
         use crate::distill::Teacher;
         use crate::weights::TrainedWeights;
         let data = synthetic(100, 13);
-        let teacher =
-            || Teacher::from_weights(vec![TrainedWeights::Lenet(crate::nn::init_params(4))]);
+        let teacher = || {
+            Teacher::from_weights(vec![TrainedWeights::Lenet(
+                crate::lenet::kernels::init_params(4),
+            )])
+        };
         let distill = teacher().recipe(0.8, 2.0);
         for augment in [
             Augment::default(),
@@ -1136,7 +1139,7 @@ mod tests {
     #[ignore = "one epoch on the real data (60,000 images: slow on a busy machine)"]
     fn wide_one_epoch() {
         let (train, test) = real_data();
-        let steps = crate::config::steps_per_epoch(train.len(), 128);
+        let steps = crate::shared::config::steps_per_epoch(train.len(), 128);
         let mut t = WideTrainer::new(
             AdamConfig::default(),
             Schedule::Constant,

@@ -5,7 +5,7 @@
 
 use fmnist_core::lenet::{BN_EPS, pixel_to_f32};
 
-use crate::config::Distill;
+use crate::shared::config::Distill;
 
 /// Defines `fn $name` that runs its body compiled for AVX2 when the CPU has it (checked at run
 /// time, cached by std), and as baseline code otherwise.

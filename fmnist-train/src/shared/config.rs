@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::augment::Augment;
+use crate::shared::augment::Augment;
 
 /// Which network to train.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
