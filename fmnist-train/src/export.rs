@@ -4,19 +4,18 @@ use std::path::{Path, PathBuf};
 
 use fmnist_core::format::{Arch, Kind};
 use fmnist_core::lenet::{IMAGE_PIXELS, LeNetParams};
+use fmnist_core::network::Network;
 use fmnist_core::wide::WideParams;
 use fmnist_infer::data::Dataset;
 use fmnist_infer::modelio::{LoadedModel, ModelIoError, write_model};
 use fmnist_infer::outputs::OutputError;
 
-use crate::distill::Teacher;
-use crate::fold::{fold_batch_norm, fold_batch_norm_wide};
-use crate::quantize::{
-    Calibration, f32_accuracy, folded_accuracy, int8_accuracy, quantize_lenet, quantize_wide,
-    wide_f32_accuracy, wide_folded_accuracy, wide_int8_accuracy,
-};
+use crate::quantize::{Calibration, f32_accuracy, folded_accuracy, int8_accuracy, quantize};
+use crate::registry::{self, TrainLeNet, TrainWide};
 use crate::shared::config::MAX_TEACHERS;
-use crate::weights::TrainedWeights;
+use crate::shared::distill::Teacher;
+use crate::shared::net::{Params, TrainNet, TrainNetFn};
+use crate::shared::weights::TrainedWeights;
 
 /// Trained weights that cannot be read: a missing, unreadable, corrupt or foreign file, or the
 /// wrong network. Always the input's fault. The message names the file (or `--teacher`).
@@ -97,55 +96,46 @@ pub struct ExportReport {
     pub folded_out: Option<PathBuf>,
 }
 
-/// Copies a flat f32 parameter vector into a boxed parameter struct, checking its length.
-fn from_flat<T: bytemuck::Pod>(
-    path: &Path,
-    values: &[f32],
-    name: &str,
-) -> Result<Box<T>, WeightsError> {
-    let mut p: Box<T> = bytemuck::zeroed_box();
-    let dst = bytemuck::cast_slice_mut::<u8, f32>(bytemuck::bytes_of_mut(&mut *p));
-    if values.len() != dst.len() {
-        return Err(bad(format!(
-            "{}: checkpoint holds {} values, {name} has {}",
-            path.display(),
-            values.len(),
-            dst.len()
-        )));
-    }
-    dst.copy_from_slice(values);
-    Ok(p)
-}
-
-/// Reads trained f32 weights of either network from a checkpoint, an f32 model file or a
+/// Reads trained f32 weights of any network from a checkpoint, an f32 model file or a
 /// safetensors file (told apart by content; safetensors files hold LeNet-BN).
 pub fn read_weights(path: &Path) -> Result<TrainedWeights, WeightsError> {
+    /// `N`'s weights from a checkpoint's bytes or a model file.
+    enum Source<'a> {
+        Checkpoint(&'a [u8]),
+        Model(&'a fmnist_core::format::ModelFile<'a>, &'a LoadedModel),
+    }
+    impl TrainNetFn for Source<'_> {
+        type Output = Result<TrainedWeights, String>;
+        fn call<N: TrainNet>(self) -> Self::Output {
+            match self {
+                Source::Checkpoint(b) => {
+                    let run = crate::checkpoint::decode_run::<N>(b)?;
+                    Ok(TrainedWeights::new::<N>(run.params).expect("checked by decode_run"))
+                }
+                Source::Model(file, m) => {
+                    let p = file
+                        .trained::<N::Core>()
+                        .map_err(|e| m.error(e).to_string())?;
+                    Ok(TrainedWeights::of::<N>(p))
+                }
+            }
+        }
+    }
     let bytes =
         fmnist_infer::inputs::read(path).map_err(|e| bad(format!("{}: {e}", path.display())))?;
+    let named = |why: String| bad(format!("{}: {why}", path.display()));
     if bytes.starts_with(&crate::checkpoint::MAGIC) {
-        let saved = crate::checkpoint::decode_any(&bytes)
-            .map_err(|why| bad(format!("{}: {why}", path.display())))?;
-        return Ok(match saved {
-            crate::checkpoint::Checkpoint::Lenet(s) => {
-                TrainedWeights::Lenet(from_flat(path, &s.params, "LeNet-BN")?)
-            }
-            crate::checkpoint::Checkpoint::Wide(r) => {
-                TrainedWeights::Wide(from_flat(path, &r.state.params, "the wide CNN")?)
-            }
-        });
+        let (arch, _) = crate::checkpoint::open(&bytes).map_err(named)?;
+        return registry::dispatch(arch, Source::Checkpoint(&bytes)).map_err(named);
     }
     if bytes.starts_with(&fmnist_core::format::MAGIC) {
         let m = LoadedModel::from_bytes(&bytes, path);
         let file = m.file().map_err(|e| bad(m.error(e)))?;
-        if file.header.arch == Arch::Wide {
-            return read_wide_f32_weights(path).map(TrainedWeights::Wide);
-        }
-        let p = file.lenet_f32().map_err(|e| bad(m.error(e)))?;
-        return Ok(TrainedWeights::Lenet(Box::new(*p)));
+        return registry::dispatch(file.header.arch, Source::Model(&file, &m)).map_err(bad);
     }
     if fmnist_infer::safetensors_io::looks_like_safetensors(&bytes) {
         return fmnist_infer::safetensors_io::decode(&bytes)
-            .map(TrainedWeights::Lenet)
+            .map(|p| TrainedWeights::of::<TrainLeNet>(&p))
             .map_err(|e| bad(format!("{}: {e}", path.display())));
     }
     Err(bad(format!(
@@ -170,15 +160,27 @@ pub fn read_teachers(paths: &[PathBuf]) -> Result<Teacher, WeightsError> {
     Ok(Teacher::new(models, paths.to_vec()))
 }
 
-/// Reads trained f32 LeNet-BN weights (see [`read_weights`]).
-pub fn read_f32_weights(path: &Path) -> Result<Box<LeNetParams>, WeightsError> {
-    match read_weights(path)? {
-        TrainedWeights::Lenet(p) => Ok(p),
-        TrainedWeights::Wide(_) => Err(bad(format!(
-            "{}: holds the wide CNN, not LeNet-BN",
-            path.display()
+/// Reads trained f32 weights of network `N` (see [`read_weights`]).
+pub fn read_weights_of<N: TrainNet>(path: &Path) -> Result<Box<Params<N>>, WeightsError> {
+    let w = read_weights(path)?;
+    match w.typed::<N>() {
+        Some(p) => {
+            let mut b: Box<Params<N>> = bytemuck::zeroed_box();
+            bytemuck::bytes_of_mut(&mut *b).copy_from_slice(bytemuck::bytes_of(p));
+            Ok(b)
+        }
+        None => Err(bad(format!(
+            "{}: holds the {}, not {}",
+            path.display(),
+            w.arch().name(),
+            N::Core::ARCH.name()
         ))),
     }
+}
+
+/// Reads trained f32 LeNet-BN weights (see [`read_weights`]).
+pub fn read_f32_weights(path: &Path) -> Result<Box<LeNetParams>, WeightsError> {
+    read_weights_of::<TrainLeNet>(path)
 }
 
 /// Evenly spaced training images, deterministic: `n` of them.
@@ -223,9 +225,10 @@ impl ExportPaths<'_> {
     }
 }
 
-/// Runs the export.
-pub fn export(
-    weights: &LeNetParams,
+/// Runs the export of weights of network `N`: folds BN, calibrates, quantizes, writes the
+/// int8 model file and optionally the BN-folded f32 one, and measures test accuracy.
+pub fn export<N: TrainNet>(
+    weights: &Params<N>,
     train: &Dataset,
     test: &Dataset,
     calibration: usize,
@@ -233,18 +236,18 @@ pub fn export(
     paths: ExportPaths<'_>,
 ) -> Result<ExportReport, ExportError> {
     let sample = calibration_sample(train, calibration);
-    let q = quantize_lenet(weights, &sample, method).map_err(|e| paths.cannot_quantize(e))?;
-    let folded = fold_batch_norm(weights);
+    let q = quantize::<N>(weights, &sample, method).map_err(|e| paths.cannot_quantize(e))?;
+    let folded = N::fold(weights);
     let bytes = paths.write(
-        Arch::LeNet,
+        N::Core::ARCH,
         bytemuck::bytes_of(&*q),
         bytemuck::bytes_of(&*folded),
     )?;
-    let f32_acc = f32_accuracy(weights, &test.images, &test.labels);
-    let int8_acc = int8_accuracy(&q, &test.images, &test.labels);
+    let f32_acc = f32_accuracy::<N>(weights, &test.images, &test.labels);
+    let int8_acc = int8_accuracy::<N>(&q, &test.images, &test.labels);
     Ok(ExportReport {
         f32_accuracy: f32_acc,
-        folded_accuracy: folded_accuracy(&folded, &test.images, &test.labels),
+        folded_accuracy: folded_accuracy::<N>(&folded, &test.images, &test.labels),
         int8_accuracy: int8_acc,
         delta_points: 100.0 * (int8_acc - f32_acc),
         method: method.to_string(),
@@ -255,53 +258,59 @@ pub fn export(
     })
 }
 
-/// Reads trained f32 wide-CNN weights from a wide f32 model file (architecture 2, kind 1).
+/// [`export`] of weights of whichever network they are.
+pub fn export_any(
+    weights: &TrainedWeights,
+    train: &Dataset,
+    test: &Dataset,
+    calibration: usize,
+    method: Calibration,
+    paths: ExportPaths<'_>,
+) -> Result<ExportReport, ExportError> {
+    struct Export<'a> {
+        weights: &'a TrainedWeights,
+        train: &'a Dataset,
+        test: &'a Dataset,
+        calibration: usize,
+        method: Calibration,
+        paths: ExportPaths<'a>,
+    }
+    impl TrainNetFn for Export<'_> {
+        type Output = Result<ExportReport, ExportError>;
+        fn call<N: TrainNet>(self) -> Self::Output {
+            let w = self
+                .weights
+                .typed::<N>()
+                .expect("dispatched on its own network");
+            export::<N>(
+                w,
+                self.train,
+                self.test,
+                self.calibration,
+                self.method,
+                self.paths,
+            )
+        }
+    }
+    let job = Export {
+        weights,
+        train,
+        test,
+        calibration,
+        method,
+        paths,
+    };
+    registry::dispatch(weights.arch(), job)
+}
+
+/// Reads trained f32 wide-CNN weights (see [`read_weights`]).
 pub fn read_wide_f32_weights(path: &Path) -> Result<Box<WideParams>, WeightsError> {
-    let m = LoadedModel::read(path).map_err(bad)?;
-    let file = m.file().map_err(|e| bad(m.error(e)))?;
-    let p = file.wide_f32().map_err(|e| bad(m.error(e)))?;
-    // Copied byte-wise: 6.5 MB must not pass through the stack.
-    let mut b: Box<WideParams> = bytemuck::zeroed_box();
-    bytemuck::bytes_of_mut(&mut *b).copy_from_slice(bytemuck::bytes_of(p));
-    Ok(b)
+    read_weights_of::<TrainWide>(path)
 }
 
 /// Writes trained f32 wide-CNN weights as a model file (architecture 2, kind 1).
 pub fn write_wide_f32(path: &Path, weights: &WideParams) -> Result<(), ModelIoError> {
     write_model(path, Arch::Wide, Kind::F32, bytemuck::bytes_of(weights))
-}
-
-/// [`export`] for the wide CNN: folds BN, calibrates, quantizes, writes the int8 model file
-/// (1,639,476 bytes) and optionally the BN-folded f32 one, and measures test accuracy.
-pub fn export_wide(
-    weights: &WideParams,
-    train: &Dataset,
-    test: &Dataset,
-    calibration: usize,
-    method: Calibration,
-    paths: ExportPaths<'_>,
-) -> Result<ExportReport, ExportError> {
-    let sample = calibration_sample(train, calibration);
-    let q = quantize_wide(weights, &sample, method).map_err(|e| paths.cannot_quantize(e))?;
-    let folded = fold_batch_norm_wide(weights);
-    let bytes = paths.write(
-        Arch::Wide,
-        bytemuck::bytes_of(&*q),
-        bytemuck::bytes_of(&*folded),
-    )?;
-    let f32_acc = wide_f32_accuracy(weights, &test.images, &test.labels);
-    let int8_acc = wide_int8_accuracy(&q, &test.images, &test.labels);
-    Ok(ExportReport {
-        f32_accuracy: f32_acc,
-        folded_accuracy: wide_folded_accuracy(&folded, &test.images, &test.labels),
-        int8_accuracy: int8_acc,
-        delta_points: 100.0 * (int8_acc - f32_acc),
-        method: method.to_string(),
-        calibration_images: sample.len(),
-        out: paths.out.to_owned(),
-        bytes,
-        folded_out: paths.folded_out.map(Path::to_owned),
-    })
 }
 
 #[cfg(test)]
@@ -336,14 +345,14 @@ mod tests {
             out: &out,
             folded_out: Some(&folded),
         };
-        let r = export_wide(&p, &set, &set, 30, Calibration::MinMax, paths).unwrap();
+        let r = export::<TrainWide>(&p, &set, &set, 30, Calibration::MinMax, paths).unwrap();
         assert_eq!(r.f32_accuracy, 1.0);
         assert!(r.int8_accuracy >= 0.9, "{}", r.int8_accuracy);
         assert_eq!(r.bytes, 64 + 1_639_408 + 4);
         let m = LoadedModel::read(&out).unwrap();
         let q = m.file().unwrap().wide_int8().unwrap();
         assert_eq!(
-            crate::quantize::wide_int8_accuracy(q, &set.images, &set.labels),
+            crate::quantize::int8_accuracy::<TrainWide>(q, &set.images, &set.labels),
             r.int8_accuracy
         );
         let m = LoadedModel::read(&folded).unwrap();
@@ -352,10 +361,8 @@ mod tests {
         // one and refuses the int8 one.
         let err = read_f32_weights(&out).err().unwrap().0;
         assert!(err.contains("wide CNN"), "{err}");
-        assert!(matches!(
-            read_weights(&f32_path),
-            Ok(TrainedWeights::Wide(w)) if *w == *p
-        ));
+        let back = read_weights(&f32_path).unwrap();
+        assert!(back.typed::<TrainWide>() == Some(&*p));
         let err = read_weights(&out).err().map(|e| e.0).unwrap_or_default();
         assert!(err.contains("wide CNN int8"), "{err}");
     }
@@ -400,7 +407,7 @@ mod tests {
         assert!(i8m.lenet().is_none() && i8m.wide().is_some());
         assert_eq!(
             m.logits_f32(&img),
-            crate::quantize::dequantize_wide_logits(&q, &net.forward(&img))
+            crate::quantize::dequantize_logits::<TrainWide>(&q, &net.forward(&img))
         );
     }
 }

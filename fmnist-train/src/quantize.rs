@@ -16,12 +16,86 @@
 //! The result is refused ([`QuantizeError`]) rather than produced if any accumulator could
 //! overflow (the proof in `fmnist_core::quant::lenet`).
 //!
-//! The wide CNN goes through the same steps with the same per-layer code
-//! ([`quantize_wide`], [`calibrate_wide`], payload [`WideQParams`]).
+//! Every network goes through the same steps ([`quantize`]): the per-layer code is in
+//! `shared/quant.rs`, each network's calibration and layer list in its folder (`lenet/quant.rs`,
+//! `wide/quant.rs`).
+
+use fmnist_core::layers::argmax;
+use fmnist_core::lenet::LeNetParams;
+use fmnist_core::network::Network;
+use fmnist_core::quant::{LeNetQParams, WideQParams};
+use fmnist_core::wide::WideParams;
 
 pub use crate::lenet::quant::*;
+use crate::registry::{TrainLeNet, TrainWide};
+use crate::shared::net::{Folded, Params, QParams, TrainNet, flat};
 pub use crate::shared::quant::*;
 pub use crate::wide::quant::*;
+
+/// Folds BN, calibrates on `calibration` images with `method` and quantizes: the int8 payload
+/// of network `N` (refused when a parameter is not a finite number).
+pub fn quantize<N: TrainNet>(
+    p: &Params<N>,
+    calibration: &[[u8; 784]],
+    method: Calibration,
+) -> Result<Box<QParams<N>>, QuantizeError> {
+    if flat::<N>(p).iter().any(|v| !v.is_finite()) {
+        return Err(QuantizeError::NonFinite {
+            tensor: "f32 parameters",
+        });
+    }
+    let f = N::fold(p);
+    N::calibrate_and_quantize(&f, calibration, method)
+}
+
+/// [`quantize`] for LeNet-BN.
+pub fn quantize_lenet(
+    p: &LeNetParams,
+    calibration: &[[u8; 784]],
+    method: Calibration,
+) -> Result<Box<LeNetQParams>, QuantizeError> {
+    quantize::<TrainLeNet>(p, calibration, method)
+}
+
+/// [`quantize`] for the wide CNN.
+pub fn quantize_wide(
+    p: &WideParams,
+    calibration: &[[u8; 784]],
+    method: Calibration,
+) -> Result<Box<WideQParams>, QuantizeError> {
+    quantize::<TrainWide>(p, calibration, method)
+}
+
+/// The real-valued logits of int8 logits: `scale · (q − zero point)` of the last layer's
+/// output.
+pub fn dequantize_logits<N: TrainNet>(q: &QParams<N>, logits: &[i8; 10]) -> [f32; 10] {
+    let (scale, zero_point) = N::Core::output_quant(q);
+    logits.map(|v| scale * (v as i32 - zero_point as i32) as f32)
+}
+
+/// Fraction of `images` the int8 network classifies as `labels` (fast kernels,
+/// multi-threaded).
+///
+/// # Panics
+/// If `q` fails its check (parameters from [`quantize`] never do) or the lengths differ.
+pub fn int8_accuracy<N: TrainNet>(q: &QParams<N>, images: &[[u8; 784]], labels: &[u8]) -> f64 {
+    let model = N::Core::int8(q).expect("int8 parameters fail their check");
+    accuracy_of(images, labels, |img| {
+        argmax(&N::Core::int8_forward(&model, img))
+    })
+}
+
+/// Fraction of `images` the trained f32 network classifies as `labels` (multi-threaded).
+pub fn f32_accuracy<N: TrainNet>(p: &Params<N>, images: &[[u8; 784]], labels: &[u8]) -> f64 {
+    let model = N::Core::f32_trained(p);
+    accuracy_of(images, labels, |img| argmax(&N::Core::forward(&model, img)))
+}
+
+/// Fraction of `images` the BN-folded f32 network classifies as `labels` (multi-threaded).
+pub fn folded_accuracy<N: TrainNet>(f: &Folded<N>, images: &[[u8; 784]], labels: &[u8]) -> f64 {
+    let model = N::Core::f32_folded(f);
+    accuracy_of(images, labels, |img| argmax(&N::Core::forward(&model, img)))
+}
 
 #[cfg(test)]
 mod tests {
@@ -141,7 +215,7 @@ mod tests {
                 let logits = model.forward(img);
                 assert_eq!(logits, model.forward_reference(img));
                 let want = f32_model.forward(img);
-                let got = dequantize_logits(&q, &logits);
+                let got = dequantize_logits::<TrainLeNet>(&q, &logits);
                 agree += (argmax(&logits) == argmax(&want)) as usize;
                 for (a, b) in got.iter().zip(&want) {
                     max_err = max_err.max((a - b).abs());
@@ -153,7 +227,7 @@ mod tests {
                 .iter()
                 .map(|i| argmax(&f32_model.forward(i)) as u8)
                 .collect();
-            let acc = int8_accuracy(&q, &test, &labels);
+            let acc = int8_accuracy::<TrainLeNet>(&q, &test, &labels);
             assert_eq!(acc, agree as f64 / test.len() as f64);
             assert!(acc >= 0.95, "{method}: int8 agrees with f32 on {acc}");
             assert!(
@@ -162,8 +236,8 @@ mod tests {
             );
         }
         assert_eq!(
-            folded_accuracy(&f, &test, &vec![0; test.len()]),
-            f32_accuracy(&p, &test, &vec![0; test.len()])
+            folded_accuracy::<TrainLeNet>(&f, &test, &vec![0; test.len()]),
+            f32_accuracy::<TrainLeNet>(&p, &test, &vec![0; test.len()])
         );
     }
 
@@ -192,20 +266,20 @@ mod tests {
             for (img, want) in test.iter().zip(&want).take(20) {
                 let logits = model.forward(img);
                 assert_eq!(logits, model.forward_reference(img));
-                for (a, b) in dequantize_wide_logits(&q, &logits).iter().zip(want) {
+                for (a, b) in dequantize_logits::<TrainWide>(&q, &logits).iter().zip(want) {
                     max_err = max_err.max((a - b).abs());
                     max_logit = max_logit.max(b.abs());
                 }
             }
-            let acc = wide_int8_accuracy(&q, &test, &labels);
+            let acc = int8_accuracy::<TrainWide>(&q, &test, &labels);
             assert!(acc >= 0.95, "{method}: int8 agrees with f32 on {acc}");
             assert!(
                 max_err < 0.1 * max_logit,
                 "{method}: {max_err} vs {max_logit}"
             );
         }
-        assert_eq!(wide_folded_accuracy(&f, &test, &labels), 1.0);
-        assert!(wide_f32_accuracy(&p, &test, &labels) >= 0.97);
+        assert_eq!(folded_accuracy::<TrainWide>(&f, &test, &labels), 1.0);
+        assert!(f32_accuracy::<TrainWide>(&p, &test, &labels) >= 0.97);
         assert_eq!(
             quantize_wide(&p, &[], Calibration::MinMax),
             Err(QuantizeError::NoCalibrationImages)
@@ -258,7 +332,7 @@ mod real_model {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(2_000);
-        let f32_acc = f32_accuracy(p, &test.images, &test.labels);
+        let f32_acc = f32_accuracy::<TrainLeNet>(p, &test.images, &test.labels);
         println!("f32 test accuracy: {:.2} %", 100.0 * f32_acc);
         for method in [
             Calibration::MinMax,
@@ -267,7 +341,7 @@ mod real_model {
             Calibration::Mse,
         ] {
             let q = quantize_lenet(p, &train.images[..n], method).unwrap();
-            let acc = int8_accuracy(&q, &test.images, &test.labels);
+            let acc = int8_accuracy::<TrainLeNet>(&q, &test.images, &test.labels);
             println!(
                 "int8 {method} ({n} calibration images): {:.2} % ({:+.2} points)",
                 100.0 * acc,

@@ -344,14 +344,12 @@ impl RunDir {
         for (kind, p) in files {
             match kind {
                 RunFile::Checkpoint(_) => {
-                    let theirs = crate::checkpoint::load_any(p)
-                        .map_err(|e| match e {
-                            crate::checkpoint::CheckpointError::Invalid(_, why) => {
-                                other(p, format!("not a checkpoint of this run: {why}"))
-                            }
-                            crate::checkpoint::CheckpointError::Io(p, e) => RunDirError::Io(p, e),
-                        })?
-                        .config();
+                    let theirs = crate::checkpoint::load_config(p).map_err(|e| match e {
+                        crate::checkpoint::CheckpointError::Invalid(_, why) => {
+                            other(p, format!("not a checkpoint of this run: {why}"))
+                        }
+                        crate::checkpoint::CheckpointError::Io(p, e) => RunDirError::Io(p, e),
+                    })?;
                     if theirs != *recipe {
                         return Err(other(p, recipe_difference(&theirs, recipe)));
                     }

@@ -1,15 +1,12 @@
 //! LeNet-BN's BN fold, calibration and quantization to the int8 payload [`LeNetQParams`] (the
 //! steps: `quantize.rs`).
 
-use fmnist_core::layers::argmax;
 use fmnist_core::lenet::{LeNet, LeNetFoldedParams, LeNetParams, LeNetTrace};
-use fmnist_core::quant::{LeNetQ, LeNetQParams};
+use fmnist_core::quant::LeNetQParams;
 use rayon::prelude::*;
 
 use crate::shared::fold::fold_conv;
-use crate::shared::quant::{
-    ActQuant, Calibration, QuantizeError, accuracy_of, quantize_layer, tensor_quant,
-};
+use crate::shared::quant::{ActQuant, Calibration, QuantizeError, quantize_layer, tensor_quant};
 
 /// LeNet-BN with `bn1` folded into `conv1` and `bn2` into `conv2`; the dense layers are copied.
 /// The result computes the same function up to f32 rounding (see the tests).
@@ -130,50 +127,4 @@ pub fn quantize_with_ranges(
     )?;
     q.check().map_err(QuantizeError::Check)?;
     Ok(boxed)
-}
-
-/// Folds BN, calibrates on `calibration` images with `method` and quantizes: the int8 payload.
-pub fn quantize_lenet(
-    p: &LeNetParams,
-    calibration: &[[u8; 784]],
-    method: Calibration,
-) -> Result<Box<LeNetQParams>, QuantizeError> {
-    if bytemuck::cast_slice::<LeNetParams, f32>(core::slice::from_ref(p))
-        .iter()
-        .any(|v| !v.is_finite())
-    {
-        return Err(QuantizeError::NonFinite {
-            tensor: "f32 parameters",
-        });
-    }
-    let f = fold_batch_norm(p);
-    let ranges = calibrate(&f, calibration, method)?;
-    quantize_with_ranges(&f, &ranges)
-}
-
-/// The real-valued logits of int8 logits: `fc3.output_scale · (q − fc3.output_zero_point)`.
-pub fn dequantize_logits(q: &LeNetQParams, logits: &[i8; 10]) -> [f32; 10] {
-    logits.map(|v| q.fc3.output_scale * (v as i32 - q.fc3.output_zero_point as i32) as f32)
-}
-
-/// Fraction of `images` the int8 model classifies as `labels` (fused kernels, multi-threaded).
-///
-/// # Panics
-/// If `q` fails `LeNetQParams::check` (parameters from [`quantize_lenet`] never do) or the
-/// lengths differ.
-pub fn int8_accuracy(q: &LeNetQParams, images: &[[u8; 784]], labels: &[u8]) -> f64 {
-    let model = LeNetQ::new(q).expect("int8 parameters fail their check");
-    accuracy_of(images, labels, |img| model.classify(img))
-}
-
-/// Fraction of `images` the trained f32 LeNet-BN classifies as `labels` (multi-threaded).
-pub fn f32_accuracy(p: &LeNetParams, images: &[[u8; 784]], labels: &[u8]) -> f64 {
-    let model = LeNet::from(p);
-    accuracy_of(images, labels, |img| argmax(&model.forward(img)))
-}
-
-/// Fraction of `images` the BN-folded f32 LeNet classifies as `labels` (multi-threaded).
-pub fn folded_accuracy(f: &LeNetFoldedParams, images: &[[u8; 784]], labels: &[u8]) -> f64 {
-    let model = LeNet::from(f);
-    accuracy_of(images, labels, |img| argmax(&model.forward(img)))
 }

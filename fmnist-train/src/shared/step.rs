@@ -15,6 +15,8 @@ pub struct StepStats {
     pub accuracy: f64,
     /// The learning rate used.
     pub lr: f32,
+    /// Images in the batch.
+    pub images: usize,
 }
 
 /// Why a trainer cannot start: its state is refused (bad input: the checkpoint or recipe), or

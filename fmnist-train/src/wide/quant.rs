@@ -1,15 +1,12 @@
 //! The wide CNN's BN fold, calibration and quantization to the int8 payload [`WideQParams`]
 //! (the same steps as LeNet-BN's, `quantize.rs`).
 
-use fmnist_core::layers::argmax;
-use fmnist_core::quant::{WideQ, WideQParams};
+use fmnist_core::quant::WideQParams;
 use fmnist_core::wide::{Wide, WideFoldedParams, WideParams, WideTrace};
 use rayon::prelude::*;
 
 use crate::shared::fold::fold_conv;
-use crate::shared::quant::{
-    ActQuant, Calibration, QuantizeError, accuracy_of, quantize_layer, tensor_quant,
-};
+use crate::shared::quant::{ActQuant, Calibration, QuantizeError, quantize_layer, tensor_quant};
 
 /// The wide CNN with `bn1` folded into `conv1` and `bn2` into `conv2` (the same per-channel
 /// formula as [`fold_batch_norm`]); the dense layers are copied.
@@ -121,53 +118,4 @@ pub fn quantize_wide_with_ranges(
     )?;
     q.check().map_err(QuantizeError::Check)?;
     Ok(boxed)
-}
-
-/// [`quantize_lenet`] for the wide CNN: folds BN, calibrates on `calibration` images with
-/// `method` and quantizes.
-pub fn quantize_wide(
-    p: &WideParams,
-    calibration: &[[u8; 784]],
-    method: Calibration,
-) -> Result<Box<WideQParams>, QuantizeError> {
-    if bytemuck::cast_slice::<WideParams, f32>(core::slice::from_ref(p))
-        .iter()
-        .any(|v| !v.is_finite())
-    {
-        return Err(QuantizeError::NonFinite {
-            tensor: "f32 parameters",
-        });
-    }
-    let f = fold_batch_norm_wide(p);
-    let ranges = calibrate_wide(&f, calibration, method)?;
-    quantize_wide_with_ranges(&f, &ranges)
-}
-
-/// The real-valued logits of the wide CNN's int8 logits:
-/// `fc2.output_scale · (q − fc2.output_zero_point)`.
-pub fn dequantize_wide_logits(q: &WideQParams, logits: &[i8; 10]) -> [f32; 10] {
-    logits.map(|v| q.fc2.output_scale * (v as i32 - q.fc2.output_zero_point as i32) as f32)
-}
-
-/// Fraction of `images` the int8 wide CNN classifies as `labels` (fast kernels,
-/// multi-threaded).
-///
-/// # Panics
-/// If `q` fails `WideQParams::check` (parameters from [`quantize_wide`] never do) or the
-/// lengths differ.
-pub fn wide_int8_accuracy(q: &WideQParams, images: &[[u8; 784]], labels: &[u8]) -> f64 {
-    let model = WideQ::new(q).expect("int8 parameters fail their check");
-    accuracy_of(images, labels, |img| model.classify(img))
-}
-
-/// Fraction of `images` the trained f32 wide CNN classifies as `labels` (multi-threaded).
-pub fn wide_f32_accuracy(p: &WideParams, images: &[[u8; 784]], labels: &[u8]) -> f64 {
-    let model = Wide::from(p);
-    accuracy_of(images, labels, |img| argmax(&model.forward(img)))
-}
-
-/// Fraction of `images` the BN-folded f32 wide CNN classifies as `labels` (multi-threaded).
-pub fn wide_folded_accuracy(f: &WideFoldedParams, images: &[[u8; 784]], labels: &[u8]) -> f64 {
-    let model = Wide::from(f);
-    accuracy_of(images, labels, |img| argmax(&model.forward(img)))
 }
