@@ -316,6 +316,7 @@ pub fn write_wide_f32(path: &Path, weights: &WideParams) -> Result<(), ModelIoEr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fmnist_core::registry::WideCnn;
     use fmnist_core::testutil::{object_images, realistic_wide_params};
 
     /// The three wide model files round-trip through the format and the loaders, and the
@@ -350,13 +351,13 @@ mod tests {
         assert!(r.int8_accuracy >= 0.9, "{}", r.int8_accuracy);
         assert_eq!(r.bytes, 64 + 1_639_408 + 4);
         let m = LoadedModel::read(&out).unwrap();
-        let q = m.file().unwrap().wide_int8().unwrap();
+        let q = m.file().unwrap().int8::<WideCnn>().unwrap();
         assert_eq!(
             crate::quantize::int8_accuracy::<TrainWide>(q, &set.images, &set.labels),
             r.int8_accuracy
         );
         let m = LoadedModel::read(&folded).unwrap();
-        assert!(m.file().unwrap().wide_folded().is_ok());
+        assert!(m.file().unwrap().folded::<WideCnn>().is_ok());
         // A LeNet reader refuses the wide file by name; the any-network reader takes the f32
         // one and refuses the int8 one.
         let err = read_f32_weights(&out).err().unwrap().0;

@@ -320,13 +320,14 @@ mod tests {
 #[cfg(test)]
 mod real_model {
     use super::*;
+    use fmnist_core::registry::LeNetBn;
 
     #[test]
     #[ignore = "needs a trained model file and the data set"]
     fn calibration_methods_on_real_model() {
         let path = std::env::var("FMNIST_F32_MODEL").expect("set FMNIST_F32_MODEL");
         let m = fmnist_infer::modelio::LoadedModel::read(std::path::Path::new(&path)).unwrap();
-        let p = m.file().unwrap().lenet_f32().unwrap();
+        let p = m.file().unwrap().trained::<LeNetBn>().unwrap();
         let (train, test) = fmnist_infer::data::load_both(None).unwrap();
         let n: usize = std::env::var("FMNIST_CALIB")
             .ok()
