@@ -340,12 +340,6 @@ pub fn decode_any(b: &[u8]) -> Result<Checkpoint, String> {
     })
 }
 
-/// Writes a LeNet-BN checkpoint atomically.
-pub fn save(path: &Path, state: &TrainState) -> Result<(), CheckpointError> {
-    fmnist_infer::atomic::write_atomic(path, &encode(state))
-        .map_err(|e| CheckpointError::Io(path.to_owned(), e))
-}
-
 /// Reads and checks a LeNet-BN checkpoint.
 pub fn load(path: &Path) -> Result<TrainState, CheckpointError> {
     let b = read(path)?;

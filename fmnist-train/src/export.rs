@@ -3,15 +3,14 @@
 use std::path::{Path, PathBuf};
 
 use fmnist_core::format::{Arch, Kind};
-use fmnist_core::lenet::{IMAGE_PIXELS, LeNetParams};
+use fmnist_core::lenet::IMAGE_PIXELS;
 use fmnist_core::network::Network;
-use fmnist_core::wide::WideParams;
 use fmnist_infer::data::Dataset;
-use fmnist_infer::modelio::{LoadedModel, ModelIoError, write_model};
+use fmnist_infer::modelio::LoadedModel;
 use fmnist_infer::outputs::OutputError;
 
 use crate::quantize::{Calibration, f32_accuracy, folded_accuracy, int8_accuracy, quantize};
-use crate::registry::{self, TrainLeNet, TrainWide};
+use crate::registry::{self, TrainLeNet};
 use crate::shared::config::MAX_TEACHERS;
 use crate::shared::distill::Teacher;
 use crate::shared::net::{Params, TrainNet, TrainNetFn};
@@ -178,11 +177,6 @@ pub fn read_weights_of<N: TrainNet>(path: &Path) -> Result<Box<Params<N>>, Weigh
     }
 }
 
-/// Reads trained f32 LeNet-BN weights (see [`read_weights`]).
-pub fn read_f32_weights(path: &Path) -> Result<Box<LeNetParams>, WeightsError> {
-    read_weights_of::<TrainLeNet>(path)
-}
-
 /// Evenly spaced training images, deterministic: `n` of them.
 pub fn calibration_sample(train: &Dataset, n: usize) -> Vec<[u8; IMAGE_PIXELS]> {
     let n = n.clamp(1, train.len());
@@ -303,21 +297,13 @@ pub fn export_any(
     registry::dispatch(weights.arch(), job)
 }
 
-/// Reads trained f32 wide-CNN weights (see [`read_weights`]).
-pub fn read_wide_f32_weights(path: &Path) -> Result<Box<WideParams>, WeightsError> {
-    read_weights_of::<TrainWide>(path)
-}
-
-/// Writes trained f32 wide-CNN weights as a model file (architecture 2, kind 1).
-pub fn write_wide_f32(path: &Path, weights: &WideParams) -> Result<(), ModelIoError> {
-    write_model(path, Arch::Wide, Kind::F32, bytemuck::bytes_of(weights))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::TrainWide;
     use fmnist_core::registry::WideCnn;
     use fmnist_core::testutil::{object_images, realistic_wide_params};
+    use fmnist_infer::modelio::write_model;
 
     /// The three wide model files round-trip through the format and the loaders, and the
     /// report's accuracies are those of the written models.
@@ -326,8 +312,8 @@ mod tests {
         let p = realistic_wide_params(5);
         let dir = tempfile::tempdir().unwrap();
         let f32_path = dir.path().join("wide.fmnm");
-        write_wide_f32(&f32_path, &p).unwrap();
-        let back = read_wide_f32_weights(&f32_path).unwrap();
+        write_model(&f32_path, Arch::Wide, Kind::F32, bytemuck::bytes_of(&*p)).unwrap();
+        let back = read_weights_of::<TrainWide>(&f32_path).unwrap();
         assert!(*back == *p);
         let images = object_images(9, 40);
         let model = fmnist_core::wide::Wide::from(&*p);
@@ -360,7 +346,7 @@ mod tests {
         assert!(m.file().unwrap().folded::<WideCnn>().is_ok());
         // A LeNet reader refuses the wide file by name; the any-network reader takes the f32
         // one and refuses the int8 one.
-        let err = read_f32_weights(&out).err().unwrap().0;
+        let err = read_weights_of::<TrainLeNet>(&out).err().unwrap().0;
         assert!(err.contains("wide CNN"), "{err}");
         let back = read_weights(&f32_path).unwrap();
         assert!(back.typed::<TrainWide>() == Some(&*p));
@@ -396,8 +382,7 @@ mod tests {
         let images: Vec<[u8; 784]> = (0..8u8)
             .map(|k| std::array::from_fn(|i| ((i as u32 * (k as u32 + 3)) % 256) as u8))
             .collect();
-        let q = crate::quantize::quantize_wide(&p, &images, crate::quantize::Calibration::MinMax)
-            .unwrap();
+        let q = quantize::<TrainWide>(&p, &images, Calibration::MinMax).unwrap();
         let int8 = encode_model(Arch::Wide, Kind::Int8, bytemuck::bytes_of(&*q));
         let m = Model::from_bytes(Path::new("w.fmq"), &int8).unwrap();
         assert_eq!((m.arch, m.kind), (Arch::Wide, ModelKind::Int8));

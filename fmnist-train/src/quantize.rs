@@ -23,11 +23,10 @@
 use fmnist_core::layers::argmax;
 use fmnist_core::lenet::LeNetParams;
 use fmnist_core::network::Network;
-use fmnist_core::quant::{LeNetQParams, WideQParams};
-use fmnist_core::wide::WideParams;
+use fmnist_core::quant::LeNetQParams;
 
 pub use crate::lenet::quant::*;
-use crate::registry::{TrainLeNet, TrainWide};
+use crate::registry::TrainLeNet;
 use crate::shared::net::{Folded, Params, QParams, TrainNet, flat};
 pub use crate::shared::quant::*;
 pub use crate::wide::quant::*;
@@ -55,15 +54,6 @@ pub fn quantize_lenet(
     method: Calibration,
 ) -> Result<Box<LeNetQParams>, QuantizeError> {
     quantize::<TrainLeNet>(p, calibration, method)
-}
-
-/// [`quantize`] for the wide CNN.
-pub fn quantize_wide(
-    p: &WideParams,
-    calibration: &[[u8; 784]],
-    method: Calibration,
-) -> Result<Box<WideQParams>, QuantizeError> {
-    quantize::<TrainWide>(p, calibration, method)
 }
 
 /// The real-valued logits of int8 logits: `scale · (q − zero point)` of the last layer's
@@ -100,6 +90,7 @@ pub fn folded_accuracy<N: TrainNet>(f: &Folded<N>, images: &[[u8; 784]], labels:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::TrainWide;
     use fmnist_core::layers::argmax;
     use fmnist_core::lenet::LeNet;
     use fmnist_core::quant::{LeNetQ, Requant, WideQ, multiply_by_quantized_multiplier};
@@ -255,7 +246,7 @@ mod tests {
         let want: Vec<[f32; 10]> = test.iter().map(|i| f32_model.forward(i)).collect();
         let labels: Vec<u8> = want.iter().map(|l| argmax(l) as u8).collect();
         for method in [Calibration::MinMax, Calibration::Mse] {
-            let q = quantize_wide(&p, &calib, method).unwrap();
+            let q = quantize::<TrainWide>(&p, &calib, method).unwrap();
             assert_eq!(q.conv1.input_zero_point, -128);
             assert_eq!(q.conv1.input_scale, 1.0 / 255.0);
             assert_eq!(q.conv1.output_zero_point, -128);
@@ -281,7 +272,7 @@ mod tests {
         assert_eq!(folded_accuracy::<TrainWide>(&f, &test, &labels), 1.0);
         assert!(f32_accuracy::<TrainWide>(&p, &test, &labels) >= 0.97);
         assert_eq!(
-            quantize_wide(&p, &[], Calibration::MinMax),
+            quantize::<TrainWide>(&p, &[], Calibration::MinMax),
             Err(QuantizeError::NoCalibrationImages)
         );
     }
