@@ -6,8 +6,13 @@ use std::time::Instant;
 use fmnist_infer::data::Dataset;
 use fmnist_infer::pool::{PoolError, thread_pool};
 
-use crate::config::Preset;
-use crate::trainer::{StartError, Trainer};
+use crate::registry::{TrainLeNet, TrainWide};
+use crate::shared::augment::Augment;
+use crate::shared::config::{AdamConfig, Conv, Model, Optimizer, Preset, Schedule, TrainConfig};
+use crate::shared::net::TrainNet;
+use crate::shared::step::StartError;
+use crate::shared::trainer::Trainer;
+use crate::wide::train::STAGES;
 
 /// Why a benchmark cannot run.
 #[derive(Debug)]
@@ -72,8 +77,8 @@ pub fn lenet(
 ) -> Result<LenetBench, BenchError> {
     let mut cfg = Preset::Default.config(train.len(), 1);
     cfg.steps = u64::MAX;
-    crate::config::check_batch(cfg.batch, train.len()).map_err(BenchError::Batch)?;
-    let mut t = Trainer::new(cfg, train, threads).map_err(BenchError::Start)?;
+    crate::shared::config::check_batch(cfg.batch, train.len()).map_err(BenchError::Batch)?;
+    let mut t = Trainer::<TrainLeNet>::new(cfg, train, threads).map_err(BenchError::Start)?;
     for _ in 0..20 {
         t.step(); // warm-up
     }
@@ -89,7 +94,7 @@ pub fn lenet(
     let mut eval_rates = Vec::new();
     for _ in 0..repeats {
         let t0 = Instant::now();
-        crate::nn::evaluate_with(t.params(), test, &pool);
+        TrainLeNet::evaluate(t.params(), test, &pool);
         eval_rates.push(test.len() as f64 / t0.elapsed().as_secs_f64());
     }
     Ok(LenetBench {
@@ -124,15 +129,14 @@ pub fn wide(
     repeats: usize,
     threads: usize,
 ) -> Result<WideThroughput, BenchError> {
-    let b = crate::wide_trainer::bench_wide(train, threads, steps as usize, repeats)
-        .map_err(BenchError::Start)?;
+    let b = bench_wide(train, threads, steps as usize, repeats).map_err(BenchError::Start)?;
     let (direct, tr, stages) = (median(b.direct), median(b.winograd), b.stages);
     let pool = thread_pool(threads).map_err(BenchError::Pool)?;
-    let params = crate::wide_nn::init_wide_params(1);
+    let params = TrainWide::init(1);
     let eval_rates = (0..repeats)
         .map(|_| {
             let t0 = Instant::now();
-            crate::wide_nn::evaluate_wide(&params, test, &pool);
+            TrainWide::evaluate(&params, test, &pool);
             test.len() as f64 / t0.elapsed().as_secs_f64()
         })
         .collect();
@@ -151,6 +155,79 @@ pub fn wide(
         peak,
         gflops,
     })
+}
+
+/// Training throughput of the two conv2 algorithms, measured in the same run: `windows`
+/// windows of `steps` optimizer steps each (batch 128, default Adam) on `train` with `threads`
+/// threads, after one warm-up step each, the two trainers taking turns window by window so
+/// that both see the same machine. Returns the images/s of each window for im2col + GEMM and
+/// for Winograd, and the seconds spent in each stage of the Winograd steps.
+pub fn bench_wide(
+    train: &Dataset,
+    threads: usize,
+    steps: usize,
+    windows: usize,
+) -> Result<WideBench, StartError> {
+    let total = steps
+        .checked_mul(windows)
+        .and_then(|n| n.checked_add(1))
+        .ok_or("too many benchmark steps")? as u64;
+    let trainer = |conv: Conv| -> Result<Trainer<'_, TrainWide>, StartError> {
+        let config = TrainConfig {
+            model: Model::Wide,
+            batch: 128,
+            steps: total,
+            optimizer: Optimizer::Adam(AdamConfig::default()),
+            schedule: Schedule::Constant,
+            checkpoint_every: total,
+            seed: 1,
+            augment: Augment::default(),
+            label_smoothing: 0.0,
+            distill: None,
+            conv,
+        };
+        let mut t = Trainer::<TrainWide>::new(config, train, threads)?;
+        t.step();
+        t.work_mut().stage_seconds = [0.0; 7];
+        t.reset_optim_seconds();
+        Ok(t)
+    };
+    let mut pair = [trainer(Conv::Direct)?, trainer(Conv::Winograd)?];
+    let mut rates = [Vec::new(), Vec::new()];
+    for _ in 0..windows {
+        for (t, r) in pair.iter_mut().zip(&mut rates) {
+            let t0 = Instant::now();
+            let mut images = 0usize;
+            for _ in 0..steps {
+                images += t.step().images;
+            }
+            r.push(images as f64 / t0.elapsed().as_secs_f64());
+        }
+    }
+    let [direct, winograd] = rates;
+    let w = &pair[1];
+    let stages = std::array::from_fn(|i| {
+        let secs = match w.work().stage_seconds.get(i) {
+            Some(&s) => s,
+            None => w.optim_seconds(),
+        };
+        (STAGES[i], secs)
+    });
+    Ok(WideBench {
+        direct,
+        winograd,
+        stages,
+    })
+}
+
+/// What [`bench_wide`] measured.
+pub struct WideBench {
+    /// Images/s of each window with conv2 by im2col + GEMM.
+    pub direct: Vec<f64>,
+    /// Images/s of each window with conv2 by Winograd F(2×2, 3×3).
+    pub winograd: Vec<f64>,
+    /// Seconds in each stage over the Winograd windows.
+    pub stages: [(&'static str, f64); 8],
 }
 
 /// Floating-point operations of one training image of the wide CNN: 2 per multiply-add of
@@ -227,5 +304,21 @@ mod tests {
         if let Some(p) = fma_peak_gflops(1) {
             assert!(p.is_finite() && p > 0.0, "{p}");
         }
+    }
+
+    #[test]
+    fn the_bench_times_both_algorithms_window_by_window() {
+        let data = Dataset {
+            images: (0..300u32)
+                .map(|i| std::array::from_fn(|k| ((i * 31 + k as u32 * 7) % 256) as u8))
+                .collect(),
+            labels: (0..300u32).map(|i| (i % 10) as u8).collect(),
+        };
+        let b = bench_wide(&data, 1, 2, 3).unwrap();
+        assert_eq!((b.direct.len(), b.winograd.len()), (3, 3));
+        let positive = |r: &[f64]| r.iter().all(|&v| v.is_finite() && v > 0.0);
+        assert!(positive(&b.direct) && positive(&b.winograd));
+        // The stages of the timed Winograd steps, after the warm-up was dropped.
+        assert!(b.stages.iter().all(|s| s.1 >= 0.0) && b.stages.iter().any(|s| s.1 > 0.0));
     }
 }

@@ -1,4 +1,4 @@
-//! Checkpoints: the whole [`TrainState`] so a run resumes bit-identically.
+//! Checkpoints: a run's whole state, so it resumes bit-identically.
 //!
 //! ```text
 //! offset size field
@@ -7,25 +7,33 @@
 //!             and decoupled decay to the recipe, version 3 random erasing, version 4
 //!             distillation, version 5 the wide CNN's conv algorithm; versions 2 to 4 are
 //!             still read, as recipes without them and with the direct convolution)
-//! 6      2    architecture (u16 LE, 1 = LeNet-BN, 2 = wide CNN)
+//! 6      2    architecture (u16 LE, as in the model file: 1 = LeNet-BN, 2 = wide CNN)
 //! 8      4    payload length n (u32 LE)
-//! 12     n    postcard encoding of TrainState (LeNet-BN) or WideRun (wide CNN)
+//! 12     n    postcard encoding of the network's payload (`TrainNet::Saved`: `TrainState` for
+//!             LeNet-BN, `WideRun` for the wide CNN)
 //! 12+n   4    CRC-32 (ISO-HDLC) of bytes 0 .. 12+n
 //! ```
 //! Written atomically (temp file, fsync, rename): a crash leaves the previous checkpoint intact.
+//! Everything here is generic over the network ([`encode_run`], [`decode_run`]); the
+//! LeNet-BN and wide-CNN wrappers at the end keep the older API.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use fmnist_core::lenet::LeNetParams;
-use fmnist_core::tensors::{Rule, Slot, Tensors, check_flat};
-use fmnist_core::wide::WideParams;
+use fmnist_core::arch::Arch;
+use fmnist_core::network::Network;
+use fmnist_core::tensors::{Rule, Tensors, check_flat};
 
-use crate::augment::Augment;
-use crate::config::Distill;
-use crate::config::TrainConfig;
-use crate::trainer::TrainState;
-use crate::wide_trainer::WideState;
+use crate::lenet::TrainLeNet;
+use crate::lenet::train::TrainState;
+use crate::shared::augment::Augment;
+use crate::shared::config::Distill;
+use crate::shared::config::TrainConfig;
+use crate::shared::net::{Params, RunState, TrainNet, TrainNetFn};
+use crate::shared::optim::Optim;
+use crate::wide::TrainWide;
+use crate::wide::train::WideRun;
 
 /// Magic bytes of a checkpoint.
 pub const MAGIC: [u8; 4] = *b"FMCK";
@@ -34,39 +42,19 @@ pub const VERSION: u16 = 5;
 /// The oldest version this build reads.
 pub const OLDEST_VERSION: u16 = 2;
 /// Architecture id of LeNet-BN (as in the model file).
-pub const ARCH_LENET: u16 = 1;
+pub const ARCH_LENET: u16 = Arch::LeNet as u16;
 /// Architecture id of the wide CNN (as in the model file).
-pub const ARCH_WIDE: u16 = 2;
+pub const ARCH_WIDE: u16 = Arch::Wide as u16;
 /// Largest payload accepted (a LeNet state is ~0.8 MB, a wide one ~20 MB).
 pub const MAX_PAYLOAD: usize = 64 << 20;
 
-/// A wide-CNN run: the recipe (augmentation and label smoothing included) and the trainer's
-/// state.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct WideRun {
-    /// The whole recipe.
-    pub config: TrainConfig,
-    /// Parameters, Adam moments, data order.
-    pub state: WideState,
-}
-
-/// A checkpoint of either network.
+/// A checkpoint of either network, as the fuzz target of `tests/src/fuzz.rs` matches it.
 #[derive(Debug)]
 pub enum Checkpoint {
     /// LeNet-BN.
     Lenet(Box<TrainState>),
     /// The wide CNN.
     Wide(Box<WideRun>),
-}
-
-impl Checkpoint {
-    /// The run's recipe.
-    pub fn config(&self) -> TrainConfig {
-        match self {
-            Checkpoint::Lenet(s) => s.config,
-            Checkpoint::Wide(r) => r.config,
-        }
-    }
 }
 
 /// Why a checkpoint cannot be used.
@@ -89,20 +77,17 @@ impl fmt::Display for CheckpointError {
 
 impl std::error::Error for CheckpointError {}
 
-/// Encodes a LeNet-BN state.
-pub fn encode(state: &TrainState) -> Vec<u8> {
+/// Encodes a payload of network `N`.
+pub fn encode_saved<N: TrainNet>(saved: &N::Saved) -> Vec<u8> {
     frame(
-        ARCH_LENET,
-        &postcard::to_allocvec(state).expect("TrainState serializes"),
+        N::Core::ARCH as u16,
+        &postcard::to_allocvec(saved).expect("a checkpoint payload serializes"),
     )
 }
 
-/// Encodes a wide-CNN run.
-pub fn encode_wide(run: &WideRun) -> Vec<u8> {
-    frame(
-        ARCH_WIDE,
-        &postcard::to_allocvec(run).expect("WideRun serializes"),
-    )
+/// Encodes a run of network `N`.
+pub fn encode_run<N: TrainNet>(run: &RunState<N>) -> Vec<u8> {
+    encode_saved::<N>(&N::save(run))
 }
 
 fn frame(arch: u16, payload: &[u8]) -> Vec<u8> {
@@ -117,18 +102,9 @@ fn frame(arch: u16, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Decodes and checks a LeNet-BN checkpoint's bytes; `Err` holds the reason.
-pub fn decode(b: &[u8]) -> Result<TrainState, String> {
-    match decode_any(b)? {
-        Checkpoint::Lenet(s) => Ok(*s),
-        Checkpoint::Wide(_) => {
-            Err("checkpoint of the wide CNN (architecture 2), not LeNet-BN".into())
-        }
-    }
-}
-
-/// Decodes and checks a checkpoint of either network; `Err` holds the reason.
-pub fn decode_any(b: &[u8]) -> Result<Checkpoint, String> {
+/// Checks a checkpoint's frame (magic, version, architecture, length, CRC) and upgrades an
+/// older payload to the current one: the network and the payload.
+pub fn open(b: &[u8]) -> Result<(Arch, Cow<'_, [u8]>), String> {
     if b.len() < 16 {
         return Err(format!("not a checkpoint: {} bytes, too short", b.len()));
     }
@@ -141,12 +117,12 @@ pub fn decode_any(b: &[u8]) -> Result<Checkpoint, String> {
             "unsupported checkpoint version {version} (this build reads {OLDEST_VERSION} to {VERSION})"
         ));
     }
-    let arch = u16::from_le_bytes([b[6], b[7]]);
-    if arch != ARCH_LENET && arch != ARCH_WIDE {
+    let id = u16::from_le_bytes([b[6], b[7]]);
+    let Some(arch) = Arch::from_u16(id) else {
         return Err(format!(
-            "checkpoint of another architecture (id {arch}); this build trains LeNet-BN (id 1) and the wide CNN (id 2)"
+            "checkpoint of another architecture (id {id}); this build trains LeNet-BN (id 1) and the wide CNN (id 2)"
         ));
-    }
+    };
     let n = u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize;
     if n > MAX_PAYLOAD || b.len() != 16 + n {
         return Err(format!(
@@ -162,69 +138,48 @@ pub fn decode_any(b: &[u8]) -> Result<Checkpoint, String> {
             "CRC mismatch: stored {stored:#010x}, computed {computed:#010x} (the file is corrupt)"
         ));
     }
-    let upgraded;
-    let mut payload = &b[12..12 + n];
-    if version < VERSION {
-        upgraded = match version {
-            2 => old::upgrade::<old::AugmentV2, old::Absent>(payload)?,
-            3 => old::upgrade::<Augment, old::Absent>(payload)?,
+    let payload = &b[12..12 + n];
+    Ok((
+        arch,
+        match version {
+            VERSION => Cow::Borrowed(payload),
+            2 => Cow::Owned(old::upgrade::<old::AugmentV2, old::Absent>(payload)?),
+            3 => Cow::Owned(old::upgrade::<Augment, old::Absent>(payload)?),
             // 4: the range check above leaves no other version.
-            _ => old::upgrade::<Augment, Option<Distill>>(payload)?,
-        };
-        payload = &upgraded;
+            _ => Cow::Owned(old::upgrade::<Augment, Option<Distill>>(payload)?),
+        },
+    ))
+}
+
+/// The name of a network in messages.
+fn name_of(arch: Arch) -> String {
+    format!("{} (architecture {})", arch.name(), arch as u16)
+}
+
+/// Decodes and checks a checkpoint of network `N`; `Err` holds the reason.
+pub fn decode_run<N: TrainNet>(b: &[u8]) -> Result<RunState<N>, String> {
+    let (arch, payload) = open(b)?;
+    if arch != N::Core::ARCH {
+        return Err(format!(
+            "checkpoint of the {}, not {}",
+            name_of(arch),
+            N::Core::ARCH.name()
+        ));
     }
-    let c = if arch == ARCH_LENET {
-        Checkpoint::Lenet(Box::new(whole(payload)?))
-    } else {
-        Checkpoint::Wide(Box::new(whole(payload)?))
-    };
-    check_numbers(&c)?;
-    Ok(c)
+    let run = N::restore(whole(&payload)?)?;
+    check_numbers(&run)?;
+    Ok(run)
 }
 
 /// Refuses numbers no run produces: parameters that are not a model (NaN, ±inf, a negative
-/// running variance: the check every reader of f32 parameters runs), non-finite optimizer
-/// moments (or a negative Adam second moment), a step past the run's end, and a training time
-/// that is not a number ≥ 0.
-fn check_numbers(c: &Checkpoint) -> Result<(), String> {
-    let (step, steps, seconds) = match c {
-        Checkpoint::Lenet(s) => (s.step, s.config.steps, s.train_seconds),
-        Checkpoint::Wide(r) => (r.state.step, r.config.steps, r.state.train_seconds),
-    };
-    let vectors: Vec<(&str, &[Slot], &[f32], Rule)> = match c {
-        Checkpoint::Lenet(s) => vec![
-            (
-                "parameters",
-                LeNetParams::TENSORS,
-                &s.params,
-                Rule::Parameters,
-            ),
-            ("momentum", LeNetParams::TENSORS, &s.momentum, Rule::Finite),
-        ],
-        Checkpoint::Wide(r) => vec![
-            (
-                "parameters",
-                WideParams::TENSORS,
-                &r.state.params,
-                Rule::Parameters,
-            ),
-            (
-                "Adam first moment",
-                WideParams::TENSORS,
-                &r.state.m,
-                Rule::Finite,
-            ),
-            (
-                "Adam second moment",
-                WideParams::TENSORS,
-                &r.state.v,
-                Rule::NonNegative,
-            ),
-        ],
-    };
-    for (what, table, values, rule) in vectors {
-        check_flat(table, values, rule).map_err(|e| format!("{what}: {e}"))?;
-    }
+/// running variance: the check every reader of f32 parameters runs), optimizer state no update
+/// makes (non-finite, or a negative Adam second moment), a step past the run's end, and a
+/// training time that is not a number ≥ 0.
+fn check_numbers<N: TrainNet>(run: &RunState<N>) -> Result<(), String> {
+    let table = <Params<N> as Tensors>::TENSORS;
+    check_flat(table, &run.params, Rule::Parameters).map_err(|e| format!("parameters: {e}"))?;
+    run.optim.check(table)?;
+    let (step, steps, seconds) = (run.step, run.config.steps, run.train_seconds);
     if step > steps {
         return Err(format!("at step {step}, past the run's {steps} steps"));
     }
@@ -242,9 +197,9 @@ fn check_numbers(c: &Checkpoint) -> Result<(), String> {
 mod old {
     use serde::Deserialize;
 
-    use crate::augment::Augment;
-    use crate::config::Distill;
-    use crate::config::{Conv, Model, Optimizer, Schedule, TrainConfig};
+    use crate::shared::augment::Augment;
+    use crate::shared::config::Distill;
+    use crate::shared::config::{Conv, Model, Optimizer, Schedule, TrainConfig};
 
     /// Version 2's augmentation (no erasing).
     #[derive(Deserialize)]
@@ -335,25 +290,8 @@ fn whole<'a, T: serde::Deserialize<'a>>(payload: &'a [u8]) -> Result<T, String> 
     Ok(value)
 }
 
-/// Writes a checkpoint atomically.
-pub fn save(path: &Path, state: &TrainState) -> Result<(), CheckpointError> {
-    fmnist_infer::atomic::write_atomic(path, &encode(state))
-        .map_err(|e| CheckpointError::Io(path.to_owned(), e))
-}
-
-/// Reads and checks a LeNet-BN checkpoint.
-pub fn load(path: &Path) -> Result<TrainState, CheckpointError> {
-    match load_any(path)? {
-        Checkpoint::Lenet(s) => Ok(*s),
-        Checkpoint::Wide(_) => Err(CheckpointError::Invalid(
-            path.to_owned(),
-            "checkpoint of the wide CNN (architecture 2), not LeNet-BN".into(),
-        )),
-    }
-}
-
-/// Reads and checks a checkpoint of either network.
-pub fn load_any(path: &Path) -> Result<Checkpoint, CheckpointError> {
+/// Reads a checkpoint file's bytes (refusing a file too large to be one).
+pub fn read(path: &Path) -> Result<Vec<u8>, CheckpointError> {
     let meta = std::fs::metadata(path).map_err(|e| CheckpointError::Io(path.to_owned(), e))?;
     if meta.len() > (MAX_PAYLOAD + 16) as u64 {
         return Err(CheckpointError::Invalid(
@@ -361,16 +299,59 @@ pub fn load_any(path: &Path) -> Result<Checkpoint, CheckpointError> {
             format!("{} bytes is too large for a checkpoint", meta.len()),
         ));
     }
-    let b =
-        fmnist_infer::inputs::read(path).map_err(|e| CheckpointError::Io(path.to_owned(), e))?;
-    decode_any(&b).map_err(|why| CheckpointError::Invalid(path.to_owned(), why))
+    fmnist_infer::inputs::read(path).map_err(|e| CheckpointError::Io(path.to_owned(), e))
+}
+
+/// Reads and checks a checkpoint of any network: its recipe.
+pub fn load_config(path: &Path) -> Result<TrainConfig, CheckpointError> {
+    struct Config<'a>(&'a [u8]);
+    impl TrainNetFn for Config<'_> {
+        type Output = Result<TrainConfig, String>;
+        fn call<N: TrainNet>(self) -> Self::Output {
+            decode_run::<N>(self.0).map(|r| r.config)
+        }
+    }
+    let b = read(path)?;
+    let invalid = |why| CheckpointError::Invalid(path.to_owned(), why);
+    let (arch, _) = open(&b).map_err(invalid)?;
+    crate::registry::dispatch(arch, Config(&b)).map_err(invalid)
+}
+
+/// Encodes a LeNet-BN state.
+pub fn encode(state: &TrainState) -> Vec<u8> {
+    encode_saved::<TrainLeNet>(state)
+}
+
+/// Encodes a wide-CNN run.
+pub fn encode_wide(run: &WideRun) -> Vec<u8> {
+    encode_saved::<TrainWide>(run)
+}
+
+/// Decodes and checks a LeNet-BN checkpoint's bytes; `Err` holds the reason.
+pub fn decode(b: &[u8]) -> Result<TrainState, String> {
+    decode_run::<TrainLeNet>(b).map(|r| TrainLeNet::save(&r))
+}
+
+/// Decodes and checks a checkpoint of either network; `Err` holds the reason.
+pub fn decode_any(b: &[u8]) -> Result<Checkpoint, String> {
+    Ok(match open(b)?.0 {
+        Arch::LeNet => Checkpoint::Lenet(Box::new(decode(b)?)),
+        Arch::Wide => Checkpoint::Wide(Box::new(TrainWide::save(&decode_run::<TrainWide>(b)?))),
+    })
+}
+
+/// Reads and checks a LeNet-BN checkpoint.
+pub fn load(path: &Path) -> Result<TrainState, CheckpointError> {
+    let b = read(path)?;
+    decode(&b).map_err(|why| CheckpointError::Invalid(path.to_owned(), why))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Conv, Model, Preset};
-    use crate::trainer::Trainer;
+    use crate::shared::config::{Conv, Model, Preset};
+    use crate::shared::trainer::Trainer;
+    use fmnist_core::lenet::LeNetParams;
     use fmnist_infer::data::Dataset;
 
     fn state() -> TrainState {
@@ -380,7 +361,11 @@ mod tests {
         };
         let mut config = Preset::Original.config(10, 3);
         config.batch = 8; // a batch fits its training set
-        Trainer::new(config, &data, 1).unwrap().state
+        TrainLeNet::save(
+            &Trainer::<TrainLeNet>::new(config, &data, 1)
+                .unwrap()
+                .state(),
+        )
     }
 
     #[test]
@@ -441,35 +426,20 @@ mod tests {
         };
         let mut config = Preset::Fast.config_for(Model::Wide, data.len(), 3);
         config.batch = 4;
-        config.distill = Some(crate::config::Distill {
+        config.distill = Some(crate::shared::config::Distill {
             alpha: 0.7,
             temperature: 2.0,
             teachers: 2,
             fingerprint: 0x0123_4567_89ab_cdef,
         });
         assert_eq!(config.conv, Conv::Winograd);
-        let crate::config::Optimizer::Adam(adam) = config.optimizer else {
-            panic!("the wide CNN trains with Adam")
-        };
-        let mut trainer = crate::wide_trainer::WideTrainer::new(
-            adam,
-            config.schedule,
-            config.batch,
-            config.steps,
-            config.seed,
-            &data,
-            1,
-        )
-        .unwrap();
-        trainer.set_regularisation(config.augment, config.label_smoothing);
-        trainer.set_conv(config.conv);
-        let state = trainer.state();
-        let run = WideRun { config, state };
+        let run = TrainWide::save(&Trainer::<TrainWide>::new(config, &data, 1).unwrap().state());
+        let state = run.state.clone();
         let new = decode_any(&encode_wide(&run)).unwrap();
         let Checkpoint::Wide(new) = new else {
             panic!("not wide")
         };
-        assert_eq!((new.config, &new.state), (config, &run.state));
+        assert_eq!((new.config, &new.state), (config, &state));
         // Version 4 is the same payload without the recipe's last byte (conv `Winograd` = 1).
         let cfg = postcard::to_allocvec(&config).unwrap();
         let mut payload = postcard::to_allocvec(&run).unwrap();

@@ -161,8 +161,10 @@ pub fn bench(
     threads: usize,
     json: bool,
 ) -> Result<(), CliError> {
-    if model == Model::Wide {
-        return bench_wide(train, test, steps, repeats, threads, json);
+    // Each network's report is its own (a new network must choose one here).
+    match model {
+        Model::Wide => return bench_wide(train, test, steps, repeats, threads, json),
+        Model::Lenet => {}
     }
     let b = bench::lenet(train, test, steps, repeats, threads)?;
     let (tr, ev) = (b.train, b.eval);

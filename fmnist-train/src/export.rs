@@ -3,20 +3,18 @@
 use std::path::{Path, PathBuf};
 
 use fmnist_core::format::{Arch, Kind};
-use fmnist_core::lenet::{IMAGE_PIXELS, LeNetParams};
-use fmnist_core::wide::WideParams;
+use fmnist_core::lenet::IMAGE_PIXELS;
+use fmnist_core::network::Network;
 use fmnist_infer::data::Dataset;
-use fmnist_infer::modelio::{LoadedModel, ModelIoError, write_model};
+use fmnist_infer::modelio::LoadedModel;
 use fmnist_infer::outputs::OutputError;
 
-use crate::config::MAX_TEACHERS;
-use crate::distill::Teacher;
-use crate::fold::{fold_batch_norm, fold_batch_norm_wide};
-use crate::quantize::{
-    Calibration, f32_accuracy, folded_accuracy, int8_accuracy, quantize_lenet, quantize_wide,
-    wide_f32_accuracy, wide_folded_accuracy, wide_int8_accuracy,
-};
-use crate::weights::TrainedWeights;
+use crate::quantize::{Calibration, f32_accuracy, folded_accuracy, int8_accuracy, quantize};
+use crate::registry::{self, TrainLeNet};
+use crate::shared::config::MAX_TEACHERS;
+use crate::shared::distill::Teacher;
+use crate::shared::net::{Params, TrainNet, TrainNetFn};
+use crate::shared::weights::TrainedWeights;
 
 /// Trained weights that cannot be read: a missing, unreadable, corrupt or foreign file, or the
 /// wrong network. Always the input's fault. The message names the file (or `--teacher`).
@@ -97,55 +95,46 @@ pub struct ExportReport {
     pub folded_out: Option<PathBuf>,
 }
 
-/// Copies a flat f32 parameter vector into a boxed parameter struct, checking its length.
-fn from_flat<T: bytemuck::Pod>(
-    path: &Path,
-    values: &[f32],
-    name: &str,
-) -> Result<Box<T>, WeightsError> {
-    let mut p: Box<T> = bytemuck::zeroed_box();
-    let dst = bytemuck::cast_slice_mut::<u8, f32>(bytemuck::bytes_of_mut(&mut *p));
-    if values.len() != dst.len() {
-        return Err(bad(format!(
-            "{}: checkpoint holds {} values, {name} has {}",
-            path.display(),
-            values.len(),
-            dst.len()
-        )));
-    }
-    dst.copy_from_slice(values);
-    Ok(p)
-}
-
-/// Reads trained f32 weights of either network from a checkpoint, an f32 model file or a
+/// Reads trained f32 weights of any network from a checkpoint, an f32 model file or a
 /// safetensors file (told apart by content; safetensors files hold LeNet-BN).
 pub fn read_weights(path: &Path) -> Result<TrainedWeights, WeightsError> {
+    /// `N`'s weights from a checkpoint's bytes or a model file.
+    enum Source<'a> {
+        Checkpoint(&'a [u8]),
+        Model(&'a fmnist_core::format::ModelFile<'a>, &'a LoadedModel),
+    }
+    impl TrainNetFn for Source<'_> {
+        type Output = Result<TrainedWeights, String>;
+        fn call<N: TrainNet>(self) -> Self::Output {
+            match self {
+                Source::Checkpoint(b) => {
+                    let run = crate::checkpoint::decode_run::<N>(b)?;
+                    Ok(TrainedWeights::new::<N>(run.params).expect("checked by decode_run"))
+                }
+                Source::Model(file, m) => {
+                    let p = file
+                        .trained::<N::Core>()
+                        .map_err(|e| m.error(e).to_string())?;
+                    Ok(TrainedWeights::of::<N>(p))
+                }
+            }
+        }
+    }
     let bytes =
         fmnist_infer::inputs::read(path).map_err(|e| bad(format!("{}: {e}", path.display())))?;
+    let named = |why: String| bad(format!("{}: {why}", path.display()));
     if bytes.starts_with(&crate::checkpoint::MAGIC) {
-        let saved = crate::checkpoint::decode_any(&bytes)
-            .map_err(|why| bad(format!("{}: {why}", path.display())))?;
-        return Ok(match saved {
-            crate::checkpoint::Checkpoint::Lenet(s) => {
-                TrainedWeights::Lenet(from_flat(path, &s.params, "LeNet-BN")?)
-            }
-            crate::checkpoint::Checkpoint::Wide(r) => {
-                TrainedWeights::Wide(from_flat(path, &r.state.params, "the wide CNN")?)
-            }
-        });
+        let (arch, _) = crate::checkpoint::open(&bytes).map_err(named)?;
+        return registry::dispatch(arch, Source::Checkpoint(&bytes)).map_err(named);
     }
     if bytes.starts_with(&fmnist_core::format::MAGIC) {
         let m = LoadedModel::from_bytes(&bytes, path);
         let file = m.file().map_err(|e| bad(m.error(e)))?;
-        if file.header.arch == Arch::Wide {
-            return read_wide_f32_weights(path).map(TrainedWeights::Wide);
-        }
-        let p = file.lenet_f32().map_err(|e| bad(m.error(e)))?;
-        return Ok(TrainedWeights::Lenet(Box::new(*p)));
+        return registry::dispatch(file.header.arch, Source::Model(&file, &m)).map_err(bad);
     }
     if fmnist_infer::safetensors_io::looks_like_safetensors(&bytes) {
         return fmnist_infer::safetensors_io::decode(&bytes)
-            .map(TrainedWeights::Lenet)
+            .map(|p| TrainedWeights::of::<TrainLeNet>(&p))
             .map_err(|e| bad(format!("{}: {e}", path.display())));
     }
     Err(bad(format!(
@@ -170,13 +159,20 @@ pub fn read_teachers(paths: &[PathBuf]) -> Result<Teacher, WeightsError> {
     Ok(Teacher::new(models, paths.to_vec()))
 }
 
-/// Reads trained f32 LeNet-BN weights (see [`read_weights`]).
-pub fn read_f32_weights(path: &Path) -> Result<Box<LeNetParams>, WeightsError> {
-    match read_weights(path)? {
-        TrainedWeights::Lenet(p) => Ok(p),
-        TrainedWeights::Wide(_) => Err(bad(format!(
-            "{}: holds the wide CNN, not LeNet-BN",
-            path.display()
+/// Reads trained f32 weights of network `N` (see [`read_weights`]).
+pub fn read_weights_of<N: TrainNet>(path: &Path) -> Result<Box<Params<N>>, WeightsError> {
+    let w = read_weights(path)?;
+    match w.typed::<N>() {
+        Some(p) => {
+            let mut b: Box<Params<N>> = bytemuck::zeroed_box();
+            bytemuck::bytes_of_mut(&mut *b).copy_from_slice(bytemuck::bytes_of(p));
+            Ok(b)
+        }
+        None => Err(bad(format!(
+            "{}: holds the {}, not {}",
+            path.display(),
+            w.arch().name(),
+            N::Core::ARCH.name()
         ))),
     }
 }
@@ -223,9 +219,10 @@ impl ExportPaths<'_> {
     }
 }
 
-/// Runs the export.
-pub fn export(
-    weights: &LeNetParams,
+/// Runs the export of weights of network `N`: folds BN, calibrates, quantizes, writes the
+/// int8 model file and optionally the BN-folded f32 one, and measures test accuracy.
+pub fn export<N: TrainNet>(
+    weights: &Params<N>,
     train: &Dataset,
     test: &Dataset,
     calibration: usize,
@@ -233,18 +230,18 @@ pub fn export(
     paths: ExportPaths<'_>,
 ) -> Result<ExportReport, ExportError> {
     let sample = calibration_sample(train, calibration);
-    let q = quantize_lenet(weights, &sample, method).map_err(|e| paths.cannot_quantize(e))?;
-    let folded = fold_batch_norm(weights);
+    let q = quantize::<N>(weights, &sample, method).map_err(|e| paths.cannot_quantize(e))?;
+    let folded = N::fold(weights);
     let bytes = paths.write(
-        Arch::LeNet,
+        N::Core::ARCH,
         bytemuck::bytes_of(&*q),
         bytemuck::bytes_of(&*folded),
     )?;
-    let f32_acc = f32_accuracy(weights, &test.images, &test.labels);
-    let int8_acc = int8_accuracy(&q, &test.images, &test.labels);
+    let f32_acc = f32_accuracy::<N>(weights, &test.images, &test.labels);
+    let int8_acc = int8_accuracy::<N>(&q, &test.images, &test.labels);
     Ok(ExportReport {
         f32_accuracy: f32_acc,
-        folded_accuracy: folded_accuracy(&folded, &test.images, &test.labels),
+        folded_accuracy: folded_accuracy::<N>(&folded, &test.images, &test.labels),
         int8_accuracy: int8_acc,
         delta_points: 100.0 * (int8_acc - f32_acc),
         method: method.to_string(),
@@ -255,59 +252,58 @@ pub fn export(
     })
 }
 
-/// Reads trained f32 wide-CNN weights from a wide f32 model file (architecture 2, kind 1).
-pub fn read_wide_f32_weights(path: &Path) -> Result<Box<WideParams>, WeightsError> {
-    let m = LoadedModel::read(path).map_err(bad)?;
-    let file = m.file().map_err(|e| bad(m.error(e)))?;
-    let p = file.wide_f32().map_err(|e| bad(m.error(e)))?;
-    // Copied byte-wise: 6.5 MB must not pass through the stack.
-    let mut b: Box<WideParams> = bytemuck::zeroed_box();
-    bytemuck::bytes_of_mut(&mut *b).copy_from_slice(bytemuck::bytes_of(p));
-    Ok(b)
-}
-
-/// Writes trained f32 wide-CNN weights as a model file (architecture 2, kind 1).
-pub fn write_wide_f32(path: &Path, weights: &WideParams) -> Result<(), ModelIoError> {
-    write_model(path, Arch::Wide, Kind::F32, bytemuck::bytes_of(weights))
-}
-
-/// [`export`] for the wide CNN: folds BN, calibrates, quantizes, writes the int8 model file
-/// (1,639,476 bytes) and optionally the BN-folded f32 one, and measures test accuracy.
-pub fn export_wide(
-    weights: &WideParams,
+/// [`export`] of weights of whichever network they are.
+pub fn export_any(
+    weights: &TrainedWeights,
     train: &Dataset,
     test: &Dataset,
     calibration: usize,
     method: Calibration,
     paths: ExportPaths<'_>,
 ) -> Result<ExportReport, ExportError> {
-    let sample = calibration_sample(train, calibration);
-    let q = quantize_wide(weights, &sample, method).map_err(|e| paths.cannot_quantize(e))?;
-    let folded = fold_batch_norm_wide(weights);
-    let bytes = paths.write(
-        Arch::Wide,
-        bytemuck::bytes_of(&*q),
-        bytemuck::bytes_of(&*folded),
-    )?;
-    let f32_acc = wide_f32_accuracy(weights, &test.images, &test.labels);
-    let int8_acc = wide_int8_accuracy(&q, &test.images, &test.labels);
-    Ok(ExportReport {
-        f32_accuracy: f32_acc,
-        folded_accuracy: wide_folded_accuracy(&folded, &test.images, &test.labels),
-        int8_accuracy: int8_acc,
-        delta_points: 100.0 * (int8_acc - f32_acc),
-        method: method.to_string(),
-        calibration_images: sample.len(),
-        out: paths.out.to_owned(),
-        bytes,
-        folded_out: paths.folded_out.map(Path::to_owned),
-    })
+    struct Export<'a> {
+        weights: &'a TrainedWeights,
+        train: &'a Dataset,
+        test: &'a Dataset,
+        calibration: usize,
+        method: Calibration,
+        paths: ExportPaths<'a>,
+    }
+    impl TrainNetFn for Export<'_> {
+        type Output = Result<ExportReport, ExportError>;
+        fn call<N: TrainNet>(self) -> Self::Output {
+            let w = self
+                .weights
+                .typed::<N>()
+                .expect("dispatched on its own network");
+            export::<N>(
+                w,
+                self.train,
+                self.test,
+                self.calibration,
+                self.method,
+                self.paths,
+            )
+        }
+    }
+    let job = Export {
+        weights,
+        train,
+        test,
+        calibration,
+        method,
+        paths,
+    };
+    registry::dispatch(weights.arch(), job)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::TrainWide;
+    use fmnist_core::registry::WideCnn;
     use fmnist_core::testutil::{object_images, realistic_wide_params};
+    use fmnist_infer::modelio::write_model;
 
     /// The three wide model files round-trip through the format and the loaders, and the
     /// report's accuracies are those of the written models.
@@ -316,8 +312,8 @@ mod tests {
         let p = realistic_wide_params(5);
         let dir = tempfile::tempdir().unwrap();
         let f32_path = dir.path().join("wide.fmnm");
-        write_wide_f32(&f32_path, &p).unwrap();
-        let back = read_wide_f32_weights(&f32_path).unwrap();
+        write_model(&f32_path, Arch::Wide, Kind::F32, bytemuck::bytes_of(&*p)).unwrap();
+        let back = read_weights_of::<TrainWide>(&f32_path).unwrap();
         assert!(*back == *p);
         let images = object_images(9, 40);
         let model = fmnist_core::wide::Wide::from(&*p);
@@ -336,26 +332,24 @@ mod tests {
             out: &out,
             folded_out: Some(&folded),
         };
-        let r = export_wide(&p, &set, &set, 30, Calibration::MinMax, paths).unwrap();
+        let r = export::<TrainWide>(&p, &set, &set, 30, Calibration::MinMax, paths).unwrap();
         assert_eq!(r.f32_accuracy, 1.0);
         assert!(r.int8_accuracy >= 0.9, "{}", r.int8_accuracy);
         assert_eq!(r.bytes, 64 + 1_639_408 + 4);
         let m = LoadedModel::read(&out).unwrap();
-        let q = m.file().unwrap().wide_int8().unwrap();
+        let q = m.file().unwrap().int8::<WideCnn>().unwrap();
         assert_eq!(
-            crate::quantize::wide_int8_accuracy(q, &set.images, &set.labels),
+            crate::quantize::int8_accuracy::<TrainWide>(q, &set.images, &set.labels),
             r.int8_accuracy
         );
         let m = LoadedModel::read(&folded).unwrap();
-        assert!(m.file().unwrap().wide_folded().is_ok());
+        assert!(m.file().unwrap().folded::<WideCnn>().is_ok());
         // A LeNet reader refuses the wide file by name; the any-network reader takes the f32
         // one and refuses the int8 one.
-        let err = read_f32_weights(&out).err().unwrap().0;
+        let err = read_weights_of::<TrainLeNet>(&out).err().unwrap().0;
         assert!(err.contains("wide CNN"), "{err}");
-        assert!(matches!(
-            read_weights(&f32_path),
-            Ok(TrainedWeights::Wide(w)) if *w == *p
-        ));
+        let back = read_weights(&f32_path).unwrap();
+        assert!(back.typed::<TrainWide>() == Some(&*p));
         let err = read_weights(&out).err().map(|e| e.0).unwrap_or_default();
         assert!(err.contains("wide CNN int8"), "{err}");
     }
@@ -388,8 +382,7 @@ mod tests {
         let images: Vec<[u8; 784]> = (0..8u8)
             .map(|k| std::array::from_fn(|i| ((i as u32 * (k as u32 + 3)) % 256) as u8))
             .collect();
-        let q = crate::quantize::quantize_wide(&p, &images, crate::quantize::Calibration::MinMax)
-            .unwrap();
+        let q = quantize::<TrainWide>(&p, &images, Calibration::MinMax).unwrap();
         let int8 = encode_model(Arch::Wide, Kind::Int8, bytemuck::bytes_of(&*q));
         let m = Model::from_bytes(Path::new("w.fmq"), &int8).unwrap();
         assert_eq!((m.arch, m.kind), (Arch::Wide, ModelKind::Int8));
@@ -400,7 +393,7 @@ mod tests {
         assert!(i8m.lenet().is_none() && i8m.wide().is_some());
         assert_eq!(
             m.logits_f32(&img),
-            crate::quantize::dequantize_wide_logits(&q, &net.forward(&img))
+            crate::quantize::dequantize_logits::<TrainWide>(&q, &net.forward(&img))
         );
     }
 }

@@ -1,77 +1,8 @@
-//! Batch-norm folding: each inference-form BN absorbed into the convolution before it.
+//! Batch-norm folding: each inference-form BN absorbed into the convolution before it (the
+//! per-channel formula in `shared/fold.rs`, each network's fold in its folder).
 
-use fmnist_core::lenet::{BN_EPS, BnParams, LeNetFoldedParams, LeNetParams};
-use fmnist_core::wide::{WideFoldedParams, WideParams};
-
-/// Folds `bn` into a convolution's weights and bias, per output channel `c`:
-/// `k = γ/√(var+ε)`, `w' = w·k`, `b' = (b − mean)·k + β`. Computed in f64, rounded once to f32.
-fn fold_conv<const OC: usize, const N: usize>(
-    weight: &[[f32; N]; OC],
-    bias: &[f32; OC],
-    bn: &BnParams<OC>,
-    weight_out: &mut [[f32; N]; OC],
-    bias_out: &mut [f32; OC],
-) {
-    for c in 0..OC {
-        let k = bn.gamma[c] as f64 / (bn.running_var[c] as f64 + BN_EPS as f64).sqrt();
-        for (o, &w) in weight_out[c].iter_mut().zip(&weight[c]) {
-            *o = (w as f64 * k) as f32;
-        }
-        bias_out[c] = ((bias[c] as f64 - bn.running_mean[c] as f64) * k + bn.beta[c] as f64) as f32;
-    }
-}
-
-/// LeNet-BN with `bn1` folded into `conv1` and `bn2` into `conv2`; the dense layers are copied.
-/// The result computes the same function up to f32 rounding (see the tests).
-pub fn fold_batch_norm(p: &LeNetParams) -> Box<LeNetFoldedParams> {
-    let mut f: Box<LeNetFoldedParams> = bytemuck::zeroed_box();
-    fold_conv::<6, 25>(
-        bytemuck::cast_ref(&p.conv1_weight),
-        &p.conv1_bias,
-        &p.bn1,
-        bytemuck::cast_mut(&mut f.conv1_weight),
-        &mut f.conv1_bias,
-    );
-    fold_conv::<16, 150>(
-        bytemuck::cast_ref(&p.conv2_weight),
-        &p.conv2_bias,
-        &p.bn2,
-        bytemuck::cast_mut(&mut f.conv2_weight),
-        &mut f.conv2_bias,
-    );
-    f.fc1_weight = p.fc1_weight;
-    f.fc1_bias = p.fc1_bias;
-    f.fc2_weight = p.fc2_weight;
-    f.fc2_bias = p.fc2_bias;
-    f.fc3_weight = p.fc3_weight;
-    f.fc3_bias = p.fc3_bias;
-    f
-}
-
-/// The wide CNN with `bn1` folded into `conv1` and `bn2` into `conv2` (the same per-channel
-/// formula as [`fold_batch_norm`]); the dense layers are copied.
-pub fn fold_batch_norm_wide(p: &WideParams) -> Box<WideFoldedParams> {
-    let mut f: Box<WideFoldedParams> = bytemuck::zeroed_box();
-    fold_conv::<32, 9>(
-        bytemuck::cast_ref(&p.conv1_weight),
-        &p.conv1_bias,
-        &p.bn1,
-        bytemuck::cast_mut(&mut f.conv1_weight),
-        &mut f.conv1_bias,
-    );
-    fold_conv::<64, 288>(
-        bytemuck::cast_ref(&p.conv2_weight),
-        &p.conv2_bias,
-        &p.bn2,
-        bytemuck::cast_mut(&mut f.conv2_weight),
-        &mut f.conv2_bias,
-    );
-    f.fc1_weight = p.fc1_weight;
-    f.fc1_bias = p.fc1_bias;
-    f.fc2_weight = p.fc2_weight;
-    f.fc2_bias = p.fc2_bias;
-    f
-}
+pub use crate::lenet::quant::fold_batch_norm;
+pub use crate::wide::quant::fold_batch_norm_wide;
 
 #[cfg(test)]
 mod tests {

@@ -1,22 +1,26 @@
-//! `fmnist-train`: load Fashion-MNIST, train LeNet-BN, fold, quantize and export it.
+//! `fmnist-train`: load Fashion-MNIST, train LeNet-BN or the wide CNN, fold, quantize and
+//! export them.
+//!
+//! Each network has a folder (`lenet/`, `wide/`) with its [`shared::net::TrainNet`]
+//! implementation; [`registry`] lists them once; what they share (the one
+//! [`shared::trainer::Trainer`], optimizers, recipes, augmentation, distillation, kernels) is
+//! in `shared/`. The shared modules `augment`, `config`, `distill`, `log` and `weights` are
+//! re-exported here under their old paths.
 
-pub mod augment;
 pub mod bench;
 pub mod checkpoint;
-pub mod config;
-pub mod distill;
 pub mod export;
 pub mod fold;
-pub mod kernels;
-pub mod log;
-pub mod nn;
+pub mod lenet;
 pub mod plot;
 pub mod quantize;
+pub mod registry;
 pub mod run;
 pub mod run_dir;
+pub mod shared;
 pub mod summary;
 pub mod tensorboard;
 pub mod trainer;
-pub mod weights;
-pub mod wide_nn;
-pub mod wide_trainer;
+pub mod wide;
+
+pub use shared::{augment, config, distill, log, weights};

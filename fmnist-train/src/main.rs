@@ -12,11 +12,9 @@ use fmnist_train::config::{
 };
 use fmnist_train::distill::Teacher;
 use fmnist_train::quantize::Calibration;
-use fmnist_train::run::{RunOptions, Session, WideSession, run};
+use fmnist_train::run::{self, RunOptions, Session};
 use fmnist_train::run_dir::{Mode, RunDir};
-use fmnist_train::trainer::Trainer;
-use fmnist_train::weights::TrainedWeights;
-use fmnist_train::{checkpoint, export, plot};
+use fmnist_train::{export, plot};
 
 mod cli;
 
@@ -454,24 +452,18 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
             cfg.check()
                 .map_err(|why| cli::CliError::bad(format!("the recipe cannot run: {why}")))?;
             let threads = threads(common.threads);
-            match model {
-                Model::Lenet => {
-                    let mut trainer =
-                        Trainer::new(cfg, &train, threads).map_err(cli::start_error(None))?;
-                    if let Some(t) = teacher {
-                        trainer.set_teacher(t).map_err(cli::CliError::bad)?;
-                    }
-                    finish(&mut trainer, &test, threads, &out, Some(overwrite), &common)
-                }
-                Model::Wide => {
-                    let mut session =
-                        WideSession::new(cfg, &train, threads).map_err(cli::start_error(None))?;
-                    if let Some(t) = teacher {
-                        session.set_teacher(t).map_err(cli::CliError::bad)?;
-                    }
-                    finish(&mut session, &test, threads, &out, Some(overwrite), &common)
-                }
+            let mut session = run::start(cfg, &train, threads).map_err(cli::start_error(None))?;
+            if let Some(t) = teacher {
+                session.set_teacher(t).map_err(cli::CliError::bad)?;
             }
+            finish(
+                &mut *session,
+                &test,
+                threads,
+                &out,
+                Some(overwrite),
+                &common,
+            )
         }
         Command::Resume {
             checkpoint,
@@ -480,32 +472,20 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
             teacher,
             common,
         } => {
-            let saved = checkpoint::load_any(&checkpoint).map_err(cli::bad_input)?;
+            let saved = run::load_checkpoint(&checkpoint).map_err(cli::bad_input)?;
             let (train, test) = data::load_both(data.as_deref()).map_err(cli::bad_input)?;
             let out = out.unwrap_or_else(|| fmnist_train::run_dir::folder_of(&checkpoint));
             let threads = threads(common.threads);
             let refuse =
                 |why: String| cli::CliError::bad(format!("{}: {why}", checkpoint.display()));
-            match saved {
-                checkpoint::Checkpoint::Lenet(state) => {
-                    let distill = state.config.distill;
-                    let mut trainer = Trainer::resume(*state, &train, threads)
-                        .map_err(cli::start_error(Some(&checkpoint)))?;
-                    if let Some(t) = teachers_again(distill, &teacher).map_err(refuse)? {
-                        trainer.set_teacher(t).map_err(refuse)?;
-                    }
-                    finish(&mut trainer, &test, threads, &out, None, &common)
-                }
-                checkpoint::Checkpoint::Wide(run) => {
-                    let distill = run.config.distill;
-                    let mut session = WideSession::resume(*run, &train, threads)
-                        .map_err(cli::start_error(Some(&checkpoint)))?;
-                    if let Some(t) = teachers_again(distill, &teacher).map_err(refuse)? {
-                        session.set_teacher(t).map_err(refuse)?;
-                    }
-                    finish(&mut session, &test, threads, &out, None, &common)
-                }
+            let distill = saved.config().distill;
+            let mut session = saved
+                .resume(&train, threads)
+                .map_err(cli::start_error(Some(&checkpoint)))?;
+            if let Some(t) = teachers_again(distill, &teacher).map_err(refuse)? {
+                session.set_teacher(t).map_err(refuse)?;
             }
+            finish(&mut *session, &test, threads, &out, None, &common)
         }
         Command::Export {
             checkpoint,
@@ -540,14 +520,7 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
                 return Err(cli::CliError::bad("--calibration must be at least 1"));
             }
             let (train, test) = data::load_both(data.as_deref()).map_err(cli::bad_input)?;
-            let r = match &weights {
-                TrainedWeights::Lenet(w) => {
-                    export::export(w, &train, &test, calibration, method, paths)?
-                }
-                TrainedWeights::Wide(w) => {
-                    export::export_wide(w, &train, &test, calibration, method, paths)?
-                }
-            };
+            let r = export::export_any(&weights, &train, &test, calibration, method, paths)?;
             if json {
                 println!("{}", serde_json::to_string(&r).expect("report serializes"));
             } else {
@@ -640,7 +613,7 @@ fn finish(
         print_every: common.print_every.max(1),
         keep: common.keep.max(1),
     };
-    let summary = run(trainer, test, threads, &dir, &opts).map_err(cli::CliError::other)?;
+    let summary = run::run(trainer, test, threads, &dir, &opts).map_err(cli::CliError::other)?;
     if common.json {
         println!(
             "{}",

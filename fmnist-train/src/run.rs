@@ -5,17 +5,23 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use fmnist_core::format::{Arch, Kind};
+use fmnist_core::network::Network;
 use fmnist_infer::data::Dataset;
 
-use crate::checkpoint::{self, WideRun};
-use crate::config::{Model, Optimizer, TrainConfig};
-use crate::kernels::Evaluation;
-use crate::log::{LogRecord, RecordKind};
+use crate::checkpoint::{self, CheckpointError};
+use crate::registry;
 use crate::run_dir::RunDir;
-use crate::trainer::{StartError, StepStats, Trainer};
-use crate::wide_trainer::WideTrainer;
+use crate::shared::config::TrainConfig;
+use crate::shared::distill::Teacher;
+use crate::shared::kernels::Evaluation;
+use crate::shared::log::{LogRecord, RecordKind};
+use crate::shared::net::{RunState, TrainNet, TrainNetFn};
+use crate::shared::step::{StartError, StepStats};
+use crate::shared::trainer::Trainer;
 
-/// A training run the loop drives: LeNet-BN or the wide CNN.
+/// A training run the loop drives, whatever its network: [`Trainer`] behind a pointer, so
+/// that the command line holds one type (the step itself is static code per network; the
+/// loop makes one indirect call per step).
 pub trait Session {
     /// The recipe.
     fn config(&self) -> TrainConfig;
@@ -31,17 +37,19 @@ pub trait Session {
     fn checkpoint(&mut self) -> Vec<u8>;
     /// The architecture and the f32 weights as a `Kind::F32` model payload.
     fn model_payload(&self) -> (Arch, &[u8]);
+    /// Gives a distilled run its teachers (checked against the recipe's fingerprint).
+    fn set_teacher(&mut self, teacher: Teacher) -> Result<(), String>;
 }
 
-impl Session for Trainer<'_> {
+impl<N: TrainNet> Session for Trainer<'_, N> {
     fn config(&self) -> TrainConfig {
-        self.state.config
+        Trainer::config(self)
     }
     fn steps_done(&self) -> u64 {
-        self.state.step
+        Trainer::steps_done(self)
     }
     fn train_seconds(&self) -> f64 {
-        self.state.train_seconds
+        Trainer::train_seconds(self)
     }
     fn step(&mut self) -> StepStats {
         Trainer::step(self)
@@ -50,107 +58,82 @@ impl Session for Trainer<'_> {
         Trainer::evaluate(self, test)
     }
     fn checkpoint(&mut self) -> Vec<u8> {
-        self.sync_state();
-        checkpoint::encode(&self.state)
+        checkpoint::encode_run(&self.state())
     }
     fn model_payload(&self) -> (Arch, &[u8]) {
-        (Arch::LeNet, bytemuck::bytes_of(self.params()))
+        (N::Core::ARCH, bytemuck::bytes_of(self.params()))
+    }
+    fn set_teacher(&mut self, teacher: Teacher) -> Result<(), String> {
+        Trainer::set_teacher(self, teacher)
     }
 }
 
-/// A wide-CNN run: the trainer and the recipe it was built from.
-pub struct WideSession<'d> {
-    /// The recipe (model `Wide`, Adam).
-    pub config: TrainConfig,
-    /// The trainer.
-    pub trainer: WideTrainer<'d>,
-}
-
-impl<'d> WideSession<'d> {
-    /// A fresh run of `config` (which must name the wide CNN and Adam).
-    pub fn new(
+/// A fresh run of `config` (of the network its `model` names).
+pub fn start<'d>(
+    config: TrainConfig,
+    train: &'d Dataset,
+    threads: usize,
+) -> Result<Box<dyn Session + 'd>, StartError> {
+    struct Start<'d> {
         config: TrainConfig,
         train: &'d Dataset,
         threads: usize,
-    ) -> Result<Self, StartError> {
-        let Optimizer::Adam(adam) = config.optimizer else {
-            return Err("the wide CNN trains with Adam".into());
-        };
-        if config.model != Model::Wide {
-            return Err("not a wide-CNN recipe".into());
+    }
+    impl<'d> TrainNetFn for Start<'d> {
+        type Output = Result<Box<dyn Session + 'd>, StartError>;
+        fn call<N: TrainNet>(self) -> Self::Output {
+            let t = Trainer::<N>::new(self.config, self.train, self.threads)?;
+            Ok(Box::new(t))
         }
-        crate::config::check_batch(config.batch, train.len())
-            .map_err(|why| format!("batch {why}"))?;
-        let mut trainer = WideTrainer::new(
-            adam,
-            config.schedule,
-            config.batch,
-            config.steps,
-            config.seed,
+    }
+    registry::dispatch(
+        config.model.arch(),
+        Start {
+            config,
             train,
             threads,
-        )?;
-        trainer.set_regularisation(config.augment, config.label_smoothing);
-        trainer.set_conv(config.conv);
-        Ok(WideSession { config, trainer })
-    }
-
-    /// Continues a checkpointed run.
-    pub fn resume(run: WideRun, train: &'d Dataset, threads: usize) -> Result<Self, StartError> {
-        let config = run.config;
-        config
-            .check()
-            .map_err(|why| format!("holds an impossible recipe: {why}"))?;
-        let s = &run.state;
-        if config.model != Model::Wide
-            || config.optimizer != Optimizer::Adam(s.adam)
-            || (config.schedule, config.batch, config.steps, config.seed)
-                != (s.schedule, s.batch, s.steps, s.seed)
-        {
-            return Err("its recipe and its trainer state disagree".into());
-        }
-        crate::config::check_batch(config.batch, train.len())
-            .map_err(|why| format!("holds an impossible recipe: batch {why}"))?;
-        let mut trainer = WideTrainer::resume(run.state, train, threads)?;
-        trainer.set_regularisation(config.augment, config.label_smoothing);
-        trainer.set_conv(config.conv);
-        Ok(WideSession { config, trainer })
-    }
-
-    /// Gives a distilled run its teachers (checked against the recipe's fingerprint).
-    pub fn set_teacher(&mut self, teacher: crate::distill::Teacher) -> Result<(), String> {
-        let Some(d) = self.config.distill else {
-            return Err("the recipe does not distil".into());
-        };
-        self.trainer.set_teacher(teacher, d)
-    }
+        },
+    )
 }
 
-impl Session for WideSession<'_> {
+/// A checkpointed run, read and checked, not yet started.
+pub trait Saved {
+    /// Its recipe.
+    fn config(&self) -> TrainConfig;
+    /// Continues it on `train`.
+    fn resume<'d>(
+        self: Box<Self>,
+        train: &'d Dataset,
+        threads: usize,
+    ) -> Result<Box<dyn Session + 'd>, StartError>;
+}
+
+impl<N: TrainNet> Saved for RunState<N> {
     fn config(&self) -> TrainConfig {
         self.config
     }
-    fn steps_done(&self) -> u64 {
-        self.trainer.steps_done()
+    fn resume<'d>(
+        self: Box<Self>,
+        train: &'d Dataset,
+        threads: usize,
+    ) -> Result<Box<dyn Session + 'd>, StartError> {
+        Ok(Box::new(Trainer::<N>::resume(*self, train, threads)?))
     }
-    fn train_seconds(&self) -> f64 {
-        self.trainer.train_seconds()
+}
+
+/// Reads and checks a checkpoint of any network.
+pub fn load_checkpoint(path: &Path) -> Result<Box<dyn Saved>, CheckpointError> {
+    struct Decode<'a>(&'a [u8]);
+    impl TrainNetFn for Decode<'_> {
+        type Output = Result<Box<dyn Saved>, String>;
+        fn call<N: TrainNet>(self) -> Self::Output {
+            Ok(Box::new(checkpoint::decode_run::<N>(self.0)?))
+        }
     }
-    fn step(&mut self) -> StepStats {
-        self.trainer.step()
-    }
-    fn evaluate(&mut self, test: &Dataset) -> Evaluation {
-        self.trainer.evaluate(test)
-    }
-    fn checkpoint(&mut self) -> Vec<u8> {
-        checkpoint::encode_wide(&WideRun {
-            config: self.config,
-            state: self.trainer.state(),
-        })
-    }
-    fn model_payload(&self) -> (Arch, &[u8]) {
-        (Arch::Wide, bytemuck::bytes_of(self.trainer.params()))
-    }
+    let b = checkpoint::read(path)?;
+    let invalid = |why| CheckpointError::Invalid(path.to_owned(), why);
+    let (arch, _) = checkpoint::open(&b).map_err(invalid)?;
+    registry::dispatch(arch, Decode(&b)).map_err(invalid)
 }
 
 /// How a run reports (where: the [`RunDir`] it is given).
@@ -188,7 +171,7 @@ pub struct RunSummary {
     /// The seed.
     pub seed: u64,
     /// The whole recipe.
-    pub config: crate::config::TrainConfig,
+    pub config: crate::shared::config::TrainConfig,
 }
 
 /// Why a run stopped early.
@@ -289,7 +272,7 @@ fn truncate_log(log: &Path, step: u64) -> std::io::Result<()> {
 /// [`RunError::Diverged`] at the first non-finite loss, or at a checkpoint (or the end) whose
 /// weights are not finite, without saving them.
 pub fn run(
-    trainer: &mut dyn Session,
+    trainer: &mut (dyn Session + '_),
     test: &Dataset,
     threads: usize,
     dir: &RunDir,

@@ -16,8 +16,8 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::config::TrainConfig;
-use crate::log::LogRecord;
+use crate::shared::config::TrainConfig;
+use crate::shared::log::LogRecord;
 
 /// The lock file in every run folder.
 pub const LOCK_FILE: &str = ".fmnist-train.lock";
@@ -344,14 +344,12 @@ impl RunDir {
         for (kind, p) in files {
             match kind {
                 RunFile::Checkpoint(_) => {
-                    let theirs = crate::checkpoint::load_any(p)
-                        .map_err(|e| match e {
-                            crate::checkpoint::CheckpointError::Invalid(_, why) => {
-                                other(p, format!("not a checkpoint of this run: {why}"))
-                            }
-                            crate::checkpoint::CheckpointError::Io(p, e) => RunDirError::Io(p, e),
-                        })?
-                        .config();
+                    let theirs = crate::checkpoint::load_config(p).map_err(|e| match e {
+                        crate::checkpoint::CheckpointError::Invalid(_, why) => {
+                            other(p, format!("not a checkpoint of this run: {why}"))
+                        }
+                        crate::checkpoint::CheckpointError::Io(p, e) => RunDirError::Io(p, e),
+                    })?;
                     if theirs != *recipe {
                         return Err(other(p, recipe_difference(&theirs, recipe)));
                     }

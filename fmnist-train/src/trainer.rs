@@ -1,426 +1,26 @@
-//! The training loop state: parameters, momentum, data order, RNG, and one optimizer step.
+//! LeNet-BN's trainer under its old path: [`Trainer`] is the one trainer
+//! (`shared/trainer.rs`) for LeNet-BN.
 
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
-use rand_chacha::ChaCha8Rng;
-use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
+pub use crate::lenet::train::{TrainState, trainable_ranges};
+pub use crate::shared::step::*;
 
-use fmnist_core::lenet::{IMAGE_PIXELS, LeNetParams};
-use fmnist_infer::data::Dataset;
-use fmnist_infer::pool::{PoolError, thread_pool};
-
-use crate::augment::Augment;
-use crate::config::{Model, Optimizer, SgdConfig, TrainConfig};
-use crate::distill::{Teacher, TeacherTargets};
-use crate::kernels::{BnBatch, Evaluation};
-use crate::nn::{CHUNK, Chunk, Targets, evaluate_with, init_params};
-
-/// PyTorch's batch-norm momentum for the running statistics (running = 0.9·running + 0.1·batch).
-pub const BN_MOMENTUM: f32 = 0.1;
-
-/// Everything needed to continue a run bit-identically (what a checkpoint holds).
-#[derive(Clone, Serialize, Deserialize, PartialEq)]
-pub struct TrainState {
-    /// The recipe.
-    pub config: TrainConfig,
-    /// Steps done.
-    pub step: u64,
-    /// Parameters and running statistics, `LeNetParams` as f32 in field order.
-    pub params: Vec<f32>,
-    /// Momentum buffers, same layout.
-    pub momentum: Vec<f32>,
-    /// The data-order RNG.
-    pub rng: ChaCha8Rng,
-    /// The current epoch's permutation of the training set.
-    pub order: Vec<u32>,
-    /// Position in `order` of the next batch.
-    pub cursor: usize,
-    /// Seconds spent in optimizer steps so far.
-    pub train_seconds: f64,
-}
-
-impl std::fmt::Debug for TrainState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TrainState")
-            .field("config", &self.config)
-            .field("step", &self.step)
-            .field("cursor", &self.cursor)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Index ranges (in f32 units) of `LeNetParams` that hold trainable parameters: all but the
-/// running statistics.
-pub fn trainable_ranges() -> [std::ops::Range<usize>; 3] {
-    let f = size_of::<f32>();
-    let bn1 = std::mem::offset_of!(LeNetParams, bn1) / f;
-    let bn2 = std::mem::offset_of!(LeNetParams, bn2) / f;
-    let total = size_of::<LeNetParams>() / f;
-    // Within BnParams<C>: gamma, beta (trainable), running_mean, running_var (not).
-    [0..bn1 + 12, bn1 + 24..bn2 + 32, bn2 + 64..total]
-}
-
-/// What one step measured.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct StepStats {
-    /// Mean cross-entropy of the batch.
-    pub loss: f64,
-    /// Fraction of the batch classified correctly.
-    pub accuracy: f64,
-    /// The learning rate used.
-    pub lr: f32,
-}
-
-/// A training run in memory.
-pub struct Trainer<'d> {
-    /// The run's state.
-    pub state: TrainState,
-    params: Box<LeNetParams>,
-    momentum: Box<LeNetParams>,
-    grads: Box<LeNetParams>,
-    chunks: Vec<Chunk>,
-    pool: rayon::ThreadPool,
-    train: &'d Dataset,
-    sgd: SgdConfig,
-    teacher: Option<TeacherTargets>,
-}
-
-/// Why a trainer cannot start: its state is refused (bad input: the checkpoint or recipe), or
-/// its worker threads cannot be started (exit code 1).
-#[derive(Debug)]
-pub enum StartError {
-    /// The state or recipe does not fit (the reason, without the file's name).
-    Refused(String),
-    /// The thread pool.
-    Pool(PoolError),
-}
-
-impl std::fmt::Display for StartError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StartError::Refused(why) => f.write_str(why),
-            StartError::Pool(e) => e.fmt(f),
-        }
-    }
-}
-
-impl std::error::Error for StartError {}
-
-impl From<String> for StartError {
-    fn from(why: String) -> Self {
-        StartError::Refused(why)
-    }
-}
-
-impl From<&str> for StartError {
-    fn from(why: &str) -> Self {
-        StartError::Refused(why.to_owned())
-    }
-}
-
-impl From<PoolError> for StartError {
-    fn from(e: PoolError) -> Self {
-        StartError::Pool(e)
-    }
-}
-
-impl<'d> Trainer<'d> {
-    /// A fresh run (refused when `config` fails [`TrainConfig::check`]).
-    pub fn new(
-        config: TrainConfig,
-        train: &'d Dataset,
-        threads: usize,
-    ) -> Result<Self, StartError> {
-        let params = init_params(config.seed);
-        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-        rng.set_stream(2);
-        let mut order: Vec<u32> = (0..train.len() as u32).collect();
-        order.shuffle(&mut rng);
-        let state = TrainState {
-            config,
-            step: 0,
-            params: bytemuck::cast_slice(std::slice::from_ref(&*params)).to_vec(),
-            momentum: vec![0.0; size_of::<LeNetParams>() / 4],
-            rng,
-            order,
-            cursor: 0,
-            train_seconds: 0.0,
-        };
-        Self::resume(state, train, threads)
-    }
-
-    /// Continues from a saved state.
-    pub fn resume(
-        state: TrainState,
-        train: &'d Dataset,
-        threads: usize,
-    ) -> Result<Self, StartError> {
-        let (Model::Lenet, Optimizer::Sgd(sgd)) = (state.config.model, state.config.optimizer)
-        else {
-            return Err("is not a LeNet-BN run with momentum SGD".into());
-        };
-        state
-            .config
-            .check()
-            .map_err(|why| format!("holds an impossible recipe: {why}"))?;
-        let len = size_of::<LeNetParams>() / 4;
-        if state.params.len() != len || state.momentum.len() != len {
-            return Err(format!(
-                "holds {} parameters, LeNet-BN has {len}",
-                state.params.len()
-            )
-            .into());
-        }
-        if state.order.len() != train.len() || state.cursor > train.len() {
-            return Err(format!(
-                "was made for a training set of {} images, this one has {}",
-                state.order.len(),
-                train.len()
-            )
-            .into());
-        }
-        if state.order.iter().any(|&i| i as usize >= train.len()) {
-            return Err("data order points past the training set".into());
-        }
-        crate::config::check_batch(state.config.batch, train.len())
-            .map_err(|why| format!("holds an impossible recipe: batch {why}"))?;
-        let pool = thread_pool(threads)?;
-        let mut params: Box<LeNetParams> = bytemuck::zeroed_box();
-        bytemuck::cast_slice_mut::<LeNetParams, f32>(std::slice::from_mut(&mut *params))
-            .copy_from_slice(&state.params);
-        let mut momentum: Box<LeNetParams> = bytemuck::zeroed_box();
-        bytemuck::cast_slice_mut::<LeNetParams, f32>(std::slice::from_mut(&mut *momentum))
-            .copy_from_slice(&state.momentum);
-        let chunks = (0..state.config.batch.div_ceil(CHUNK))
-            .map(|_| Chunk::default())
-            .collect();
-        Ok(Trainer {
-            state,
-            params,
-            momentum,
-            grads: bytemuck::zeroed_box(),
-            chunks,
-            pool,
-            train,
-            sgd,
-            teacher: None,
-        })
-    }
-
-    /// Gives a distilled run its teachers, which must be the ones its recipe was made with.
-    /// Without augmentation their soft targets are computed here, once, for the whole
-    /// training set.
-    pub fn set_teacher(&mut self, teacher: Teacher) -> Result<(), String> {
-        let cfg = self.state.config;
-        let Some(d) = cfg.distill else {
-            return Err("the recipe does not distil".into());
-        };
-        let augmented = !cfg.augment.is_off();
-        self.teacher = Some(TeacherTargets::new(
-            teacher, d, self.train, augmented, &self.pool,
-        )?);
-        Ok(())
-    }
-
-    /// The current parameters.
-    pub fn params(&self) -> &LeNetParams {
-        &self.params
-    }
-
-    /// Copies parameters and momentum into `state` (call before saving).
-    pub fn sync_state(&mut self) {
-        self.state
-            .params
-            .copy_from_slice(bytemuck::cast_slice(std::slice::from_ref(&*self.params)));
-        self.state
-            .momentum
-            .copy_from_slice(bytemuck::cast_slice(std::slice::from_ref(&*self.momentum)));
-    }
-
-    /// The next batch's indices, reshuffling at the end of an epoch.
-    fn next_batch(&mut self) -> Vec<u32> {
-        let s = &mut self.state;
-        if s.cursor >= s.order.len() {
-            s.order.shuffle(&mut s.rng);
-            s.cursor = 0;
-        }
-        let end = (s.cursor + s.config.batch).min(s.order.len());
-        let batch = s.order[s.cursor..end].to_vec();
-        s.cursor = end;
-        batch
-    }
-
-    /// One optimizer step.
-    pub fn step(&mut self) -> StepStats {
-        let t0 = std::time::Instant::now();
-        let batch = self.next_batch();
-        let b = batch.len();
-        let nchunks = b.div_ceil(CHUNK);
-        let aug = self.state.config.augment;
-        let augmented: Vec<[u8; IMAGE_PIXELS]> = if aug.is_off() {
-            Vec::new()
-        } else {
-            let mut rng = Augment::rng(self.state.config.seed, self.state.step);
-            batch
-                .iter()
-                .map(|&i| aug.apply(&self.train.images[i as usize], &mut rng))
-                .collect()
-        };
-        let images: Vec<&[u8; IMAGE_PIXELS]> = if aug.is_off() {
-            batch
-                .iter()
-                .map(|&i| &self.train.images[i as usize])
-                .collect()
-        } else {
-            augmented.iter().collect()
-        };
-        let labels: Vec<u8> = batch
-            .iter()
-            .map(|&i| self.train.labels[i as usize])
-            .collect();
-        let distill = self.state.config.distill;
-        assert!(
-            distill.is_none() || self.teacher.is_some(),
-            "a distilled run needs its teachers (Trainer::set_teacher)"
-        );
-        let soft = match &self.teacher {
-            Some(t) => t.for_batch(&batch, &augmented, &labels, &self.pool),
-            None => Vec::new(),
-        };
-        let soft = &soft[..];
-        let targets = Targets {
-            batch: b,
-            smoothing: self.state.config.label_smoothing,
-            distill,
-        };
-        let p = &*self.params;
-        let chunks = &mut self.chunks[..nchunks];
-        let pool = &self.pool;
-
-        pool.install(|| {
-            chunks.par_iter_mut().enumerate().for_each(|(ci, ch)| {
-                let r = ci * CHUNK..((ci + 1) * CHUNK).min(b);
-                bytemuck::cast_slice_mut::<LeNetParams, f32>(std::slice::from_mut(&mut *ch.grads))
-                    .fill(0.0);
-                if !soft.is_empty() {
-                    ch.set_soft_targets(&soft[r.clone()]);
-                }
-                ch.conv1(p, &images[r.clone()], &labels[r]);
-            })
-        });
-        let (s, q) = reduce_sums::<6>(chunks);
-        let bn1 = BnBatch::<6>::from_sums(&s, &q, b * 784);
-        pool.install(|| chunks.par_iter_mut().for_each(|ch| ch.conv2(p, &bn1)));
-        let (s, q) = reduce_sums::<16>(chunks);
-        let bn2 = BnBatch::<16>::from_sums(&s, &q, b * 100);
-        pool.install(|| {
-            chunks
-                .par_iter_mut()
-                .for_each(|ch| ch.head(p, &bn2, Some(targets)))
-        });
-        let (dsum2, dxsum2) = reduce_sums::<16>(chunks);
-        pool.install(|| {
-            chunks
-                .par_iter_mut()
-                .for_each(|ch| ch.back_conv2(p, &bn1, &bn2, &dsum2, &dxsum2))
-        });
-        let (dsum1, dxsum1) = reduce_sums::<6>(chunks);
-        pool.install(|| {
-            chunks
-                .par_iter_mut()
-                .for_each(|ch| ch.back_conv1(p, &bn1, &dsum1, &dxsum1))
-        });
-
-        // Gradients: the sum over chunks, in chunk order.
-        let g =
-            bytemuck::cast_slice_mut::<LeNetParams, f32>(std::slice::from_mut(&mut *self.grads));
-        g.fill(0.0);
-        for ch in chunks.iter() {
-            let cg = bytemuck::cast_slice::<LeNetParams, f32>(std::slice::from_ref(&*ch.grads));
-            for (a, &c) in g.iter_mut().zip(cg) {
-                *a += c;
-            }
-        }
-        let (loss, correct) = chunks
-            .iter()
-            .fold((0.0, 0), |(l, c), ch| (l + ch.loss, c + ch.correct));
-        let grads = &mut *self.grads;
-        for c in 0..6 {
-            grads.bn1.gamma[c] = dxsum1[c] as f32;
-            grads.bn1.beta[c] = dsum1[c] as f32;
-        }
-        for c in 0..16 {
-            grads.bn2.gamma[c] = dxsum2[c] as f32;
-            grads.bn2.beta[c] = dsum2[c] as f32;
-        }
-
-        let cfg = self.state.config;
-        let sgd = self.sgd;
-        let lr = cfg.schedule.lr_at(sgd.lr, self.state.step, cfg.steps);
-        let (mu, wd) = (sgd.momentum, sgd.weight_decay);
-        // Decoupled decay follows the schedule: lr_t · λ.
-        let shrink = lr * sgd.decoupled_decay;
-        {
-            let w = bytemuck::cast_slice_mut::<LeNetParams, f32>(std::slice::from_mut(
-                &mut *self.params,
-            ));
-            let v = bytemuck::cast_slice_mut::<LeNetParams, f32>(std::slice::from_mut(
-                &mut *self.momentum,
-            ));
-            let g = bytemuck::cast_slice::<LeNetParams, f32>(std::slice::from_ref(&*self.grads));
-            for r in trainable_ranges() {
-                for i in r {
-                    let gi = g[i] + wd * w[i];
-                    v[i] = mu * v[i] - lr * gi;
-                    if shrink != 0.0 {
-                        w[i] -= shrink * w[i];
-                    }
-                    w[i] += v[i];
-                }
-            }
-        }
-        let p = &mut *self.params;
-        let m = 1.0 - BN_MOMENTUM;
-        for c in 0..6 {
-            p.bn1.running_mean[c] = m * p.bn1.running_mean[c] + BN_MOMENTUM * bn1.mean[c];
-            p.bn1.running_var[c] = m * p.bn1.running_var[c] + BN_MOMENTUM * bn1.var_unbiased[c];
-        }
-        for c in 0..16 {
-            p.bn2.running_mean[c] = m * p.bn2.running_mean[c] + BN_MOMENTUM * bn2.mean[c];
-            p.bn2.running_var[c] = m * p.bn2.running_var[c] + BN_MOMENTUM * bn2.var_unbiased[c];
-        }
-        self.state.step += 1;
-        self.state.train_seconds += t0.elapsed().as_secs_f64();
-        StepStats {
-            loss: loss / b as f64,
-            accuracy: correct as f64 / b as f64,
-            lr,
-        }
-    }
-
-    /// Test-set evaluation with the running statistics.
-    pub fn evaluate(&mut self, data: &Dataset) -> Evaluation {
-        evaluate_with(&self.params, data, &self.pool)
-    }
-}
-
-fn reduce_sums<const C: usize>(chunks: &[Chunk]) -> ([f64; C], [f64; C]) {
-    let (mut s, mut q) = ([0.0; C], [0.0; C]);
-    for ch in chunks {
-        for c in 0..C {
-            s[c] += ch.sums[0][c];
-            q[c] += ch.sums[1][c];
-        }
-    }
-    (s, q)
-}
+/// The trainer of LeNet-BN.
+pub type Trainer<'d> = crate::shared::trainer::Trainer<'d, crate::lenet::TrainLeNet>;
 
 #[cfg(test)]
-mod tests {
+mod lenet_tests {
     use super::*;
-    use crate::config::{Preset, Schedule};
-    use rand::RngExt;
+    use crate::lenet::TrainLeNet;
+    use crate::lenet::kernels::init_params;
+    use crate::shared::augment::Augment;
+    use crate::shared::config::{Preset, Schedule, TrainConfig};
+    use crate::shared::distill::Teacher;
+    use crate::shared::weights::TrainedWeights;
+    use crate::wide::TrainWide;
+    use fmnist_core::lenet::LeNetParams;
+    use fmnist_infer::data::Dataset;
+    use rand::{RngExt, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
 
     fn synthetic(n: usize, seed: u64) -> Dataset {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -457,10 +57,9 @@ mod tests {
     }
 
     fn teachers() -> Teacher {
-        use crate::weights::TrainedWeights;
         Teacher::from_weights(vec![
-            TrainedWeights::Lenet(init_params(11)),
-            TrainedWeights::Wide(crate::wide_nn::init_wide_params(12)),
+            TrainedWeights::of::<TrainLeNet>(&init_params(11)),
+            TrainedWeights::of::<TrainWide>(&crate::wide::kernels::init_wide_params(12)),
         ])
     }
 
@@ -489,8 +88,7 @@ mod tests {
             (0..4).for_each(|_| {
                 first.step();
             });
-            first.sync_state();
-            let mut resumed = Trainer::resume(first.state.clone(), &data, 1).unwrap();
+            let mut resumed = Trainer::resume(first.state(), &data, 1).unwrap();
             resumed.set_teacher(teachers()).unwrap();
             (0..2).for_each(|_| {
                 resumed.step();
@@ -506,7 +104,7 @@ mod tests {
             });
             assert!(weights(&t) != one);
             let other =
-                Teacher::from_weights(vec![crate::weights::TrainedWeights::Lenet(init_params(13))]);
+                Teacher::from_weights(vec![TrainedWeights::of::<TrainLeNet>(&init_params(13))]);
             let why = Trainer::new(cfg, &data, 1)
                 .unwrap()
                 .set_teacher(other)
@@ -532,12 +130,11 @@ mod tests {
         (0..5).for_each(|_| {
             first.step();
         });
-        first.sync_state();
-        let mut resumed = Trainer::resume(first.state.clone(), &data, 1).unwrap();
+        let mut resumed = Trainer::resume(first.state(), &data, 1).unwrap();
         (0..3).for_each(|_| {
             resumed.step();
         });
-        assert!(resumed.state.step == 8 && weights(&resumed) == one);
+        assert!(resumed.steps_done() == 8 && weights(&resumed) == one);
 
         // And augmentation changes what is learned (the flags are not ignored).
         let mut plain = recipe(8);
@@ -586,5 +183,218 @@ mod tests {
             plain.params().bn1.running_var,
             decayed.params().bn1.running_var
         );
+    }
+}
+
+#[cfg(test)]
+mod wide_tests {
+    use crate::checkpoint::{decode_run, encode_run};
+    use crate::lenet::TrainLeNet;
+    use crate::shared::augment::Augment;
+    use crate::shared::config::{AdamConfig, Conv, Model, Optimizer, Schedule, TrainConfig};
+    use crate::shared::distill::Teacher;
+    use crate::shared::net::{RunState, TrainNet};
+    use crate::shared::optim::Moments;
+    use crate::shared::trainer::Trainer;
+    use crate::shared::weights::TrainedWeights;
+    use crate::wide::TrainWide;
+    use crate::wide::train::WideState;
+    use fmnist_infer::data::Dataset;
+
+    /// `n` pseudo-random images (smooth blobs plus noise) with labels 0..10.
+    fn synthetic(n: usize, seed: u64) -> Dataset {
+        let mut images = Vec::with_capacity(n);
+        let mut labels = Vec::with_capacity(n);
+        for i in 0..n {
+            let mut img = [0u8; 784];
+            let label = (crate::wide::kernels::dropout_bits(seed, 0, i, 99) % 10) as u8;
+            for (k, px) in img.iter_mut().enumerate() {
+                let (y, x) = ((k / 28) as f32, (k % 28) as f32);
+                let r = crate::wide::kernels::dropout_bits(seed, 1, i, k);
+                let blob = ((y - 4.0 - 2.0 * label as f32).powi(2) + (x - 14.0).powi(2)) < 40.0;
+                *px = if blob {
+                    150 + (r % 100) as u8
+                } else {
+                    (r % 60) as u8
+                };
+            }
+            images.push(img);
+            labels.push(label);
+        }
+        Dataset { images, labels }
+    }
+
+    /// Adam with its defaults, a constant rate, batches of `batch`, `steps` steps, `seed`,
+    /// conv2 by `conv`, no augmentation, smoothing or distillation.
+    fn recipe(batch: usize, steps: u64, seed: u64, conv: Conv) -> TrainConfig {
+        TrainConfig {
+            model: Model::Wide,
+            batch,
+            steps,
+            optimizer: Optimizer::Adam(AdamConfig::default()),
+            schedule: Schedule::Constant,
+            checkpoint_every: steps,
+            seed,
+            augment: Augment::default(),
+            label_smoothing: 0.0,
+            distill: None,
+            conv,
+        }
+    }
+
+    /// A fresh run of 10 steps of batch 40 (seed 9).
+    fn fresh(data: &Dataset, threads: usize, conv: Conv) -> Trainer<'_, TrainWide> {
+        Trainer::new(recipe(40, 10, 9, conv), data, threads).unwrap()
+    }
+
+    /// What a checkpoint would hold, without the training time.
+    fn snapshot(t: &Trainer<'_, TrainWide>) -> WideState {
+        WideState {
+            train_seconds: 0.0,
+            ..TrainWide::save(&t.state()).state
+        }
+    }
+
+    fn run(threads: usize, steps: usize, data: &Dataset, conv: Conv) -> WideState {
+        let mut t = fresh(data, threads, conv);
+        for _ in 0..steps {
+            t.step();
+        }
+        snapshot(&t)
+    }
+
+    #[test]
+    fn same_bytes_for_any_thread_count() {
+        // 100 images in batches of 40: an epoch boundary and a short batch within 4 steps.
+        let data = synthetic(100, 13);
+        let mut each = Vec::new();
+        for conv in [Conv::Direct, Conv::Winograd] {
+            let one = run(1, 4, &data, conv);
+            assert!(one == run(2, 4, &data, conv), "{conv:?}");
+            assert!(one == run(3, 4, &data, conv), "{conv:?}");
+            assert_ne!(one.params, run(1, 3, &data, conv).params);
+            each.push(one);
+        }
+        // Winograd rounds differently: the two algorithms really are two code paths.
+        assert_ne!(each[0].params, each[1].params);
+    }
+
+    #[test]
+    fn distilled_runs_stay_thread_independent_and_resume_bit_identically() {
+        let data = synthetic(100, 13);
+        let teacher = || {
+            Teacher::from_weights(vec![TrainedWeights::of::<TrainLeNet>(
+                &crate::lenet::kernels::init_params(4),
+            )])
+        };
+        let distill = teacher().recipe(0.8, 2.0);
+        for augment in [
+            Augment::default(),
+            Augment {
+                flip: true,
+                shift: 1,
+                ..Augment::default()
+            },
+        ] {
+            let mut plain_cfg = recipe(40, 10, 9, Conv::Direct);
+            plain_cfg.augment = augment;
+            let cfg = TrainConfig {
+                distill: Some(distill),
+                ..plain_cfg
+            };
+            let start = |threads: usize| {
+                let mut t = Trainer::<TrainWide>::new(cfg, &data, threads).unwrap();
+                t.set_teacher(teacher()).unwrap();
+                t
+            };
+            let mut a = start(1);
+            let mut b = start(2);
+            for _ in 0..4 {
+                a.step();
+                b.step();
+            }
+            assert!(
+                snapshot(&a) == snapshot(&b),
+                "thread count changed the weights"
+            );
+            let mut plain = Trainer::<TrainWide>::new(plain_cfg, &data, 1).unwrap();
+            for _ in 0..4 {
+                plain.step();
+            }
+            assert_ne!(
+                snapshot(&a).params,
+                snapshot(&plain).params,
+                "the teacher is ignored"
+            );
+
+            let mut first = start(2);
+            first.step();
+            first.step();
+            let mut resumed = Trainer::<TrainWide>::resume(first.state(), &data, 1).unwrap();
+            resumed.set_teacher(teacher()).unwrap();
+            resumed.step();
+            resumed.step();
+            assert!(
+                snapshot(&resumed) == snapshot(&a),
+                "resume changed the weights"
+            );
+        }
+    }
+
+    #[test]
+    fn resume_is_bit_identical() {
+        let data = synthetic(100, 13);
+        for conv in [Conv::Direct, Conv::Winograd] {
+            let straight = run(2, 5, &data, conv);
+            let mut t = fresh(&data, 2, conv);
+            t.step();
+            t.step();
+            let bytes = encode_run(&t.state());
+            drop(t);
+            let state = decode_run::<TrainWide>(&bytes).unwrap();
+            let mut t = Trainer::<TrainWide>::resume(state, &data, 3).unwrap();
+            for _ in 0..3 {
+                t.step();
+            }
+            assert!(straight == snapshot(&t), "{conv:?}");
+        }
+    }
+
+    #[test]
+    fn resume_rejects_a_foreign_state() {
+        let data = synthetic(100, 13);
+        let state = || fresh(&data, 1, Conv::Direct).state();
+        let other = synthetic(50, 13);
+        assert!(Trainer::<TrainWide>::resume(state(), &other, 1).is_err());
+        let short = RunState {
+            optim: Moments {
+                m: vec![0.0; 3],
+                v: vec![0.0; 3],
+            },
+            ..state()
+        };
+        assert!(Trainer::<TrainWide>::resume(short, &data, 1).is_err());
+    }
+
+    /// `cargo test --release -p fmnist-train wide_one_epoch -- --ignored --nocapture`
+    #[test]
+    #[ignore = "one epoch on the real data (60,000 images: slow on a busy machine)"]
+    fn wide_one_epoch() {
+        let (train, test) = fmnist_infer::data::load_both(None)
+            .expect("Fashion-MNIST (apt-get install dataset-fashion-mnist)");
+        let steps = crate::shared::config::steps_per_epoch(train.len(), 128);
+        let mut t =
+            Trainer::<TrainWide>::new(recipe(128, steps, 1, Conv::Direct), &train, 2).unwrap();
+        for _ in 0..steps {
+            t.step();
+        }
+        let e = t.evaluate(&test);
+        let ips = train.len() as f64 / t.train_seconds();
+        println!(
+            "wide: 1 epoch, test accuracy {:.2} %, loss {:.4}, {ips:.0} images/s on 2 threads",
+            100.0 * e.accuracy,
+            e.loss
+        );
+        assert!(e.accuracy >= 0.87, "test accuracy {}", e.accuracy);
     }
 }

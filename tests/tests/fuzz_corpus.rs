@@ -43,6 +43,8 @@ fn write_seeds() {
     use fmnist_core::format::{Arch, Kind};
     use fmnist_infer::data::{Dataset, encode_images, encode_labels};
     use fmnist_train::config::Preset;
+    use fmnist_train::registry::{TrainLeNet, TrainWide};
+    use fmnist_train::shared::net::TrainNet;
     use fmnist_train::trainer::Trainer;
     use std::io::Write;
 
@@ -85,13 +87,13 @@ fn write_seeds() {
     let mut t = Trainer::new(cfg, &data, 1).unwrap();
     t.step();
     t.step();
-    t.sync_state();
+    let state = TrainLeNet::save(&t.state());
     put(
         "checkpoint",
         "lenet-2-steps.fmck",
-        &fmnist_train::checkpoint::encode(&t.state),
+        &fmnist_train::checkpoint::encode(&state),
     );
-    let mut small = t.state.clone();
+    let mut small = state.clone();
     small.params.truncate(3);
     small.momentum.truncate(2);
     small.order.truncate(4);
@@ -139,21 +141,22 @@ fn write_seeds() {
     // Wide-CNN runs (architecture 2): the recipe of each preset (conv winograd, the field
     // version 5 added) and a real trainer state after one step, with its tensors cut short (a
     // full one is 20 MB).
-    use fmnist_train::checkpoint::{WideRun, encode_wide};
+    use fmnist_train::checkpoint::encode_wide;
     use fmnist_train::config::Model;
     for preset in [Preset::Original, Preset::Default, Preset::Fast] {
         let mut config = preset.config_for(Model::Wide, data.len(), 7);
         config.batch = 4;
-        let mut s = fmnist_train::run::WideSession::new(config, &data, 1).unwrap();
-        s.trainer.step();
-        let mut state = s.trainer.state();
-        state.params.truncate(5);
-        state.m.truncate(3);
-        state.v.truncate(2);
+        let mut t =
+            fmnist_train::shared::trainer::Trainer::<TrainWide>::new(config, &data, 1).unwrap();
+        t.step();
+        let mut run = TrainWide::save(&t.state());
+        run.state.params.truncate(5);
+        run.state.m.truncate(3);
+        run.state.v.truncate(2);
         put(
             "checkpoint",
             &format!("wide-{preset:?}.fmck").to_lowercase(),
-            &encode_wide(&WideRun { config, state }),
+            &encode_wide(&run),
         );
     }
 

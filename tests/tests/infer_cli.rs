@@ -58,7 +58,6 @@ fn models() -> &'static Models {
         for _ in 0..cfg.steps {
             t.step();
         }
-        t.sync_state();
         let mut params: Box<LeNetParams> = bytemuck::zeroed_box();
         *params = *t.params();
         let q = quantize_lenet(&params, &train.images[..1000], Calibration::MinMax).unwrap();

@@ -148,7 +148,7 @@ fn f32_model_file_agrees_with_the_batched_evaluation_on_all_test_images() {
     let params = model.file().unwrap().lenet_f32().unwrap();
     let test = data::load(&data_dir(), Split::Test).unwrap();
     let pool = fmnist_infer::pool::thread_pool(2).unwrap();
-    let batched = fmnist_train::nn::evaluate_with(params, &test, &pool);
+    let batched = fmnist_train::lenet::kernels::evaluate_with(params, &test, &pool);
     let net = LeNet::from(params);
     let mut correct = 0;
     let mut max_diff = 0.0f32;

@@ -17,7 +17,7 @@ use fmnist_infer::canvas::{Area, Canvas, DrawError, HAlign, Label, VAlign, draw_
 use plotters::prelude::*;
 
 use super::PlotError;
-use crate::log::{LogLineError, LogRecord, RecordKind};
+use crate::shared::log::{LogLineError, LogRecord, RecordKind};
 
 /// One training step of the log.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -12,9 +12,9 @@ use std::path::PathBuf;
 use fmnist_core::lenet::IMAGE_PIXELS;
 use fmnist_infer::data::Dataset;
 
-use crate::config::Distill;
-use crate::kernels::soften;
-use crate::weights::TrainedWeights;
+use crate::shared::config::Distill;
+use crate::shared::kernels::soften;
+use crate::shared::weights::TrainedWeights;
 
 /// Trained teacher models.
 pub struct Teacher {
@@ -37,16 +37,8 @@ impl Teacher {
     pub fn new(models: Vec<TrainedWeights>, paths: Vec<PathBuf>) -> Self {
         let mut d = FINGERPRINT.digest();
         for m in &models {
-            match m {
-                TrainedWeights::Lenet(p) => {
-                    d.update(&[1]);
-                    d.update(bytemuck::bytes_of(&**p));
-                }
-                TrainedWeights::Wide(p) => {
-                    d.update(&[2]);
-                    d.update(bytemuck::bytes_of(&**p));
-                }
-            }
+            d.update(&[m.arch() as u16 as u8]);
+            d.update(m.bytes());
         }
         Teacher {
             models,
@@ -99,10 +91,7 @@ impl Teacher {
         let each: Vec<Vec<[f32; 10]>> = pool.install(|| {
             self.models
                 .par_iter()
-                .map(|m| match m {
-                    TrainedWeights::Lenet(p) => crate::nn::evaluate_with(p, data, pool).logits,
-                    TrainedWeights::Wide(p) => crate::wide_nn::evaluate_wide(p, data, pool).logits,
-                })
+                .map(|m| m.logits(data, pool))
                 .collect()
         });
         let mut sum = vec![[0.0f32; 10]; data.len()];

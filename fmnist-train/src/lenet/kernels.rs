@@ -16,8 +16,8 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use rayon::prelude::*;
 
-use crate::config::Distill;
-use crate::kernels::{
+use crate::shared::config::Distill;
+use crate::shared::kernels::{
     BnBatch, Evaluation, PIXELS, distilled_loss_grad, gemm, simd_dispatch, smoothed_loss_grad,
     sum_and_squares,
 };
@@ -831,9 +831,9 @@ mod tests {
         let m = lf.iter().cloned().fold(f64::MIN, f64::max);
         let lse = (m + lf.iter().map(|v| (v - m).exp()).sum::<f64>().ln()) as f32;
         for (a, t, eps) in [(0.9f32, 4.0f32, 0.0f32), (0.5, 2.0, 0.1), (1.0, 1.0, 0.0)] {
-            let soft = crate::kernels::soften(&teacher, t);
+            let soft = crate::shared::kernels::soften(&teacher, t);
             let sf: Vec<f64> = soft.iter().map(|&v| v as f64).collect();
-            let k = crate::config::Distill {
+            let k = crate::shared::config::Distill {
                 alpha: a,
                 temperature: t,
                 teachers: 1,
@@ -860,8 +860,8 @@ mod tests {
             }
         }
         // α = 0 is the label loss alone, bit for bit.
-        let soft = crate::kernels::soften(&teacher, 4.0);
-        let k = crate::config::Distill {
+        let soft = crate::shared::kernels::soften(&teacher, 4.0);
+        let k = crate::shared::config::Distill {
             alpha: 0.0,
             temperature: 4.0,
             teachers: 1,

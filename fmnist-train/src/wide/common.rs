@@ -2,7 +2,7 @@
 //! convolution (`winograd.rs`), so that the Winograd file imports neither its parent nor a
 //! sibling that imports it.
 
-use crate::kernels::simd_dispatch;
+use crate::shared::kernels::simd_dispatch;
 
 /// Channels of conv1 and conv2.
 pub const C1: usize = 32;

@@ -23,10 +23,11 @@ use fmnist_core::lenet::{BnParams, IMAGE_PIXELS};
 use fmnist_core::wide::{WIDE_FLAT, WIDE_HIDDEN, WideParams};
 use fmnist_infer::data::Dataset;
 
-use crate::config::Conv;
-use crate::kernels::{BnBatch, Evaluation, PIXELS, gemm, simd_dispatch, sum_and_squares};
+use crate::shared::config::Conv;
+use crate::shared::kernels::{BnBatch, Evaluation, PIXELS, gemm, simd_dispatch, sum_and_squares};
 
-pub use winograd::Filters;
+use super::winograd;
+pub use super::winograd::Filters;
 
 /// Images per chunk: the unit of parallel work of the convolutional part.
 pub const CHUNK: usize = 8;
@@ -72,10 +73,7 @@ const XB: usize = F / 4;
 /// Dropout probability (training only); kept units are scaled by 1 / (1 - p).
 pub const DROPOUT: f32 = 0.5;
 
-mod common;
-pub mod winograd;
-
-use common::{BnGrad, C1, C2, Layout, NONE, P2, bn_backward, grow};
+use super::common::{BnGrad, C1, C2, Layout, NONE, P2, bn_backward, grow};
 
 /// One row of a 3x3, pad-1 tap: `dst[x] = src[x + kx - 1]`, zero outside.
 #[inline(always)]
@@ -1071,7 +1069,7 @@ pub struct Head {
     pub smoothing: f32,
     /// Knowledge distillation: weight and temperature of the teacher term, whose soft
     /// targets `[batch][10]` are in `soft`.
-    pub distill: Option<crate::config::Distill>,
+    pub distill: Option<crate::shared::config::Distill>,
     /// The teacher's soft targets of the batch (read when `distill` is set).
     pub soft: Vec<f32>,
     /// Correct predictions in the batch of the last forward pass.
@@ -1190,10 +1188,19 @@ impl Head {
             let lse = m + libm::logf(sum);
             let d = &mut self.dlogits[i * 10..][..10];
             self.loss += match self.distill {
-                None => crate::kernels::smoothed_loss_grad(l, lse, y, self.smoothing, b, d),
+                None => crate::shared::kernels::smoothed_loss_grad(l, lse, y, self.smoothing, b, d),
                 Some(k) => {
                     let soft = &self.soft[i * 10..][..10];
-                    crate::kernels::distilled_loss_grad(l, lse, y, self.smoothing, soft, k, b, d)
+                    crate::shared::kernels::distilled_loss_grad(
+                        l,
+                        lse,
+                        y,
+                        self.smoothing,
+                        soft,
+                        k,
+                        b,
+                        d,
+                    )
                 }
             } as f64;
         }

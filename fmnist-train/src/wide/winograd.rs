@@ -22,7 +22,7 @@
 //! row of seven and the next row's first) per vector, and whatever lands past a row's seventh
 //! tile is overwritten in order or falls into the slack.
 
-use crate::kernels::{gemm, simd_dispatch};
+use crate::shared::kernels::{gemm, simd_dispatch};
 
 use super::common::{BnGrad, C1, C2, NONE, P2, grow};
 

@@ -2,7 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::augment::Augment;
+use fmnist_core::arch::Arch;
+
+use crate::shared::augment::Augment;
 
 /// Which network to train.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -15,12 +17,18 @@ pub enum Model {
 }
 
 impl Model {
+    /// The network's architecture, as model files and checkpoints name it (the `--model`
+    /// flag's values and the recipe's encoding are this enum's).
+    pub fn arch(self) -> Arch {
+        match self {
+            Model::Lenet => Arch::LeNet,
+            Model::Wide => Arch::Wide,
+        }
+    }
+
     /// Display name.
     pub fn name(self) -> &'static str {
-        match self {
-            Model::Lenet => "LeNet-BN",
-            Model::Wide => "wide CNN",
-        }
+        self.arch().name()
     }
 }
 

@@ -5,7 +5,7 @@
 
 use fmnist_core::lenet::{BN_EPS, pixel_to_f32};
 
-use crate::config::Distill;
+use crate::shared::config::Distill;
 
 /// Defines `fn $name` that runs its body compiled for AVX2 when the CPU has it (checked at run
 /// time, cached by std), and as baseline code otherwise.
@@ -230,6 +230,23 @@ pub fn soften(l: &[f32; 10], temperature: f32) -> [f32; 10] {
     let e: [f32; 10] = std::array::from_fn(|j| libm::expf((l[j] - m) / temperature));
     let s: f32 = e.iter().sum();
     e.map(|v| v / s)
+}
+
+/// Σ over chunks, in chunk order, of the first `C` channels of each chunk's two per-channel
+/// sums (`sums` picks them): the deterministic reduction of batch-norm statistics.
+pub fn reduce_sums<T, const C: usize, const N: usize>(
+    chunks: &[T],
+    sums: impl Fn(&T) -> &[[f64; N]; 2],
+) -> ([f64; C], [f64; C]) {
+    let (mut s, mut q) = ([0.0; C], [0.0; C]);
+    for ch in chunks {
+        let sums = sums(ch);
+        for c in 0..C {
+            s[c] += sums[0][c];
+            q[c] += sums[1][c];
+        }
+    }
+    (s, q)
 }
 
 #[cfg(test)]
