@@ -19,8 +19,7 @@ pub mod run;
 pub mod run_dir;
 pub mod shared;
 pub mod summary;
-pub mod tensorboard;
 pub mod trainer;
 pub mod wide;
 
-pub use shared::{augment, config, distill, log, weights};
+pub use shared::{augment, config, distill, log, tensorboard, weights};

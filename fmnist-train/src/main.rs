@@ -341,6 +341,10 @@ struct Common {
     /// Checkpoints of this run to keep on disk (the newest by step).
     #[arg(long, default_value_t = 3)]
     keep: usize,
+    /// Do not write TensorBoard events (OUT/events.out.tfevents.fmnist-train); the JSON log
+    /// and the plots are written either way.
+    #[arg(long)]
+    no_tensorboard: bool,
 }
 
 fn threads(n: usize) -> usize {
@@ -612,6 +616,7 @@ fn finish(
         json: common.json,
         print_every: common.print_every.max(1),
         keep: common.keep.max(1),
+        tensorboard: !common.no_tensorboard,
     };
     let summary = run::run(trainer, test, threads, &dir, &opts).map_err(cli::CliError::other)?;
     if common.json {

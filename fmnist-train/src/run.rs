@@ -18,6 +18,7 @@ use crate::shared::log::{LogRecord, RecordKind};
 use crate::shared::net::{RunState, TrainNet, TrainNetFn};
 use crate::shared::step::{StartError, StepStats};
 use crate::shared::trainer::Trainer;
+use crate::tensorboard::{self, EventWriter, tags};
 
 /// A training run the loop drives, whatever its network: [`Trainer`] behind a pointer, so
 /// that the command line holds one type (the step itself is static code per network; the
@@ -145,6 +146,8 @@ pub struct RunOptions {
     pub print_every: u64,
     /// Checkpoints kept on disk (the newest ones by step).
     pub keep: usize,
+    /// Write the scalars as TensorBoard events too ([`crate::tensorboard`]).
+    pub tensorboard: bool,
 }
 
 /// What a finished run reports.
@@ -234,6 +237,13 @@ pub fn timestamp() -> String {
     )
 }
 
+/// Seconds since the Unix epoch (TensorBoard's wall time).
+fn unix_time() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// The checkpoint file name for `step`.
 pub fn checkpoint_name(step: u64) -> String {
     format!("checkpoint-{step:07}.fmck")
@@ -295,6 +305,24 @@ pub fn run(
     let cfg = trainer.config();
     let total = cfg.steps;
     let first_step = trainer.steps_done();
+    let events_path = dir.join(tensorboard::FILE_NAME);
+    let mut events = match opts.tensorboard {
+        true => Some(
+            EventWriter::start(
+                dir.path(),
+                (first_step > 0).then_some(first_step),
+                unix_time(),
+            )
+            .map_err(io(&events_path))?,
+        ),
+        false => None,
+    };
+    let mut scalars = |step: u64, values: &[(&str, f32)]| match &mut events {
+        Some(w) => w
+            .scalars(step, unix_time(), values)
+            .map_err(io(&events_path)),
+        None => Ok(()),
+    };
     let train_seconds_before = trainer.train_seconds();
     let bar = (!opts.json && std::io::stdout().is_terminal()).then(|| {
         let b = indicatif::ProgressBar::new(total);
@@ -340,6 +368,14 @@ pub fn run(
             },
         };
         writeln!(log, "{}", record.to_line()).map_err(io(&log_path))?;
+        scalars(
+            step,
+            &[
+                (tags::TRAIN_LOSS, st.loss as f32),
+                (tags::TRAIN_ACCURACY, st.accuracy as f32),
+                (tags::LEARNING_RATE, st.lr),
+            ],
+        )?;
         if !st.loss.is_finite() {
             log.flush().map_err(io(&log_path))?;
             if let Some(b) = &bar {
@@ -394,6 +430,17 @@ pub fn run(
             };
             writeln!(log, "{}", record.to_line()).map_err(io(&log_path))?;
             log.flush().map_err(io(&log_path))?;
+            scalars(
+                step,
+                &[
+                    (tags::TEST_LOSS, e.loss as f32),
+                    (tags::TEST_ACCURACY, e.accuracy as f32),
+                    (
+                        tags::IMAGES_PER_SECOND,
+                        images_per_second(trainer, step - first_step, train_seconds_before) as f32,
+                    ),
+                ],
+            )?;
             say(&format!(
                 "{}, Step: {step}/{total}, Test accuracy: {:.2} %, checkpoint {}",
                 timestamp(),

@@ -5,7 +5,7 @@
 //!   ends, however it ends (SIGKILL included). A second trainer on the same folder is refused.
 //! * **One run per folder.** The run's files are the ones fmnist-train names itself:
 //!   `checkpoint-<step>.fmck`, `train-log.jsonl`, `model.fmnm`, the plots `loss.png` and
-//!   `accuracy.png`, and the temp files `.<one of those>.<pid>.tmp` of an interrupted atomic
+//!   `accuracy.png`, the TensorBoard events `events.out.tfevents.fmnist-train`, and the temp files `.<one of those>.<pid>.tmp` of an interrupted atomic
 //!   write. `train` refuses a folder holding any of them unless told to overwrite, which removes
 //!   exactly those files first; `resume` accepts a folder only if its checkpoints hold the same
 //!   recipe and its log the same number of steps. Files of other names are never touched.
@@ -126,6 +126,8 @@ enum RunFile {
     Log,
     Model,
     Plot,
+    /// The TensorBoard event file.
+    Events,
     /// `.<run file>.<pid>.tmp`: an atomic write that never finished.
     Temp,
 }
@@ -142,6 +144,7 @@ impl RunFile {
         match name {
             LOG_FILE => Some(RunFile::Log),
             MODEL_FILE => Some(RunFile::Model),
+            crate::tensorboard::FILE_NAME => Some(RunFile::Events),
             _ if PLOT_FILES.contains(&name) => Some(RunFile::Plot),
             _ => checkpoint_step(name).map(RunFile::Checkpoint),
         }
@@ -315,7 +318,12 @@ impl RunDir {
         found.extend(
             files
                 .iter()
-                .filter(|(k, _)| matches!(k, RunFile::Log | RunFile::Model | RunFile::Plot))
+                .filter(|(k, _)| {
+                    matches!(
+                        k,
+                        RunFile::Log | RunFile::Model | RunFile::Plot | RunFile::Events
+                    )
+                })
                 .map(|(_, p)| name(p)),
         );
         if found.is_empty() {
@@ -377,7 +385,7 @@ impl RunDir {
         if !identified
             && let Some((_, p)) = files
                 .iter()
-                .find(|(k, _)| matches!(k, RunFile::Model | RunFile::Plot))
+                .find(|(k, _)| matches!(k, RunFile::Model | RunFile::Plot | RunFile::Events))
         {
             return Err(other(
                 p,

@@ -373,11 +373,33 @@ fn special_files_as_inputs() {
     assert_bad_input(&o, "Fashion-MNIST not found: ");
     let err = text(&o).1;
     assert_eq!(err.lines().count(), 1, "{err}");
+    // eval reads only the test set, so only the test files are judged.
+    for why in [
+        "t10k-images-idx3-ubyte.gz is a broken symlink",
+        "missing t10k-labels-idx1-ubyte[.gz]",
+    ] {
+        assert!(err.contains(why), "{why}: {err}");
+    }
+    assert!(!err.contains("train-"), "{err}");
+    // train reads both.
+    let o = run(
+        "fmnist-train",
+        &[
+            "train",
+            "--data",
+            s(&odd),
+            "--steps",
+            "1",
+            "--out",
+            s(&odd.join("run")),
+        ],
+    );
+    assert_bad_input(&o, "Fashion-MNIST not found: ");
+    let err = text(&o).1;
     for why in [
         "train-images-idx3-ubyte is a directory",
         "train-labels-idx1-ubyte is not a regular file",
         "t10k-images-idx3-ubyte.gz is a broken symlink",
-        "missing t10k-labels-idx1-ubyte[.gz]",
     ] {
         assert!(err.contains(why), "{why}: {err}");
     }

@@ -156,8 +156,8 @@ fn a_folder_holding_an_older_longer_run_is_refused_unless_overwritten() {
     assert_refused(
         &o,
         &format!(
-            "error: {0}: holds a run already (2 checkpoints up to step 40, model.fmnm, \
-             train-log.jsonl); pass --overwrite to replace it or continue it with fmnist-train \
+            "error: {0}: holds a run already (2 checkpoints up to step 40, \
+             events.out.tfevents.fmnist-train, model.fmnm, train-log.jsonl); pass --overwrite to replace it or continue it with fmnist-train \
              resume --checkpoint {0}/checkpoint-0000040.fmck",
             out.display()
         ),
@@ -175,6 +175,7 @@ fn a_folder_holding_an_older_longer_run_is_refused_unless_overwritten() {
             ".fmnist-train.lock",
             "checkpoint-0000015.fmck",
             "checkpoint-0000020.fmck",
+            "events.out.tfevents.fmnist-train",
             "model.fmnm",
             "notes.txt",
             "train-log.jsonl"
@@ -223,6 +224,7 @@ fn resume_by_a_bare_name_from_inside_the_folder_prunes_by_step() {
             ".notes.txt.7.tmp",
             "checkpoint-0000030.fmck",
             "checkpoint-0000040.fmck",
+            "events.out.tfevents.fmnist-train",
             "model.fmnm",
             "train-log.jsonl"
         ]

@@ -3,7 +3,7 @@
 //! (`optim.rs`), recipes and schedules (`config.rs`), augmentation (`augment.rs`),
 //! distillation's teachers (`distill.rs`, `weights.rs`), kernels and deterministic reductions
 //! (`kernels.rs`: GEMM, batch-norm statistics, loss gradients, SIMD dispatch), what a step
-//! reports (`step.rs`), the log record (`log.rs`), calibration and quantization of one layer
+//! reports (`step.rs`), the log record (`log.rs`) and its TensorBoard twin (`tensorboard.rs`), calibration and quantization of one layer
 //! (`quant.rs`) and the BN fold of one convolution (`fold.rs`).
 
 pub mod augment;
@@ -16,5 +16,6 @@ pub mod net;
 pub mod optim;
 pub mod quant;
 pub mod step;
+pub mod tensorboard;
 pub mod trainer;
 pub mod weights;
