@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# Cargo runner: runs the firmware ELF on QEMU mps2-an386 (Cortex-M4F) and decodes its defmt log.
+# Cargo runner: runs the firmware ELF on QEMU (default mps2-an386, Cortex-M4F) and decodes its
+# defmt log.
 #
-#   qemu-run.sh FIRMWARE.elf [MODE ARGS...]
+#   qemu-run.sh [--machine MACHINE] FIRMWARE.elf [MODE ARGS...]
+#
+# MACHINE (set per target in .cargo/config.toml; QEMU_MACHINE overrides it, e.g. mps2-an500 to
+# run the thumbv7em ELF on a Cortex-M7): microbit (M0), mps2-an385 (M3), mps2-an386 (M4F),
+# mps2-an500 (M7), mps2-an505 (M33).
 #
 # MODE ARGS reach the firmware through semihosting (-append); with none, `demo` on the Fashion-MNIST
 # test set. Environment:
@@ -14,10 +19,23 @@
 # arguments or host I/O; 124 when the timeout killed QEMU.
 set -euo pipefail
 
+machine=mps2-an386
+if [ "${1:-}" = --machine ]; then
+    machine=$2
+    shift 2
+fi
+machine=${QEMU_MACHINE:-$machine}
+case $machine in
+    microbit)   cpu=cortex-m0;  model_addr=0x00010000 ;;
+    mps2-an385) cpu=cortex-m3;  model_addr=0x00020000 ;;
+    mps2-an386) cpu=cortex-m4;  model_addr=0x00020000 ;;
+    mps2-an500) cpu=cortex-m7;  model_addr=0x00020000 ;;
+    mps2-an505) cpu=cortex-m33; model_addr=0x10020000 ;;
+    *) echo "qemu-run.sh: unknown machine $machine" >&2; exit 3 ;;
+esac
 elf=$1
 shift
 here=$(cd "$(dirname "$0")" && pwd)
-model_addr=0x00020000
 
 if [ $# -eq 0 ]; then
     data=${FMNIST_DATA:-/usr/share/datasets/fashion-mnist}
@@ -51,7 +69,7 @@ fi
 
 set +e
 timeout "${QEMU_TIMEOUT:-300}" qemu-system-arm \
-    -machine mps2-an386 -cpu cortex-m4 \
+    -machine "$machine" -cpu "$cpu" \
     -display none -serial none -monitor none \
     -semihosting-config enable=on,target=native \
     -icount shift=0 \

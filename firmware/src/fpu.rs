@@ -11,11 +11,20 @@
 //!   propagation; irrelevant for finite models but kept default). These are the reset values
 //!   (FPDSCR = 0); [`ieee_mode`] makes sure of them before any inference.
 
-use cortex_m::register::fpscr::{self, RMode};
+/// Cores without an FPU (Cortex-M0, M3: `thumbv6m-none-eabi`, `thumbv7m-none-eabi`) compute f32
+/// with the compiler's soft-float routines (`compiler-builtins`: `__aeabi_fadd`, `__aeabi_fmul`,
+/// …), which are IEEE-754 correctly rounded, round to nearest even, subnormals kept: the same
+/// bits with no mode to set. Returns 0.
+#[cfg(not(target_abi = "eabihf"))]
+pub fn ieee_mode() -> u32 {
+    0
+}
 
 /// Puts the FPU in the host's IEEE mode (no flush-to-zero, no default NaN, round to nearest)
 /// and returns the FPSCR value found at boot.
+#[cfg(target_abi = "eabihf")]
 pub fn ieee_mode() -> u32 {
+    use cortex_m::register::fpscr::{self, RMode};
     let found = fpscr::read();
     let mut f = found;
     f.set_fz(false);

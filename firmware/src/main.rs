@@ -86,28 +86,20 @@ fn main() -> ! {
         stack::size()
     );
 
-    let (file, weights) = match model::load() {
-        Ok(m) => m,
-        Err(r) => {
-            model::log_refusal(&r);
-            exit(EXIT_MODEL)
-        }
+    let refused = match model::load() {
+        Ok(file) => net::start(&file).err().map(model::Refusal::Format),
+        Err(r) => Some(r),
     };
-    info!(
-        "model: {=str} {=str}, {=u32} bytes of weights in place at {=usize:#010x}",
-        file.header.arch.name(),
-        file.header.kind.name(),
-        file.header.payload_len,
-        model::region_start()
-    );
-    let net = Net::new(weights);
-    run(&net);
+    if let Some(r) = refused {
+        model::log_refusal(&r);
+        exit(EXIT_MODEL)
+    }
     info!("stack peak: {=usize} bytes", stack::peak());
     exit(0)
 }
 
 #[cfg(feature = "qemu")]
-fn run(net: &Net) {
+fn run(net: &dyn Net) {
     use host::Command;
     match host::command() {
         Command::Demo {
@@ -151,7 +143,7 @@ const CHUNK: usize = 16;
 #[cfg(feature = "qemu")]
 #[inline(never)]
 fn verify(
-    net: &Net,
+    net: &dyn Net,
     images: &mut host::Images,
     labels: &mut host::Labels,
     out: &mut semihosting::fs::File,
@@ -183,7 +175,7 @@ fn verify(
 }
 
 #[cfg(feature = "board")]
-fn run(net: &Net) {
+fn run(net: &dyn Net) {
     for (i, (image, &label)) in demo_images::IMAGES
         .iter()
         .zip(demo_images::LABELS)
@@ -204,7 +196,7 @@ mod demo_images {
     pub static LABELS: &[u8; 8] = include_bytes!("../demo/t10k-first8-labels.bin");
 }
 
-fn demo_one(net: &Net, index: u32, image: &[u8; IMAGE_PIXELS], label: u8) {
+fn demo_one(net: &dyn Net, index: u32, image: &[u8; IMAGE_PIXELS], label: u8) {
     let mut logits = [0u8; MAX_LOGIT_BYTES];
     let (class, c) = cost::measure(|| net.infer(image, &mut logits));
     let name = |c: usize| CLASS_NAMES.get(c).copied().unwrap_or("?");
@@ -233,7 +225,7 @@ fn pattern() -> [u8; IMAGE_PIXELS] {
     image
 }
 
-fn bench(net: &Net, image: &[u8; IMAGE_PIXELS]) {
+fn bench(net: &dyn Net, image: &[u8; IMAGE_PIXELS]) {
     let layers = net.bench(image);
     let mut logits = [0u8; MAX_LOGIT_BYTES];
     let (_, total) = cost::measure(|| net.infer(image, &mut logits));

@@ -6,19 +6,13 @@
 //! | STM32F407 / F405   | `0x0802_0000` | 896 KiB   | LeNet-BN int8 / f32                    |
 //!
 //! (`memory/*.x`). At boot [`load`] checks the file there with `fmnist_core::format::parse`
-//! (magic, version, header, architecture, kind, shapes, length, CRC-32), picks the network by
-//! the header's architecture and kind, and returns the weights as references into flash:
-//! nothing is copied to RAM. A file whose header declares more bytes than the region holds (the
+//! (magic, version, header, architecture, kind, shapes, length, CRC-32); `net::start` picks the
+//! network by the header's architecture and kind and reads the weights as references into
+//! flash: nothing is copied to RAM. A file whose header declares more bytes than the region holds (the
 //! wide CNN in f32, 6.5 MB; the wide CNN in int8, 1.6 MB, on the STM32F407) is refused as such.
 
 use defmt::error;
 use fmnist_core::format::{self, Arch, FormatError, Kind, ModelFile};
-#[cfg(feature = "f32")]
-use fmnist_core::lenet::LeNetFoldedParams;
-#[cfg(feature = "int8")]
-use fmnist_core::quant::LeNetQParams;
-#[cfg(feature = "wide")]
-use fmnist_core::quant::WideQParams;
 
 unsafe extern "C" {
     static _model_start: u8;
@@ -42,20 +36,6 @@ pub fn region_len() -> usize {
 #[used]
 static EMBEDDED: [u8; include_bytes!(env!("FMNIST_MODEL")).len()] =
     *include_bytes!(env!("FMNIST_MODEL"));
-
-/// The weights of a checked model, in place.
-#[derive(Clone, Copy)]
-pub enum Weights {
-    /// Integer-only int8 LeNet (parameters checked: the kernels cannot overflow).
-    #[cfg(feature = "int8")]
-    Int8(&'static LeNetQParams),
-    /// Batch norm folded f32 LeNet.
-    #[cfg(feature = "f32")]
-    F32(&'static LeNetFoldedParams),
-    /// Integer-only int8 wide CNN (parameters checked).
-    #[cfg(feature = "wide")]
-    WideInt8(&'static WideQParams),
-}
 
 /// Why the model in the region is not run.
 #[derive(Clone, Copy, defmt::Format)]
@@ -180,11 +160,12 @@ fn region() -> &'static [u8] {
     &all[..len]
 }
 
-/// Checks the model file in the region and returns its weights: the network is chosen by the
-/// header's architecture and kind.
-pub fn load() -> Result<(ModelFile<'static>, Weights), Refusal> {
+/// Checks the model file in the region (`format::parse`: header, length, CRC, shapes) and
+/// returns it; [`crate::net::start`] then checks the weights for the network and kind the
+/// header names, and runs them.
+pub fn load() -> Result<ModelFile<'static>, Refusal> {
     let bytes = region();
-    let file = format::parse(bytes).map_err(|e| match e {
+    format::parse(bytes).map_err(|e| match e {
         // `parse` has checked magic, version, header length, architecture and kind before the
         // length: a file longer than the region is a well-formed header for too big a model.
         FormatError::WrongLength { expected, .. } if expected > region_len() => {
@@ -199,22 +180,5 @@ pub fn load() -> Result<(ModelFile<'static>, Weights), Refusal> {
             }
         }
         e => Refusal::Format(e),
-    })?;
-    let weights = match (file.header.arch, file.header.kind) {
-        #[cfg(feature = "int8")]
-        (Arch::LeNet, Kind::Int8) => Weights::Int8(file.lenet_int8().map_err(Refusal::Format)?),
-        #[cfg(feature = "f32")]
-        (Arch::LeNet, Kind::F32Folded) => {
-            Weights::F32(file.lenet_folded().map_err(Refusal::Format)?)
-        }
-        #[cfg(feature = "wide")]
-        (Arch::Wide, Kind::Int8) => Weights::WideInt8(file.wide_int8().map_err(Refusal::Format)?),
-        (found_arch, found_kind) => {
-            return Err(Refusal::Format(FormatError::WrongModel {
-                found_arch,
-                found_kind,
-            }));
-        }
-    };
-    Ok((file, weights))
+    })
 }

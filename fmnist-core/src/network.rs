@@ -47,6 +47,14 @@ pub trait Network: 'static {
     fn int8(p: &Self::QParams) -> Result<Self::Int8<'_>, QParamsError>;
     /// The int8 logits of one image (the fused kernels the device runs).
     fn int8_forward(net: &Self::Int8<'_>, image: &[u8; IMAGE_PIXELS]) -> [i8; 10];
+    /// The int8 logits layer by layer, each layer's step run inside [`LayerProbe::layer`]
+    /// (the firmware's bench times them one by one); bit-identical to
+    /// [`Network::int8_forward`], whose steps it takes in the same order.
+    fn int8_forward_probed<P: LayerProbe>(
+        net: &Self::Int8<'_>,
+        image: &[u8; IMAGE_PIXELS],
+        probe: &mut P,
+    ) -> [i8; 10];
     /// The int8 logits through the plain reference kernels (bit-identical).
     fn int8_forward_reference(net: &Self::Int8<'_>, image: &[u8; IMAGE_PIXELS]) -> [i8; 10];
     /// Output scale and zero point of the logits (the last layer's output quantization).
@@ -60,6 +68,14 @@ pub trait Network: 'static {
             Kind::Int8 => size_of::<Self::QParams>(),
         }
     }
+}
+
+/// Runs the steps of a layer-by-layer pass ([`Network::int8_forward_probed`]), e.g. timing
+/// each one.
+pub trait LayerProbe {
+    /// Runs `step`, the layer named `layer` (`conv1+relu+pool`, `fc1+relu`, …), and returns
+    /// its result.
+    fn layer<R>(&mut self, layer: &'static str, step: impl FnOnce() -> R) -> R;
 }
 
 /// A function generic over the network, for [`crate::registry::dispatch`] (a closure cannot be

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use fmnist_core::lenet::IMAGE_PIXELS;
 
 use crate::defmt_log::{decode, number_after};
-use crate::firmware_build::{Profile, firmware};
+use crate::firmware_build::{Core, Profile, firmware_for};
 
 /// Where the model region starts on the QEMU profile (`firmware/memory/qemu-mps2-an386.x`).
 pub const MODEL_ADDR: u32 = 0x0002_0000;
@@ -61,11 +61,24 @@ pub fn require_qemu() {
 /// semihosting command line. Bench and demo modes get `-icount shift=0` (one instruction per
 /// virtual nanosecond: the TIMER0 count they log is exact); verify runs about 10 % faster without.
 pub fn run(elf: &Path, model: Option<&Path>, args: &[&str], timeout: Duration) -> Run {
+    run_on(Core::M4F, elf, model, args, timeout)
+}
+
+/// [`run`] on `core`'s QEMU machine, the model loaded at its model region.
+pub fn run_on(
+    core: Core,
+    elf: &Path,
+    model: Option<&Path>,
+    args: &[&str],
+    timeout: Duration,
+) -> Run {
     require_qemu();
+    let (machine, cpu) = core.machine();
+    let model_addr = core.model_addr();
     let mut cmd = Command::new("timeout");
     cmd.arg(timeout.as_secs().to_string())
         .arg("qemu-system-arm")
-        .args(["-machine", "mps2-an386", "-cpu", "cortex-m4"])
+        .args(["-machine", machine, "-cpu", cpu])
         .args(["-display", "none", "-serial", "none", "-monitor", "none"])
         .args(["-semihosting-config", "enable=on,target=native"]);
     if matches!(args.first(), Some(&"bench") | Some(&"demo")) {
@@ -73,7 +86,7 @@ pub fn run(elf: &Path, model: Option<&Path>, args: &[&str], timeout: Duration) -
     }
     if let Some(m) = model {
         cmd.arg("-device")
-            .arg(format!("loader,file={},addr={MODEL_ADDR:#x}", m.display()));
+            .arg(format!("loader,file={},addr={model_addr:#x}", m.display()));
     }
     cmd.arg("-kernel")
         .arg(elf)
@@ -126,9 +139,28 @@ pub struct Verify {
 /// the model kind the firmware logs (`int8`, `f32` or `wide-int8`). The timeout applies to each
 /// QEMU process. Panics with the log when a part fails.
 pub fn verify(profile: Profile, model: &Path, name: &str, timeout: Duration) -> Verify {
+    verify_on(
+        Core::M4F,
+        profile,
+        model,
+        name,
+        timeout,
+        test_set().images.len(),
+    )
+}
+
+/// [`verify`] on `core`, over the first `count` test images.
+pub fn verify_on(
+    core: Core,
+    profile: Profile,
+    model: &Path,
+    name: &str,
+    timeout: Duration,
+    count: usize,
+) -> Verify {
     let set = test_set();
-    let elf = firmware(profile);
-    let n = set.images.len() as u32;
+    let elf = firmware_for(core, profile);
+    let n = count.min(set.images.len()) as u32;
     // One verify at a time: each already keeps [`VERIFY_PARTS`] cores busy, and two at once
     // (the test harness runs tests in parallel) would stretch both past their timeouts.
     static VERIFY_LOCK: Mutex<()> = Mutex::new(());
@@ -150,7 +182,7 @@ pub fn verify(profile: Profile, model: &Path, name: &str, timeout: Duration) -> 
                         &first_s,
                         &count_s,
                     ];
-                    let run = run(elf, Some(model), &args, timeout);
+                    let run = run_on(core, elf, Some(model), &args, timeout);
                     (out, run)
                 })
             })

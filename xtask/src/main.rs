@@ -10,6 +10,13 @@ use std::process::{Command, ExitCode};
 
 const DATA_MARKER: &str = "/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz";
 const TARGET: &str = "thumbv7em-none-eabihf";
+/// Every core's target the firmware is built and tested for (tests/tests/cores.rs).
+const CORE_TARGETS: [&str; 4] = [
+    "thumbv6m-none-eabi",
+    "thumbv7m-none-eabi",
+    TARGET,
+    "thumbv8m.main-none-eabihf",
+];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -115,8 +122,10 @@ fn setup() -> Step {
     }
     if have("rustup") {
         let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
-        if !installed.lines().any(|l| l.trim() == TARGET) {
-            run(Command::new("rustup").args(["target", "add", TARGET]))?;
+        for target in CORE_TARGETS {
+            if !installed.lines().any(|l| l.trim() == target) {
+                run(Command::new("rustup").args(["target", "add", target]))?;
+            }
         }
         let components = output(Command::new("rustup").args(["component", "list", "--installed"]))?;
         if !components.lines().any(|l| l.starts_with("llvm-tools")) {
@@ -217,9 +226,17 @@ fn run_tests(cmd: &mut Command) -> (u64, u64, Step) {
 fn firmware_checks() -> Step {
     let fw = root().join("firmware");
     run(cargo().current_dir(&fw).args(["fmt", "--check"]))?;
-    run(cargo()
-        .current_dir(&fw)
-        .args(["clippy", "--release", "--", "-D", "warnings"]))?;
+    for target in CORE_TARGETS {
+        run(cargo().current_dir(&fw).args([
+            "clippy",
+            "--release",
+            "--target",
+            target,
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+    }
     run(cargo().current_dir(&fw).args([
         "clippy",
         "--release",

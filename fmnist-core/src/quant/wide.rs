@@ -315,6 +315,29 @@ impl crate::network::Network for WideCnn {
     fn int8_forward(net: &Self::Int8<'_>, image: &[u8; IMAGE_PIXELS]) -> [i8; 10] {
         net.forward(image)
     }
+    fn int8_forward_probed<P: crate::network::LayerProbe>(
+        net: &Self::Int8<'_>,
+        image: &[u8; IMAGE_PIXELS],
+        probe: &mut P,
+    ) -> [i8; 10] {
+        // `black_box` keeps each step's input and output in memory, so a probe that times the
+        // step times the whole step.
+        use core::hint::black_box;
+        let image = black_box(image);
+        let mut pool1 = [[[0i8; 14]; 14]; 32];
+        probe.layer("conv1+relu+pool", || {
+            net.conv1_relu_pool(image, black_box(&mut pool1))
+        });
+        let mut flat = [0i8; WIDE_FLAT];
+        probe.layer("conv2+relu+pool", || {
+            net.conv2_relu_pool(&pool1, black_box(&mut flat))
+        });
+        let mut h1 = [0i8; WIDE_HIDDEN];
+        probe.layer("fc1+relu", || net.fc1(&flat, black_box(&mut h1)));
+        let mut logits = [0i8; 10];
+        probe.layer("fc2", || net.fc2(&h1, black_box(&mut logits)));
+        logits
+    }
     fn int8_forward_reference(net: &Self::Int8<'_>, image: &[u8; IMAGE_PIXELS]) -> [i8; 10] {
         net.forward_reference(image)
     }
