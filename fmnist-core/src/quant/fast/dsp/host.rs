@@ -6,7 +6,7 @@ use super::intrinsics::{smlad, sxtb16, sxtb16_ror8};
 use super::{Conv1Image, Conv1Weights, Conv2Image, Conv2Weights, WindowPairs};
 
 /// The four sums `[(0,0), (0,1), (1,0), (1,1)]` of the 2x2 window at rows `y, y+1` and
-/// columns `2px, 2px+1` of conv1, in Rust: what `cortex_m4::window_rows` computes.
+/// columns `2px, 2px+1` of conv1, in Rust: one window of `cortex_m4::window_rows2`.
 #[inline(always)]
 pub(super) fn window_rows(w: &Conv1Weights, xt: &Conv1Image, px: usize, y: usize) -> [i32; 4] {
     let (mut a00, mut a01, mut a10, mut a11) = (0i32, 0i32, 0i32, 0i32);
@@ -21,6 +21,17 @@ pub(super) fn window_rows(w: &Conv1Weights, xt: &Conv1Image, px: usize, y: usize
         }
     }
     [a00, a01, a10, a11]
+}
+
+/// [`window_rows`] at rows `y` and `y + 2`: what `cortex_m4::window_rows2` computes.
+#[inline(always)]
+pub(super) fn window_rows2(
+    w: &Conv1Weights,
+    xt: &Conv1Image,
+    px: usize,
+    y: usize,
+) -> [[i32; 4]; 2] {
+    [window_rows(w, xt, px, y), window_rows(w, xt, px, y + 2)]
 }
 
 /// `Σ w·p_j` of one weight row against the four patches, in Rust: what
