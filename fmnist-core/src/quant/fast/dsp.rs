@@ -199,8 +199,8 @@ pub fn conv2_relu_pool(
         }
         // One loop over the 25 windows (not two nested ones of 5, which the compiler
         // would unroll into five copies of the window).
-        for (i, o) in plane.as_flattened_mut().iter_mut().enumerate() {
-            let acc = conv2_window(&wp, &xt, 2 * (i % 5), 2 * (i / 5));
+        for (win, o) in plane.as_flattened_mut().iter_mut().enumerate() {
+            let acc = conv2_window(&wp, &xt, win);
             *o = rq[oc].output(max4(acc), true);
         }
     }
@@ -289,6 +289,37 @@ fn row_pairs(w: &[i8; 5]) -> [[u32; 2]; 3] {
         [pair(w[4], 0), pair(w[3], w[4])],
     ]
 }
+
+/// The top-left input `[x, y]` of conv2's 25 pooling windows, row by row (a table instead of
+/// dividing the window index by 5).
+const CONV2_WINDOWS: [[u8; 2]; 25] = {
+    let mut t = [[0u8; 2]; 25];
+    let mut i = 0;
+    while i < 25 {
+        t[i] = [2 * (i % 5) as u8, 2 * (i / 5) as u8];
+        i += 1;
+    }
+    t
+};
+
+#[cfg_attr(
+    not(all(target_arch = "arm", any(target_feature = "dsp", fmnist_dsp))),
+    allow(dead_code)
+)]
+/// The word offset of `xt[x][0][y]` in a [`Conv2Image`] for each window of
+/// [`CONV2_WINDOWS`]: every one at most `8·42 + 8`, so a window's reads (columns x..x+6, rows
+/// y..y+6 of every channel pair) stay inside the image.
+const CONV2_OFFSETS: [u16; 25] = {
+    let mut t = [0u16; 25];
+    let mut i = 0;
+    while i < 25 {
+        let [x, y] = CONV2_WINDOWS[i];
+        assert!(x < 9 && y < 9);
+        t[i] = x as u16 * 42 + y as u16;
+        i += 1;
+    }
+    t
+};
 
 /// conv2's input as channel pairs, column-major: `[c][p][row]` (so every offset of a
 /// window fits an `LDRD` immediate).

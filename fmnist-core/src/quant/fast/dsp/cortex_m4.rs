@@ -1,7 +1,9 @@
 //! The DSP kernels' inner loops as hand-scheduled Cortex-M4 assembly (`LDRD`, `SMLAD`,
 //! `SXTB16`), one function for each Rust version in `host`, which the host tests check.
 
-use super::{Conv1Image, Conv1Weights, Conv2Image, Conv2Weights, MAX_TAPS, WindowPairs};
+use super::{
+    CONV2_OFFSETS, Conv1Image, Conv1Weights, Conv2Image, Conv2Weights, MAX_TAPS, WindowPairs,
+};
 
 /// `host::window_rows2`: two pooling windows one above the other (rows `y..y+4`), unrolled:
 /// 15 × (the weight pair's `LDRD` shared by the two windows, two `LDRD` of inputs, eight
@@ -284,13 +286,14 @@ pub(super) fn patch_dots4<const T: usize>(w: &[i8; T], p: &WindowPairs) -> [i32;
 /// then per tap the next column's `LDRD` and four `SMLAD` (the first `SMUAD`), the 75 weight
 /// words loaded two at a time (`LDRD`): 428 instructions for 600 multiply-adds.
 #[inline(always)]
-pub(super) fn conv2_window(w: &Conv2Weights, xt: &Conv2Image, x: usize, y: usize) -> [i32; 4] {
-    assert!(x < 9 && y < 9);
+pub(super) fn conv2_window(w: &Conv2Weights, xt: &Conv2Image, win: usize) -> [i32; 4] {
+    let off = CONV2_OFFSETS[win] as usize;
     let (a00, a01, a10, a11): (i32, i32, i32, i32);
-    // SAFETY: reads the 300 bytes of `w` and, for columns x..x+6 (≤ 14), every channel pair
-    // and rows y..y+6 (≤ 14), the words `xt[x + c][p][y + r]` (offset c·168 + p·56 + r·4
-    // ≤ 1,012 from `&xt[x][0][y]`); both are 8-byte aligned so every LDRD address is word
-    // aligned.
+    // SAFETY: `off` is the offset of `xt[x][0][y]` for a window with x, y < 9
+    // (`CONV2_OFFSETS`, checked at compile time). Reads the 300 bytes of `w` and, for columns
+    // x..x+6 (≤ 14), every channel pair and rows y..y+6 (≤ 14), the words `xt[x + c][p][y + r]`
+    // (offset c·168 + p·56 + r·4 ≤ 1,012 bytes from `&xt[x][0][y]`); both are 8-byte aligned
+    // so every LDRD address is word aligned.
     unsafe {
         core::arch::asm!(
             "ldrd {p0}, {p1}, [{xp}, #0]",
@@ -732,7 +735,7 @@ pub(super) fn conv2_window(w: &Conv2Weights, xt: &Conv2Image, x: usize, y: usize
             a10 = out(reg) a10,
             a11 = out(reg) a11,
             wp = in(reg) w.0.as_ptr(),
-            xp = in(reg) xt.0[x][0].as_ptr().add(y),
+            xp = in(reg) xt.0.as_ptr().cast::<u32>().add(off),
             options(pure, readonly, nostack, preserves_flags),
         );
     }
