@@ -182,8 +182,28 @@ pub fn conv2_relu_pool(
     let mut xt = Conv2Image([[[0u32; 14]; 3]; 14]);
     for (p, [even, odd]) in x.as_chunks::<2>().0.iter().enumerate() {
         for (r, (re, ro)) in even.iter().zip(odd).enumerate() {
-            for (c, (&a, &b)) in re.iter().zip(ro).enumerate() {
-                xt.0[c][p][r] = pair(a, b);
+            // Columns 0..12 four at a time (as in `conv2_pairs`), then 12 and 13.
+            for (g, (wa, wb)) in re
+                .as_chunks::<4>()
+                .0
+                .iter()
+                .zip(ro.as_chunks::<4>().0)
+                .enumerate()
+            {
+                let (wa, wb) = (
+                    u32::from_le_bytes(wa.map(|v| v as u8)),
+                    u32::from_le_bytes(wb.map(|v| v as u8)),
+                );
+                for (k, (ea, eb)) in [(sxtb16(wa), sxtb16(wb)), (sxtb16_ror8(wa), sxtb16_ror8(wb))]
+                    .into_iter()
+                    .enumerate()
+                {
+                    xt.0[4 * g + k][p][r] = (ea & 0xffff) | eb << 16;
+                    xt.0[4 * g + k + 2][p][r] = ea >> 16 | (eb & 0xffff_0000);
+                }
+            }
+            for c in 12..14 {
+                xt.0[c][p][r] = pair(re[c], ro[c]);
             }
         }
     }
