@@ -31,7 +31,6 @@ pub struct Rq {
     left: u32,
     right: u32,
     mask: i32,
-    half: i32,
     /// `2^(right − 1)`, or 0 when `right = 0`: the rounding divide of a non-negative value.
     round: u32,
     zp: i32,
@@ -53,7 +52,6 @@ impl Rq {
             left: r.shift.clamp(0, 31) as u32,
             right,
             mask,
-            half: mask >> 1,
             round: (1u32 << right) >> 1,
             zp: q.output_zero_point as i32,
         }
@@ -64,7 +62,7 @@ impl Rq {
     ///
     /// * the high multiply is `(a·m + 2^30) >> 31` (its only saturating case needs
     ///   `m = i32::MIN`, excluded by `m ≥ 0`), as one `SMMLAR` of `a` by `2m` (see below);
-    /// * `RoundingDivideByPOT` as in gemmlowp, with the mask and its half precomputed;
+    /// * `RoundingDivideByPOT` as in gemmlowp, with the mask precomputed;
     /// * with ReLU, `max(y ⊕ zp, zp) = max(y, 0) ⊕ zp` (⊕ saturating; both sides are
     ///   non-decreasing in y and agree for y ≤ 0 and y ≥ 0), and `max(y, 0) ⊕ zp ≥ −128`,
     ///   so the final clamp is the `SSAT #8` of `[−128, 127]`;
@@ -94,7 +92,7 @@ impl Rq {
             return y.saturating_add(self.zp).clamp(-128, 127) as i8;
         }
         let rem = h & self.mask;
-        let threshold = self.half + (h < 0) as i32;
+        let threshold = (self.mask >> 1) + (h < 0) as i32;
         // SAFETY: as above.
         let y = unsafe { h.unchecked_shr(self.right) } + (rem > threshold) as i32;
         y.saturating_add(self.zp).clamp(-128, 127) as i8
