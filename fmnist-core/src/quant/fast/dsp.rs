@@ -11,11 +11,11 @@ pub mod intrinsics;
 #[cfg(not(all(target_arch = "arm", any(target_feature = "dsp", fmnist_dsp))))]
 mod host;
 #[cfg(not(all(target_arch = "arm", any(target_feature = "dsp", fmnist_dsp))))]
-use host::{conv2_window, dense_rows4, patch_dots4, window_rows};
+use host::{conv2_window, dense_rows4, patch_dots4, window_rows2};
 #[cfg(all(target_arch = "arm", any(target_feature = "dsp", fmnist_dsp)))]
 mod cortex_m4;
 #[cfg(all(target_arch = "arm", any(target_feature = "dsp", fmnist_dsp)))]
-use cortex_m4::{conv2_window, dense_rows4, patch_dots4, window_rows};
+use cortex_m4::{conv2_window, dense_rows4, patch_dots4, window_rows2};
 
 use intrinsics::{smlad, smmlar, sxtb16, sxtb16_ror8};
 
@@ -31,7 +31,8 @@ pub struct Rq {
     left: u32,
     right: u32,
     mask: i32,
-    half: i32,
+    /// `2^(right − 1)`, or 0 when `right = 0`: the rounding divide of a non-negative value.
+    round: u32,
     zp: i32,
 }
 
@@ -51,7 +52,7 @@ impl Rq {
             left: r.shift.clamp(0, 31) as u32,
             right,
             mask,
-            half: mask >> 1,
+            round: (1u32 << right) >> 1,
             zp: q.output_zero_point as i32,
         }
     }
@@ -61,10 +62,13 @@ impl Rq {
     ///
     /// * the high multiply is `(a·m + 2^30) >> 31` (its only saturating case needs
     ///   `m = i32::MIN`, excluded by `m ≥ 0`), as one `SMMLAR` of `a` by `2m` (see below);
-    /// * `RoundingDivideByPOT` as in gemmlowp, with the mask and its half precomputed;
+    /// * `RoundingDivideByPOT` as in gemmlowp, with the mask precomputed;
     /// * with ReLU, `max(y ⊕ zp, zp) = max(y, 0) ⊕ zp` (⊕ saturating; both sides are
     ///   non-decreasing in y and agree for y ≤ 0 and y ≥ 0), and `max(y, 0) ⊕ zp ≥ −128`,
-    ///   so the final clamp is the `SSAT #8` of `[−128, 127]`.
+    ///   so the final clamp is the `SSAT #8` of `[−128, 127]`;
+    /// * with ReLU and `t > 0`, `a > 0` so `h ≥ 0` (and `h < 2^31`), where the rounding divide
+    ///   is `(h + 2^(right−1)) >> right` in u32 (no wrap: `2^(right−1) ≤ 2^30`) and the result
+    ///   `y ≥ 0`: no mask, no sign test, no ReLU max.
     #[inline(always)]
     pub fn output(&self, best: i32, relu: bool) -> i8 {
         let t = self.bias + best;
@@ -78,11 +82,19 @@ impl Rq {
         // (a·m + 2^30) >> 31 = bits 63..32 of 2·a·m + 2^31, and 2·a·m = a·multiplier2
         // + (a·2^32 when multiplier2 wrapped): one `SMMLAR`, exact for every a.
         let h = smmlar(a, self.multiplier2, a & self.high);
+        if relu {
+            // SAFETY: `right` is below 32 (see `new`).
+            let y = unsafe {
+                (h as u32)
+                    .wrapping_add(self.round)
+                    .unchecked_shr(self.right)
+            } as i32;
+            return y.saturating_add(self.zp).clamp(-128, 127) as i8;
+        }
         let rem = h & self.mask;
-        let threshold = self.half + (h < 0) as i32;
+        let threshold = (self.mask >> 1) + (h < 0) as i32;
         // SAFETY: as above.
         let y = unsafe { h.unchecked_shr(self.right) } + (rem > threshold) as i32;
-        let y = if relu { y.max(0) } else { y };
         y.saturating_add(self.zp).clamp(-128, 127) as i8
     }
 }
@@ -133,11 +145,13 @@ pub fn conv1_relu_pool(
     let wp: [Conv1Weights; 6] =
         core::array::from_fn(|oc| Conv1Weights(weight[oc][0].each_ref().map(row_pairs)));
     let rq: [Rq; 6] = core::array::from_fn(|oc| Rq::new(q, oc));
-    for py in 0..14 {
+    // Two pooling rows per step (`window_rows2`: eight accumulators, the weights loaded once).
+    for py in (0..14).step_by(2) {
         for px in 0..14 {
             for (oc, plane) in out.iter_mut().enumerate() {
-                let acc = window_rows(&wp[oc], &xt, px, 2 * py);
-                plane[py][px] = rq[oc].output(max4(acc), true);
+                let [top, bottom] = window_rows2(&wp[oc], &xt, px, 2 * py);
+                plane[py][px] = rq[oc].output(max4(top), true);
+                plane[py + 1][px] = rq[oc].output(max4(bottom), true);
             }
         }
     }
@@ -166,8 +180,28 @@ pub fn conv2_relu_pool(
     let mut xt = Conv2Image([[[0u32; 14]; 3]; 14]);
     for (p, [even, odd]) in x.as_chunks::<2>().0.iter().enumerate() {
         for (r, (re, ro)) in even.iter().zip(odd).enumerate() {
-            for (c, (&a, &b)) in re.iter().zip(ro).enumerate() {
-                xt.0[c][p][r] = pair(a, b);
+            // Columns 0..12 four at a time (as in `conv2_pairs`), then 12 and 13.
+            for (g, (wa, wb)) in re
+                .as_chunks::<4>()
+                .0
+                .iter()
+                .zip(ro.as_chunks::<4>().0)
+                .enumerate()
+            {
+                let (wa, wb) = (
+                    u32::from_le_bytes(wa.map(|v| v as u8)),
+                    u32::from_le_bytes(wb.map(|v| v as u8)),
+                );
+                for (k, (ea, eb)) in [(sxtb16(wa), sxtb16(wb)), (sxtb16_ror8(wa), sxtb16_ror8(wb))]
+                    .into_iter()
+                    .enumerate()
+                {
+                    xt.0[4 * g + k][p][r] = (ea & 0xffff) | eb << 16;
+                    xt.0[4 * g + k + 2][p][r] = ea >> 16 | (eb & 0xffff_0000);
+                }
+            }
+            for c in 12..14 {
+                xt.0[c][p][r] = pair(re[c], ro[c]);
             }
         }
     }
@@ -175,16 +209,16 @@ pub fn conv2_relu_pool(
     let mut wp = Conv2Weights([[[0u32; 5]; 5]; 3]);
     for (oc, plane) in out.iter_mut().enumerate() {
         for (dst, [even, odd]) in wp.0.iter_mut().zip(weight[oc].as_chunks::<2>().0) {
-            for (d, (re, ro)) in dst.iter_mut().zip(even.iter().zip(odd)) {
-                for (d, (&a, &b)) in d.iter_mut().zip(re.iter().zip(ro)) {
-                    *d = pair(a, b);
-                }
-            }
+            conv2_pairs(
+                bytemuck::cast_ref(even),
+                bytemuck::cast_ref(odd),
+                bytemuck::cast_mut(dst),
+            );
         }
         // One loop over the 25 windows (not two nested ones of 5, which the compiler
         // would unroll into five copies of the window).
-        for (i, o) in plane.as_flattened_mut().iter_mut().enumerate() {
-            let acc = conv2_window(&wp, &xt, 2 * (i % 5), 2 * (i / 5));
+        for (win, o) in plane.as_flattened_mut().iter_mut().enumerate() {
+            let acc = conv2_window(&wp, &xt, win);
             *o = rq[oc].output(max4(acc), true);
         }
     }
@@ -234,6 +268,29 @@ pub fn conv_relu_pool<
 #[repr(C, align(8))]
 struct WindowPairs([[[u32; 2]; 4]; MAX_TAPS / 4]);
 
+/// `d[t] = pair(a[t], b[t])` for the 25 taps of two input channels, four taps per pair of
+/// word loads: `SXTB16` of each word gives taps 0 and 2 (`ROR #8`: 1 and 3) as halfwords,
+/// which two halfword packs (`PKHBT`, `PKHTB`) pair up.
+#[inline(always)]
+fn conv2_pairs(a: &[i8; 25], b: &[i8; 25], d: &mut [u32; 25]) {
+    let (qa, _) = a.as_chunks::<4>();
+    let (qb, _) = b.as_chunks::<4>();
+    for (g, (wa, wb)) in qa.iter().zip(qb).enumerate() {
+        let (wa, wb) = (
+            u32::from_le_bytes(wa.map(|v| v as u8)),
+            u32::from_le_bytes(wb.map(|v| v as u8)),
+        );
+        for (k, (ea, eb)) in [(sxtb16(wa), sxtb16(wb)), (sxtb16_ror8(wa), sxtb16_ror8(wb))]
+            .into_iter()
+            .enumerate()
+        {
+            d[4 * g + k] = (ea & 0xffff) | eb << 16;
+            d[4 * g + k + 2] = ea >> 16 | (eb & 0xffff_0000);
+        }
+    }
+    d[24] = pair(a[24], b[24]);
+}
+
 /// `(lo, hi)` as an i16 pair word.
 #[inline(always)]
 fn pair(lo: i8, hi: i8) -> u32 {
@@ -250,6 +307,37 @@ fn row_pairs(w: &[i8; 5]) -> [[u32; 2]; 3] {
         [pair(w[4], 0), pair(w[3], w[4])],
     ]
 }
+
+/// The top-left input `[x, y]` of conv2's 25 pooling windows, row by row (a table instead of
+/// dividing the window index by 5).
+const CONV2_WINDOWS: [[u8; 2]; 25] = {
+    let mut t = [[0u8; 2]; 25];
+    let mut i = 0;
+    while i < 25 {
+        t[i] = [2 * (i % 5) as u8, 2 * (i / 5) as u8];
+        i += 1;
+    }
+    t
+};
+
+#[cfg_attr(
+    not(all(target_arch = "arm", any(target_feature = "dsp", fmnist_dsp))),
+    allow(dead_code)
+)]
+/// The word offset of `xt[x][0][y]` in a [`Conv2Image`] for each window of
+/// [`CONV2_WINDOWS`]: every one at most `8·42 + 8`, so a window's reads (columns x..x+6, rows
+/// y..y+6 of every channel pair) stay inside the image.
+const CONV2_OFFSETS: [u16; 25] = {
+    let mut t = [0u16; 25];
+    let mut i = 0;
+    while i < 25 {
+        let [x, y] = CONV2_WINDOWS[i];
+        assert!(x < 9 && y < 9);
+        t[i] = x as u16 * 42 + y as u16;
+        i += 1;
+    }
+    t
+};
 
 /// conv2's input as channel pairs, column-major: `[c][p][row]` (so every offset of a
 /// window fits an `LDRD` immediate).

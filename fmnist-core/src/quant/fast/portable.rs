@@ -26,6 +26,7 @@ fn dots4<const T: usize>(w: &[i16; T], p: &[[i16; T]; 4]) -> [i32; 4] {
 
 #[cfg(target_arch = "x86_64")]
 mod sse2;
+pub mod swar;
 
 /// See [`super::conv1_relu_pool`].
 pub fn conv1_relu_pool(
@@ -36,7 +37,9 @@ pub fn conv1_relu_pool(
 ) {
     #[cfg(target_arch = "x86_64")]
     sse2::conv1_relu_pool(weight, q, image, out);
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "arm")]
+    swar::conv1_relu_pool(weight, q, image, out);
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "arm")))]
     conv1_patches(weight, q, image, out);
 }
 
@@ -84,6 +87,9 @@ pub fn conv2_relu_pool(
     x: &[[[i8; 14]; 14]; 6],
     out: &mut [[[i8; 5]; 5]; 16],
 ) {
+    if cfg!(target_arch = "arm") {
+        return swar::conv2_relu_pool(weight, q, x, out);
+    }
     // Taps `ic·25 + ky·5 + kx` (the weight layout), padded with zero weights to 152.
     let mut w = [[0i16; 152]; 16];
     for (dst, src) in w.iter_mut().zip(weight) {
@@ -184,6 +190,9 @@ pub fn dense<const I: usize, const O: usize>(
     relu: bool,
     out: &mut [i8; O],
 ) {
+    if cfg!(target_arch = "arm") {
+        return swar::dense(weight, q, x, relu, out);
+    }
     let x16: [i16; I] = core::array::from_fn(|i| x[i] as i16);
     let mut o = 0;
     #[cfg(target_arch = "x86_64")]

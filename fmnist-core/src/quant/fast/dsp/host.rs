@@ -3,10 +3,10 @@
 //! tests exercise what the device computes.
 
 use super::intrinsics::{smlad, sxtb16, sxtb16_ror8};
-use super::{Conv1Image, Conv1Weights, Conv2Image, Conv2Weights, WindowPairs};
+use super::{CONV2_WINDOWS, Conv1Image, Conv1Weights, Conv2Image, Conv2Weights, WindowPairs};
 
 /// The four sums `[(0,0), (0,1), (1,0), (1,1)]` of the 2x2 window at rows `y, y+1` and
-/// columns `2px, 2px+1` of conv1, in Rust: what `cortex_m4::window_rows` computes.
+/// columns `2px, 2px+1` of conv1, in Rust: one window of `cortex_m4::window_rows2`.
 #[inline(always)]
 pub(super) fn window_rows(w: &Conv1Weights, xt: &Conv1Image, px: usize, y: usize) -> [i32; 4] {
     let (mut a00, mut a01, mut a10, mut a11) = (0i32, 0i32, 0i32, 0i32);
@@ -21,6 +21,17 @@ pub(super) fn window_rows(w: &Conv1Weights, xt: &Conv1Image, px: usize, y: usize
         }
     }
     [a00, a01, a10, a11]
+}
+
+/// [`window_rows`] at rows `y` and `y + 2`: what `cortex_m4::window_rows2` computes.
+#[inline(always)]
+pub(super) fn window_rows2(
+    w: &Conv1Weights,
+    xt: &Conv1Image,
+    px: usize,
+    y: usize,
+) -> [[i32; 4]; 2] {
+    [window_rows(w, xt, px, y), window_rows(w, xt, px, y + 2)]
 }
 
 /// `Σ w·p_j` of one weight row against the four patches, in Rust: what
@@ -38,10 +49,11 @@ pub(super) fn patch_dots4<const T: usize>(w: &[i8; T], p: &WindowPairs) -> [i32;
     acc
 }
 
-/// The four sums `[(0,0), (0,1), (1,0), (1,1)]` of the 2x2 window at rows `y, y+1` and
-/// columns `x, x+1` of conv2, in Rust: what `cortex_m4::conv2_window` computes.
+/// The four sums `[(0,0), (0,1), (1,0), (1,1)]` of the 2x2 window `win` (top-left input
+/// `CONV2_WINDOWS[win]` = `[x, y]`) of conv2, in Rust: what `cortex_m4::conv2_window` computes.
 #[inline(always)]
-pub(super) fn conv2_window(w: &Conv2Weights, xt: &Conv2Image, x: usize, y: usize) -> [i32; 4] {
+pub(super) fn conv2_window(w: &Conv2Weights, xt: &Conv2Image, win: usize) -> [i32; 4] {
+    let [x, y] = CONV2_WINDOWS[win].map(usize::from);
     let (mut a00, mut a01, mut a10, mut a11) = (0i32, 0i32, 0i32, 0i32);
     for (p, wp) in w.0.iter().enumerate() {
         for (ky, wr) in wp.iter().enumerate() {
