@@ -81,6 +81,7 @@ pub fn assert_bad_input(o: &Output, needle: &str) {
 pub fn data_dir() -> PathBuf {
     fmnist_infer::data::locate(None).unwrap_or_else(|e| panic!("{e}"))
 }
+pub mod cli_models;
 pub mod defmt_log;
 pub mod elf;
 pub mod firmware_build;
