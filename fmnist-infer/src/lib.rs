@@ -15,6 +15,8 @@
 //!
 //! * [`data`]: the Fashion-MNIST IDX loader;
 //! * [`modelio`]: reading and writing model files; [`safetensors_io`]: PyTorch's safetensors;
+//!   [`onnx`]: ONNX graphs; [`params`]: f32 models as named tensors; [`convert`]: the
+//!   `convert` command between the three;
 //! * [`inputs`], [`outputs`], [`atomic`]: reading input files, writing outputs all-or-none,
 //!   crash-safe single-file writes;
 //! * [`canvas`]: the figures' canvas (embedded font, deterministic PNG);
@@ -26,6 +28,7 @@ pub mod bench;
 pub mod canvas;
 pub mod cli;
 pub mod confusion;
+pub mod convert;
 pub mod data;
 pub mod error;
 pub mod eval;
@@ -34,7 +37,9 @@ pub mod inputs;
 pub mod int8;
 pub mod model;
 pub mod modelio;
+pub mod onnx;
 pub mod outputs;
+pub mod params;
 pub mod pool;
 pub mod preprocess;
 pub mod safetensors_io;

@@ -1,4 +1,4 @@
-//! The `fmnist-infer` command line: eval, confusion, predict, golden, bench.
+//! The `fmnist-infer` command line: eval, confusion, predict, golden, convert, bench.
 //!
 //! Errors go to stderr as one `error: <file>: <problem>` line; the exit code is 2 for bad input
 //! (missing, unreadable, corrupt or foreign files, bad arguments) and 1 for other failures.
@@ -109,6 +109,18 @@ enum Command {
         /// Print a JSON summary.
         #[arg(long)]
         json: bool,
+    },
+    /// Write a model in another format: FMNM, safetensors (PyTorch state_dict) or ONNX.
+    Convert {
+        /// Model file: FMNM (any kind), PyTorch-named .safetensors or .onnx.
+        #[arg(long)]
+        model: PathBuf,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Output format (default: from --out's extension: .fmnm, .safetensors, .onnx).
+        #[arg(long, value_enum)]
+        format: Option<fmnist_infer::convert::Format>,
     },
     /// Single-thread, batch-1 images/s of the forward pass next to the naive reference.
     Bench {
@@ -378,6 +390,11 @@ fn run(cli: Cli) -> Result<()> {
             data,
             json,
         } => cmd_golden(&model, &out, data.as_deref(), json),
+        Command::Convert { model, out, format } => {
+            let c = fmnist_infer::convert::convert(&model, &out, format)?;
+            println!("{}", c.to_text(&model, &out));
+            Ok(())
+        }
         Command::Bench {
             model,
             seconds,

@@ -2,7 +2,7 @@
 //!
 //! * `FMNM` container (see `fmnist_core::format`): LeNet-BN or the wide CNN (by the header's
 //!   architecture), kind 1 (f32 with BN), 2 (f32, BN folded) or 3 (int8);
-//! * a safetensors file with PyTorch's LeNet-BN `state_dict` (see
+//! * a safetensors file with PyTorch's `state_dict` of LeNet-BN or the wide CNN (see
 //!   `crate::safetensors_io`), run as the f32 model.
 //!
 //! Anything else, a truncated or corrupt file included, is bad input naming the file.
@@ -13,7 +13,7 @@ use fmnist_core::format::{self, Arch, Kind};
 use fmnist_core::layers::{argmax, softmax};
 use fmnist_core::lenet::IMAGE_PIXELS;
 use fmnist_core::network::{Network, NetworkFn};
-use fmnist_core::registry::{LeNetBn, dispatch};
+use fmnist_core::registry::dispatch;
 
 use crate::error::{Error, Result};
 use crate::int8::Int8Model;
@@ -177,7 +177,7 @@ pub struct Model {
     pub path: PathBuf,
     /// What it holds.
     pub kind: ModelKind,
-    /// Which network (a safetensors file is LeNet-BN).
+    /// Which network.
     pub arch: Arch,
     /// CRC-32 identifying the file: the FMNM trailer, or the CRC-32 of a safetensors file's bytes.
     pub crc: u32,
@@ -210,13 +210,23 @@ impl Model {
             }
             return Self::from_fmnm(path, bytes);
         }
-        let params = safetensors_io::decode(bytes).map_err(|e| Error::bad(path, e))?;
+        let params = safetensors_io::decode_params(bytes).map_err(|e| Error::bad(path, e))?;
+        /// Network `N`'s trained weights from their values.
+        struct FromValues<'a>(&'a [f32]);
+        impl NetworkFn for FromValues<'_> {
+            type Output = Box<dyn F32Weights>;
+            fn call<N: Network>(self) -> Self::Output {
+                let mut p: Box<N::Trained> = bytemuck::zeroed_box();
+                bytemuck::cast_slice_mut(std::slice::from_mut(&mut *p)).copy_from_slice(self.0);
+                Box::new(Trained::<N>(p))
+            }
+        }
         Ok(Model {
             path: path.to_owned(),
             kind: ModelKind::Safetensors,
-            arch: Arch::LeNet,
+            arch: params.arch,
             crc: format::CRC32.checksum(bytes),
-            weights: Weights::F32(Box::new(Trained::<LeNetBn>(params))),
+            weights: Weights::F32(dispatch(params.arch, FromValues(&params.values))),
         })
     }
 

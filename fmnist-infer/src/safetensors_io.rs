@@ -1,6 +1,8 @@
-//! The f32 LeNet-BN as a safetensors file with PyTorch's `state_dict` names.
+//! An f32 model as trained (kind 1) of any registered network as a safetensors file with
+//! PyTorch's `state_dict` names and shapes.
 //!
-//! The module this matches, in PyTorch:
+//! Names come from the network's tensor table (`fmnist_core::tensors`), shapes from its layers
+//! ([`crate::params::Layers`]); nothing here lists a network's tensors. For LeNet-BN the module is
 //!
 //! ```text
 //! conv1 = Conv2d(1, 6, 5, padding=2)   conv1.weight [6,1,5,5]   conv1.bias [6]
@@ -13,28 +15,37 @@
 //! fc3   = Linear(84, 10)               fc3.weight [10,84]    fc3.bias [10]
 //! ```
 //!
-//! `fc1` sees the 16x5x5 map flattened C×H×W, as `torch.flatten(x, 1)` does, which is also the
-//! order of [`LeNetParams`]: a tensor's row-major bytes are copied as they are.
+//! and for the wide CNN `conv1 = Conv2d(1, 32, 3, padding=1)`, `bn1 = BatchNorm2d(32)`,
+//! `conv2 = Conv2d(32, 64, 3, padding=1)`, `bn2 = BatchNorm2d(64)`, `fc1 = Linear(3136, 512)`,
+//! `fc2 = Linear(512, 10)`.
 //!
-//! * [`encode`] writes every tensor as little-endian F32 with exactly PyTorch's shape, plus the two
-//!   `num_batches_tracked` buffers as I64 scalars (shape `[]`), so
+//! `fc1` sees the last pooled map flattened C×H×W, as `torch.flatten(x, 1)` does, which is also
+//! the order of the FMNM payload: a tensor's row-major bytes are copied as they are.
+//!
+//! * [`encode_params`] writes every tensor as little-endian F32 with exactly PyTorch's shape,
+//!   plus each `bnN.num_batches_tracked` buffer as an I64 scalar (shape `[]`), so
 //!   `model.load_state_dict(safetensors.torch.load_file(path), strict=True)` accepts the file.
 //!   The header metadata is `{"format": "pt"}`.
-//! * [`decode`] checks every key, dtype and shape and names the key at fault. It accepts F32, F64,
-//!   F16 and BF16 tensors (converted to f32; F64 rounds to nearest), ignores `num_batches_tracked`
-//!   (present or not), and rejects a missing or unexpected tensor, and (through
-//!   [`fmnist_core::tensors`], the check every reader of f32 parameters runs) a non-finite
-//!   value and a negative running variance.
+//! * [`decode_params`] finds the network whose tensor names and shapes the file holds, then
+//!   checks every key, dtype and shape and names the key at fault. It accepts F32, F64, F16 and
+//!   BF16 tensors (converted to f32; F64 rounds to nearest), takes `num_batches_tracked` as
+//!   PyTorch's strict load does (absent, or an I64 of shape `[]` or `[1]`: any other dtype or
+//!   shape is refused),
+//!   and rejects a missing or unexpected tensor, and (through [`fmnist_core::tensors`], the
+//!   check every reader of f32 parameters runs) a non-finite value and a negative running
+//!   variance.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use fmnist_core::format::{Arch, Kind};
 use fmnist_core::lenet::LeNetParams;
 use fmnist_core::tensors::{ParamsError, Tensors};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::atomic::write_atomic;
+use crate::params::{self, F32Params, Layers};
 
 /// Why a safetensors file could not be read or written.
 #[derive(Debug)]
@@ -43,10 +54,15 @@ pub enum SafetensorsError {
     Io(PathBuf, std::io::Error),
     /// The bytes are not a valid safetensors container.
     Container(String),
-    /// A tensor LeNet-BN needs is absent.
+    /// A tensor the network needs is absent.
     Missing(&'static str),
-    /// A tensor LeNet-BN does not have.
-    Unexpected(String),
+    /// A tensor the network does not have.
+    Unexpected {
+        /// The tensor.
+        key: String,
+        /// The network the file's other tensors are ([`Arch::name`]).
+        network: &'static str,
+    },
     /// A tensor has a dtype this reader does not convert.
     Dtype {
         /// The tensor.
@@ -59,9 +75,29 @@ pub enum SafetensorsError {
         /// The tensor.
         key: &'static str,
         /// PyTorch's shape.
-        expected: &'static [usize],
+        expected: Vec<usize>,
         /// The file's shape.
         found: Vec<usize>,
+    },
+    /// A `bnN.num_batches_tracked` buffer that is not an I64 scalar: PyTorch's strict
+    /// `load_state_dict` would not take it as the counter.
+    NumBatchesTracked {
+        /// The tensor.
+        key: String,
+        /// Its dtype.
+        dtype: Dtype,
+        /// Its shape.
+        shape: Vec<usize>,
+    },
+    /// Only an f32 model as trained (with its batch norm) is a PyTorch `state_dict` of the
+    /// documented module; this one is another kind.
+    NotTrained(String),
+    /// Another network than the caller asked for.
+    WrongNetwork {
+        /// What the caller wanted.
+        expected: &'static str,
+        /// What the file holds.
+        found: &'static str,
     },
     /// The values are not a model: NaN or infinite (an F64 outside the f32 range becomes
     /// infinite), or a negative running variance ([`fmnist_core::tensors`]'s check, which
@@ -77,8 +113,8 @@ impl fmt::Display for SafetensorsError {
             SafetensorsError::Io(p, e) => write!(f, "{}: {e}", p.display()),
             SafetensorsError::Container(e) => write!(f, "not a valid safetensors file: {e}"),
             SafetensorsError::Missing(k) => write!(f, "tensor `{k}` is missing"),
-            SafetensorsError::Unexpected(k) => {
-                write!(f, "unexpected tensor `{k}` (not part of LeNet-BN)")
+            SafetensorsError::Unexpected { key, network } => {
+                write!(f, "unexpected tensor `{key}` (not part of {network})")
             }
             SafetensorsError::Dtype { key, found } => {
                 write!(
@@ -94,6 +130,26 @@ impl fmt::Display for SafetensorsError {
                 f,
                 "tensor `{key}` has shape {found:?}, expected {expected:?}"
             ),
+            SafetensorsError::NumBatchesTracked { key, dtype, shape } => {
+                if *dtype != Dtype::I64 {
+                    write!(
+                        f,
+                        "tensor `{key}` has dtype {dtype}, expected I64 (BatchNorm's batch counter, a scalar)"
+                    )
+                } else {
+                    write!(
+                        f,
+                        "tensor `{key}` has shape {shape:?}, expected [] (BatchNorm's batch counter, an I64 scalar)"
+                    )
+                }
+            }
+            SafetensorsError::NotTrained(what) => write!(
+                f,
+                "safetensors holds the f32 model as trained (PyTorch's module with its BatchNorm layers), not {what}"
+            ),
+            SafetensorsError::WrongNetwork { expected, found } => {
+                write!(f, "holds the {found}, expected {expected}")
+            }
             SafetensorsError::Params(e) => write!(f, "{e}"),
             SafetensorsError::InFile(p, e) => write!(f, "{}: {e}", p.display()),
         }
@@ -102,121 +158,67 @@ impl fmt::Display for SafetensorsError {
 
 impl std::error::Error for SafetensorsError {}
 
-/// One f32 tensor of [`LeNetParams`]: its PyTorch name and shape.
-struct Slot {
-    key: &'static str,
-    shape: &'static [usize],
-}
-
-/// Every f32 tensor, in [`LeNetParams`] field order (which is also `state_dict` order).
-#[rustfmt::skip]
-const SLOTS: [Slot; 18] = [
-    Slot { key: "conv1.weight", shape: &[6, 1, 5, 5] },
-    Slot { key: "conv1.bias", shape: &[6] },
-    Slot { key: "bn1.weight", shape: &[6] },
-    Slot { key: "bn1.bias", shape: &[6] },
-    Slot { key: "bn1.running_mean", shape: &[6] },
-    Slot { key: "bn1.running_var", shape: &[6] },
-    Slot { key: "conv2.weight", shape: &[16, 6, 5, 5] },
-    Slot { key: "conv2.bias", shape: &[16] },
-    Slot { key: "bn2.weight", shape: &[16] },
-    Slot { key: "bn2.bias", shape: &[16] },
-    Slot { key: "bn2.running_mean", shape: &[16] },
-    Slot { key: "bn2.running_var", shape: &[16] },
-    Slot { key: "fc1.weight", shape: &[120, 400] },
-    Slot { key: "fc1.bias", shape: &[120] },
-    Slot { key: "fc2.weight", shape: &[84, 120] },
-    Slot { key: "fc2.bias", shape: &[84] },
-    Slot { key: "fc3.weight", shape: &[10, 84] },
-    Slot { key: "fc3.bias", shape: &[10] },
-];
-
-/// The two integer buffers PyTorch keeps and this model does not use.
-const NUM_BATCHES_TRACKED: [&str; 2] = ["bn1.num_batches_tracked", "bn2.num_batches_tracked"];
-
-fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
-}
-
-/// The f32 slice of each tensor, in [`SLOTS`] order.
-fn slices(p: &LeNetParams) -> [&[f32]; 18] {
-    [
-        p.conv1_weight.as_flattened().as_flattened().as_flattened(),
-        &p.conv1_bias,
-        &p.bn1.gamma,
-        &p.bn1.beta,
-        &p.bn1.running_mean,
-        &p.bn1.running_var,
-        p.conv2_weight.as_flattened().as_flattened().as_flattened(),
-        &p.conv2_bias,
-        &p.bn2.gamma,
-        &p.bn2.beta,
-        &p.bn2.running_mean,
-        &p.bn2.running_var,
-        p.fc1_weight.as_flattened(),
-        &p.fc1_bias,
-        p.fc2_weight.as_flattened(),
-        &p.fc2_bias,
-        p.fc3_weight.as_flattened(),
-        &p.fc3_bias,
-    ]
-}
-
-fn slices_mut(p: &mut LeNetParams) -> [&mut [f32]; 18] {
-    [
-        p.conv1_weight
-            .as_flattened_mut()
-            .as_flattened_mut()
-            .as_flattened_mut(),
-        &mut p.conv1_bias,
-        &mut p.bn1.gamma,
-        &mut p.bn1.beta,
-        &mut p.bn1.running_mean,
-        &mut p.bn1.running_var,
-        p.conv2_weight
-            .as_flattened_mut()
-            .as_flattened_mut()
-            .as_flattened_mut(),
-        &mut p.conv2_bias,
-        &mut p.bn2.gamma,
-        &mut p.bn2.beta,
-        &mut p.bn2.running_mean,
-        &mut p.bn2.running_var,
-        p.fc1_weight.as_flattened_mut(),
-        &mut p.fc1_bias,
-        p.fc2_weight.as_flattened_mut(),
-        &mut p.fc2_bias,
-        p.fc3_weight.as_flattened_mut(),
-        &mut p.fc3_bias,
-    ]
-}
-
-/// The safetensors bytes of `p`, with `num_batches_tracked` written as given (PyTorch counts
-/// training batches there; it only matters for `momentum=None`, which this model does not use).
-pub fn encode(p: &LeNetParams, num_batches_tracked: i64) -> Vec<u8> {
-    let bytes: Vec<Vec<u8>> = slices(p)
+/// The `num_batches_tracked` buffer of each batch-norm layer of a table (`bn1.weight` →
+/// `bn1.num_batches_tracked`).
+fn num_batches_tracked(arch: Arch) -> Vec<String> {
+    params::table(arch, Kind::F32)
         .iter()
-        .map(|s| s.iter().flat_map(|v| v.to_le_bytes()).collect())
-        .collect();
-    let nbt = num_batches_tracked.to_le_bytes();
-    let mut views: Vec<(String, TensorView<'_>)> = SLOTS
-        .iter()
-        .zip(&bytes)
-        .map(|(slot, b)| {
-            let view = TensorView::new(Dtype::F32, slot.shape.to_vec(), b)
-                .expect("slot shapes match LeNetParams");
-            (slot.key.to_owned(), view)
+        .filter_map(|s| s.name.strip_suffix(".running_var"))
+        .map(|layer| format!("{layer}.num_batches_tracked"))
+        .collect()
+}
+
+/// The safetensors bytes of `p` (an f32 model as trained), with `num_batches_tracked` written
+/// as given (PyTorch counts training batches there; it only matters for `momentum=None`, which
+/// these models do not use).
+pub fn encode_params(p: &F32Params, num_batches_tracked: i64) -> Result<Vec<u8>, SafetensorsError> {
+    if p.kind != Kind::F32 {
+        return Err(SafetensorsError::NotTrained(p.describe()));
+    }
+    let layers = Layers::of(p.arch);
+    let bytes: Vec<(&str, Vec<usize>, Vec<u8>)> = p
+        .tensors()
+        .map(|(slot, values)| {
+            let shape = layers
+                .shape(slot.name)
+                .expect("every table name has a shape");
+            (
+                slot.name,
+                shape,
+                values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            )
         })
         .collect();
-    for key in NUM_BATCHES_TRACKED {
+    let nbt = num_batches_tracked.to_le_bytes();
+    let nbt_keys = self::num_batches_tracked(p.arch);
+    let mut views: Vec<(String, TensorView<'_>)> = bytes
+        .iter()
+        .map(|(name, shape, b)| {
+            let view = TensorView::new(Dtype::F32, shape.clone(), b)
+                .expect("table shapes match the values");
+            ((*name).to_owned(), view)
+        })
+        .collect();
+    for key in nbt_keys {
         let view = TensorView::new(Dtype::I64, vec![], &nbt).expect("an I64 scalar is 8 bytes");
-        views.push((key.to_owned(), view));
+        views.push((key, view));
     }
     let metadata = HashMap::from([("format".to_owned(), "pt".to_owned())]);
-    safetensors::serialize(views, Some(metadata)).expect("a 250 KB header-sized model serializes")
+    Ok(safetensors::serialize(views, Some(metadata))
+        .expect("a model's tensors serialize (sizes checked above)"))
 }
 
-/// Writes `p` as a safetensors file, atomically.
+/// The safetensors bytes of LeNet-BN parameters (see [`encode_params`]).
+pub fn encode(p: &LeNetParams, num_batches_tracked: i64) -> Vec<u8> {
+    let params = F32Params {
+        arch: Arch::LeNet,
+        kind: Kind::F32,
+        values: bytemuck::cast_slice(std::slice::from_ref(p)).to_vec(),
+    };
+    encode_params(&params, num_batches_tracked).expect("LeNet-BN as trained")
+}
+
+/// Writes LeNet-BN parameters as a safetensors file, atomically.
 pub fn write(
     path: &Path,
     p: &LeNetParams,
@@ -226,7 +228,8 @@ pub fn write(
         .map_err(|e| SafetensorsError::Io(path.to_owned(), e))
 }
 
-fn f16_to_f32(h: u16) -> f32 {
+/// An IEEE half-precision value as f32 (exact).
+pub(crate) fn f16_to_f32(h: u16) -> f32 {
     let sign = ((h >> 15) as u32) << 31;
     let exp = ((h >> 10) & 0x1f) as u32;
     let mant = (h & 0x3ff) as u32;
@@ -277,35 +280,105 @@ fn convert(
     Ok(())
 }
 
-/// Reads LeNet-BN from safetensors bytes, checking every key, dtype and shape.
-pub fn decode(bytes: &[u8]) -> Result<Box<LeNetParams>, SafetensorsError> {
+/// How many of the network's tensors the file holds with the right shape, less those it lacks
+/// and those it has in excess: the network the file is closest to is the one its errors are
+/// about.
+fn closeness(st: &SafeTensors<'_>, arch: Arch) -> isize {
+    let layers = Layers::of(arch);
+    let table = params::table(arch, Kind::F32);
+    let nbt = num_batches_tracked(arch);
+    let mut score = 0;
+    for slot in table {
+        match st.tensor(slot.name) {
+            Ok(v) if Some(v.shape().to_vec()) == layers.shape(slot.name) => score += 2,
+            Ok(_) => {}
+            Err(_) => score -= 1,
+        }
+    }
+    let extra = st
+        .names()
+        .iter()
+        .filter(|n| !table.iter().any(|s| s.name == **n) && !nbt.iter().any(|k| k == *n))
+        .count();
+    score - extra as isize
+}
+
+/// Reads an f32 model as trained from safetensors bytes: the registered network whose tensors
+/// the file is closest to, every key, dtype and shape checked.
+pub fn decode_params(bytes: &[u8]) -> Result<F32Params, SafetensorsError> {
     let st =
         SafeTensors::deserialize(bytes).map_err(|e| SafetensorsError::Container(e.to_string()))?;
+    let arch = params::ARCHS
+        .into_iter()
+        .rev()
+        .max_by_key(|a| closeness(&st, *a))
+        .expect("at least one network");
+    let layers = Layers::of(arch);
+    let table = params::table(arch, Kind::F32);
+    let nbt = num_batches_tracked(arch);
     let mut names: Vec<&str> = st.names();
     names.sort_unstable();
     if let Some(extra) = names
         .iter()
-        .find(|n| !SLOTS.iter().any(|s| s.key == **n) && !NUM_BATCHES_TRACKED.contains(n))
+        .find(|n| !table.iter().any(|s| s.name == **n) && !nbt.iter().any(|k| k == *n))
     {
-        return Err(SafetensorsError::Unexpected((*extra).to_owned()));
+        return Err(SafetensorsError::Unexpected {
+            key: (*extra).to_owned(),
+            network: arch.name(),
+        });
     }
-    let mut p: Box<LeNetParams> = bytemuck::zeroed_box();
-    for (slot, out) in SLOTS.iter().zip(slices_mut(&mut p)) {
-        let view = st
-            .tensor(slot.key)
-            .map_err(|_| SafetensorsError::Missing(slot.key))?;
-        if view.shape() != slot.shape {
-            return Err(SafetensorsError::Shape {
-                key: slot.key,
-                expected: slot.shape,
-                found: view.shape().to_vec(),
+    // PyTorch's BatchNorm fills in an absent counter; one present must be an I64 scalar (or a
+    // one-element tensor, which `load_state_dict` takes for a scalar).
+    for key in &nbt {
+        if let Ok(v) = st.tensor(key)
+            && (v.dtype() != Dtype::I64 || !matches!(v.shape(), [] | [1]))
+        {
+            return Err(SafetensorsError::NumBatchesTracked {
+                key: key.clone(),
+                dtype: v.dtype(),
+                shape: v.shape().to_vec(),
             });
         }
-        debug_assert_eq!(out.len(), numel(slot.shape));
-        convert(slot.key, &view, out)?;
     }
-    p.check().map_err(SafetensorsError::Params)?;
-    Ok(p)
+    F32Params::from_tensors(
+        arch,
+        Kind::F32,
+        |slot| {
+            let view = st
+                .tensor(slot.name)
+                .map_err(|_| SafetensorsError::Missing(slot.name))?;
+            let expected = layers
+                .shape(slot.name)
+                .expect("every table name has a shape");
+            if view.shape() != expected {
+                return Err(SafetensorsError::Shape {
+                    key: slot.name,
+                    expected,
+                    found: view.shape().to_vec(),
+                });
+            }
+            let mut out = vec![0f32; slot.len];
+            convert(slot.name, &view, &mut out)?;
+            Ok(out)
+        },
+        SafetensorsError::Params,
+    )
+}
+
+/// Reads LeNet-BN from safetensors bytes (see [`decode_params`]).
+pub fn decode(bytes: &[u8]) -> Result<Box<LeNetParams>, SafetensorsError> {
+    let p = decode_params(bytes)?;
+    if p.arch != Arch::LeNet {
+        return Err(SafetensorsError::WrongNetwork {
+            expected: Arch::LeNet.name(),
+            found: p.arch.name(),
+        });
+    }
+    let mut out: Box<LeNetParams> = bytemuck::zeroed_box();
+    bytemuck::cast_slice_mut::<LeNetParams, f32>(std::slice::from_mut(&mut *out))
+        .copy_from_slice(&p.values);
+    debug_assert!(out.check().is_ok());
+    Ok(out)
 }
 
 /// Reads a safetensors file; errors name the file.
@@ -437,15 +510,94 @@ mod tests {
         decode(&no_nbt).unwrap();
     }
 
-    /// The key table is the core's tensor table with shapes: one set of names.
+    /// The wide CNN goes through the same code: found by its tensors, PyTorch's shapes.
     #[test]
-    fn slots_are_the_core_tensor_table() {
-        let core: Vec<_> = LeNetParams::TENSORS
-            .iter()
-            .map(|t| (t.name, t.len))
-            .collect();
-        let here: Vec<_> = SLOTS.iter().map(|s| (s.key, numel(s.shape))).collect();
-        assert_eq!(core, here);
+    fn wide_round_trips_and_is_found_by_its_tensors() {
+        let mut w: Box<fmnist_core::wide::WideParams> =
+            fmnist_core::testutil::uniform_params(17, 0.3);
+        w.bn1.running_var.iter_mut().for_each(|v| *v = v.abs());
+        w.bn2.running_var.iter_mut().for_each(|v| *v = v.abs());
+        let p = F32Params {
+            arch: Arch::Wide,
+            kind: Kind::F32,
+            values: bytemuck::cast_slice(std::slice::from_ref(&*w)).to_vec(),
+        };
+        let bytes = encode_params(&p, 3).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        assert_eq!(st.len(), 18);
+        assert_eq!(st.tensor("conv2.weight").unwrap().shape(), &[64, 32, 3, 3]);
+        assert_eq!(st.tensor("fc1.weight").unwrap().shape(), &[512, 3136]);
+        assert_eq!(st.tensor("fc2.weight").unwrap().shape(), &[10, 512]);
+        assert!(st.tensor("fc3.weight").is_err());
+        let back = decode_params(&bytes).unwrap();
+        assert_eq!(back, p);
+        assert_eq!(
+            decode(&bytes).unwrap_err().to_string(),
+            "holds the wide CNN, expected LeNet-BN"
+        );
+        // An error in a wide file is about the wide CNN.
+        let missing = rewrite(&bytes, |t| t.retain(|x| x.0 != "fc2.bias"));
+        assert_eq!(
+            decode_params(&missing).unwrap_err().to_string(),
+            "tensor `fc2.bias` is missing"
+        );
+        let extra = rewrite(&bytes, |t| {
+            t.push(("fc3.bias".into(), Dtype::F32, vec![10], vec![0; 40]))
+        });
+        assert_eq!(
+            decode_params(&extra).unwrap_err().to_string(),
+            "unexpected tensor `fc3.bias` (not part of wide CNN)"
+        );
+        // A folded model is not the documented module's state_dict.
+        let folded = F32Params {
+            kind: Kind::F32Folded,
+            values: vec![
+                0.0;
+                fmnist_core::tensors::total(params::table(Arch::Wide, Kind::F32Folded))
+            ],
+            ..p
+        };
+        assert!(matches!(
+            encode_params(&folded, 0),
+            Err(SafetensorsError::NotTrained(_))
+        ));
+    }
+
+    /// `num_batches_tracked` may be absent; present, it is an I64 scalar as PyTorch's strict
+    /// load requires, and anything else is refused naming the tensor.
+    #[test]
+    fn malformed_num_batches_tracked_is_refused() {
+        let bytes = encode(&lcg_params(5), 9);
+        let set = |dtype: Dtype, shape: Vec<usize>, data: Vec<u8>| {
+            rewrite(&bytes, |t| {
+                let x = t
+                    .iter_mut()
+                    .find(|x| x.0 == "bn1.num_batches_tracked")
+                    .unwrap();
+                (x.1, x.2, x.3) = (dtype, shape, data);
+            })
+        };
+        assert_eq!(
+            decode(&set(Dtype::F32, vec![], vec![0; 4]))
+                .unwrap_err()
+                .to_string(),
+            "tensor `bn1.num_batches_tracked` has dtype F32, expected I64 (BatchNorm's batch counter, a scalar)"
+        );
+        assert_eq!(
+            decode(&set(Dtype::I32, vec![], vec![0; 4]))
+                .unwrap_err()
+                .to_string(),
+            "tensor `bn1.num_batches_tracked` has dtype I32, expected I64 (BatchNorm's batch counter, a scalar)"
+        );
+        assert_eq!(
+            decode(&set(Dtype::I64, vec![2], vec![0; 16]))
+                .unwrap_err()
+                .to_string(),
+            "tensor `bn1.num_batches_tracked` has shape [2], expected [] (BatchNorm's batch counter, an I64 scalar)"
+        );
+        // PyTorch loads a one-element tensor into a scalar (its pre-0.4 compatibility rule).
+        decode(&set(Dtype::I64, vec![1], vec![0; 8])).unwrap();
+        decode(&set(Dtype::I64, vec![], 5i64.to_le_bytes().to_vec())).unwrap();
     }
 
     #[test]

@@ -82,6 +82,7 @@ pub fn data_dir() -> PathBuf {
     fmnist_infer::data::locate(None).unwrap_or_else(|e| panic!("{e}"))
 }
 pub mod board_run;
+pub mod cli_models;
 pub mod defmt_log;
 pub mod elf;
 pub mod firmware_build;
