@@ -359,7 +359,7 @@ mod tests {
             images: vec![[7; 784]; 10],
             labels: (0..10).collect(),
         };
-        let mut config = Preset::Original.config(10, 3);
+        let mut config = Preset::Original.config_for(Model::Lenet, 10, 3);
         config.batch = 8; // a batch fits its training set
         TrainLeNet::save(
             &Trainer::<TrainLeNet>::new(config, &data, 1)

@@ -33,7 +33,7 @@ mod lenet_tests {
     }
 
     fn recipe(steps: u64) -> TrainConfig {
-        let mut c = Preset::Default.config(200, 3);
+        let mut c = Preset::Default.config_for(crate::shared::config::Model::Lenet, 200, 3);
         c.batch = 40;
         c.steps = steps;
         c.schedule = Schedule::Cosine {

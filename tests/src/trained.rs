@@ -28,12 +28,12 @@ pub fn trained() -> &'static Trained {
     static TRAINED: OnceLock<Trained> = OnceLock::new();
     TRAINED.get_or_init(|| {
         use fmnist_infer::data;
-        use fmnist_train::config::{Preset, Schedule};
+        use fmnist_train::config::{Model, Preset, Schedule};
         use fmnist_train::{fold, quantize, trainer};
         let t = Instant::now();
         let dir = data::locate(None).unwrap_or_else(|e| panic!("{e}"));
         let train = data::load(&dir, data::Split::Train).unwrap_or_else(|e| panic!("{e}"));
-        let mut config = Preset::Fast.config(train.len(), 7);
+        let mut config = Preset::Fast.config_for(Model::Lenet, train.len(), 7);
         config.steps = TRAIN_STEPS;
         config.schedule = Schedule::Constant;
         let mut tr = trainer::Trainer::new(config, &train, 2).unwrap();

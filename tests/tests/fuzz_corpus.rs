@@ -42,7 +42,7 @@ fn every_corpus_input_runs_without_panic() {
 fn write_seeds() {
     use fmnist_core::format::{Arch, Kind};
     use fmnist_infer::data::{Dataset, encode_images, encode_labels};
-    use fmnist_train::config::Preset;
+    use fmnist_train::config::{Model, Preset};
     use fmnist_train::registry::{TrainLeNet, TrainWide};
     use fmnist_train::shared::net::TrainNet;
     use fmnist_train::trainer::Trainer;
@@ -82,7 +82,7 @@ fn write_seeds() {
         images: (0..10u8).map(|k| [k * 20; 784]).collect(),
         labels: (0..10).collect(),
     };
-    let mut cfg = Preset::Original.config(data.len(), 7);
+    let mut cfg = Preset::Original.config_for(Model::Lenet, data.len(), 7);
     cfg.batch = 4;
     let mut t = Trainer::new(cfg, &data, 1).unwrap();
     t.step();
@@ -142,7 +142,6 @@ fn write_seeds() {
     // version 5 added) and a real trainer state after one step, with its tensors cut short (a
     // full one is 20 MB).
     use fmnist_train::checkpoint::encode_wide;
-    use fmnist_train::config::Model;
     for preset in [Preset::Original, Preset::Default, Preset::Fast] {
         let mut config = preset.config_for(Model::Wide, data.len(), 7);
         config.batch = 4;
