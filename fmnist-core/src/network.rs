@@ -1,5 +1,5 @@
 //! One network, as inference sees it: the [`Network`] trait, implemented once per network
-//! (LeNet-BN in `quant/lenet.rs`, the wide CNN in `quant/wide.rs`), and [`NetworkFn`], a
+//! (LeNet-BN in `nets/lenet/int8.rs`, the wide CNN in `nets/wide/int8.rs`), and [`NetworkFn`], a
 //! function generic over the network, which [`crate::registry::dispatch`] calls with the
 //! network a file header names.
 //!
@@ -9,7 +9,7 @@
 use bytemuck::Pod;
 
 use crate::arch::{Arch, Kind};
-use crate::lenet::IMAGE_PIXELS;
+use crate::image::IMAGE_PIXELS;
 use crate::quant::params::QParamsError;
 use crate::tensors::Tensors;
 

@@ -7,8 +7,8 @@
 use crate::arch::SHAPE_SLOTS;
 use crate::network::NetworkFn;
 
-pub use crate::quant::lenet::LeNetBn;
-pub use crate::quant::wide::WideCnn;
+pub use crate::nets::lenet::int8::LeNetBn;
+pub use crate::nets::wide::int8::WideCnn;
 
 /// The shape descriptor `used`, zero-padded to [`SHAPE_SLOTS`].
 const fn pad(used: &[u16]) -> [u16; SHAPE_SLOTS] {

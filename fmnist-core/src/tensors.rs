@@ -1,4 +1,5 @@
-//! The named tensors of each f32 parameter layout, and the one check every reader of f32
+//! The named tensors of an f32 parameter layout ([`Tensors`]; each network's table is in its
+//! folder, `nets/*/tensors.rs`), and the one check every reader of f32
 //! parameters runs before trusting them (the model file's typed views, the safetensors reader,
 //! checkpoint decoding): every value finite, every batch-norm running variance ≥ 0.
 //!
@@ -7,9 +8,6 @@
 //! both are refused where the bytes come in, naming the tensor at fault.
 
 use bytemuck::Pod;
-
-use crate::lenet::{LeNetFoldedParams, LeNetParams};
-use crate::wide::{WIDE_FLAT, WIDE_HIDDEN, WideFoldedParams, WideParams};
 
 /// One tensor of a flat f32 layout: its PyTorch `state_dict` name and its number of values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,7 +18,8 @@ pub struct Slot {
     pub len: usize,
 }
 
-const fn slot(name: &'static str, len: usize) -> Slot {
+/// A table row (for the networks' tables in `nets/*/tensors.rs`).
+pub const fn slot(name: &'static str, len: usize) -> Slot {
     Slot { name, len }
 }
 
@@ -145,69 +144,13 @@ pub fn check_flat(table: &[Slot], values: &[f32], rule: Rule) -> Result<(), Para
     Ok(())
 }
 
-impl Tensors for LeNetParams {
-    #[rustfmt::skip]
-    const TENSORS: &'static [Slot] = &[
-        slot("conv1.weight", 6 * 25), slot("conv1.bias", 6),
-        slot("bn1.weight", 6), slot("bn1.bias", 6),
-        slot("bn1.running_mean", 6), slot("bn1.running_var", 6),
-        slot("conv2.weight", 16 * 6 * 25), slot("conv2.bias", 16),
-        slot("bn2.weight", 16), slot("bn2.bias", 16),
-        slot("bn2.running_mean", 16), slot("bn2.running_var", 16),
-        slot("fc1.weight", 120 * 400), slot("fc1.bias", 120),
-        slot("fc2.weight", 84 * 120), slot("fc2.bias", 84),
-        slot("fc3.weight", 10 * 84), slot("fc3.bias", 10),
-    ];
-}
-
-impl Tensors for LeNetFoldedParams {
-    #[rustfmt::skip]
-    const TENSORS: &'static [Slot] = &[
-        slot("conv1.weight", 6 * 25), slot("conv1.bias", 6),
-        slot("conv2.weight", 16 * 6 * 25), slot("conv2.bias", 16),
-        slot("fc1.weight", 120 * 400), slot("fc1.bias", 120),
-        slot("fc2.weight", 84 * 120), slot("fc2.bias", 84),
-        slot("fc3.weight", 10 * 84), slot("fc3.bias", 10),
-    ];
-}
-
-impl Tensors for WideParams {
-    #[rustfmt::skip]
-    const TENSORS: &'static [Slot] = &[
-        slot("conv1.weight", 32 * 9), slot("conv1.bias", 32),
-        slot("bn1.weight", 32), slot("bn1.bias", 32),
-        slot("bn1.running_mean", 32), slot("bn1.running_var", 32),
-        slot("conv2.weight", 64 * 32 * 9), slot("conv2.bias", 64),
-        slot("bn2.weight", 64), slot("bn2.bias", 64),
-        slot("bn2.running_mean", 64), slot("bn2.running_var", 64),
-        slot("fc1.weight", WIDE_HIDDEN * WIDE_FLAT), slot("fc1.bias", WIDE_HIDDEN),
-        slot("fc2.weight", 10 * WIDE_HIDDEN), slot("fc2.bias", 10),
-    ];
-}
-
-impl Tensors for WideFoldedParams {
-    #[rustfmt::skip]
-    const TENSORS: &'static [Slot] = &[
-        slot("conv1.weight", 32 * 9), slot("conv1.bias", 32),
-        slot("conv2.weight", 64 * 32 * 9), slot("conv2.bias", 64),
-        slot("fc1.weight", WIDE_HIDDEN * WIDE_FLAT), slot("fc1.bias", WIDE_HIDDEN),
-        slot("fc2.weight", 10 * WIDE_HIDDEN), slot("fc2.bias", 10),
-    ];
-}
-
-// Each table covers its struct exactly.
-const _: () = assert!(total(LeNetParams::TENSORS) * 4 == size_of::<LeNetParams>());
-const _: () = assert!(total(LeNetFoldedParams::TENSORS) * 4 == size_of::<LeNetFoldedParams>());
-const _: () = assert!(total(WideParams::TENSORS) * 4 == size_of::<WideParams>());
-const _: () = assert!(total(WideFoldedParams::TENSORS) * 4 == size_of::<WideFoldedParams>());
-
+/// Test helpers for the networks' tables.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use core::mem::offset_of;
+pub(crate) mod table_offsets {
+    use super::Slot;
 
     /// The offset (in f32) of each named tensor, from the table.
-    fn offsets(table: &[Slot]) -> Vec<(&'static str, usize)> {
+    pub(crate) fn offsets(table: &[Slot]) -> Vec<(&'static str, usize)> {
         let mut at = 0;
         table
             .iter()
@@ -219,75 +162,17 @@ mod tests {
             .collect()
     }
 
-    fn offset_of_name(table: &[Slot], name: &str) -> usize {
+    /// The byte offset of the tensor `name` in `table`'s layout.
+    pub(crate) fn offset_of_name(table: &[Slot], name: &str) -> usize {
         offsets(table).iter().find(|(n, _)| *n == name).unwrap().1 * 4
     }
+}
 
-    #[test]
-    fn tables_name_the_fields_at_their_offsets() {
-        let t = LeNetParams::TENSORS;
-        assert_eq!(
-            offset_of_name(t, "conv1.bias"),
-            offset_of!(LeNetParams, conv1_bias)
-        );
-        assert_eq!(
-            offset_of_name(t, "bn1.weight"),
-            offset_of!(LeNetParams, bn1)
-        );
-        assert_eq!(
-            offset_of_name(t, "conv2.weight"),
-            offset_of!(LeNetParams, conv2_weight)
-        );
-        assert_eq!(
-            offset_of_name(t, "bn2.weight"),
-            offset_of!(LeNetParams, bn2)
-        );
-        assert_eq!(
-            offset_of_name(t, "fc1.weight"),
-            offset_of!(LeNetParams, fc1_weight)
-        );
-        assert_eq!(
-            offset_of_name(t, "fc2.bias"),
-            offset_of!(LeNetParams, fc2_bias)
-        );
-        assert_eq!(
-            offset_of_name(t, "fc3.bias"),
-            offset_of!(LeNetParams, fc3_bias)
-        );
-        let t = LeNetFoldedParams::TENSORS;
-        assert_eq!(
-            offset_of_name(t, "conv2.bias"),
-            offset_of!(LeNetFoldedParams, conv2_bias)
-        );
-        assert_eq!(
-            offset_of_name(t, "fc1.weight"),
-            offset_of!(LeNetFoldedParams, fc1_weight)
-        );
-        assert_eq!(
-            offset_of_name(t, "fc3.weight"),
-            offset_of!(LeNetFoldedParams, fc3_weight)
-        );
-        let t = WideParams::TENSORS;
-        assert_eq!(offset_of_name(t, "bn1.weight"), offset_of!(WideParams, bn1));
-        assert_eq!(offset_of_name(t, "bn2.weight"), offset_of!(WideParams, bn2));
-        assert_eq!(
-            offset_of_name(t, "fc1.weight"),
-            offset_of!(WideParams, fc1_weight)
-        );
-        assert_eq!(
-            offset_of_name(t, "fc2.bias"),
-            offset_of!(WideParams, fc2_bias)
-        );
-        let t = WideFoldedParams::TENSORS;
-        assert_eq!(
-            offset_of_name(t, "conv2.bias"),
-            offset_of!(WideFoldedParams, conv2_bias)
-        );
-        assert_eq!(
-            offset_of_name(t, "fc2.weight"),
-            offset_of!(WideFoldedParams, fc2_weight)
-        );
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lenet::{LeNetFoldedParams, LeNetParams};
+    use crate::wide::{WIDE_FLAT, WIDE_HIDDEN, WideFoldedParams, WideParams};
 
     #[test]
     fn each_bad_value_is_named_by_its_tensor() {

@@ -25,15 +25,11 @@ use fmnist_core::arch::Arch;
 use fmnist_core::network::Network;
 use fmnist_core::tensors::{Rule, Tensors, check_flat};
 
-use crate::lenet::TrainLeNet;
-use crate::lenet::train::TrainState;
 use crate::shared::augment::Augment;
 use crate::shared::config::Distill;
 use crate::shared::config::TrainConfig;
 use crate::shared::net::{Params, RunState, TrainNet, TrainNetFn};
 use crate::shared::optim::Optim;
-use crate::wide::TrainWide;
-use crate::wide::train::WideRun;
 
 /// Magic bytes of a checkpoint.
 pub const MAGIC: [u8; 4] = *b"FMCK";
@@ -41,21 +37,8 @@ pub const MAGIC: [u8; 4] = *b"FMCK";
 pub const VERSION: u16 = 5;
 /// The oldest version this build reads.
 pub const OLDEST_VERSION: u16 = 2;
-/// Architecture id of LeNet-BN (as in the model file).
-pub const ARCH_LENET: u16 = Arch::LeNet as u16;
-/// Architecture id of the wide CNN (as in the model file).
-pub const ARCH_WIDE: u16 = Arch::Wide as u16;
 /// Largest payload accepted (a LeNet state is ~0.8 MB, a wide one ~20 MB).
 pub const MAX_PAYLOAD: usize = 64 << 20;
-
-/// A checkpoint of either network, as the fuzz target of `tests/src/fuzz.rs` matches it.
-#[derive(Debug)]
-pub enum Checkpoint {
-    /// LeNet-BN.
-    Lenet(Box<TrainState>),
-    /// The wide CNN.
-    Wide(Box<WideRun>),
-}
 
 /// Why a checkpoint cannot be used.
 #[derive(Debug)]
@@ -317,49 +300,45 @@ pub fn load_config(path: &Path) -> Result<TrainConfig, CheckpointError> {
     crate::registry::dispatch(arch, Config(&b)).map_err(invalid)
 }
 
-/// Encodes a LeNet-BN state.
-pub fn encode(state: &TrainState) -> Vec<u8> {
-    encode_saved::<TrainLeNet>(state)
-}
-
-/// Encodes a wide-CNN run.
-pub fn encode_wide(run: &WideRun) -> Vec<u8> {
-    encode_saved::<TrainWide>(run)
-}
-
-/// Decodes and checks a LeNet-BN checkpoint's bytes; `Err` holds the reason.
-pub fn decode(b: &[u8]) -> Result<TrainState, String> {
-    decode_run::<TrainLeNet>(b).map(|r| TrainLeNet::save(&r))
-}
-
-/// Decodes and checks a checkpoint of either network; `Err` holds the reason.
-pub fn decode_any(b: &[u8]) -> Result<Checkpoint, String> {
-    Ok(match open(b)?.0 {
-        Arch::LeNet => Checkpoint::Lenet(Box::new(decode(b)?)),
-        Arch::Wide => Checkpoint::Wide(Box::new(TrainWide::save(&decode_run::<TrainWide>(b)?))),
-    })
-}
-
-/// Reads and checks a LeNet-BN checkpoint.
-pub fn load(path: &Path) -> Result<TrainState, CheckpointError> {
+/// Reads and checks a checkpoint of network `N`.
+pub fn load_run<N: TrainNet>(path: &Path) -> Result<RunState<N>, CheckpointError> {
     let b = read(path)?;
-    decode(&b).map_err(|why| CheckpointError::Invalid(path.to_owned(), why))
+    decode_run::<N>(&b).map_err(|why| CheckpointError::Invalid(path.to_owned(), why))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lenet::TrainLeNet;
+    use crate::lenet::train::TrainState;
     use crate::shared::config::{Conv, Model, Preset};
     use crate::shared::trainer::Trainer;
+    use crate::wide::TrainWide;
+    use crate::wide::train::WideRun;
     use fmnist_core::lenet::LeNetParams;
     use fmnist_infer::data::Dataset;
+
+    const ARCH_LENET: u16 = Arch::LeNet as u16;
+    const ARCH_WIDE: u16 = Arch::Wide as u16;
+
+    fn encode(s: &TrainState) -> Vec<u8> {
+        encode_saved::<TrainLeNet>(s)
+    }
+
+    fn decode(b: &[u8]) -> Result<TrainState, String> {
+        decode_run::<TrainLeNet>(b).map(|r| TrainLeNet::save(&r))
+    }
+
+    fn decode_wide(b: &[u8]) -> Result<WideRun, String> {
+        decode_run::<TrainWide>(b).map(|r| TrainWide::save(&r))
+    }
 
     fn state() -> TrainState {
         let data = Dataset {
             images: vec![[7; 784]; 10],
             labels: (0..10).collect(),
         };
-        let mut config = Preset::Original.config(10, 3);
+        let mut config = Preset::Original.config_for(Model::Lenet, 10, 3);
         config.batch = 8; // a batch fits its training set
         TrainLeNet::save(
             &Trainer::<TrainLeNet>::new(config, &data, 1)
@@ -435,19 +414,14 @@ mod tests {
         assert_eq!(config.conv, Conv::Winograd);
         let run = TrainWide::save(&Trainer::<TrainWide>::new(config, &data, 1).unwrap().state());
         let state = run.state.clone();
-        let new = decode_any(&encode_wide(&run)).unwrap();
-        let Checkpoint::Wide(new) = new else {
-            panic!("not wide")
-        };
+        let new = decode_wide(&encode_saved::<TrainWide>(&run)).unwrap();
         assert_eq!((new.config, &new.state), (config, &state));
         // Version 4 is the same payload without the recipe's last byte (conv `Winograd` = 1).
         let cfg = postcard::to_allocvec(&config).unwrap();
         let mut payload = postcard::to_allocvec(&run).unwrap();
         assert_eq!(payload[cfg.len() - 1], 1);
         payload.remove(cfg.len() - 1);
-        let Checkpoint::Wide(old) = decode_any(&old_file(ARCH_WIDE, 4, &payload)).unwrap() else {
-            panic!("not wide")
-        };
+        let old = decode_wide(&old_file(ARCH_WIDE, 4, &payload)).unwrap();
         assert_eq!(
             old.config,
             TrainConfig {

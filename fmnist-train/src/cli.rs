@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use fmnist_infer::cli::thousands;
 use fmnist_infer::data::Dataset;
 use fmnist_infer::outputs::OutputError;
-use fmnist_train::bench::{self, BenchError, wide_training_flops};
+use fmnist_train::bench::{self, BenchError};
 use fmnist_train::config::Model;
 use fmnist_train::export::{ExportError, WeightsError};
 use fmnist_train::plot::PlotError;
@@ -151,7 +151,7 @@ pub fn parse_count<const MAX: usize>(s: &str) -> Result<usize, String> {
 }
 
 /// Prints the training and evaluation throughput of `model` (or JSON), median of `repeats` timed
-/// windows.
+/// windows; each network reports its own figures.
 pub fn bench(
     model: Model,
     train: &Dataset,
@@ -161,69 +161,13 @@ pub fn bench(
     threads: usize,
     json: bool,
 ) -> Result<(), CliError> {
-    // Each network's report is its own (a new network must choose one here).
-    match model {
-        Model::Wide => return bench_wide(train, test, steps, repeats, threads, json),
-        Model::Lenet => {}
-    }
-    let b = bench::lenet(train, test, steps, repeats, threads)?;
-    let (tr, ev) = (b.train, b.eval);
+    let report = bench::run(model, train, test, steps, repeats, threads)?;
     if json {
-        println!(
-            "{}",
-            serde_json::json!({"threads": threads, "batch": b.batch, "train_images_per_second": tr, "eval_images_per_second": ev, "repeats": repeats, "steps_per_repeat": steps})
-        );
+        println!("{}", report.json);
     } else {
-        println!(
-            "threads {threads}, batch {}: training {tr:.0} images/s, evaluation {ev:.0} images/s (median of {repeats})",
-            b.batch
-        );
-        println!(
-            "PyTorch on this machine, in the same run: python3 scripts/bench_pytorch.py --model lenet (needs PyTorch); the original NumPy code: ~205 images/s"
-        );
-    }
-    Ok(())
-}
-
-/// The wide CNN's training (Adam, batch 128) and evaluation throughput, medians.
-fn bench_wide(
-    train: &Dataset,
-    test: &Dataset,
-    steps: u64,
-    repeats: usize,
-    threads: usize,
-    json: bool,
-) -> Result<(), CliError> {
-    let b = bench::wide(train, test, steps, repeats, threads)?;
-    let (direct, tr, stages, ev, peak, gflops) =
-        (b.direct, b.train, b.stages, b.eval, b.peak, b.gflops);
-    if json {
-        let stages: serde_json::Map<String, serde_json::Value> = stages
-            .iter()
-            .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
-            .collect();
-        println!(
-            "{}",
-            serde_json::json!({"model": "wide", "threads": threads, "batch": 128, "train_images_per_second": tr, "train_images_per_second_direct": direct, "winograd_speedup": tr / direct, "eval_images_per_second": ev, "repeats": repeats, "steps_per_repeat": steps, "stage_seconds": stages, "train_gflops": gflops, "fma_peak_gflops": peak, "peak_fraction": peak.map(|p| gflops / p)})
-        );
-    } else {
-        println!(
-            "wide CNN, threads {threads}, batch 128: training {tr:.0} images/s, evaluation {ev:.0} images/s (median of {repeats})"
-        );
-        println!(
-            "conv2 by im2col + GEMM in the same run: {direct:.0} images/s; Winograd F(2x2,3x3) is {:.2}x that",
-            tr / direct
-        );
-        if let Some(p) = peak {
-            println!(
-                "training arithmetic: {gflops:.1} GFLOP/s counted as im2col does it ({:.1} MFLOP per image; Winograd does 2.25x fewer in conv2), {:.0} % of this machine's FMA peak ({p:.1} GFLOP/s on {threads} thread(s), measured now)",
-                wide_training_flops() / 1e6,
-                100.0 * gflops / p
-            );
+        for line in &report.text {
+            println!("{line}");
         }
-        println!(
-            "PyTorch on this machine, in the same run: python3 scripts/bench_pytorch.py (needs PyTorch)"
-        );
     }
     Ok(())
 }

@@ -373,7 +373,7 @@ mod tests {
         assert_eq!(m.logits(&img), Logits::F32(Wide::from(&*p).forward(&img)));
         assert_eq!(m.f32_net().unwrap().name(), "Wide");
 
-        let f = crate::fold::fold_batch_norm_wide(&p);
+        let f = crate::wide::quant::fold_batch_norm_wide(&p);
         let folded = encode_model(Arch::Wide, Kind::F32Folded, bytemuck::bytes_of(&*f));
         let m = Model::from_bytes(Path::new("w-f32.fmnm"), &folded).unwrap();
         assert_eq!(m.kind, ModelKind::F32Folded);

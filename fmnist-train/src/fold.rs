@@ -1,12 +1,11 @@
 //! Batch-norm folding: each inference-form BN absorbed into the convolution before it (the
-//! per-channel formula in `shared/fold.rs`, each network's fold in its folder).
-
-pub use crate::lenet::quant::fold_batch_norm;
-pub use crate::wide::quant::fold_batch_norm_wide;
+//! per-channel formula in `shared/fold.rs`, each network's fold in its folder as its
+//! `TrainNet::fold`); here the tests of both folds.
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::lenet::quant::fold_batch_norm;
+    use crate::wide::quant::fold_batch_norm_wide;
     use fmnist_core::layers::{Conv2d, max_pool_2x2, relu};
     use fmnist_core::lenet::{LeNet, image_to_f32};
     use fmnist_core::testutil::{object_images, realistic_lenet_params, realistic_wide_params};

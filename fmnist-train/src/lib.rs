@@ -2,7 +2,8 @@
 //! export them.
 //!
 //! Each network has a folder (`lenet/`, `wide/`) with its [`shared::net::TrainNet`]
-//! implementation; [`registry`] lists them once; what they share (the one
+//! implementation; `networks.rs` lists them once (one line each), [`registry`] dispatches
+//! to them; what they share (the one
 //! [`shared::trainer::Trainer`], optimizers, recipes, augmentation, distillation, kernels) is
 //! in `shared/`. The shared modules `augment`, `config`, `distill`, `log` and `weights` are
 //! re-exported here under their old paths.
@@ -12,6 +13,7 @@ pub mod checkpoint;
 pub mod export;
 pub mod fold;
 pub mod lenet;
+mod networks;
 pub mod plot;
 pub mod quantize;
 pub mod registry;

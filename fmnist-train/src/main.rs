@@ -14,7 +14,7 @@ use fmnist_train::distill::Teacher;
 use fmnist_train::quantize::Calibration;
 use fmnist_train::run::{self, RunOptions, Session};
 use fmnist_train::run_dir::{Mode, RunDir};
-use fmnist_train::{export, plot};
+use fmnist_train::{export, plot, registry};
 
 mod cli;
 
@@ -399,11 +399,9 @@ fn real_main(cli: Cli) -> Result<(), cli::CliError> {
             distill,
             common,
         } => {
-            if let Some(c) = conv.filter(|&c| model == Model::Lenet && c != Conv::Direct) {
-                return Err(cli::CliError::bad(format!(
-                    "--conv {} is for the wide CNN (--model wide); LeNet-BN takes only --conv direct",
-                    c.name()
-                )));
+            if let Some(c) = conv {
+                registry::check_conv(model, c)
+                    .map_err(|why| cli::CliError::bad(format!("--{why}")))?;
             }
             let (train, test) = data::load_both(data.as_deref()).map_err(cli::bad_input)?;
             let mut cfg = preset.config_for(model, train.len(), seed);
@@ -627,9 +625,9 @@ fn finish(
     } else {
         // The conv algorithm fixes a wide run's arithmetic (checkpoints older than format 5
         // resume with direct): name it.
-        let conv = match summary.config.model {
-            Model::Wide => format!(", conv {}", summary.config.conv.name()),
-            Model::Lenet => String::new(),
+        let conv = match registry::names_conv(summary.config.model) {
+            true => format!(", conv {}", summary.config.conv.name()),
+            false => String::new(),
         };
         println!(
             "test accuracy {:.2} %, {:.0} images/s, {:.1} s{conv}; model {}",

@@ -1,7 +1,7 @@
 //! Post-training static quantization of a trained LeNet-BN to the integer-only int8 model of
 //! `fmnist_core::quant` (the model-file payload [`LeNetQParams`]).
 //!
-//! 1. Fold batch norm ([`crate::fold::fold_batch_norm`]).
+//! 1. Fold batch norm ([`TrainNet::fold`], each network's in its folder).
 //! 2. Weights: int8, symmetric per output channel, zero point 0, range −127..=127,
 //!    `s_w[c] = max|w[c]| / 127`, `w_q = round(w / s_w[c])`.
 //! 3. Activations: int8 per tensor, ranges calibrated by running the folded f32 model on
@@ -21,12 +21,9 @@
 //! `wide/quant.rs`).
 
 use fmnist_core::layers::argmax;
-use fmnist_core::lenet::LeNetParams;
 use fmnist_core::network::Network;
-use fmnist_core::quant::LeNetQParams;
 
 pub use crate::lenet::quant::*;
-use crate::registry::TrainLeNet;
 use crate::shared::net::{Folded, Params, QParams, TrainNet, flat};
 pub use crate::shared::quant::*;
 pub use crate::wide::quant::*;
@@ -45,15 +42,6 @@ pub fn quantize<N: TrainNet>(
     }
     let f = N::fold(p);
     N::calibrate_and_quantize(&f, calibration, method)
-}
-
-/// [`quantize`] for LeNet-BN.
-pub fn quantize_lenet(
-    p: &LeNetParams,
-    calibration: &[[u8; 784]],
-    method: Calibration,
-) -> Result<Box<LeNetQParams>, QuantizeError> {
-    quantize::<TrainLeNet>(p, calibration, method)
 }
 
 /// The real-valued logits of int8 logits: `scale · (q − zero point)` of the last layer's
@@ -90,7 +78,18 @@ pub fn folded_accuracy<N: TrainNet>(f: &Folded<N>, images: &[[u8; 784]], labels:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::TrainWide;
+    use crate::registry::{TrainLeNet, TrainWide};
+    use fmnist_core::lenet::LeNetParams;
+    use fmnist_core::quant::LeNetQParams;
+
+    /// [`quantize`] for LeNet-BN.
+    fn quantize_lenet(
+        p: &LeNetParams,
+        calibration: &[[u8; 784]],
+        method: Calibration,
+    ) -> Result<Box<LeNetQParams>, QuantizeError> {
+        quantize::<TrainLeNet>(p, calibration, method)
+    }
     use fmnist_core::layers::argmax;
     use fmnist_core::lenet::LeNet;
     use fmnist_core::quant::{LeNetQ, Requant, WideQ, multiply_by_quantized_multiplier};
@@ -311,6 +310,7 @@ mod tests {
 #[cfg(test)]
 mod real_model {
     use super::*;
+    use crate::registry::TrainLeNet;
     use fmnist_core::registry::LeNetBn;
 
     #[test]
@@ -332,7 +332,7 @@ mod real_model {
             Calibration::Percentile(99.999),
             Calibration::Mse,
         ] {
-            let q = quantize_lenet(p, &train.images[..n], method).unwrap();
+            let q = quantize::<TrainLeNet>(p, &train.images[..n], method).unwrap();
             let acc = int8_accuracy::<TrainLeNet>(&q, &test.images, &test.labels);
             println!(
                 "int8 {method} ({n} calibration images): {:.2} % ({:+.2} points)",

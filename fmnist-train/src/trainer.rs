@@ -1,15 +1,15 @@
-//! LeNet-BN's trainer under its old path: [`Trainer`] is the one trainer
-//! (`shared/trainer.rs`) for LeNet-BN.
+//! The step's report and start errors under their old path, and the tests of the one trainer
+//! (`shared/trainer.rs`) on both networks.
 
 pub use crate::lenet::train::{TrainState, trainable_ranges};
 pub use crate::shared::step::*;
 
-/// The trainer of LeNet-BN.
-pub type Trainer<'d> = crate::shared::trainer::Trainer<'d, crate::lenet::TrainLeNet>;
-
 #[cfg(test)]
 mod lenet_tests {
     use super::*;
+
+    /// The trainer of LeNet-BN.
+    type Trainer<'d> = crate::shared::trainer::Trainer<'d, crate::lenet::TrainLeNet>;
     use crate::lenet::TrainLeNet;
     use crate::lenet::kernels::init_params;
     use crate::shared::augment::Augment;
@@ -33,7 +33,7 @@ mod lenet_tests {
     }
 
     fn recipe(steps: u64) -> TrainConfig {
-        let mut c = Preset::Default.config(200, 3);
+        let mut c = Preset::Default.config_for(crate::shared::config::Model::Lenet, 200, 3);
         c.batch = 40;
         c.steps = steps;
         c.schedule = Schedule::Cosine {

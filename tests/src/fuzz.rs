@@ -66,22 +66,29 @@ fn with_fixed_checkpoint_crc(bytes: &[u8]) -> Option<Vec<u8>> {
     Some(b)
 }
 
-/// Decodes a checkpoint of either network and checks its recipe, as `resume` does before it
-/// allocates anything from it.
+/// Decodes a checkpoint as each network and checks its recipe (with the network's conv rule),
+/// as `resume` does before it allocates anything from it.
 fn use_checkpoint(bytes: &[u8]) {
-    use fmnist_train::checkpoint::{Checkpoint, decode_any};
-    match decode_any(bytes) {
-        Ok(Checkpoint::Lenet(s)) => {
-            let _ = s.config.check();
+    use fmnist_train::checkpoint::decode_run;
+    use fmnist_train::config::Model;
+    use fmnist_train::registry::dispatch;
+    use fmnist_train::shared::net::{TrainNet, TrainNetFn};
+    struct Use<'a>(&'a [u8]);
+    impl TrainNetFn for Use<'_> {
+        type Output = ();
+        fn call<N: TrainNet>(self) {
+            if let Ok(run) = decode_run::<N>(self.0) {
+                let _ = run.config.check();
+                let _ = N::check_conv(run.config.conv);
+            }
         }
-        Ok(Checkpoint::Wide(run)) => {
-            let _ = run.config.check();
-        }
-        Err(_) => {}
+    }
+    for &m in Model::ALL {
+        dispatch(m.arch(), Use(bytes));
     }
 }
 
-/// The checkpoint loader (both networks): `checkpoint::decode_any` and the recipe check on the
+/// The checkpoint loader (every network): `checkpoint::decode_run` and the recipe check on the
 /// bytes as they are, then with the length and CRC made consistent.
 pub fn checkpoint(bytes: &[u8]) {
     use_checkpoint(bytes);

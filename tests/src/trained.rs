@@ -28,23 +28,29 @@ pub fn trained() -> &'static Trained {
     static TRAINED: OnceLock<Trained> = OnceLock::new();
     TRAINED.get_or_init(|| {
         use fmnist_infer::data;
-        use fmnist_train::config::{Preset, Schedule};
-        use fmnist_train::{fold, quantize, trainer};
+        use fmnist_train::config::{Model, Preset, Schedule};
+        use fmnist_train::quantize;
+        use fmnist_train::registry::TrainLeNet;
+        use fmnist_train::shared::net::TrainNet;
+        use fmnist_train::shared::trainer::Trainer;
         let t = Instant::now();
         let dir = data::locate(None).unwrap_or_else(|e| panic!("{e}"));
         let train = data::load(&dir, data::Split::Train).unwrap_or_else(|e| panic!("{e}"));
-        let mut config = Preset::Fast.config(train.len(), 7);
+        let mut config = Preset::Fast.config_for(Model::Lenet, train.len(), 7);
         config.steps = TRAIN_STEPS;
         config.schedule = Schedule::Constant;
-        let mut tr = trainer::Trainer::new(config, &train, 2).unwrap();
+        let mut tr = Trainer::<TrainLeNet>::new(config, &train, 2).unwrap();
         for _ in 0..TRAIN_STEPS {
             tr.step();
         }
         let p = tr.params();
-        let folded = fold::fold_batch_norm(p);
-        let int8 =
-            quantize::quantize_lenet(p, &train.images[..1000], quantize::Calibration::MinMax)
-                .expect("quantizing the trained model");
+        let folded = TrainLeNet::fold(p);
+        let int8 = quantize::quantize::<TrainLeNet>(
+            p,
+            &train.images[..1000],
+            quantize::Calibration::MinMax,
+        )
+        .expect("quantizing the trained model");
         eprintln!(
             "trained LeNet-BN for {TRAIN_STEPS} steps in {:.1} s",
             t.elapsed().as_secs_f64()

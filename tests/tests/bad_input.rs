@@ -231,9 +231,10 @@ fn bad_checkpoints() {
     flipped[good.len() / 2] ^= 0x04;
     // Intact framing and CRC around an impossible recipe: a batch of 2^40 images would make
     // the trainer allocate terabytes if the recipe were trusted.
-    let mut state = fmnist_train::checkpoint::decode(&good).unwrap();
+    let mut state =
+        fmnist_train::checkpoint::decode_run::<fmnist_train::registry::TrainLeNet>(&good).unwrap();
     state.config.batch = 1 << 40;
-    let huge_batch = fmnist_train::checkpoint::encode(&state);
+    let huge_batch = fmnist_train::checkpoint::encode_run(&state);
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("empty", vec![], "too short"),
         (

@@ -341,10 +341,12 @@ fn a_teacher_with_nan_weights_is_refused() {
         Some(&out),
     );
     // A checkpoint with NaN parameters, as a teacher, as an export input and to resume.
-    let mut state = fmnist_train::checkpoint::load(&f.checkpoint).unwrap();
+    let mut state =
+        fmnist_train::checkpoint::load_run::<fmnist_train::registry::TrainLeNet>(&f.checkpoint)
+            .unwrap();
     state.params[offset_of!(LeNetParams, fc3_bias) / 4 + 2] = f32::INFINITY;
     let ck = f.root.join("nan.fmck");
-    std::fs::write(&ck, fmnist_train::checkpoint::encode(&state)).unwrap();
+    std::fs::write(&ck, fmnist_train::checkpoint::encode_run(&state)).unwrap();
     let needles = ["parameters: tensor `fc3.bias`", "flat index 2"];
     refused(
         "fmnist-train",

@@ -45,9 +45,11 @@ fn killed_twenty_times_and_resumed_ends_byte_identical() {
         match newest_checkpoint(&crash) {
             Some(ck) => {
                 // Every newest checkpoint must load.
-                let state = fmnist_train::checkpoint::load(&ck).unwrap_or_else(|e| {
-                    panic!("newest checkpoint after kill {kills} does not load: {e}")
-                });
+                let state =
+                    fmnist_train::checkpoint::load_run::<fmnist_train::registry::TrainLeNet>(&ck)
+                        .unwrap_or_else(|e| {
+                            panic!("newest checkpoint after kill {kills} does not load: {e}")
+                        });
                 resumes_from.push(state.step);
                 cmd.args([
                     "resume",
@@ -197,7 +199,8 @@ fn a_checkpoint_that_cannot_be_written_is_reported_and_the_previous_one_survives
         "{err}"
     );
     let first = out.join("checkpoint-0000010.fmck");
-    let state = fmnist_train::checkpoint::load(&first).expect("the previous checkpoint is intact");
+    let state = fmnist_train::checkpoint::load_run::<fmnist_train::registry::TrainLeNet>(&first)
+        .expect("the previous checkpoint is intact");
     assert_eq!(state.step, 10);
     let names: Vec<String> = std::fs::read_dir(&out)
         .unwrap()

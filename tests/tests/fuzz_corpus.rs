@@ -42,10 +42,10 @@ fn every_corpus_input_runs_without_panic() {
 fn write_seeds() {
     use fmnist_core::format::{Arch, Kind};
     use fmnist_infer::data::{Dataset, encode_images, encode_labels};
-    use fmnist_train::config::Preset;
+    use fmnist_train::config::{Model, Preset};
     use fmnist_train::registry::{TrainLeNet, TrainWide};
     use fmnist_train::shared::net::TrainNet;
-    use fmnist_train::trainer::Trainer;
+    use fmnist_train::shared::trainer::Trainer;
     use std::io::Write;
 
     let root = workspace_root().join("fuzz/corpus");
@@ -82,16 +82,16 @@ fn write_seeds() {
         images: (0..10u8).map(|k| [k * 20; 784]).collect(),
         labels: (0..10).collect(),
     };
-    let mut cfg = Preset::Original.config(data.len(), 7);
+    let mut cfg = Preset::Original.config_for(Model::Lenet, data.len(), 7);
     cfg.batch = 4;
-    let mut t = Trainer::new(cfg, &data, 1).unwrap();
+    let mut t = Trainer::<TrainLeNet>::new(cfg, &data, 1).unwrap();
     t.step();
     t.step();
     let state = TrainLeNet::save(&t.state());
     put(
         "checkpoint",
         "lenet-2-steps.fmck",
-        &fmnist_train::checkpoint::encode(&state),
+        &fmnist_train::checkpoint::encode_saved::<TrainLeNet>(&state),
     );
     let mut small = state.clone();
     small.params.truncate(3);
@@ -100,7 +100,7 @@ fn write_seeds() {
     put(
         "checkpoint",
         "small.fmck",
-        &fmnist_train::checkpoint::encode(&small),
+        &fmnist_train::checkpoint::encode_saved::<TrainLeNet>(&small),
     );
     small.params.clear();
     small.momentum.clear();
@@ -108,7 +108,7 @@ fn write_seeds() {
     put(
         "checkpoint",
         "empty-tensors.fmck",
-        &fmnist_train::checkpoint::encode(&small),
+        &fmnist_train::checkpoint::encode_saved::<TrainLeNet>(&small),
     );
     // The same recipe with every augmentation and label smoothing on (the fields version 2
     // added).
@@ -123,7 +123,7 @@ fn write_seeds() {
     put(
         "checkpoint",
         "augmented.fmck",
-        &fmnist_train::checkpoint::encode(&small),
+        &fmnist_train::checkpoint::encode_saved::<TrainLeNet>(&small),
     );
     // And distilling from two teachers (the field version 4 added).
     small.config.distill = Some(fmnist_train::config::Distill {
@@ -135,19 +135,16 @@ fn write_seeds() {
     put(
         "checkpoint",
         "distilled.fmck",
-        &fmnist_train::checkpoint::encode(&small),
+        &fmnist_train::checkpoint::encode_saved::<TrainLeNet>(&small),
     );
 
     // Wide-CNN runs (architecture 2): the recipe of each preset (conv winograd, the field
     // version 5 added) and a real trainer state after one step, with its tensors cut short (a
     // full one is 20 MB).
-    use fmnist_train::checkpoint::encode_wide;
-    use fmnist_train::config::Model;
     for preset in [Preset::Original, Preset::Default, Preset::Fast] {
         let mut config = preset.config_for(Model::Wide, data.len(), 7);
         config.batch = 4;
-        let mut t =
-            fmnist_train::shared::trainer::Trainer::<TrainWide>::new(config, &data, 1).unwrap();
+        let mut t = Trainer::<TrainWide>::new(config, &data, 1).unwrap();
         t.step();
         let mut run = TrainWide::save(&t.state());
         run.state.params.truncate(5);
@@ -156,7 +153,7 @@ fn write_seeds() {
         put(
             "checkpoint",
             &format!("wide-{preset:?}.fmck").to_lowercase(),
-            &encode_wide(&run),
+            &fmnist_train::checkpoint::encode_saved::<TrainWide>(&run),
         );
     }
 

@@ -15,8 +15,9 @@ use fmnist_infer::modelio::{encode_model, write_model};
 use fmnist_infer::safetensors_io;
 use fmnist_tests::{assert_bad_input, data_dir, run, text};
 use fmnist_train::config::{Conv, Model, Optimizer, Schedule, SgdConfig, TrainConfig};
-use fmnist_train::quantize::{Calibration, quantize_lenet};
-use fmnist_train::trainer::Trainer;
+use fmnist_train::quantize::{Calibration, quantize};
+use fmnist_train::registry::TrainLeNet;
+use fmnist_train::shared::trainer::Trainer;
 use image::{DynamicImage, GrayImage, Rgb, RgbImage, imageops};
 
 /// Model files shared by every test: trained briefly on the real data so predictions mean
@@ -54,13 +55,14 @@ fn models() -> &'static Models {
             distill: None,
             conv: Conv::Direct,
         };
-        let mut t = Trainer::new(cfg, &train, 2).unwrap();
+        let mut t = Trainer::<TrainLeNet>::new(cfg, &train, 2).unwrap();
         for _ in 0..cfg.steps {
             t.step();
         }
         let mut params: Box<LeNetParams> = bytemuck::zeroed_box();
         *params = *t.params();
-        let q = quantize_lenet(&params, &train.images[..1000], Calibration::MinMax).unwrap();
+        let q =
+            quantize::<TrainLeNet>(&params, &train.images[..1000], Calibration::MinMax).unwrap();
         let tmp = tempfile::tempdir().unwrap();
         let f32 = tmp.path().join("f32.fmnm");
         let int8 = tmp.path().join("int8.fmnm");

@@ -184,7 +184,8 @@ fn a_folder_holding_an_older_longer_run_is_refused_unless_overwritten() {
     assert_eq!(log_steps(&out), ((1..=20).collect(), vec![20]));
     let newest = PathBuf::from(j["checkpoint"].as_str().unwrap());
     assert_eq!(newest, out.join("checkpoint-0000020.fmck"));
-    let state = fmnist_train::checkpoint::load(&newest).unwrap();
+    let state =
+        fmnist_train::checkpoint::load_run::<fmnist_train::registry::TrainLeNet>(&newest).unwrap();
     assert_eq!((state.step, state.config.seed), (20, 3));
     assert_eq!(std::fs::read(out.join("notes.txt")).unwrap(), b"mine");
 
@@ -342,7 +343,9 @@ fn a_diverging_run_stops_with_exit_1_and_saves_no_nan_and_its_log_plots() {
     let cks = checkpoint_names(&out);
     assert!(!cks.is_empty());
     for ck in &cks {
-        let state = fmnist_train::checkpoint::load(&out.join(ck)).unwrap();
+        let state =
+            fmnist_train::checkpoint::load_run::<fmnist_train::registry::TrainLeNet>(&out.join(ck))
+                .unwrap();
         assert!(
             state.params.iter().all(|w| w.is_finite()),
             "{ck} holds non-finite weights"

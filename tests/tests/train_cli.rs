@@ -113,9 +113,11 @@ fn same_seed_same_bytes_whatever_the_thread_count_and_resume_is_bit_identical() 
     );
     // The final checkpoints hold the same state, but for the measured training time.
     let state = |p: &Path| {
-        let mut s = fmnist_train::checkpoint::load(p).unwrap();
+        use fmnist_train::registry::TrainLeNet;
+        use fmnist_train::shared::net::TrainNet;
+        let mut s = fmnist_train::checkpoint::load_run::<TrainLeNet>(p).unwrap();
         s.train_seconds = 0.0;
-        s
+        TrainLeNet::save(&s)
     };
     assert!(
         state(&c.join("checkpoint-0000060.fmck"))

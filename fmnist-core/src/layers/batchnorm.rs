@@ -1,4 +1,9 @@
-//! Batch normalisation in inference form.
+//! Batch normalisation in inference form, and the four tensors of one batch-norm layer.
+
+use bytemuck::{Pod, Zeroable};
+
+/// PyTorch's default batch-norm epsilon, used by every network here.
+pub const BN_EPS: f32 = 1e-5;
 
 /// Batch norm over `C` channels with running statistics:
 /// `y = (x - mean) / sqrt(var + eps) * gamma + beta`, evaluated in exactly that order.
@@ -32,6 +37,47 @@ impl<const C: usize> BatchNorm<'_, C> {
             for v in plane {
                 *v = self.apply(c, *v);
             }
+        }
+    }
+}
+
+/// Batch-norm tensors of one layer, in PyTorch's state_dict order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BnParams<const C: usize> {
+    /// `bnN.weight`.
+    pub gamma: [f32; C],
+    /// `bnN.bias`.
+    pub beta: [f32; C],
+    /// `bnN.running_mean`.
+    pub running_mean: [f32; C],
+    /// `bnN.running_var`.
+    pub running_var: [f32; C],
+}
+
+// SAFETY: repr(C), four f32 arrays of equal length: no padding, every bit pattern valid.
+unsafe impl<const C: usize> Zeroable for BnParams<C> {}
+unsafe impl<const C: usize> Pod for BnParams<C> {}
+
+impl<const C: usize> BnParams<C> {
+    /// Identity-initialised batch norm (gamma 1, beta 0, mean 0, var 1), as PyTorch starts it.
+    pub const fn identity() -> Self {
+        Self {
+            gamma: [1.0; C],
+            beta: [0.0; C],
+            running_mean: [0.0; C],
+            running_var: [1.0; C],
+        }
+    }
+
+    /// The inference-form layer over these tensors.
+    pub fn layer(&self) -> BatchNorm<'_, C> {
+        BatchNorm {
+            gamma: &self.gamma,
+            beta: &self.beta,
+            mean: &self.running_mean,
+            var: &self.running_var,
+            eps: BN_EPS,
         }
     }
 }

@@ -5,8 +5,10 @@
 //! * [`conv2d`], [`dense`]: plain reference kernels, one accumulator at a time;
 //! * [`fast`]: the kernels the device runs (and the host benchmarks), bit-identical to the
 //!   reference ones, with a Cortex-M4 dual-MAC path;
-//! * [`lenet`]: the int8 LeNet, its model-file payload [`LeNetQParams`] and its forward pass;
-//! * [`wide`]: the int8 wide CNN, its payload [`WideQParams`] and its forward pass [`WideQ`].
+//! * [`lenet`]: the int8 LeNet, its model-file payload [`LeNetQParams`] and its forward pass
+//!   (in the network's folder, `nets/lenet/int8.rs`);
+//! * [`wide`]: the int8 wide CNN, its payload [`WideQParams`] and its forward pass [`WideQ`]
+//!   (`nets/wide/int8.rs`).
 //!
 //! Max-pooling works on int8 directly with [`max_pool_2x2`]; argmax (ties to the lowest index)
 //! with [`crate::layers::argmax`].
@@ -41,10 +43,12 @@
 pub mod conv2d;
 pub mod dense;
 pub mod fast;
-pub mod lenet;
 pub mod params;
 pub mod requant;
-pub mod wide;
+
+// Each network's int8 half, in its folder, under its old path.
+pub use crate::nets::lenet::int8 as lenet;
+pub use crate::nets::wide::int8 as wide;
 
 pub use crate::layers::{argmax, max_pool_2x2};
 pub use conv2d::QConv2d;

@@ -6,17 +6,25 @@ pub mod kernels;
 pub mod quant;
 pub mod train;
 
+use std::time::Instant;
+
 use fmnist_core::lenet::LeNetParams;
 use fmnist_core::network::Network;
 use fmnist_core::quant::LeNetQParams;
 use fmnist_core::registry::LeNetBn;
 use fmnist_infer::data::Dataset;
+use fmnist_infer::pool::thread_pool;
 
-use crate::shared::config::Model;
+use crate::shared::augment::Augment;
+use crate::shared::bench::{BenchError, BenchReport, median};
+use crate::shared::config::{
+    Conv, Model, Optimizer, Preset, Schedule, SgdConfig, TrainConfig, check_batch, steps_per_epoch,
+};
 use crate::shared::kernels::Evaluation;
 use crate::shared::net::{Batch, Measured, RunState, TrainNet};
 use crate::shared::optim::Momentum;
 use crate::shared::quant::{Calibration, QuantizeError};
+use crate::shared::trainer::Trainer;
 
 /// LeNet-BN, trained with momentum SGD.
 #[derive(Clone, Copy, Debug)]
@@ -30,6 +38,63 @@ impl TrainNet for TrainLeNet {
     type Saved = train::TrainState;
 
     const MODEL: Model = Model::Lenet;
+    const CONVS: &'static [Conv] = &[Conv::Direct];
+
+    fn preset(preset: Preset, n: usize, seed: u64) -> TrainConfig {
+        match preset {
+            Preset::Original => TrainConfig {
+                model: Model::Lenet,
+                batch: 64,
+                steps: 5_000,
+                optimizer: Optimizer::Sgd(SgdConfig {
+                    lr: 0.0005,
+                    momentum: 0.9,
+                    weight_decay: 0.0,
+                    decoupled_decay: 0.0,
+                }),
+                schedule: Schedule::Constant,
+                checkpoint_every: 1_000,
+                seed,
+                augment: Augment::default(),
+                label_smoothing: 0.0,
+                distill: None,
+                conv: Conv::Direct,
+            },
+            // The two tuned recipes differ only in length.
+            Preset::Default => cosine_recipe(n, 20, seed),
+            Preset::Fast => cosine_recipe(n, 7, seed),
+        }
+    }
+
+    fn check_conv(conv: Conv) -> Result<(), String> {
+        match conv {
+            Conv::Direct => Ok(()),
+            c => Err(format!(
+                "conv {} is for the wide CNN (--model wide); LeNet-BN takes only --conv direct",
+                c.name()
+            )),
+        }
+    }
+
+    /// Training with the `default` preset and evaluation, medians of the timed windows.
+    fn bench(
+        train: &Dataset,
+        test: &Dataset,
+        steps: u64,
+        repeats: usize,
+        threads: usize,
+    ) -> Result<BenchReport, BenchError> {
+        let (batch, tr, ev) = throughput(train, test, steps, repeats, threads)?;
+        Ok(BenchReport {
+            json: serde_json::json!({"threads": threads, "batch": batch, "train_images_per_second": tr, "eval_images_per_second": ev, "repeats": repeats, "steps_per_repeat": steps}),
+            text: vec![
+                format!(
+                    "threads {threads}, batch {batch}: training {tr:.0} images/s, evaluation {ev:.0} images/s (median of {repeats})"
+                ),
+                "PyTorch on this machine, in the same run: python3 scripts/bench_pytorch.py --model lenet (needs PyTorch); the original NumPy code: ~205 images/s".into(),
+            ],
+        })
+    }
 
     fn init(seed: u64) -> Box<LeNetParams> {
         kernels::init_params(seed)
@@ -146,5 +211,112 @@ impl TrainNet for TrainLeNet {
             cursor: s.cursor,
             train_seconds: s.train_seconds,
         })
+    }
+}
+
+/// `epochs` of batch 64, cosine from lr 0.05 after half an epoch of warm-up, L2 1e-3, a
+/// checkpoint every epoch.
+fn cosine_recipe(n: usize, epochs: u64, seed: u64) -> TrainConfig {
+    let epoch = steps_per_epoch(n, 64);
+    TrainConfig {
+        model: Model::Lenet,
+        batch: 64,
+        steps: epochs * epoch,
+        optimizer: Optimizer::Sgd(SgdConfig {
+            lr: 0.05,
+            momentum: 0.9,
+            weight_decay: 1e-3,
+            decoupled_decay: 0.0,
+        }),
+        schedule: Schedule::Cosine {
+            warmup_steps: epoch / 2,
+            final_fraction: 0.0,
+        },
+        checkpoint_every: epoch,
+        seed,
+        augment: Augment::default(),
+        label_smoothing: 0.0,
+        distill: None,
+        conv: Conv::Direct,
+    }
+}
+
+/// (images per step, training images/s, evaluation images/s): LeNet-BN's training (the `default` preset) and evaluation throughput, median of `repeats`
+/// timed windows of `steps` steps (and of one pass over `test`) each.
+fn throughput(
+    train: &Dataset,
+    test: &Dataset,
+    steps: u64,
+    repeats: usize,
+    threads: usize,
+) -> Result<(usize, f64, f64), BenchError> {
+    let mut cfg = TrainLeNet::preset(Preset::Default, train.len(), 1);
+    cfg.steps = u64::MAX;
+    check_batch(cfg.batch, train.len()).map_err(BenchError::Batch)?;
+    let mut t = Trainer::<TrainLeNet>::new(cfg, train, threads).map_err(BenchError::Start)?;
+    for _ in 0..20 {
+        t.step(); // warm-up
+    }
+    let mut train_rates = Vec::new();
+    for _ in 0..repeats {
+        let t0 = Instant::now();
+        for _ in 0..steps {
+            t.step();
+        }
+        train_rates.push(steps as f64 * cfg.batch as f64 / t0.elapsed().as_secs_f64());
+    }
+    let pool = thread_pool(threads).map_err(BenchError::Pool)?;
+    let mut eval_rates = Vec::new();
+    for _ in 0..repeats {
+        let t0 = Instant::now();
+        TrainLeNet::evaluate(t.params(), test, &pool);
+        eval_rates.push(test.len() as f64 / t0.elapsed().as_secs_f64());
+    }
+    Ok((cfg.batch, median(train_rates), median(eval_rates)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tuned_presets_differ_only_in_length() {
+        let (d, f) = (
+            TrainLeNet::preset(Preset::Default, 60_000, 1),
+            TrainLeNet::preset(Preset::Fast, 60_000, 1),
+        );
+        assert_eq!((d.steps, f.steps), (20 * 938, 7 * 938));
+        assert_eq!(TrainConfig { steps: 0, ..d }, TrainConfig { steps: 0, ..f });
+        assert_eq!(
+            d.optimizer,
+            Optimizer::Sgd(SgdConfig {
+                lr: 0.05,
+                momentum: 0.9,
+                weight_decay: 1e-3,
+                decoupled_decay: 0.0
+            })
+        );
+        assert_eq!(
+            d.schedule,
+            Schedule::Cosine {
+                warmup_steps: 469,
+                final_fraction: 0.0
+            }
+        );
+    }
+
+    #[test]
+    fn original_preset_is_the_report_procedure() {
+        let c = TrainLeNet::preset(Preset::Original, 60_000, 1);
+        assert_eq!((c.batch, c.steps, c.checkpoint_every), (64, 5_000, 1_000));
+        assert_eq!(
+            c.optimizer,
+            Optimizer::Sgd(SgdConfig {
+                lr: 0.0005,
+                momentum: 0.9,
+                weight_decay: 0.0,
+                decoupled_decay: 0.0
+            })
+        );
     }
 }

@@ -3,10 +3,11 @@
 //! (`optim.rs`), recipes and schedules (`config.rs`), augmentation (`augment.rs`),
 //! distillation's teachers (`distill.rs`, `weights.rs`), kernels and deterministic reductions
 //! (`kernels.rs`: GEMM, batch-norm statistics, loss gradients, SIMD dispatch), what a step
-//! reports (`step.rs`), the log record (`log.rs`) and its TensorBoard twin (`tensorboard.rs`), calibration and quantization of one layer
+//! reports (`step.rs`), what every benchmark shares (`bench.rs`), the log record (`log.rs`) and its TensorBoard twin (`tensorboard.rs`), calibration and quantization of one layer
 //! (`quant.rs`) and the BN fold of one convolution (`fold.rs`).
 
 pub mod augment;
+pub mod bench;
 pub mod config;
 pub mod distill;
 pub mod fold;

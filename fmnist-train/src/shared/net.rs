@@ -14,7 +14,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::shared::config::{Model, TrainConfig};
+use crate::shared::bench::{BenchError, BenchReport};
+use crate::shared::config::{Conv, Model, Preset, TrainConfig};
 use crate::shared::kernels::Evaluation;
 use crate::shared::optim::Optim;
 use crate::shared::quant::{Calibration, QuantizeError};
@@ -69,6 +70,34 @@ pub trait TrainNet: Sized + 'static {
 
     /// The recipe's `--model` value.
     const MODEL: Model;
+    /// The second-convolution algorithms this network trains with (a recipe's `conv`); when
+    /// there is a choice, the run's summary names the one it used.
+    const CONVS: &'static [Conv];
+
+    /// The recipe of `preset` for a training set of `n` images.
+    fn preset(preset: Preset, n: usize, seed: u64) -> TrainConfig;
+    /// Refuses a recipe's `conv` this network does not train with ([`TrainNet::CONVS`]):
+    /// `Err` is a sentence starting `conv NAME` (the command line puts `--` before it).
+    fn check_conv(conv: Conv) -> Result<(), String> {
+        if Self::CONVS.contains(&conv) {
+            return Ok(());
+        }
+        Err(format!(
+            "conv {} is not an algorithm {} trains with",
+            conv.name(),
+            Self::MODEL.name()
+        ))
+    }
+    /// `fmnist-train bench`: training throughput over `repeats` timed windows of `steps`
+    /// steps each and evaluation throughput over `test`, on `threads` threads, as this
+    /// network reports them.
+    fn bench(
+        train: &Dataset,
+        test: &Dataset,
+        steps: u64,
+        repeats: usize,
+        threads: usize,
+    ) -> Result<BenchReport, BenchError>;
 
     /// Fresh parameters from `seed`.
     fn init(seed: u64) -> Box<Params<Self>>;

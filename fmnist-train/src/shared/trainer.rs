@@ -47,7 +47,8 @@ pub struct Trainer<'d, N: TrainNet> {
 }
 
 impl<'d, N: TrainNet> Trainer<'d, N> {
-    /// A fresh run of `config` (refused when it does not pass [`TrainConfig::check`], names
+    /// A fresh run of `config` (refused when it does not pass [`TrainConfig::check`] and the
+    /// network's [`TrainNet::check_conv`], names
     /// another network or optimizer, or does not fit `train`).
     pub fn new(
         config: TrainConfig,
@@ -89,6 +90,7 @@ impl<'d, N: TrainNet> Trainer<'d, N> {
         };
         config
             .check()
+            .and_then(|()| N::check_conv(config.conv))
             .map_err(|why| format!("holds an impossible recipe: {why}"))?;
         let len = param_count::<N>();
         if state.params.len() != len || state.optim.lens().any(|n| n != len) {

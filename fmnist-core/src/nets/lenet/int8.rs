@@ -35,15 +35,15 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::conv2d::QConv2d;
-use super::dense::QDense;
-use super::fast;
-use super::params::{QLayerParams, QParamsError, check_layer};
 use crate::layers::{argmax, max_pool_2x2};
-use crate::lenet::IMAGE_PIXELS;
+use crate::quant::conv2d::QConv2d;
+use crate::quant::dense::QDense;
+use crate::quant::fast;
+use crate::quant::params::{QLayerParams, QParamsError, check_layer};
 
-/// Zero point of the int8 input: `q = p − 128`.
-pub const INPUT_ZERO_POINT: i8 = -128;
+use crate::image::IMAGE_PIXELS;
+// The int8 input every network shares, under its old paths.
+pub use crate::image::{INPUT_ZERO_POINT, image_to_i8};
 
 /// Every tensor of the int8 LeNet, in the model file's order: per layer the i8 weights in
 /// PyTorch's layout, then its [`QLayerParams`]. 65,308 bytes, 4-byte aligned, no implicit
@@ -138,21 +138,6 @@ pub struct QTrace {
 #[derive(Clone, Copy, Debug)]
 pub struct LeNetQ<'a> {
     p: &'a LeNetQParams,
-}
-
-/// `q = p − 128` for every pixel.
-#[inline]
-pub fn image_to_i8(image: &[u8; IMAGE_PIXELS]) -> [[[i8; 28]; 28]; 1] {
-    let mut x = [[[0i8; 28]; 28]; 1];
-    for (q, &p) in x
-        .as_flattened_mut()
-        .as_flattened_mut()
-        .iter_mut()
-        .zip(image)
-    {
-        *q = (p ^ 0x80) as i8;
-    }
-    x
 }
 
 impl<'a> LeNetQ<'a> {
@@ -303,17 +288,17 @@ pub enum LeNetBn {}
 impl crate::network::Network for LeNetBn {
     const ARCH: crate::arch::Arch = crate::arch::Arch::LeNet;
     const NAME: &'static str = "LeNet";
-    type Trained = crate::lenet::LeNetParams;
-    type Folded = crate::lenet::LeNetFoldedParams;
+    type Trained = super::LeNetParams;
+    type Folded = super::LeNetFoldedParams;
     type QParams = LeNetQParams;
-    type F32<'a> = crate::lenet::LeNet<'a>;
+    type F32<'a> = super::LeNet<'a>;
     type Int8<'a> = LeNetQ<'a>;
 
     fn f32_trained(p: &Self::Trained) -> Self::F32<'_> {
-        crate::lenet::LeNet::from(p)
+        super::LeNet::from(p)
     }
     fn f32_folded(p: &Self::Folded) -> Self::F32<'_> {
-        crate::lenet::LeNet::from(p)
+        super::LeNet::from(p)
     }
     #[inline]
     fn forward(net: &Self::F32<'_>, image: &[u8; IMAGE_PIXELS]) -> [f32; 10] {
@@ -594,7 +579,7 @@ mod bench {
         let reference = images_per_second(5_000, &images, |i| model.forward_reference(i));
         println!(
             "int8 fused ({}): {fused:.0} images/s; reference: {reference:.0} images/s; x{:.1}",
-            if super::fast::USES_DSP {
+            if crate::quant::fast::USES_DSP {
                 "dsp"
             } else {
                 "portable"

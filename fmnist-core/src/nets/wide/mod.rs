@@ -6,11 +6,18 @@
 //! conv2 64@3x3 pad 1 -> BN -> ReLU -> max-pool 2   64x7x7
 //! flatten 3136 -> dense 512 -> ReLU -> (dropout 0.5 in training) -> dense 10
 //! ```
+//!
+//! This folder is the whole network: the f32 model here, its int8 twin and its `impl Network`
+//! in [`int8`], its tensor-name table in `tensors.rs`.
 
 use bytemuck::{Pod, Zeroable};
 
+use crate::image::{IMAGE_PIXELS, image_to_f32};
+use crate::layers::batchnorm::BnParams;
 use crate::layers::{BatchNorm, Conv2d, Dense, max_pool_2x2, relu};
-use crate::lenet::{BnParams, IMAGE_PIXELS, image_to_f32};
+
+pub mod int8;
+mod tensors;
 
 /// Trainable parameters of the wide CNN (running statistics are buffers, not parameters).
 pub const WIDE_PARAMETERS: usize = 320 + 64 + 18_496 + 128 + 1_606_144 + 5_130;
@@ -294,7 +301,8 @@ mod tests {
                 bf: &mut [f32; C],
             ) {
                 for c in 0..C {
-                    let k = bn.gamma[c] / (bn.running_var[c] + crate::lenet::BN_EPS).sqrt();
+                    let k =
+                        bn.gamma[c] / (bn.running_var[c] + crate::layers::batchnorm::BN_EPS).sqrt();
                     for (d, &s) in wf[c].iter_mut().zip(&w[c]) {
                         *d = s * k;
                     }

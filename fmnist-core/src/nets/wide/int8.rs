@@ -28,14 +28,13 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::conv2d::QConv2d;
-use super::dense::QDense;
-use super::fast;
-use super::lenet::{INPUT_ZERO_POINT, image_to_i8};
-use super::params::{QLayerParams, QParamsError, check_layer};
+use super::{WIDE_FLAT, WIDE_HIDDEN};
+use crate::image::{IMAGE_PIXELS, INPUT_ZERO_POINT, image_to_i8};
 use crate::layers::{argmax, max_pool_2x2};
-use crate::lenet::IMAGE_PIXELS;
-use crate::wide::{WIDE_FLAT, WIDE_HIDDEN};
+use crate::quant::conv2d::QConv2d;
+use crate::quant::dense::QDense;
+use crate::quant::fast;
+use crate::quant::params::{QLayerParams, QParamsError, check_layer};
 
 /// conv1's fan-in, 1·3·3, padded to a multiple of 4 for the `SMLAD` kernels.
 const CONV1_TAPS: usize = 12;
@@ -286,17 +285,17 @@ pub enum WideCnn {}
 impl crate::network::Network for WideCnn {
     const ARCH: crate::arch::Arch = crate::arch::Arch::Wide;
     const NAME: &'static str = "Wide";
-    type Trained = crate::wide::WideParams;
-    type Folded = crate::wide::WideFoldedParams;
+    type Trained = super::WideParams;
+    type Folded = super::WideFoldedParams;
     type QParams = WideQParams;
-    type F32<'a> = crate::wide::Wide<'a>;
+    type F32<'a> = super::Wide<'a>;
     type Int8<'a> = WideQ<'a>;
 
     fn f32_trained(p: &Self::Trained) -> Self::F32<'_> {
-        crate::wide::Wide::from(p)
+        super::Wide::from(p)
     }
     fn f32_folded(p: &Self::Folded) -> Self::F32<'_> {
-        crate::wide::Wide::from(p)
+        super::Wide::from(p)
     }
     #[inline]
     fn forward(net: &Self::F32<'_>, image: &[u8; IMAGE_PIXELS]) -> [f32; 10] {

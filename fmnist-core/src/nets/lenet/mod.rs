@@ -7,66 +7,23 @@
 //! flatten 400 -> dense 120 -> ReLU -> dense 84 -> ReLU -> dense 10
 //! ```
 
+//!
+//! This folder is the whole network: the f32 model here, its int8 twin and its `impl Network`
+//! in [`int8`], its tensor-name table in `tensors.rs`.
+
 use bytemuck::{Pod, Zeroable};
 
 use crate::layers::{BatchNorm, Conv2d, Dense, max_pool_2x2, relu};
 
-/// Side of the square input image.
-pub const IMAGE_SIDE: usize = 28;
-/// Pixels per input image.
-pub const IMAGE_PIXELS: usize = IMAGE_SIDE * IMAGE_SIDE;
-/// PyTorch's default batch-norm epsilon, used by this model.
-pub const BN_EPS: f32 = 1e-5;
+pub mod int8;
+mod tensors;
+
+// The input and batch-norm pieces every network shares, under their old paths.
+pub use crate::image::{IMAGE_PIXELS, IMAGE_SIDE, image_to_f32, pixel_to_f32};
+pub use crate::layers::batchnorm::{BN_EPS, BnParams};
 
 /// Trainable parameters of LeNet-BN (the running statistics are buffers, not parameters).
 pub const LENET_PARAMETERS: usize = 156 + 12 + 2_416 + 32 + 48_120 + 10_164 + 850;
-
-/// Scales a pixel to [0, 1]: `p / 255`, one correctly rounded division.
-#[inline(always)]
-pub fn pixel_to_f32(p: u8) -> f32 {
-    p as f32 / 255.0
-}
-
-/// Batch-norm tensors of one layer, in PyTorch's state_dict order.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct BnParams<const C: usize> {
-    /// `bnN.weight`.
-    pub gamma: [f32; C],
-    /// `bnN.bias`.
-    pub beta: [f32; C],
-    /// `bnN.running_mean`.
-    pub running_mean: [f32; C],
-    /// `bnN.running_var`.
-    pub running_var: [f32; C],
-}
-
-// SAFETY: repr(C), four f32 arrays of equal length: no padding, every bit pattern valid.
-unsafe impl<const C: usize> Zeroable for BnParams<C> {}
-unsafe impl<const C: usize> Pod for BnParams<C> {}
-
-impl<const C: usize> BnParams<C> {
-    /// Identity-initialised batch norm (gamma 1, beta 0, mean 0, var 1), as PyTorch starts it.
-    pub const fn identity() -> Self {
-        Self {
-            gamma: [1.0; C],
-            beta: [0.0; C],
-            running_mean: [0.0; C],
-            running_var: [1.0; C],
-        }
-    }
-
-    /// The inference-form layer over these tensors.
-    pub fn layer(&self) -> BatchNorm<'_, C> {
-        BatchNorm {
-            gamma: &self.gamma,
-            beta: &self.beta,
-            mean: &self.running_mean,
-            var: &self.running_var,
-            eps: BN_EPS,
-        }
-    }
-}
 
 /// Every tensor of a trained LeNet-BN, in PyTorch's state_dict order, as one plain-old-data
 /// struct: 61,794 little-endian f32 (61,750 parameters and 44 running statistics). Cast a byte
@@ -218,20 +175,6 @@ impl<'a> From<&'a LeNetFoldedParams> for LeNet<'a> {
             },
         }
     }
-}
-
-/// Scales an image to `[1][28][28]` f32.
-pub fn image_to_f32(image: &[u8; IMAGE_PIXELS]) -> [[[f32; IMAGE_SIDE]; IMAGE_SIDE]; 1] {
-    let mut x = [[[0.0; IMAGE_SIDE]; IMAGE_SIDE]; 1];
-    for (dst, &p) in x
-        .as_flattened_mut()
-        .as_flattened_mut()
-        .iter_mut()
-        .zip(image)
-    {
-        *dst = pixel_to_f32(p);
-    }
-    x
 }
 
 impl LeNet<'_> {
