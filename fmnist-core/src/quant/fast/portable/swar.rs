@@ -278,23 +278,42 @@ pub fn conv2_relu_pool(
 ) {
     let mut xp = [[[0i32; 13]; BAND_ROWS]; 6];
     for pys in BANDS {
-        let y0 = 2 * pys.start;
-        let rows = 2 * pys.len() + 4;
-        for (dst, src) in xp.iter_mut().zip(x) {
-            for (d, s) in dst.iter_mut().zip(&src[y0..y0 + rows]) {
-                for (c, v) in d.iter_mut().enumerate() {
-                    *v = pack(s[c], s[c + 1]);
-                }
+        conv2_band(weight, q, x, pys, &mut xp, out);
+    }
+}
+
+/// One band of [`conv2_relu_pool`]. Not inlined: one copy of the window's code for both bands
+/// (unrolled, the two copies cost the Cortex-M3 build 2.8 KB of flash).
+#[inline(never)]
+fn conv2_band(
+    weight: &[[[[i8; 5]; 5]; 6]; 16],
+    q: &QLayerParams<16>,
+    x: &[[[i8; 14]; 14]; 6],
+    pys: core::ops::Range<usize>,
+    xp: &mut [[[i32; 13]; BAND_ROWS]; 6],
+    out: &mut [[[i8; 5]; 5]; 16],
+) {
+    let y0 = 2 * pys.start;
+    let rows = 2 * pys.len() + 4;
+    for (dst, src) in xp.iter_mut().zip(x) {
+        for (d, s) in dst.iter_mut().zip(&src[y0..y0 + rows]) {
+            for (c, v) in d.iter_mut().enumerate() {
+                *v = pack(s[c], s[c + 1]);
             }
         }
-        for (oc, plane) in out.iter_mut().enumerate() {
-            let w = widen(&weight[oc]);
-            let rq = Relu::new(q, oc);
-            for py in pys.clone() {
-                for (px, o) in plane[py].iter_mut().enumerate() {
-                    let acc = window::<6, BAND_ROWS, 13, 130>(&w, &xp, 2 * py - y0, 2 * px);
-                    *o = rq.output(max4(acc));
-                }
+    }
+    for (oc, plane) in out.iter_mut().enumerate() {
+        let w = widen(&weight[oc]);
+        let rq = Relu::new(q, oc);
+        // One loop over the band's windows (nested loops get the inner one unrolled: five
+        // copies of the window's code), the window's corner kept in counters (no division).
+        let (mut y, mut x) = (0, 0);
+        for o in plane[pys.clone()].as_flattened_mut() {
+            let acc = window::<6, BAND_ROWS, 13, 130>(&w, xp, y, x);
+            *o = rq.output(max4(acc));
+            x += 2;
+            if x == 10 {
+                (y, x) = (y + 2, 0);
             }
         }
     }
