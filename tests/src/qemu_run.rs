@@ -72,6 +72,20 @@ pub fn run_on(
     args: &[&str],
     timeout: Duration,
 ) -> Run {
+    let counted = matches!(args.first(), Some(&"bench") | Some(&"demo"));
+    run_counted(core, elf, model, args, timeout, counted)
+}
+
+/// [`run_on`], with `-icount shift=0` when `counted` (the firmware's cost counter then counts
+/// instructions exactly, whatever the mode).
+pub fn run_counted(
+    core: Core,
+    elf: &Path,
+    model: Option<&Path>,
+    args: &[&str],
+    timeout: Duration,
+    counted: bool,
+) -> Run {
     require_qemu();
     let (machine, cpu) = core.machine();
     let model_addr = core.model_addr();
@@ -81,7 +95,7 @@ pub fn run_on(
         .args(["-machine", machine, "-cpu", cpu])
         .args(["-display", "none", "-serial", "none", "-monitor", "none"])
         .args(["-semihosting-config", "enable=on,target=native"]);
-    if matches!(args.first(), Some(&"bench") | Some(&"demo")) {
+    if counted {
         cmd.args(["-icount", "shift=0"]);
     }
     if let Some(m) = model {
@@ -132,7 +146,15 @@ pub struct Verify {
     pub elapsed: Duration,
     /// The decoded logs of all parts.
     pub log: String,
+    /// Instructions of all the inferences (the firmware's cost counter summed over the
+    /// images), for a LeNet int8 run ([`COUNTED`]: QEMU with `-icount shift=0`); `None` for
+    /// the others, which run without it (faster, the count then is not exact).
+    pub instructions: Option<u64>,
 }
+
+/// The verify runs whose instructions are counted: LeNet int8, the figure issue 17's goals of
+/// instructions per multiply-add are about (data dependent, so the mean over all test images).
+pub const COUNTED: &str = "int8";
 
 /// Runs verify mode over the whole test set in [`VERIFY_PARTS`] parallel QEMU processes, each
 /// streaming a contiguous range of images, one verify per test process at a time; `name` is
@@ -182,7 +204,7 @@ pub fn verify_on(
                         &first_s,
                         &count_s,
                     ];
-                    let run = run_on(core, elf, Some(model), &args, timeout);
+                    let run = run_counted(core, elf, Some(model), &args, timeout, name == COUNTED);
                     (out, run)
                 })
             })
@@ -192,6 +214,7 @@ pub fn verify_on(
     let elapsed = t.elapsed();
     let mut logits = Vec::new();
     let mut correct = 0;
+    let mut instructions = 0;
     let mut log = String::new();
     for (out, run) in &parts {
         log.push_str(&run.text());
@@ -203,13 +226,97 @@ pub fn verify_on(
             .line(&format!("verify {name}:"))
             .unwrap_or_else(|| panic!("no verify summary in:\n{}", run.text()));
         correct += number_after(line, "images,").unwrap();
+        instructions += number_after(line, "inference").unwrap();
     }
     Verify {
         logits,
         correct,
         elapsed,
         log,
+        instructions: (name == COUNTED).then_some(instructions),
     }
+}
+
+/// Multiply-adds of one LeNet-BN inference (conv1 117,600, conv2 240,000, fc1 48,000, fc2
+/// 10,080, fc3 840).
+pub const LENET_MACS: u64 = 416_520;
+
+/// The mean instructions per multiply-add of a LeNet int8 verify run over `images` images,
+/// recorded as `{core}.int8.mean_per_mac_x10000` (and the mean instructions per inference as
+/// `{core}.int8.mean_inference`) in `firmware/expected-cores.txt` ([`record_figures`]); fails
+/// when above `limit` instructions per multiply-add. Returns the mean.
+pub fn check_mean_per_mac(core: &str, run: &Verify, images: usize, limit: f64) -> f64 {
+    let total = run
+        .instructions
+        .expect("a LeNet int8 verify run counts its instructions");
+    let mean = total as f64 / (images as u64 * LENET_MACS) as f64;
+    eprintln!(
+        "{core} int8: {:.4} instructions per multiply-add, the mean over {images} images \
+         ({} per inference)",
+        mean,
+        total / images as u64
+    );
+    record_figures(&[
+        (format!("{core}.int8.mean_inference"), total / images as u64),
+        (
+            format!("{core}.int8.mean_per_mac_x10000"),
+            (total * 10_000 + images as u64 * LENET_MACS / 2) / (images as u64 * LENET_MACS),
+        ),
+    ]);
+    assert!(
+        mean <= limit,
+        "{core} int8: {mean:.4} instructions per multiply-add on average, over the goal {limit}"
+    );
+    mean
+}
+
+/// Keys of `firmware/expected-cores.txt` written by the verify tests (through
+/// [`record_figures`]), not by `figures_per_core`.
+pub fn is_verify_figure(key: &str) -> bool {
+    key.contains(".int8.mean_")
+}
+
+/// With `FMNIST_BLESS` set, writes `figures` into `firmware/expected-cores.txt` (replacing
+/// the lines of the same keys, keeping the others); otherwise notes those that differ from it
+/// (instruction counts move with the kernels: recorded on purpose, not failures).
+pub fn record_figures(figures: &[(String, u64)]) {
+    static FILE: Mutex<()> = Mutex::new(());
+    let _one = FILE.lock().unwrap_or_else(|e| e.into_inner());
+    let path = crate::firmware_build::firmware_dir().join("expected-cores.txt");
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let value = |k: &str| {
+        text.lines().find_map(|l| {
+            l.strip_prefix(k)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+    };
+    if std::env::var_os("FMNIST_BLESS").is_none() {
+        for (k, v) in figures {
+            if value(k) != Some(*v) {
+                eprintln!(
+                    "note: {k} changed from {:?} to {v} (FMNIST_BLESS=1 to record)",
+                    value(k)
+                );
+            }
+        }
+        return;
+    }
+    let line = |(k, v): &(String, u64)| format!("{k} {v}");
+    let mut lines: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let key = l.split(' ').next();
+            figures
+                .iter()
+                .find(|(k, _)| key == Some(k))
+                .map_or_else(|| l.to_string(), line)
+        })
+        .collect();
+    lines.extend(figures.iter().filter(|(k, _)| value(k).is_none()).map(line));
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
 }
 
 /// The Fashion-MNIST test split as un-gzipped IDX files, written once per process.

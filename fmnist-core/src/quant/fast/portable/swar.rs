@@ -259,17 +259,44 @@ pub fn conv1_relu_pool(
     }
 }
 
-/// See [`super::super::conv2_relu_pool`]: the input packed once (`6 × 14 × 13` words), then per
-/// output channel and pooling window one [`window`].
+/// The pooling rows of conv2 in bands: each band's input rows (`2·first ..= 2·last + 5`, at
+/// most [`BAND_ROWS`]) are packed together, so the packed input never holds all 14 rows.
+const BANDS: [core::ops::Range<usize>; 2] = [0..3, 3..5];
+
+/// Input rows the packed buffer of [`conv2_relu_pool`] holds: the first band's 2·3 + 4.
+const BAND_ROWS: usize = 10;
+
+/// See [`super::super::conv2_relu_pool`]: per band of pooling rows ([`BANDS`]) its input rows
+/// packed (`6 × 10 × 13` words, 3,120 bytes instead of 4,368 for all 14 rows), then per output
+/// channel and pooling window of the band one [`window`]. The weights are widened once per
+/// band and channel.
 pub fn conv2_relu_pool(
     weight: &[[[[i8; 5]; 5]; 6]; 16],
     q: &QLayerParams<16>,
     x: &[[[i8; 14]; 14]; 6],
     out: &mut [[[i8; 5]; 5]; 16],
 ) {
-    let mut xp = [[[0i32; 13]; 14]; 6];
+    let mut xp = [[[0i32; 13]; BAND_ROWS]; 6];
+    for pys in BANDS {
+        conv2_band(weight, q, x, pys, &mut xp, out);
+    }
+}
+
+/// One band of [`conv2_relu_pool`]. Not inlined: one copy of the window's code for both bands
+/// (unrolled, the two copies cost the Cortex-M3 build 2.8 KB of flash).
+#[inline(never)]
+fn conv2_band(
+    weight: &[[[[i8; 5]; 5]; 6]; 16],
+    q: &QLayerParams<16>,
+    x: &[[[i8; 14]; 14]; 6],
+    pys: core::ops::Range<usize>,
+    xp: &mut [[[i32; 13]; BAND_ROWS]; 6],
+    out: &mut [[[i8; 5]; 5]; 16],
+) {
+    let y0 = 2 * pys.start;
+    let rows = 2 * pys.len() + 4;
     for (dst, src) in xp.iter_mut().zip(x) {
-        for (d, s) in dst.iter_mut().zip(src) {
+        for (d, s) in dst.iter_mut().zip(&src[y0..y0 + rows]) {
             for (c, v) in d.iter_mut().enumerate() {
                 *v = pack(s[c], s[c + 1]);
             }
@@ -278,9 +305,16 @@ pub fn conv2_relu_pool(
     for (oc, plane) in out.iter_mut().enumerate() {
         let w = widen(&weight[oc]);
         let rq = Relu::new(q, oc);
-        for (i, o) in plane.as_flattened_mut().iter_mut().enumerate() {
-            let acc = window::<6, 14, 13, 182>(&w, &xp, 2 * (i / 5), 2 * (i % 5));
+        // One loop over the band's windows (nested loops get the inner one unrolled: five
+        // copies of the window's code), the window's corner kept in counters (no division).
+        let (mut y, mut x) = (0, 0);
+        for o in plane[pys.clone()].as_flattened_mut() {
+            let acc = window::<6, BAND_ROWS, 13, 130>(&w, xp, y, x);
             *o = rq.output(max4(acc));
+            x += 2;
+            if x == 10 {
+                (y, x) = (y + 2, 0);
+            }
         }
     }
 }
@@ -294,7 +328,11 @@ pub fn dense<const I: usize, const O: usize>(
     relu: bool,
     out: &mut [i8; O],
 ) {
-    let x32: [i32; I] = x.map(|v| v as i32);
+    // Widened in place (`x.map` would build it and then copy it: twice the stack).
+    let mut x32 = [0i32; I];
+    for (d, &v) in x32.iter_mut().zip(x) {
+        *d = v as i32;
+    }
     let mut o = 0;
     while o + 4 <= O {
         #[cfg(all(target_arch = "arm", not(target_has_atomic = "32")))]
