@@ -10,7 +10,7 @@ use fmnist_infer::modelio::LoadedModel;
 use fmnist_infer::outputs::OutputError;
 
 use crate::quantize::{Calibration, f32_accuracy, folded_accuracy, int8_accuracy, quantize};
-use crate::registry::{self, TrainLeNet};
+use crate::registry;
 use crate::shared::config::MAX_TEACHERS;
 use crate::shared::distill::Teacher;
 use crate::shared::net::{Params, TrainNet, TrainNetFn};
@@ -96,7 +96,7 @@ pub struct ExportReport {
 }
 
 /// Reads trained f32 weights of any network from a checkpoint, an f32 model file or a
-/// safetensors file (told apart by content; safetensors files hold LeNet-BN).
+/// safetensors file of any registered network (told apart by content).
 pub fn read_weights(path: &Path) -> Result<TrainedWeights, WeightsError> {
     /// `N`'s weights from a checkpoint's bytes or a model file.
     enum Source<'a> {
@@ -133,9 +133,24 @@ pub fn read_weights(path: &Path) -> Result<TrainedWeights, WeightsError> {
         return registry::dispatch(file.header.arch, Source::Model(&file, &m)).map_err(bad);
     }
     if fmnist_infer::safetensors_io::looks_like_safetensors(&bytes) {
-        return fmnist_infer::safetensors_io::decode(&bytes)
-            .map(|p| TrainedWeights::of::<TrainLeNet>(&p))
-            .map_err(|e| bad(format!("{}: {e}", path.display())));
+        /// `N`'s weights from a safetensors file's values (its tensors in `state_dict` order,
+        /// which is the parameter layout's field order).
+        struct Values(Vec<f32>);
+        impl TrainNetFn for Values {
+            type Output = Option<TrainedWeights>;
+            fn call<N: TrainNet>(self) -> Self::Output {
+                TrainedWeights::new::<N>(self.0)
+            }
+        }
+        let p = fmnist_infer::safetensors_io::decode_params(&bytes)
+            .map_err(|e| named(e.to_string()))?;
+        let arch = p.arch;
+        return registry::dispatch(arch, Values(p.values)).ok_or_else(|| {
+            named(format!(
+                "the {} tensors do not make a whole parameter set",
+                arch.name()
+            ))
+        });
     }
     Err(bad(format!(
         "{}: not a checkpoint (FMCK), an f32 model file (FMNM) or a safetensors file",
@@ -300,7 +315,7 @@ pub fn export_any(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::TrainWide;
+    use crate::registry::{TrainLeNet, TrainWide};
     use fmnist_core::registry::WideCnn;
     use fmnist_core::testutil::{object_images, realistic_wide_params};
     use fmnist_infer::modelio::write_model;

@@ -70,6 +70,20 @@ fn safetensors_round_trip(m: &CliModel, name: &str) {
         golden_records(&st, dir.path()),
         "{name}: logits differ"
     );
+    // fmnist-train export reads it like the FMNM file: the same int8 model, byte for byte.
+    let export = |from: &Path, to: &Path| {
+        let o = fmnist_tests::run(
+            "fmnist-train",
+            &["export", "--checkpoint", s(from), "--out", s(to)],
+        );
+        assert!(o.status.success(), "{name}: {:?}", text(&o));
+        std::fs::read(to).unwrap()
+    };
+    assert_eq!(
+        export(&st, &dir.path().join("a.fmnm")),
+        export(&m.trained, &dir.path().join("b.fmnm")),
+        "{name}: export of the safetensors file"
+    );
     // And back: the same FMNM bytes.
     let back = dir.path().join("back.fmnm");
     let o = convert(&st, &back, &[]);
