@@ -254,7 +254,7 @@ mod tests {
     #[test]
     fn every_format_round_trips() {
         let dir = tempfile::tempdir().unwrap();
-        for arch in crate::params::ARCHS {
+        for &arch in crate::params::ARCHS {
             for kind in [Kind::F32, Kind::F32Folded] {
                 let p = params(arch, kind, arch as u32 * 10 + kind as u32);
                 let src = dir.path().join("src.fmnm");

@@ -309,7 +309,8 @@ pub fn decode_params(bytes: &[u8]) -> Result<F32Params, SafetensorsError> {
     let st =
         SafeTensors::deserialize(bytes).map_err(|e| SafetensorsError::Container(e.to_string()))?;
     let arch = params::ARCHS
-        .into_iter()
+        .iter()
+        .copied()
         .rev()
         .max_by_key(|a| closeness(&st, *a))
         .expect("at least one network");

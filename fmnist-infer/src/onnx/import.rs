@@ -367,7 +367,7 @@ pub fn network(graph: &super::proto::GraphProto) -> Result<F32Params, OnnxError>
         Kind::F32Folded
     };
     let mut best: Option<(Arch, Miss)> = None;
-    for arch in params::ARCHS {
+    for &arch in params::ARCHS {
         let layers = Layers::of(arch);
         let mut m = Matcher {
             layers: &chain,
