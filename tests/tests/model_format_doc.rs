@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use fmnist_core::format::{self, Arch, Kind};
 use fmnist_core::layers::Conv2d;
 use fmnist_core::lenet::{BN_EPS, LeNetFoldedParams, LeNetParams, image_to_f32, pixel_to_f32};
 use fmnist_infer::data::{self, Split};
@@ -77,9 +78,12 @@ fn same(a: f32, b: f32, what: &str) {
     assert_eq!(a.to_bits(), b.to_bits(), "{what}: {a:e} vs {b:e}");
 }
 
-fn payload<T: bytemuck::Pod>(path: &Path) -> Box<T> {
+/// The payload of a model file of `kind`, its header and CRC checked by the library's reader.
+fn payload<T: bytemuck::Pod>(path: &Path, kind: Kind) -> Box<T> {
     let b = std::fs::read(path).unwrap();
-    Box::new(bytemuck::pod_read_unaligned(&b[64..b.len() - 4]))
+    let m = format::parse(&b).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!((m.header.arch, m.header.kind), (Arch::LeNet, kind));
+    Box::new(bytemuck::pod_read_unaligned(m.payload))
 }
 
 #[test]
@@ -153,7 +157,7 @@ fn the_worked_example_of_section_8_1_holds() {
         ],
     );
     assert!(o.status.success(), "{}", text(&o).1);
-    let p: Box<LeNetParams> = payload(&model);
+    let p: Box<LeNetParams> = payload(&model, Kind::F32);
     let image = data::load(&data_dir(), Split::Test).unwrap().images[0];
     same(p.conv1_bias[0], bias, "conv1.bias[0]");
     for t in &taps {
@@ -183,7 +187,7 @@ fn the_worked_example_of_section_8_1_holds() {
         .or_else(|| s.find("folded bias `").map(|i| i + "folded bias ".len()))
         .expect("folded bias");
     let folded_bias = bits(&s[at..at + 12]);
-    let f: Box<LeNetFoldedParams> = payload(&d_.join("folded.fmnm"));
+    let f: Box<LeNetFoldedParams> = payload(&d_.join("folded.fmnm"), Kind::F32Folded);
     same(f.conv1_bias[0], folded_bias, "folded conv1 bias");
     let conv1 = Conv2d::<1, 6, 5, 2> {
         weight: &f.conv1_weight,
