@@ -1,4 +1,4 @@
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![deny(missing_docs)]
 //! `fmnist-core`: the inference half of fmnist, with no standard library and no heap.
 //!

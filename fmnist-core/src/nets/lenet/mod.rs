@@ -17,6 +17,9 @@ use crate::layers::{BatchNorm, Conv2d, Dense, max_pool_2x2, relu};
 
 pub mod int8;
 mod tensors;
+/// The host's x86-64 SIMD versions of the f32 forward pass (AVX2, AVX-512F), chosen at run time.
+#[cfg(all(target_arch = "x86_64", any(test, feature = "std")))]
+pub mod x86;
 
 // The input and batch-norm pieces every network shares, under their old paths.
 pub use crate::image::{IMAGE_PIXELS, IMAGE_SIDE, image_to_f32, pixel_to_f32};
