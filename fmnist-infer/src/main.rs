@@ -58,6 +58,10 @@ enum Command {
         /// left–right mirror (for models trained with `--flip true`; twice the work).
         #[arg(long, value_enum, default_value = "none")]
         tta: eval::Tta,
+        /// The forward pass's kernel: auto (the fastest this CPU has), portable (the device's
+        /// code), avx2 or avx512 (x86-64, LeNet-BN f32). All give the same bits.
+        #[arg(long, value_enum, default_value = "auto")]
+        kernel: fmnist_infer::Kernel,
     },
     /// Evaluate like `eval`, print its report and draw the confusion matrix as a PNG heat map.
     Confusion {
@@ -109,6 +113,10 @@ enum Command {
         /// Print a JSON summary.
         #[arg(long)]
         json: bool,
+        /// The forward pass's kernel: auto (the fastest this CPU has), portable (the device's
+        /// code), avx2 or avx512 (x86-64, LeNet-BN f32). All give the same bits.
+        #[arg(long, value_enum, default_value = "auto")]
+        kernel: fmnist_infer::Kernel,
     },
     /// Write a model in another format: FMNM, safetensors (PyTorch state_dict) or ONNX.
     Convert {
@@ -136,7 +144,23 @@ enum Command {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
+        /// The forward pass's kernel: auto (the fastest this CPU has), portable (the device's
+        /// code), avx2 or avx512 (x86-64, LeNet-BN f32). All give the same bits.
+        #[arg(long, value_enum, default_value = "auto")]
+        kernel: fmnist_infer::Kernel,
     },
+}
+
+/// Loads the models, each set to run `kernel`.
+fn load_models(paths: &[PathBuf], kernel: fmnist_infer::Kernel) -> Result<Vec<Model>> {
+    paths
+        .iter()
+        .map(|p| {
+            let mut m = Model::load(p)?;
+            m.set_kernel(kernel)?;
+            Ok(m)
+        })
+        .collect()
 }
 
 fn load_test(dir: Option<&Path>) -> Result<data::Dataset> {
@@ -158,11 +182,9 @@ fn evaluate_files(
     tta: eval::Tta,
     data_dir: Option<&Path>,
     threads: Option<usize>,
+    kernel: fmnist_infer::Kernel,
 ) -> Result<eval::EvalReport> {
-    let models = paths
-        .iter()
-        .map(|p| Model::load(p))
-        .collect::<Result<Vec<_>>>()?;
+    let models = load_models(paths, kernel)?;
     let test = load_test(data_dir)?;
     let threads = threads.unwrap_or(0);
     match (&models[..], tta) {
@@ -177,8 +199,9 @@ fn cmd_eval(
     data_dir: Option<&Path>,
     json: bool,
     threads: Option<usize>,
+    kernel: fmnist_infer::Kernel,
 ) -> Result<()> {
-    let report = evaluate_files(paths, tta, data_dir, threads)?;
+    let report = evaluate_files(paths, tta, data_dir, threads, kernel)?;
     if json {
         print_json(&serde_json::to_value(&report).expect("report serialises"));
     } else {
@@ -200,6 +223,7 @@ fn cmd_confusion(
         eval::Tta::None,
         data_dir,
         threads,
+        fmnist_infer::Kernel::Auto,
     )?;
     confusion::write_png(&report, png)?;
     if json {
@@ -283,9 +307,15 @@ fn cmd_predict(
     Ok(())
 }
 
-fn cmd_golden(model: &Path, out: &Path, data_dir: Option<&Path>, json: bool) -> Result<()> {
+fn cmd_golden(
+    model: &Path,
+    out: &Path,
+    data_dir: Option<&Path>,
+    json: bool,
+    kernel: fmnist_infer::Kernel,
+) -> Result<()> {
     fmnist_infer::outputs::check(&[("--out", out)], &[("--model", model)])?;
-    let model = Model::load(model)?;
+    let model = load_models(&[model.to_path_buf()], kernel)?.remove(0);
     let test = load_test(data_dir)?;
     let bytes = golden::write(&model, &test.images, out)?;
     let logits = if model.kind.is_int8() { "int8" } else { "f32" };
@@ -324,17 +354,20 @@ fn synthetic_images() -> Vec<[u8; IMAGE_PIXELS]> {
         .collect()
 }
 
-fn cmd_bench(models: &[PathBuf], seconds: f64, data_dir: Option<&Path>, json: bool) -> Result<()> {
+fn cmd_bench(
+    models: &[PathBuf],
+    seconds: f64,
+    data_dir: Option<&Path>,
+    json: bool,
+    kernel: fmnist_infer::Kernel,
+) -> Result<()> {
     if !(seconds > 0.0 && seconds <= bench::MAX_SECONDS) {
         return Err(Error::bad_msg(format!(
             "--seconds must be positive and at most {}, got {seconds:?}",
             bench::MAX_SECONDS
         )));
     }
-    let models = models
-        .iter()
-        .map(|p| Model::load(p))
-        .collect::<Result<Vec<_>>>()?;
+    let models = load_models(models, kernel)?;
     let (images, source) = match load_test(data_dir) {
         Ok(t) => (t.images, "Fashion-MNIST test set"),
         Err(e) if data_dir.is_some() => return Err(e),
@@ -369,7 +402,8 @@ fn run(cli: Cli) -> Result<()> {
             json,
             threads,
             tta,
-        } => cmd_eval(&model, tta, data.as_deref(), json, threads),
+            kernel,
+        } => cmd_eval(&model, tta, data.as_deref(), json, threads, kernel),
         Command::Confusion {
             model,
             png,
@@ -389,7 +423,8 @@ fn run(cli: Cli) -> Result<()> {
             out,
             data,
             json,
-        } => cmd_golden(&model, &out, data.as_deref(), json),
+            kernel,
+        } => cmd_golden(&model, &out, data.as_deref(), json, kernel),
         Command::Convert { model, out, format } => {
             let c = fmnist_infer::convert::convert(&model, &out, format)?;
             println!("{}", c.to_text(&model, &out));
@@ -400,7 +435,8 @@ fn run(cli: Cli) -> Result<()> {
             seconds,
             data,
             json,
-        } => cmd_bench(&model, seconds, data.as_deref(), json),
+            kernel,
+        } => cmd_bench(&model, seconds, data.as_deref(), json, kernel),
     }
 }
 

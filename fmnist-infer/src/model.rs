@@ -12,7 +12,13 @@ use std::path::{Path, PathBuf};
 use fmnist_core::format::{self, Arch, Kind};
 use fmnist_core::layers::{argmax, softmax};
 use fmnist_core::lenet::IMAGE_PIXELS;
+#[cfg(target_arch = "x86_64")]
+use fmnist_core::lenet::x86::{LeNetX86, Simd};
+#[cfg(target_arch = "x86_64")]
+use fmnist_core::lenet::{LeNet, LeNetFoldedParams, LeNetParams};
 use fmnist_core::network::{Network, NetworkFn};
+#[cfg(target_arch = "x86_64")]
+use fmnist_core::registry::LeNetBn;
 use fmnist_core::registry::dispatch;
 
 use crate::error::{Error, Result};
@@ -61,9 +67,68 @@ impl ModelKind {
 
 /// One network's f32 parameters (either kind), behind [`F32Net`].
 trait F32Weights: Send + Sync {
+    /// The forward pass through the chosen kernel.
     fn forward(&self, image: &[u8; IMAGE_PIXELS]) -> [f32; 10];
     fn forward_layers(&self, image: &[u8; IMAGE_PIXELS]) -> [f32; 10];
     fn name(&self) -> &'static str;
+    /// The kernel [`F32Weights::forward`] runs ([`Kernel::name`] of a concrete one).
+    fn kernel(&self) -> &'static str {
+        "portable"
+    }
+    /// Chooses the kernel; a network with only the portable one refuses the others.
+    fn set_kernel(&mut self, kernel: Kernel) -> std::result::Result<(), String> {
+        match kernel {
+            Kernel::Auto | Kernel::Portable => Ok(()),
+            k => Err(format!(
+                "--kernel {}: the {} f32 forward pass has only the portable kernel",
+                k.name(),
+                self.name()
+            )),
+        }
+    }
+}
+
+/// Which implementation runs a model's forward pass (`--kernel`). Every one gives the same
+/// bits; they differ only in speed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kernel {
+    /// The fastest this CPU has for the model (AVX-512F, else AVX2, else portable).
+    #[default]
+    Auto,
+    /// The portable code the device runs (`fmnist_core`'s fused forward pass).
+    Portable,
+    /// x86-64 AVX2 (LeNet-BN f32).
+    Avx2,
+    /// x86-64 AVX-512F (LeNet-BN f32).
+    Avx512,
+}
+
+impl Kernel {
+    /// The name on the command line and in reports: `auto`, `portable`, `avx2`, `avx512`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Auto => "auto",
+            Kernel::Portable => "portable",
+            Kernel::Avx2 => "avx2",
+            Kernel::Avx512 => "avx512",
+        }
+    }
+
+    /// Every concrete kernel (not [`Kernel::Auto`]).
+    pub const CONCRETE: [Kernel; 3] = [Kernel::Portable, Kernel::Avx2, Kernel::Avx512];
+
+    /// Whether this CPU can run the kernel (the portable one runs anywhere).
+    pub fn on_this_cpu(self) -> bool {
+        match self {
+            Kernel::Auto | Kernel::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => Simd::avx2().is_some(),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => Simd::avx512().is_some(),
+            #[cfg(not(target_arch = "x86_64"))]
+            Kernel::Avx2 | Kernel::Avx512 => false,
+        }
+    }
 }
 
 /// Network `N`'s trained f32 parameters.
@@ -81,6 +146,96 @@ impl<N: Network> F32Weights for Trained<N> {
     }
     fn name(&self) -> &'static str {
         N::NAME
+    }
+}
+
+impl<N: Network> Trained<N> {
+    /// Behind [`F32Weights`]; LeNet-BN's with its x86 layout beside it.
+    fn boxed(self) -> Box<dyn F32Weights> {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(p) = as_lenet::<N, _, LeNetParams>(&*self.0) {
+            let x86 = LeNetHost::<Self>::layout(&LeNet::from(p));
+            return Box::new(LeNetHost::new(self, x86));
+        }
+        Box::new(self)
+    }
+}
+
+impl<N: Network> Folded<N> {
+    /// Behind [`F32Weights`]; LeNet-BN's with its x86 layout beside it.
+    fn boxed(self) -> Box<dyn F32Weights> {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(p) = as_lenet::<N, _, LeNetFoldedParams>(&*self.0) {
+            let x86 = LeNetHost::<Self>::layout(&LeNet::from(p));
+            return Box::new(LeNetHost::new(self, x86));
+        }
+        Box::new(self)
+    }
+}
+
+/// `p` as LeNet-BN's parameter struct `T` when `N` is LeNet-BN (`P` is then `T`: the cast is
+/// the identity), `None` for any other network.
+#[cfg(target_arch = "x86_64")]
+fn as_lenet<N: Network, P: bytemuck::Pod, T: bytemuck::Pod>(p: &P) -> Option<&T> {
+    (std::any::TypeId::of::<N>() == std::any::TypeId::of::<LeNetBn>())
+        .then(|| bytemuck::from_bytes(bytemuck::bytes_of(p)))
+}
+
+/// LeNet-BN's f32 weights (`W`, either kind) with their x86 SIMD layout
+/// ([`fmnist_core::lenet::x86`]): `forward` runs AVX-512F, AVX2 or the portable kernel,
+/// all bit-identical.
+#[cfg(target_arch = "x86_64")]
+struct LeNetHost<W> {
+    portable: W,
+    x86: Box<LeNetX86>,
+    /// The SIMD kernel `forward` runs; `None`: the portable one.
+    simd: Option<Simd>,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl<W> LeNetHost<W> {
+    fn layout(net: &LeNet<'_>) -> Box<LeNetX86> {
+        let mut x: Box<LeNetX86> = bytemuck::zeroed_box();
+        x.prepare(net);
+        x
+    }
+
+    fn new(portable: W, x86: Box<LeNetX86>) -> Self {
+        LeNetHost {
+            portable,
+            x86,
+            simd: Simd::best(),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl<W: F32Weights> F32Weights for LeNetHost<W> {
+    #[inline]
+    fn forward(&self, image: &[u8; IMAGE_PIXELS]) -> [f32; 10] {
+        match self.simd {
+            Some(simd) => self.x86.forward(simd, image),
+            None => self.portable.forward(image),
+        }
+    }
+    fn forward_layers(&self, image: &[u8; IMAGE_PIXELS]) -> [f32; 10] {
+        self.portable.forward_layers(image)
+    }
+    fn name(&self) -> &'static str {
+        self.portable.name()
+    }
+    fn kernel(&self) -> &'static str {
+        self.simd.map_or("portable", Simd::name)
+    }
+    fn set_kernel(&mut self, kernel: Kernel) -> std::result::Result<(), String> {
+        let missing = |isa: &str| format!("--kernel {}: this CPU has no {isa}", kernel.name());
+        self.simd = match kernel {
+            Kernel::Auto => Simd::best(),
+            Kernel::Portable => None,
+            Kernel::Avx2 => Some(Simd::avx2().ok_or_else(|| missing("AVX2"))?),
+            Kernel::Avx512 => Some(Simd::avx512().ok_or_else(|| missing("AVX-512F"))?),
+        };
+        Ok(())
     }
 }
 
@@ -125,14 +280,19 @@ impl F32Net<'_> {
     }
 
     /// The benchmark's names for [`F32Net::forward`] and [`F32Net::forward_layers`]
-    /// (`f32 LeNet::forward (fused)`, `f32 LeNet::forward_layers (reference)`).
+    /// (`f32 LeNet::forward (avx512)`, `f32 LeNet::forward_layers (reference)`).
     pub fn kernel_names(&self) -> [&'static str; 2] {
         let name = self.name();
         [
-            format!("f32 {name}::forward (fused)"),
+            format!("f32 {name}::forward ({})", self.kernel()),
             format!("f32 {name}::forward_layers (reference)"),
         ]
         .map(|s| &*Box::leak(s.into_boxed_str()))
+    }
+
+    /// The kernel [`F32Net::forward`] runs: `portable`, `avx2` or `avx512`.
+    pub fn kernel(&self) -> &'static str {
+        self.0.kernel()
     }
 
     /// The network's short name ([`Network::NAME`]: `LeNet`, `Wide`), for reports.
@@ -156,15 +316,11 @@ impl NetworkFn for Load<'_> {
         Ok(match file.header.kind {
             Kind::F32 => (
                 ModelKind::F32,
-                Weights::F32(Box::new(Trained::<N>(boxed_copy(
-                    file.trained::<N>().map_err(bad)?,
-                )))),
+                Weights::F32(Trained::<N>(boxed_copy(file.trained::<N>().map_err(bad)?)).boxed()),
             ),
             Kind::F32Folded => (
                 ModelKind::F32Folded,
-                Weights::F32(Box::new(Folded::<N>(boxed_copy(
-                    file.folded::<N>().map_err(bad)?,
-                )))),
+                Weights::F32(Folded::<N>(boxed_copy(file.folded::<N>().map_err(bad)?)).boxed()),
             ),
             Kind::Int8 => (ModelKind::Int8, Weights::Int8(Int8Model::new(self.loaded)?)),
         })
@@ -218,7 +374,7 @@ impl Model {
             fn call<N: Network>(self) -> Self::Output {
                 let mut p: Box<N::Trained> = bytemuck::zeroed_box();
                 bytemuck::cast_slice_mut(std::slice::from_mut(&mut *p)).copy_from_slice(self.0);
-                Box::new(Trained::<N>(p))
+                Trained::<N>(p).boxed()
             }
         }
         Ok(Model {
@@ -302,6 +458,23 @@ impl Model {
             Weights::F32(w) => Some(F32Net(&**w)),
             Weights::Int8(_) => None,
         }
+    }
+
+    /// Chooses the kernel the forward pass runs (see [`Kernel`]): refused, as bad input, when
+    /// this CPU or this model has no such kernel. An int8 model takes `auto` and `portable`
+    /// (its one host kernel).
+    pub fn set_kernel(&mut self, kernel: Kernel) -> Result<()> {
+        let r = match &mut self.weights {
+            Weights::F32(w) => w.set_kernel(kernel),
+            Weights::Int8(_) => match kernel {
+                Kernel::Auto | Kernel::Portable => Ok(()),
+                k => Err(format!(
+                    "--kernel {}: int8 models have only the portable kernel",
+                    k.name()
+                )),
+            },
+        };
+        r.map_err(|e| Error::bad(&self.path, e))
     }
 
     /// The int8 model (`None` for an f32 model).
