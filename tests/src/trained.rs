@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use fmnist_core::lenet::LeNetFoldedParams;
+use fmnist_core::lenet::{LeNetFoldedParams, LeNetParams};
 use fmnist_core::quant::{LeNetQParams, WideQParams};
 use fmnist_core::testutil::Lcg;
 use fmnist_core::wide::{WIDE_FLAT, WIDE_HIDDEN, WideFoldedParams};
@@ -14,8 +14,10 @@ use crate::linalg::solve_spd;
 /// Optimizer steps of the short deterministic training run behind [`trained`].
 pub const TRAIN_STEPS: u64 = 300;
 
-/// A briefly trained LeNet-BN in the two forms the device runs.
+/// A briefly trained LeNet-BN as trained and in the two forms the device runs.
 pub struct Trained {
+    /// As trained, batch norm separate (`Kind::F32`).
+    pub params: Box<LeNetParams>,
     /// BN folded into the convolutions (`Kind::F32Folded`).
     pub folded: Box<LeNetFoldedParams>,
     /// Quantized (`Kind::Int8`), calibrated min/max on 1,000 training images.
@@ -55,7 +57,13 @@ pub fn trained() -> &'static Trained {
             "trained LeNet-BN for {TRAIN_STEPS} steps in {:.1} s",
             t.elapsed().as_secs_f64()
         );
-        Trained { folded, int8 }
+        let mut params: Box<LeNetParams> = bytemuck::zeroed_box();
+        *params = *p;
+        Trained {
+            params,
+            folded,
+            int8,
+        }
     })
 }
 
