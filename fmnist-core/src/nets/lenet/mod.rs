@@ -17,7 +17,7 @@ use crate::layers::{BatchNorm, Conv2d, Dense, max_pool_2x2, relu};
 
 pub mod int8;
 mod tensors;
-/// The host's x86-64 SIMD versions of the f32 forward pass (AVX2, AVX-512F), chosen at run time.
+// The host's x86-64 SIMD versions of the f32 forward pass (AVX2, AVX-512F), chosen at run time.
 #[cfg(all(target_arch = "x86_64", any(test, feature = "std")))]
 pub mod x86;
 

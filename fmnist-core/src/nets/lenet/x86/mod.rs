@@ -1,4 +1,4 @@
-//! LeNet-BN's f32 forward pass on x86-64 hosts, with AVX2 ([`avx2`]) or AVX-512F ([`avx512`])
+//! LeNet-BN's f32 forward pass on x86-64 hosts, with AVX2 (`avx2.rs`) or AVX-512F (`avx512.rs`)
 //! chosen at run time ([`Simd`]), giving the same bits as the portable pass the device runs
 //! ([`LeNet::forward`], and [`LeNet::forward_layers`], the reference): every path, every bit.
 //!
