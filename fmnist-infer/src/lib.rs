@@ -45,4 +45,4 @@ pub mod preprocess;
 pub mod safetensors_io;
 
 pub use error::{Error, ErrorKind, Result};
-pub use model::{Kernel, Logits, Model, ModelKind};
+pub use model::{F32Kernel, Logits, Model, ModelKind};

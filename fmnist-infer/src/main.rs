@@ -58,10 +58,10 @@ enum Command {
         /// left–right mirror (for models trained with `--flip true`; twice the work).
         #[arg(long, value_enum, default_value = "none")]
         tta: eval::Tta,
-        /// The forward pass's kernel: auto (the fastest this CPU has), portable (the device's
-        /// code), avx2 or avx512 (x86-64, LeNet-BN f32). All give the same bits.
+        /// f32 kernel: auto (the fastest this CPU has), portable (the device's code), avx2 or
+        /// avx512 (x86-64, LeNet-BN); int8 models ignore it. All give the same bits.
         #[arg(long, value_enum, default_value = "auto")]
-        kernel: fmnist_infer::Kernel,
+        f32_kernel: fmnist_infer::F32Kernel,
     },
     /// Evaluate like `eval`, print its report and draw the confusion matrix as a PNG heat map.
     Confusion {
@@ -113,10 +113,10 @@ enum Command {
         /// Print a JSON summary.
         #[arg(long)]
         json: bool,
-        /// The forward pass's kernel: auto (the fastest this CPU has), portable (the device's
-        /// code), avx2 or avx512 (x86-64, LeNet-BN f32). All give the same bits.
+        /// f32 kernel: auto (the fastest this CPU has), portable (the device's code), avx2 or
+        /// avx512 (x86-64, LeNet-BN); int8 models ignore it. All give the same bits.
         #[arg(long, value_enum, default_value = "auto")]
-        kernel: fmnist_infer::Kernel,
+        f32_kernel: fmnist_infer::F32Kernel,
     },
     /// Write a model in another format: FMNM, safetensors (PyTorch state_dict) or ONNX.
     Convert {
@@ -144,20 +144,20 @@ enum Command {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
-        /// The forward pass's kernel: auto (the fastest this CPU has), portable (the device's
-        /// code), avx2 or avx512 (x86-64, LeNet-BN f32). All give the same bits.
+        /// f32 kernel: auto (the fastest this CPU has), portable (the device's code), avx2 or
+        /// avx512 (x86-64, LeNet-BN); int8 models ignore it. All give the same bits.
         #[arg(long, value_enum, default_value = "auto")]
-        kernel: fmnist_infer::Kernel,
+        f32_kernel: fmnist_infer::F32Kernel,
     },
 }
 
-/// Loads the models, each set to run `kernel`.
-fn load_models(paths: &[PathBuf], kernel: fmnist_infer::Kernel) -> Result<Vec<Model>> {
+/// Loads the models, f32 ones set to run `kernel`.
+fn load_models(paths: &[PathBuf], kernel: fmnist_infer::F32Kernel) -> Result<Vec<Model>> {
     paths
         .iter()
         .map(|p| {
             let mut m = Model::load(p)?;
-            m.set_kernel(kernel)?;
+            m.set_f32_kernel(kernel)?;
             Ok(m)
         })
         .collect()
@@ -182,7 +182,7 @@ fn evaluate_files(
     tta: eval::Tta,
     data_dir: Option<&Path>,
     threads: Option<usize>,
-    kernel: fmnist_infer::Kernel,
+    kernel: fmnist_infer::F32Kernel,
 ) -> Result<eval::EvalReport> {
     let models = load_models(paths, kernel)?;
     let test = load_test(data_dir)?;
@@ -199,7 +199,7 @@ fn cmd_eval(
     data_dir: Option<&Path>,
     json: bool,
     threads: Option<usize>,
-    kernel: fmnist_infer::Kernel,
+    kernel: fmnist_infer::F32Kernel,
 ) -> Result<()> {
     let report = evaluate_files(paths, tta, data_dir, threads, kernel)?;
     if json {
@@ -223,7 +223,7 @@ fn cmd_confusion(
         eval::Tta::None,
         data_dir,
         threads,
-        fmnist_infer::Kernel::Auto,
+        fmnist_infer::F32Kernel::Auto,
     )?;
     confusion::write_png(&report, png)?;
     if json {
@@ -312,7 +312,7 @@ fn cmd_golden(
     out: &Path,
     data_dir: Option<&Path>,
     json: bool,
-    kernel: fmnist_infer::Kernel,
+    kernel: fmnist_infer::F32Kernel,
 ) -> Result<()> {
     fmnist_infer::outputs::check(&[("--out", out)], &[("--model", model)])?;
     let model = load_models(&[model.to_path_buf()], kernel)?.remove(0);
@@ -359,7 +359,7 @@ fn cmd_bench(
     seconds: f64,
     data_dir: Option<&Path>,
     json: bool,
-    kernel: fmnist_infer::Kernel,
+    kernel: fmnist_infer::F32Kernel,
 ) -> Result<()> {
     if !(seconds > 0.0 && seconds <= bench::MAX_SECONDS) {
         return Err(Error::bad_msg(format!(
@@ -402,7 +402,7 @@ fn run(cli: Cli) -> Result<()> {
             json,
             threads,
             tta,
-            kernel,
+            f32_kernel: kernel,
         } => cmd_eval(&model, tta, data.as_deref(), json, threads, kernel),
         Command::Confusion {
             model,
@@ -423,7 +423,7 @@ fn run(cli: Cli) -> Result<()> {
             out,
             data,
             json,
-            kernel,
+            f32_kernel: kernel,
         } => cmd_golden(&model, &out, data.as_deref(), json, kernel),
         Command::Convert { model, out, format } => {
             let c = fmnist_infer::convert::convert(&model, &out, format)?;
@@ -435,7 +435,7 @@ fn run(cli: Cli) -> Result<()> {
             seconds,
             data,
             json,
-            kernel,
+            f32_kernel: kernel,
         } => cmd_bench(&model, seconds, data.as_deref(), json, kernel),
     }
 }

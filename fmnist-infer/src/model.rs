@@ -71,16 +71,16 @@ trait F32Weights: Send + Sync {
     fn forward(&self, image: &[u8; IMAGE_PIXELS]) -> [f32; 10];
     fn forward_layers(&self, image: &[u8; IMAGE_PIXELS]) -> [f32; 10];
     fn name(&self) -> &'static str;
-    /// The kernel [`F32Weights::forward`] runs ([`Kernel::name`] of a concrete one).
+    /// The kernel [`F32Weights::forward`] runs ([`F32Kernel::name`] of a concrete one).
     fn kernel(&self) -> &'static str {
         "portable"
     }
     /// Chooses the kernel; a network with only the portable one refuses the others.
-    fn set_kernel(&mut self, kernel: Kernel) -> std::result::Result<(), String> {
+    fn set_kernel(&mut self, kernel: F32Kernel) -> std::result::Result<(), String> {
         match kernel {
-            Kernel::Auto | Kernel::Portable => Ok(()),
+            F32Kernel::Auto | F32Kernel::Portable => Ok(()),
             k => Err(format!(
-                "--kernel {}: the {} f32 forward pass has only the portable kernel",
+                "--f32-kernel {}: the {} f32 forward pass has only the portable kernel",
                 k.name(),
                 self.name()
             )),
@@ -88,10 +88,10 @@ trait F32Weights: Send + Sync {
     }
 }
 
-/// Which implementation runs a model's forward pass (`--kernel`). Every one gives the same
-/// bits; they differ only in speed.
+/// Which implementation runs an f32 model's forward pass (`--f32-kernel`). Every one gives the
+/// same bits; they differ only in speed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Kernel {
+pub enum F32Kernel {
     /// The fastest this CPU has for the model (AVX-512F, else AVX2, else portable).
     #[default]
     Auto,
@@ -103,30 +103,30 @@ pub enum Kernel {
     Avx512,
 }
 
-impl Kernel {
+impl F32Kernel {
     /// The name on the command line and in reports: `auto`, `portable`, `avx2`, `avx512`.
     pub fn name(self) -> &'static str {
         match self {
-            Kernel::Auto => "auto",
-            Kernel::Portable => "portable",
-            Kernel::Avx2 => "avx2",
-            Kernel::Avx512 => "avx512",
+            F32Kernel::Auto => "auto",
+            F32Kernel::Portable => "portable",
+            F32Kernel::Avx2 => "avx2",
+            F32Kernel::Avx512 => "avx512",
         }
     }
 
-    /// Every concrete kernel (not [`Kernel::Auto`]).
-    pub const CONCRETE: [Kernel; 3] = [Kernel::Portable, Kernel::Avx2, Kernel::Avx512];
+    /// Every concrete kernel (not [`F32Kernel::Auto`]).
+    pub const CONCRETE: [F32Kernel; 3] = [F32Kernel::Portable, F32Kernel::Avx2, F32Kernel::Avx512];
 
     /// Whether this CPU can run the kernel (the portable one runs anywhere).
     pub fn on_this_cpu(self) -> bool {
         match self {
-            Kernel::Auto | Kernel::Portable => true,
+            F32Kernel::Auto | F32Kernel::Portable => true,
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 => Simd::avx2().is_some(),
+            F32Kernel::Avx2 => Simd::avx2().is_some(),
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 => Simd::avx512().is_some(),
+            F32Kernel::Avx512 => Simd::avx512().is_some(),
             #[cfg(not(target_arch = "x86_64"))]
-            Kernel::Avx2 | Kernel::Avx512 => false,
+            F32Kernel::Avx2 | F32Kernel::Avx512 => false,
         }
     }
 }
@@ -227,13 +227,13 @@ impl<W: F32Weights> F32Weights for LeNetHost<W> {
     fn kernel(&self) -> &'static str {
         self.simd.map_or("portable", Simd::name)
     }
-    fn set_kernel(&mut self, kernel: Kernel) -> std::result::Result<(), String> {
-        let missing = |isa: &str| format!("--kernel {}: this CPU has no {isa}", kernel.name());
+    fn set_kernel(&mut self, kernel: F32Kernel) -> std::result::Result<(), String> {
+        let missing = |isa: &str| format!("--f32-kernel {}: this CPU has no {isa}", kernel.name());
         self.simd = match kernel {
-            Kernel::Auto => Simd::best(),
-            Kernel::Portable => None,
-            Kernel::Avx2 => Some(Simd::avx2().ok_or_else(|| missing("AVX2"))?),
-            Kernel::Avx512 => Some(Simd::avx512().ok_or_else(|| missing("AVX-512F"))?),
+            F32Kernel::Auto => Simd::best(),
+            F32Kernel::Portable => None,
+            F32Kernel::Avx2 => Some(Simd::avx2().ok_or_else(|| missing("AVX2"))?),
+            F32Kernel::Avx512 => Some(Simd::avx512().ok_or_else(|| missing("AVX-512F"))?),
         };
         Ok(())
     }
@@ -460,21 +460,13 @@ impl Model {
         }
     }
 
-    /// Chooses the kernel the forward pass runs (see [`Kernel`]): refused, as bad input, when
-    /// this CPU or this model has no such kernel. An int8 model takes `auto` and `portable`
-    /// (its one host kernel).
-    pub fn set_kernel(&mut self, kernel: Kernel) -> Result<()> {
-        let r = match &mut self.weights {
-            Weights::F32(w) => w.set_kernel(kernel),
-            Weights::Int8(_) => match kernel {
-                Kernel::Auto | Kernel::Portable => Ok(()),
-                k => Err(format!(
-                    "--kernel {}: int8 models have only the portable kernel",
-                    k.name()
-                )),
-            },
-        };
-        r.map_err(|e| Error::bad(&self.path, e))
+    /// Chooses the kernel an f32 model's forward pass runs (see [`F32Kernel`]): refused, as bad
+    /// input, when this CPU or this network has no such kernel. An int8 model ignores it.
+    pub fn set_f32_kernel(&mut self, kernel: F32Kernel) -> Result<()> {
+        match &mut self.weights {
+            Weights::F32(w) => w.set_kernel(kernel).map_err(|e| Error::bad(&self.path, e)),
+            Weights::Int8(_) => Ok(()),
+        }
     }
 
     /// The int8 model (`None` for an f32 model).

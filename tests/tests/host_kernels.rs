@@ -1,4 +1,4 @@
-//! Every host kernel of the f32 LeNet-BN forward pass (portable, AVX2, AVX-512F: `--kernel`)
+//! Every host kernel of the f32 LeNet-BN forward pass (portable, AVX2, AVX-512F: `--f32-kernel`)
 //! gives the reference's logits bit for bit on all 10,000 test images, for both f32 kinds (as
 //! trained, BN folded), through the library and through the command line. A kernel this CPU
 //! lacks is skipped with a printed reason.
@@ -10,7 +10,7 @@ use fmnist_infer::data::{self, Split};
 use fmnist_infer::golden;
 use fmnist_infer::model::Logits;
 use fmnist_infer::modelio::write_model;
-use fmnist_infer::{Kernel, Model};
+use fmnist_infer::{F32Kernel, Model};
 use fmnist_tests::trained::{trained, wide_model};
 use fmnist_tests::{assert_bad_input, data_dir, run, text};
 
@@ -31,13 +31,13 @@ fn model_files(dir: &Path) -> [(PathBuf, &'static str); 2] {
 }
 
 /// The kernels this CPU runs, saying which it skips and why.
-fn kernels_here() -> Vec<Kernel> {
-    Kernel::CONCRETE
+fn kernels_here() -> Vec<F32Kernel> {
+    F32Kernel::CONCRETE
         .into_iter()
         .filter(|k| {
             let here = k.on_this_cpu();
             if !here {
-                eprintln!("skipping --kernel {}: this CPU lacks it", k.name());
+                eprintln!("skipping --f32-kernel {}: this CPU lacks it", k.name());
             }
             here
         })
@@ -60,7 +60,7 @@ fn every_kernel_gives_the_reference_logits_on_all_test_images() {
                 .collect()
         };
         for kernel in kernels_here() {
-            model.set_kernel(kernel).unwrap();
+            model.set_f32_kernel(kernel).unwrap();
             let net = model.f32_net().unwrap();
             assert_eq!(net.kernel(), kernel.name());
             for (i, (img, want)) in test.images.iter().zip(&reference).enumerate() {
@@ -68,7 +68,12 @@ fn every_kernel_gives_the_reference_logits_on_all_test_images() {
                     Logits::F32(l) => l.map(f32::to_bits),
                     Logits::I8(_) => unreachable!("an f32 model"),
                 };
-                assert_eq!(&got, want, "{kind}, --kernel {}, image {i}", kernel.name());
+                assert_eq!(
+                    &got,
+                    want,
+                    "{kind}, --f32-kernel {}, image {i}",
+                    kernel.name()
+                );
             }
         }
     }
@@ -79,7 +84,7 @@ fn golden_files_are_byte_identical_whichever_kernel_wrote_them() {
     let dir = tempfile::tempdir().unwrap();
     let data = data_dir();
     for (path, kind) in model_files(dir.path()) {
-        let mut first: Option<(Kernel, Vec<u8>)> = None;
+        let mut first: Option<(F32Kernel, Vec<u8>)> = None;
         for kernel in kernels_here() {
             let out = dir.path().join(format!("{kind}.{}.golden", kernel.name()));
             let o = run(
@@ -92,7 +97,7 @@ fn golden_files_are_byte_identical_whichever_kernel_wrote_them() {
                     out.to_str().unwrap(),
                     "--data",
                     data.to_str().unwrap(),
-                    "--kernel",
+                    "--f32-kernel",
                     kernel.name(),
                 ],
             );
@@ -103,7 +108,7 @@ fn golden_files_are_byte_identical_whichever_kernel_wrote_them() {
                 None => first = Some((kernel, bytes)),
                 Some((k0, b0)) => assert!(
                     *b0 == bytes,
-                    "{kind}: --kernel {} and --kernel {} wrote different golden files",
+                    "{kind}: --f32-kernel {} and --f32-kernel {} wrote different golden files",
                     k0.name(),
                     kernel.name()
                 ),
@@ -115,14 +120,6 @@ fn golden_files_are_byte_identical_whichever_kernel_wrote_them() {
 #[test]
 fn a_kernel_the_model_lacks_is_refused_in_one_line() {
     let dir = tempfile::tempdir().unwrap();
-    let int8 = dir.path().join("int8.fmnm");
-    write_model(
-        &int8,
-        Arch::LeNet,
-        Kind::Int8,
-        bytemuck::bytes_of(&*trained().int8),
-    )
-    .unwrap();
     let wide = dir.path().join("wide.fmnm");
     write_model(
         &wide,
@@ -131,38 +128,34 @@ fn a_kernel_the_model_lacks_is_refused_in_one_line() {
         bytemuck::bytes_of(&*wide_model().folded),
     )
     .unwrap();
-    for (model, needle) in [
-        (&int8, "int8 models have only the portable kernel"),
-        (&wide, "has only the portable kernel"),
-    ] {
-        for kernel in ["avx2", "avx512"] {
-            let o = run(
-                "fmnist-infer",
-                &[
-                    "bench",
-                    "--model",
-                    model.to_str().unwrap(),
-                    "--seconds",
-                    "0.1",
-                    "--kernel",
-                    kernel,
-                ],
-            );
-            assert_bad_input(&o, needle);
-        }
+    let int8 = dir.path().join("int8.fmnm");
+    write_model(
+        &int8,
+        Arch::LeNet,
+        Kind::Int8,
+        bytemuck::bytes_of(&*trained().int8),
+    )
+    .unwrap();
+    let bench = |model: &Path, kernel: &str| {
+        run(
+            "fmnist-infer",
+            &[
+                "bench",
+                "--model",
+                model.to_str().unwrap(),
+                "--seconds",
+                "0.1",
+                "--f32-kernel",
+                kernel,
+            ],
+        )
+    };
+    for kernel in ["avx2", "avx512"] {
+        assert_bad_input(&bench(&wide, kernel), "has only the portable kernel");
+        // The flag is about f32 models: an int8 model runs its own kernels.
+        let o = bench(&int8, kernel);
+        assert!(o.status.success(), "{}", text(&o).1);
     }
-    // The portable kernel is every model's.
-    let o = run(
-        "fmnist-infer",
-        &[
-            "bench",
-            "--model",
-            int8.to_str().unwrap(),
-            "--seconds",
-            "0.1",
-            "--kernel",
-            "portable",
-        ],
-    );
+    let o = bench(&wide, "portable");
     assert!(o.status.success(), "{}", text(&o).1);
 }
