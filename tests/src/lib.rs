@@ -88,6 +88,7 @@ pub mod elf;
 pub mod firmware_build;
 pub mod fixtures;
 pub mod fuzz;
+pub mod gdb;
 pub mod linalg;
 pub mod qemu;
 pub mod qemu_run;
