@@ -85,6 +85,7 @@ pub mod board_run;
 pub mod cli_models;
 pub mod defmt_log;
 pub mod elf;
+pub mod example_run;
 pub mod firmware_build;
 pub mod fixtures;
 pub mod fuzz;
