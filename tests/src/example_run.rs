@@ -156,8 +156,8 @@ const PAINT: [u8; 4] = [0xa5, 0x5a, 0xc3, 0x3c];
 /// The FPGAIO `COUNTER` register and the instructions per count under `-icount
 /// shift=0,sleep=off` (25 MHz: 40), on the machines where it counts instructions while the
 /// debugger stops and resumes the CPU. Not the micro:bit (no counter running from reset) nor
-/// the an505: its virtual clock jumps while the CPU is held (an active timer of the SSE-200
-/// that QEMU warps to), so its count there is tens of times the instructions.
+/// the an505: its virtual clock jumps while the CPU is held (an active timer of its IoT Kit
+/// subsystem that QEMU warps to), so its count there is tens of times the instructions.
 fn counter(machine: &str) -> Option<(u32, u64)> {
     match machine {
         "mps2-an385" | "mps2-an386" | "mps2-an500" => Some((0x4002_8018, 40)),

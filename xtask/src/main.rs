@@ -222,13 +222,13 @@ fn run_tests(cmd: &mut Command) -> (u64, u64, Step) {
 }
 
 /// Lints the firmware crate and the example application, which the workspace commands skip
-/// (they are excluded: their own targets), and builds the example for the M0 and the M4F. The
-/// firmware tests build every profile, the real board's included; the example's test
-/// (`tests/tests/example.rs`) builds and runs it on every core.
+/// (they are excluded: their own targets), and lints and builds the example for the M0 and
+/// the M4F. The firmware tests build every profile, the real board's included; the example's
+/// test (`tests/tests/example.rs`) builds and runs it on every core.
 fn firmware_checks() -> Step {
     let example = root().join("example");
     run(cargo().current_dir(&example).args(["fmt", "--check"]))?;
-    for target in CORE_TARGETS {
+    for target in ["thumbv6m-none-eabi", TARGET] {
         run(cargo().current_dir(&example).args([
             "clippy",
             "--release",
@@ -238,8 +238,6 @@ fn firmware_checks() -> Step {
             "-D",
             "warnings",
         ]))?;
-    }
-    for target in ["thumbv6m-none-eabi", TARGET] {
         run(cargo()
             .current_dir(&example)
             .args(["build", "--release", "--target", target]))?;
