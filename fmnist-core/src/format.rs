@@ -36,8 +36,25 @@ pub const HEADER_LEN: usize = 64;
 /// Bytes after the payload (the CRC).
 pub const TRAILER_LEN: usize = 4;
 
-/// The CRC used by the trailer: CRC-32/ISO-HDLC (zlib, PNG, Ethernet).
+/// The CRC used by the trailer: CRC-32/ISO-HDLC (zlib, PNG, Ethernet), with the crate's
+/// 1 KiB lookup table.
 pub const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+
+/// The same CRC computed bit by bit, without the table: what [`parse`] uses with the cargo
+/// feature `crc-no-table` (1 KiB less flash, about 8x more instructions; it runs once per
+/// boot).
+pub const CRC32_NO_TABLE: crc::Crc<u32, crc::NoTable> =
+    crc::Crc::<u32, crc::NoTable>::new(&crc::CRC_32_ISO_HDLC);
+
+/// The trailer's CRC of `bytes`, by [`CRC32`], or by [`CRC32_NO_TABLE`] with the feature
+/// `crc-no-table` (the same value).
+fn crc32(bytes: &[u8]) -> u32 {
+    if cfg!(feature = "crc-no-table") {
+        CRC32_NO_TABLE.checksum(bytes)
+    } else {
+        CRC32.checksum(bytes)
+    }
+}
 
 /// Why a byte slice is not a usable model file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -231,7 +248,7 @@ pub fn parse(bytes: &[u8]) -> Result<ModelFile<'_>, FormatError> {
     }
     let crc_at = HEADER_LEN + payload_len as usize;
     let stored = u32_at(bytes, crc_at);
-    let computed = CRC32.checksum(&bytes[..crc_at]);
+    let computed = crc32(&bytes[..crc_at]);
     if stored != computed {
         return Err(FormatError::CrcMismatch { stored, computed });
     }
@@ -552,6 +569,24 @@ mod tests {
             parse_aligned(&g),
             Err(FormatError::CrcMismatch { .. })
         ));
+    }
+
+    /// The table-free CRC (feature `crc-no-table`) gives the table's value on every length and
+    /// alignment of a model file's bytes.
+    #[test]
+    fn crc_without_table_equals_the_table() {
+        let file = int8_file();
+        for n in [0, 1, 3, 4, 7, 64, 1000, file.len() - 4, file.len()] {
+            for start in 0..4 {
+                let b = &file[start..n.max(start)];
+                assert_eq!(
+                    CRC32_NO_TABLE.checksum(b),
+                    CRC32.checksum(b),
+                    "{start}..{n}"
+                );
+                assert_eq!(crc32(b), CRC32.checksum(b));
+            }
+        }
     }
 
     #[test]
@@ -1040,5 +1075,6 @@ mod documented_layout {
     #[test]
     fn crc_check_value() {
         assert_eq!(super::CRC32.checksum(b"123456789"), 0xCBF4_3926);
+        assert_eq!(super::CRC32_NO_TABLE.checksum(b"123456789"), 0xCBF4_3926);
     }
 }

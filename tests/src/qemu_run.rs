@@ -26,6 +26,9 @@ pub struct Run {
     pub log: Vec<String>,
     /// Wall time.
     pub elapsed: Duration,
+    /// QEMU's CPU time, user + system (`wait4`): unlike the wall time, not stretched by other
+    /// jobs on a shared machine.
+    pub cpu: Duration,
 }
 
 impl Run {
@@ -113,23 +116,60 @@ pub fn run_counted(
         );
     }
     let t = Instant::now();
-    let out = cmd
+    let mut child = cmd
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
         .expect("cannot start timeout/qemu-system-arm");
+    let mut pipe = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut pipe, &mut bytes);
+        bytes
+    });
+    let (status, cpu) = wait_with_cpu(child);
+    let stdout = reader.join().unwrap();
     let elapsed = t.elapsed();
-    let status = out.status.code().unwrap_or(-1);
     assert_ne!(
         status,
         124,
         "QEMU timed out after {timeout:?}; log so far:\n{}",
-        decode(elf, &out.stdout).join("\n")
+        decode(elf, &stdout).join("\n")
     );
     Run {
         status,
-        log: decode(elf, &out.stdout),
+        log: decode(elf, &stdout),
         elapsed,
+        cpu,
     }
+}
+
+/// Waits for `child` (`timeout`, which waits for QEMU) and returns its exit status (-1 when
+/// killed by a signal) and the CPU time, user + system, of it and the children it waited for.
+pub fn wait_with_cpu(child: std::process::Child) -> (i32, Duration) {
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero `rusage` is valid; `wait4` fills it for our own child, which is
+    // reaped here (std's `Child` does not wait on drop).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = loop {
+        // SAFETY: `status` and `usage` are valid for writes.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if r == -1 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        break r;
+    };
+    assert_eq!(r, pid, "wait4: {}", std::io::Error::last_os_error());
+    drop(child);
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    (code, time(usage.ru_utime) + time(usage.ru_stime))
 }
 
 /// QEMU processes a verify run is split into (each takes a contiguous range of images).
@@ -144,6 +184,8 @@ pub struct Verify {
     pub correct: u64,
     /// Wall time.
     pub elapsed: Duration,
+    /// CPU time of all the QEMU processes (user + system), see [`Run::cpu`].
+    pub cpu: Duration,
     /// The decoded logs of all parts.
     pub log: String,
     /// Instructions of all the inferences (the firmware's cost counter summed over the
@@ -216,6 +258,7 @@ pub fn verify_on(
     let mut correct = 0;
     let mut instructions = 0;
     let mut log = String::new();
+    let cpu = parts.iter().map(|(_, r)| r.cpu).sum();
     for (out, run) in &parts {
         log.push_str(&run.text());
         log.push('\n');
@@ -232,6 +275,7 @@ pub fn verify_on(
         logits,
         correct,
         elapsed,
+        cpu,
         log,
         instructions: (name == COUNTED).then_some(instructions),
     }
@@ -270,10 +314,11 @@ pub fn check_mean_per_mac(core: &str, run: &Verify, images: usize, limit: f64) -
     mean
 }
 
-/// Keys of `firmware/expected-cores.txt` written by the verify tests (through
-/// [`record_figures`]), not by `figures_per_core`.
+/// Keys of `firmware/expected-cores.txt` written by the verify tests and the example's test
+/// (`tests/tests/example.rs`, the size build) through [`record_figures`], not by
+/// `figures_per_core`.
 pub fn is_verify_figure(key: &str) -> bool {
-    key.contains(".int8.mean_")
+    key.contains(".int8.mean_") || key.contains(".size-build.")
 }
 
 /// With `FMNIST_BLESS` set, writes `figures` into `firmware/expected-cores.txt` (replacing

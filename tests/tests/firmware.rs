@@ -95,9 +95,10 @@ fn verify_within(
         qemu::check_mean_per_mac("m4f", &run, set.images.len(), 1.0);
     }
     eprintln!(
-        "{name} verify of {} images on QEMU: {:.1} s",
+        "{name} verify of {} images on QEMU: {:.1} s wall, QEMU CPU {:.1} s",
         set.images.len(),
-        run.elapsed.as_secs_f64()
+        run.elapsed.as_secs_f64(),
+        run.cpu.as_secs_f64()
     );
     let (device, correct) = (run.logits, run.correct);
     assert_eq!(

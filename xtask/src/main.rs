@@ -221,9 +221,27 @@ fn run_tests(cmd: &mut Command) -> (u64, u64, Step) {
     (passed, failed, step)
 }
 
-/// Lints the firmware crate, which the workspace commands skip (it is excluded: its own target).
-/// The firmware tests build every profile, the real board's included.
+/// Lints the firmware crate and the example application, which the workspace commands skip
+/// (they are excluded: their own targets), and lints and builds the example for the M0 and
+/// the M4F. The firmware tests build every profile, the real board's included; the example's
+/// test (`tests/tests/example.rs`) builds and runs it on every core.
 fn firmware_checks() -> Step {
+    let example = root().join("example");
+    run(cargo().current_dir(&example).args(["fmt", "--check"]))?;
+    for target in ["thumbv6m-none-eabi", TARGET] {
+        run(cargo().current_dir(&example).args([
+            "clippy",
+            "--release",
+            "--target",
+            target,
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+        run(cargo()
+            .current_dir(&example)
+            .args(["build", "--release", "--target", target]))?;
+    }
     let fw = root().join("firmware");
     run(cargo().current_dir(&fw).args(["fmt", "--check"]))?;
     for target in CORE_TARGETS {
