@@ -139,8 +139,11 @@ pub fn bench_model(model: &Model, images: &[[u8; IMAGE_PIXELS]], seconds: f64) -
         let same = images
             .iter()
             .all(|img| q.forward(img) == q.forward_reference(img));
+        let name = format!("int8 forward ({})", q.kernel());
         (
-            measure("int8 forward", images, half, |i| q.forward(i)),
+            measure(Box::leak(name.into_boxed_str()), images, half, |i| {
+                q.forward(i)
+            }),
             measure("int8 reference forward", images, half, |i| {
                 q.forward_reference(i)
             }),

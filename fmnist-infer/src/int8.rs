@@ -1,11 +1,15 @@
 //! The int8 model: a checked FMNM kind-3 file (any registered network, by the header's
-//! architecture) run with fmnist-core's integer-only kernels.
+//! architecture) run with fmnist-core's integer-only kernels, the implementation chosen at run
+//! time ([`Kernel`]: the best this CPU has, or the one `FMNIST_INT8_KERNEL` or
+//! `--int8-kernel` names). Every kernel gives the same bits.
 
 use std::any::Any;
 
 use fmnist_core::format::Arch;
 use fmnist_core::lenet::IMAGE_PIXELS;
 use fmnist_core::network::{Network, NetworkFn};
+pub use fmnist_core::quant::fast::host::Kernel;
+use fmnist_core::quant::fast::host::{self, HostNet};
 use fmnist_core::quant::{LeNetQ, WideQ};
 use fmnist_core::registry::{LeNetBn, WideCnn, dispatch};
 
@@ -19,12 +23,25 @@ trait Int8Net: Send + Sync {
     fn forward_reference(&self, image: &[u8; IMAGE_PIXELS]) -> [i8; 10];
     fn output_quant(&self) -> (f32, i8);
     fn as_any(&self) -> &dyn Any;
+    fn kernel(&self) -> Kernel;
+    /// The same network on `kernel` (packed anew, leaked).
+    fn repack(&self, kernel: Kernel) -> &'static dyn Int8Net;
 }
 
-/// Network `N`'s int8 network over leaked parameters.
+/// Network `N`'s int8 network over leaked parameters, and its weights packed for the chosen
+/// kernel (`None`: the portable kernels, `N::int8_forward`).
 struct Kernels<N: Network> {
     params: &'static N::QParams,
     net: N::Int8<'static>,
+    host: Option<Box<dyn HostNet>>,
+}
+
+impl<N: Network> Kernels<N> {
+    /// Packs for `kernel` (the portable kernels when `N` has no packed ones).
+    fn new(params: &'static N::QParams, net: N::Int8<'static>, kernel: Kernel) -> &'static Self {
+        let host = host::pack(params, kernel);
+        Box::leak(Box::new(Kernels { params, net, host }))
+    }
 }
 
 impl<N: Network> Int8Net for Kernels<N> {
@@ -33,7 +50,10 @@ impl<N: Network> Int8Net for Kernels<N> {
     }
     #[inline]
     fn forward(&self, image: &[u8; IMAGE_PIXELS]) -> [i8; 10] {
-        N::int8_forward(&self.net, image)
+        match &self.host {
+            Some(h) => h.forward(image),
+            None => N::int8_forward(&self.net, image),
+        }
     }
     fn forward_reference(&self, image: &[u8; IMAGE_PIXELS]) -> [i8; 10] {
         N::int8_forward_reference(&self.net, image)
@@ -43,6 +63,46 @@ impl<N: Network> Int8Net for Kernels<N> {
     }
     fn as_any(&self) -> &dyn Any {
         self
+    }
+    fn kernel(&self) -> Kernel {
+        self.host.as_ref().map_or(Kernel::Portable, |h| h.kernel())
+    }
+    fn repack(&self, kernel: Kernel) -> &'static dyn Int8Net {
+        Kernels::<N>::new(self.params, self.net, kernel)
+    }
+}
+
+/// The environment variable that picks the int8 kernel (`portable`, `avx2`, `avx-vnni`,
+/// `avx512-vnni`); unset or empty: [`Kernel::detect`].
+pub const KERNEL_ENV: &str = "FMNIST_INT8_KERNEL";
+
+/// The kernel named `name`, if this CPU runs it (the `--int8-kernel` parser; the message names
+/// the choices).
+pub fn parse_kernel(name: &str) -> std::result::Result<Kernel, String> {
+    let names = Kernel::ALL.map(Kernel::name).join(", ");
+    let k = Kernel::from_name(name)
+        .ok_or_else(|| format!("unknown int8 kernel {name:?} (one of: {names})"))?;
+    if !k.is_available() {
+        let have: Vec<_> = Kernel::ALL
+            .into_iter()
+            .filter(|k| k.is_available())
+            .map(Kernel::name)
+            .collect();
+        return Err(format!(
+            "int8 kernel {name} needs instructions this CPU lacks (it runs: {})",
+            have.join(", ")
+        ));
+    }
+    Ok(k)
+}
+
+/// The kernel `FMNIST_INT8_KERNEL` names, else the fastest this CPU runs.
+pub fn default_kernel() -> Result<Kernel> {
+    match std::env::var(KERNEL_ENV) {
+        Ok(v) if !v.is_empty() => {
+            parse_kernel(&v).map_err(|e| Error::bad_msg(format!("{KERNEL_ENV}: {e}")))
+        }
+        _ => Ok(Kernel::detect()),
     }
 }
 
@@ -81,8 +141,7 @@ impl NetworkFn for Load<'_> {
         let parsed = self.0.file().map_err(|e| Error::bad(path, e))?;
         let params = leak_copy(parsed.int8::<N>().map_err(|e| Error::bad(path, e))?);
         let net = N::int8(params).map_err(|e| Error::bad(path, e))?;
-        let kernels: &'static Kernels<N> = Box::leak(Box::new(Kernels { params, net }));
-        Ok(kernels)
+        Ok(Kernels::<N>::new(params, net, default_kernel()?))
     }
 }
 
@@ -97,6 +156,19 @@ impl Int8Model {
     /// The network the file holds.
     pub fn arch(&self) -> Arch {
         self.net.arch()
+    }
+
+    /// The kernel [`Int8Model::forward`] runs.
+    pub fn kernel(&self) -> Kernel {
+        self.net.kernel()
+    }
+
+    /// The same model on `kernel` (which must be available: see [`parse_kernel`]; a network
+    /// without packed kernels stays on the portable ones). Packs the weights anew.
+    pub fn with_kernel(&self, kernel: Kernel) -> Int8Model {
+        Int8Model {
+            net: self.net.repack(kernel),
+        }
     }
 
     /// Network `N`'s kernel view (`None` when the file holds another network).
@@ -117,7 +189,7 @@ impl Int8Model {
         self.kernels::<WideCnn>()
     }
 
-    /// The int8 logits of one image (the fused kernels the device runs).
+    /// The int8 logits of one image, on [`Int8Model::kernel`] (bit-identical on every kernel).
     #[inline]
     pub fn forward(&self, image: &[u8; IMAGE_PIXELS]) -> [i8; 10] {
         self.net.forward(image)

@@ -12,6 +12,7 @@ use fmnist_core::lenet::IMAGE_PIXELS;
 use fmnist_infer::bench::{self, ModelBench};
 use fmnist_infer::data::{self, Split};
 use fmnist_infer::error::{Error, Result};
+use fmnist_infer::int8::Kernel;
 use fmnist_infer::preprocess::{self, Invert};
 use fmnist_infer::{Model, confusion, eval, golden};
 use serde_json::json;
@@ -62,6 +63,10 @@ enum Command {
         /// avx512 (x86-64, LeNet-BN); int8 models ignore it. All give the same bits.
         #[arg(long, value_enum, default_value = "auto")]
         f32_kernel: fmnist_infer::F32Kernel,
+        /// int8 kernel: portable, avx2, avx-vnni, avx512-vnni (default: $FMNIST_INT8_KERNEL,
+        /// else the fastest this CPU runs); all give the same bits.
+        #[arg(long, value_parser = fmnist_infer::int8::parse_kernel)]
+        int8_kernel: Option<Kernel>,
     },
     /// Evaluate like `eval`, print its report and draw the confusion matrix as a PNG heat map.
     Confusion {
@@ -148,16 +153,27 @@ enum Command {
         /// avx512 (x86-64, LeNet-BN); int8 models ignore it. All give the same bits.
         #[arg(long, value_enum, default_value = "auto")]
         f32_kernel: fmnist_infer::F32Kernel,
+        /// int8 kernel: portable, avx2, avx-vnni, avx512-vnni (default: $FMNIST_INT8_KERNEL,
+        /// else the fastest this CPU runs); all give the same bits.
+        #[arg(long, value_parser = fmnist_infer::int8::parse_kernel)]
+        int8_kernel: Option<Kernel>,
     },
 }
 
-/// Loads the models, f32 ones set to run `kernel`.
-fn load_models(paths: &[PathBuf], kernel: fmnist_infer::F32Kernel) -> Result<Vec<Model>> {
+/// Loads the models, f32 ones set to run `kernel`, int8 ones on `int8_kernel` when given.
+fn load_models(
+    paths: &[PathBuf],
+    kernel: fmnist_infer::F32Kernel,
+    int8_kernel: Option<Kernel>,
+) -> Result<Vec<Model>> {
     paths
         .iter()
         .map(|p| {
             let mut m = Model::load(p)?;
             m.set_f32_kernel(kernel)?;
+            if let Some(k) = int8_kernel {
+                m.set_int8_kernel(k);
+            }
             Ok(m)
         })
         .collect()
@@ -183,8 +199,9 @@ fn evaluate_files(
     data_dir: Option<&Path>,
     threads: Option<usize>,
     kernel: fmnist_infer::F32Kernel,
+    int8_kernel: Option<Kernel>,
 ) -> Result<eval::EvalReport> {
-    let models = load_models(paths, kernel)?;
+    let models = load_models(paths, kernel, int8_kernel)?;
     let test = load_test(data_dir)?;
     let threads = threads.unwrap_or(0);
     match (&models[..], tta) {
@@ -200,8 +217,9 @@ fn cmd_eval(
     json: bool,
     threads: Option<usize>,
     kernel: fmnist_infer::F32Kernel,
+    int8_kernel: Option<Kernel>,
 ) -> Result<()> {
-    let report = evaluate_files(paths, tta, data_dir, threads, kernel)?;
+    let report = evaluate_files(paths, tta, data_dir, threads, kernel, int8_kernel)?;
     if json {
         print_json(&serde_json::to_value(&report).expect("report serialises"));
     } else {
@@ -224,6 +242,7 @@ fn cmd_confusion(
         data_dir,
         threads,
         fmnist_infer::F32Kernel::Auto,
+        None,
     )?;
     confusion::write_png(&report, png)?;
     if json {
@@ -315,7 +334,7 @@ fn cmd_golden(
     kernel: fmnist_infer::F32Kernel,
 ) -> Result<()> {
     fmnist_infer::outputs::check(&[("--out", out)], &[("--model", model)])?;
-    let model = load_models(&[model.to_path_buf()], kernel)?.remove(0);
+    let model = load_models(&[model.to_path_buf()], kernel, None)?.remove(0);
     let test = load_test(data_dir)?;
     let bytes = golden::write(&model, &test.images, out)?;
     let logits = if model.kind.is_int8() { "int8" } else { "f32" };
@@ -360,6 +379,7 @@ fn cmd_bench(
     data_dir: Option<&Path>,
     json: bool,
     kernel: fmnist_infer::F32Kernel,
+    int8_kernel: Option<Kernel>,
 ) -> Result<()> {
     if !(seconds > 0.0 && seconds <= bench::MAX_SECONDS) {
         return Err(Error::bad_msg(format!(
@@ -367,7 +387,7 @@ fn cmd_bench(
             bench::MAX_SECONDS
         )));
     }
-    let models = load_models(models, kernel)?;
+    let models = load_models(models, kernel, int8_kernel)?;
     let (images, source) = match load_test(data_dir) {
         Ok(t) => (t.images, "Fashion-MNIST test set"),
         Err(e) if data_dir.is_some() => return Err(e),
@@ -403,7 +423,16 @@ fn run(cli: Cli) -> Result<()> {
             threads,
             tta,
             f32_kernel: kernel,
-        } => cmd_eval(&model, tta, data.as_deref(), json, threads, kernel),
+            int8_kernel,
+        } => cmd_eval(
+            &model,
+            tta,
+            data.as_deref(),
+            json,
+            threads,
+            kernel,
+            int8_kernel,
+        ),
         Command::Confusion {
             model,
             png,
@@ -436,7 +465,8 @@ fn run(cli: Cli) -> Result<()> {
             data,
             json,
             f32_kernel: kernel,
-        } => cmd_bench(&model, seconds, data.as_deref(), json, kernel),
+            int8_kernel,
+        } => cmd_bench(&model, seconds, data.as_deref(), json, kernel, int8_kernel),
     }
 }
 

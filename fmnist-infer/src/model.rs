@@ -469,6 +469,14 @@ impl Model {
         }
     }
 
+    /// Runs an int8 model on `kernel` (available: see [`crate::int8::parse_kernel`]); an f32
+    /// model is left as it is.
+    pub fn set_int8_kernel(&mut self, kernel: crate::int8::Kernel) {
+        if let Weights::Int8(m) = &mut self.weights {
+            *m = m.with_kernel(kernel);
+        }
+    }
+
     /// The int8 model (`None` for an f32 model).
     pub fn int8(&self) -> Option<&Int8Model> {
         match &self.weights {

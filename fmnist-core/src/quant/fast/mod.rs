@@ -215,7 +215,11 @@ fn window_patches<
 const REGION: usize = 4;
 
 pub mod dsp;
+#[cfg(any(test, feature = "std"))]
+pub mod host;
 pub mod portable;
+#[cfg(all(target_arch = "x86_64", any(test, feature = "std")))]
+mod x86;
 
 #[cfg(test)]
 mod tests {

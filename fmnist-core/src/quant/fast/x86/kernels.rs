@@ -1,0 +1,387 @@
+//! The layer kernels every x86 path shares, generic over its integer dot product ([`Path`]):
+//! a fused convolution → requantization → ReLU → 2x2 max-pool over channel-last (HWC) input,
+//! and a dense layer, both vectorised across output channels (8 per 256-bit register), with
+//! the weights packed once at load ([`pack_conv`], [`pack_dense`]).
+//!
+//! # Layout (no im2col)
+//! A convolution's input is a padded HWC buffer: `Hp = H + 2P` rows of `Wp = W + 2P` pixels of
+//! `IC` channels, the padding holding the input zero point. For output `(y, x)` and kernel row
+//! `ky`, the `K·IC` taps `(kx, ic)` are *contiguous* in that buffer (`K` neighbouring pixels,
+//! all their channels). They are read as `NG = ⌈K·IC / G⌉` groups of `G` taps (one 32-bit
+//! word, broadcast to all lanes); the packed weights hold, per group and output channel, the
+//! `G` weights of those taps, and zeros for the at most `G − 1` taps past `K·IC` (which read
+//! the next pixel, a value that is then multiplied by zero). Each broadcast group meets 8
+//! output channels in one dot-product instruction; the four outputs of a pooling window share
+//! each weight load.
+//!
+//! # Exactness
+//! Every path computes `Σ w·x` over the same taps with exact integer arithmetic (see each
+//! [`Path`]); integer addition is associative, so the order of the sum does not matter and
+//! every output equals the reference kernel's ([`crate::quant::QConv2d`],
+//! [`crate::quant::QDense`]). Requantization ([`requant8`]) is TFLite's, vectorised lane by
+//! lane and tested against the scalar one.
+
+use core::arch::x86_64::*;
+
+use crate::quant::params::QLayerParams;
+use crate::quant::requant::clamp_floor;
+
+/// One x86 path's integer dot product and activation type.
+///
+/// # Safety
+/// The methods use the path's instructions: call them only from code compiled with the path's
+/// target features, after checking the CPU has them.
+pub(crate) unsafe trait Path: Copy + Send + Sync + 'static {
+    /// Activation element in the buffers (u8 `x + 128` for `vpdpbusd`, i16 `x` for `vpmaddwd`).
+    type A: Copy + Send + Sync + 'static;
+    /// Taps per 32-bit group (4 u8 or 2 i16).
+    const G: usize;
+    /// Bytes per packed weight (1: i8, 2: i16).
+    const WEIGHT_BYTES: usize;
+    /// Added to each channel's bias per unit of `Σ w` (−128 when activations are stored as
+    /// `x + 128`: `Σ w·(x + 128) − 128·Σ w = Σ w·x`).
+    const BIAS_PER_WEIGHT: i32;
+    /// The activation `x` as stored.
+    fn act(x: i8) -> Self::A;
+    /// The stored activation back as `x`.
+    fn to_i8(a: Self::A) -> i8;
+    /// `acc + Σ_{4 taps} a·w` per 32-bit lane: `a` a broadcast group, `w` 8 channels' weights.
+    ///
+    /// # Safety
+    /// The path's target features must be enabled.
+    unsafe fn dot(acc: __m256i, a: __m256i, w: __m256i) -> __m256i;
+    /// Stores 8 values (i16 lanes already clamped to `[−128, 127]`) as activations.
+    ///
+    /// # Safety
+    /// `dst` is valid for 8 elements; AVX2 is enabled.
+    unsafe fn store8(v: __m128i, dst: *mut Self::A);
+}
+
+/// Per-lane constants of a layer's output step, for `8·V` lanes (lanes past the real channels
+/// hold zeros and are never read as real outputs).
+#[derive(Clone, Debug)]
+pub(crate) struct Rq {
+    bias: Vec<i32>,
+    multiplier: Vec<i32>,
+    left: Vec<i32>,
+    right: Vec<i32>,
+    zp: i16,
+    lo: i16,
+}
+
+impl Rq {
+    /// The constants of `q` for `lanes` lanes, the bias corrected by `per_weight·Σ w[c]`
+    /// (`weight_sums[c]`).
+    pub(crate) fn new<const C: usize>(
+        q: &QLayerParams<C>,
+        weight_sums: &[i32],
+        per_weight: i32,
+        relu: bool,
+        lanes: usize,
+    ) -> Rq {
+        let get = |c: usize, f: &dyn Fn(usize) -> i32| if c < C { f(c) } else { 0 };
+        Rq {
+            bias: (0..lanes)
+                .map(|c| get(c, &|c| q.bias[c] + per_weight * weight_sums[c]))
+                .collect(),
+            multiplier: (0..lanes).map(|c| get(c, &|c| q.multiplier[c])).collect(),
+            left: (0..lanes).map(|c| get(c, &|c| q.shift[c].max(0))).collect(),
+            right: (0..lanes)
+                .map(|c| get(c, &|c| (-q.shift[c]).max(0)))
+                .collect(),
+            zp: q.output_zero_point as i16,
+            lo: clamp_floor(q.output_zero_point, relu) as i16,
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn load8(v: &[i32], at: usize) -> __m256i {
+    debug_assert!(at + 8 <= v.len());
+    // SAFETY: the caller's lanes are inside `v` (8·V lanes for V vectors).
+    unsafe { _mm256_loadu_si256(v.as_ptr().add(at).cast()) }
+}
+
+/// The output step of lanes `8v..8v+8`: `acc + bias`, TFLite's `MultiplyByQuantizedMultiplier`
+/// per lane, `+ zp`, clamp to `[lo, 127]`; as 8 i16 lanes.
+///
+/// Exactly [`crate::quant::Requant::to_i8`]: the 64-bit products `a·m` come from `vpmuldq`
+/// (even lanes, then the odd ones shifted down); `(a·m + 2^30) >> 31` is needed only in its low
+/// 32 bits, which a logical shift gives as well as an arithmetic one; the result fits an i32
+/// (the only case that does not, `a = m = i32::MIN`, cannot occur: `m ≥ 0`). The divide is
+/// `RoundingDivideByPOT` literally, with per-lane shifts. The saturating packs to i16 then do
+/// `+ zp` and the clamp (an |h| > 32767 saturates to ±32767 first, which lands on the same
+/// clamp bound).
+///
+/// # Safety
+/// AVX2; lanes `8v..8v+8` exist in `rq`.
+#[inline(always)]
+pub(crate) unsafe fn requant8(acc: __m256i, rq: &Rq, v: usize) -> __m128i {
+    unsafe {
+        let at = 8 * v;
+        let a = _mm256_add_epi32(acc, load8(&rq.bias, at));
+        let a = _mm256_sllv_epi32(a, load8(&rq.left, at));
+        let m = load8(&rq.multiplier, at);
+        let half = _mm256_set1_epi64x(1 << 30);
+        let even = _mm256_srli_epi64(_mm256_add_epi64(_mm256_mul_epi32(a, m), half), 31);
+        let odd = _mm256_add_epi64(
+            _mm256_mul_epi32(_mm256_srli_epi64(a, 32), _mm256_srli_epi64(m, 32)),
+            half,
+        );
+        // Odd lanes: bits 31..62 of the sum are the result's low 32 bits; a left shift by 1
+        // puts them in the high half of the 64-bit lane, where the blend takes them from.
+        let odd = _mm256_slli_epi64(odd, 1);
+        let h = _mm256_blend_epi32(even, odd, 0b1010_1010);
+        let right = load8(&rq.right, at);
+        let one = _mm256_set1_epi32(1);
+        let mask = _mm256_sub_epi32(_mm256_sllv_epi32(one, right), one);
+        let rem = _mm256_and_si256(h, mask);
+        let neg = _mm256_cmpgt_epi32(_mm256_setzero_si256(), h);
+        let thr = _mm256_sub_epi32(_mm256_srai_epi32(mask, 1), neg);
+        let y = _mm256_sub_epi32(_mm256_srav_epi32(h, right), _mm256_cmpgt_epi32(rem, thr));
+        let y16 = _mm_packs_epi32(_mm256_castsi256_si128(y), _mm256_extracti128_si256(y, 1));
+        let y16 = _mm_adds_epi16(y16, _mm_set1_epi16(rq.zp));
+        let y16 = _mm_max_epi16(y16, _mm_set1_epi16(rq.lo));
+        _mm_min_epi16(y16, _mm_set1_epi16(127))
+    }
+}
+
+/// Stores lanes `8v..8v+8` of a layer with `real` channels at `dst` (channel `8v` first): all 8
+/// when they are real, else only the real ones.
+#[inline(always)]
+unsafe fn store_lanes<P: Path>(y: __m128i, dst: *mut P::A, v: usize, real: usize) {
+    unsafe {
+        if 8 * v + 8 <= real {
+            P::store8(y, dst);
+        } else {
+            let mut tmp = [P::act(0); 8];
+            P::store8(y, tmp.as_mut_ptr());
+            for (i, &t) in tmp.iter().enumerate().take(real - 8 * v) {
+                dst.add(i).write(t);
+            }
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn broadcast<A>(x: *const A) -> __m256i {
+    // SAFETY: the caller checked 4 readable bytes at `x`.
+    unsafe { _mm256_set1_epi32(x.cast::<i32>().read_unaligned()) }
+}
+
+/// Groups of `G` taps in one kernel row of a `K`x`K` convolution over `IC` channels.
+pub(crate) const fn groups(k: usize, ic: usize, g: usize) -> usize {
+    (k * ic).div_ceil(g)
+}
+
+/// Bytes of one packed vector: 8 channels' weights for one group of taps.
+const VEC: usize = 32;
+
+/// A convolution's packed weights, `[8-channel vector v][ky][group]` × 32 bytes (lane `l`, tap
+/// `t` of the group at byte `(l·G + t)·WEIGHT_BYTES`), and its output constants.
+#[derive(Clone, Debug)]
+pub(crate) struct ConvPacked {
+    w: Vec<u8>,
+    rq: Rq,
+}
+
+/// Packs `weight` (`[OC][IC][K][K]`, PyTorch's layout) for path `P` (see the module docs).
+pub(crate) fn pack_conv<P: Path, const C: usize>(
+    weight: &[i8],
+    q: &QLayerParams<C>,
+    ic: usize,
+    k: usize,
+) -> ConvPacked {
+    assert_eq!(weight.len(), C * ic * k * k);
+    let ng = groups(k, ic, P::G);
+    let vecs = C.div_ceil(8);
+    let mut w = vec![0u8; vecs * k * ng * VEC];
+    for oc in 0..C {
+        let (v, lane) = (oc / 8, oc % 8);
+        for ky in 0..k {
+            for e in 0..k * ic {
+                let (kx, c) = (e / ic, e % ic);
+                let val = weight[((oc * ic + c) * k + ky) * k + kx];
+                let (g, t) = (e / P::G, e % P::G);
+                let at = ((v * k + ky) * ng + g) * VEC + (lane * P::G + t) * P::WEIGHT_BYTES;
+                put::<P>(&mut w[at..], val);
+            }
+        }
+    }
+    let sums: Vec<i32> = weight
+        .chunks_exact(ic * k * k)
+        .map(|r| r.iter().map(|&v| v as i32).sum())
+        .collect();
+    ConvPacked {
+        w,
+        rq: Rq::new(q, &sums, P::BIAS_PER_WEIGHT, true, vecs * 8),
+    }
+}
+
+/// Writes weight `val` as `P` stores it (i8, or i16 little-endian).
+fn put<P: Path>(dst: &mut [u8], val: i8) {
+    if P::WEIGHT_BYTES == 1 {
+        dst[0] = val as u8;
+    } else {
+        dst[..2].copy_from_slice(&(val as i16).to_le_bytes());
+    }
+}
+
+/// conv (`K`x`K`, stride 1) → requant → ReLU → 2x2 max-pool over a padded HWC input.
+///
+/// * `x`: `[Hp][WP][IC]` activations (padding included), at least
+///   `((2·PH + K − 2)·WP + 2·PW − 1)·IC + NG·G` elements;
+/// * output `(py, px)`, `OCR` real channels, written at `out[OUT0 + (py·OROW + px)·OCR ..]`;
+/// * `OCV` vectors of 8 channels, `B` of them per block (`OCV % B == 0`).
+///
+/// # Safety
+/// The path's target features are enabled; `p` was packed by [`pack_conv`] for `P` with
+/// these `IC`, `K` and `OCV`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn conv_pool<
+    P: Path,
+    const IC: usize,
+    const K: usize,
+    const WP: usize,
+    const PH: usize,
+    const PW: usize,
+    const OCV: usize,
+    const B: usize,
+    const OCR: usize,
+    const OUT0: usize,
+    const OROW: usize,
+>(
+    p: &ConvPacked,
+    x: &[P::A],
+    out: &mut [P::A],
+) {
+    let ng = groups(K, IC, P::G);
+    assert!(OCV.is_multiple_of(B) && OCR <= 8 * OCV);
+    assert!(x.len() >= ((2 * PH + K - 2) * WP + 2 * PW - 1) * IC + ng * P::G);
+    assert!(out.len() >= OUT0 + ((PH - 1) * OROW + PW) * OCR);
+    assert_eq!(p.w.len(), OCV * K * ng * VEC);
+    let xp = x.as_ptr();
+    let op = out.as_mut_ptr();
+    let wp = p.w.as_ptr();
+    unsafe {
+        for py in 0..PH {
+            for px in 0..PW {
+                let base = (2 * py * WP + 2 * px) * IC;
+                let pos = [base, base + IC, base + WP * IC, base + (WP + 1) * IC];
+                let dst = op.add(OUT0 + (py * OROW + px) * OCR);
+                let mut v0 = 0;
+                while v0 < OCV {
+                    let z = _mm256_setzero_si256();
+                    let mut acc = [[z; B]; 4];
+                    for ky in 0..K {
+                        for g in 0..ng {
+                            let mut w = [z; B];
+                            for (j, wj) in w.iter_mut().enumerate() {
+                                let at = (((v0 + j) * K + ky) * ng + g) * VEC;
+                                *wj = _mm256_loadu_si256(wp.add(at).cast());
+                            }
+                            let off = ky * WP * IC + g * P::G;
+                            for (a, &o) in acc.iter_mut().zip(&pos) {
+                                let xa = broadcast(xp.add(o + off));
+                                for (aj, &wj) in a.iter_mut().zip(&w) {
+                                    *aj = P::dot(*aj, xa, wj);
+                                }
+                            }
+                        }
+                    }
+                    let [a0, a1, a2, a3] = acc;
+                    for j in 0..B {
+                        let m = _mm256_max_epi32(
+                            _mm256_max_epi32(a0[j], a1[j]),
+                            _mm256_max_epi32(a2[j], a3[j]),
+                        );
+                        let y = requant8(m, &p.rq, v0 + j);
+                        store_lanes::<P>(y, dst.add(8 * (v0 + j)), v0 + j, OCR);
+                    }
+                    v0 += B;
+                }
+            }
+        }
+    }
+}
+
+/// A dense layer's packed weights, `[block of B vectors][group][vector in block]` × 32 bytes,
+/// and its output constants.
+#[derive(Clone, Debug)]
+pub(crate) struct DensePacked {
+    w: Vec<u8>,
+    rq: Rq,
+}
+
+/// Packs `weight` (`[O][I]`) for path `P`; `column(i)` is the weight column of buffer input
+/// `i` (the identity, or the map from an HWC buffer to PyTorch's C×H×W flatten).
+pub(crate) fn pack_dense<P: Path, const O: usize>(
+    weight: &[i8],
+    q: &QLayerParams<O>,
+    inputs: usize,
+    block: usize,
+    relu: bool,
+    column: impl Fn(usize) -> usize,
+) -> DensePacked {
+    assert_eq!(weight.len(), O * inputs);
+    assert!(inputs.is_multiple_of(P::G));
+    let vecs = O.div_ceil(8);
+    assert!(vecs.is_multiple_of(block));
+    let ng = inputs / P::G;
+    let mut w = vec![0u8; vecs * ng * VEC];
+    for o in 0..O {
+        let (v, lane) = (o / 8, o % 8);
+        let (b, j) = (v / block, v % block);
+        for i in 0..inputs {
+            let (g, t) = (i / P::G, i % P::G);
+            let at = ((b * ng + g) * block + j) * VEC + (lane * P::G + t) * P::WEIGHT_BYTES;
+            put::<P>(&mut w[at..], weight[o * inputs + column(i)]);
+        }
+    }
+    let sums: Vec<i32> = weight
+        .chunks_exact(inputs)
+        .map(|r| r.iter().map(|&v| v as i32).sum())
+        .collect();
+    DensePacked {
+        w,
+        rq: Rq::new(q, &sums, P::BIAS_PER_WEIGHT, relu, vecs * 8),
+    }
+}
+
+/// Dense `I` → `8·OV` lanes (`OR` real outputs), blocks of `B` vectors, written at `out[..8·OV]`.
+///
+/// # Safety
+/// The path's target features are enabled; `p` was packed by [`pack_dense`] for `P` with
+/// these `I`, `OV` and `B`.
+#[inline(always)]
+pub(crate) unsafe fn dense<P: Path, const I: usize, const OV: usize, const B: usize>(
+    p: &DensePacked,
+    x: &[P::A],
+    out: &mut [P::A],
+) {
+    let ng = I / P::G;
+    assert!(I.is_multiple_of(P::G) && OV.is_multiple_of(B));
+    assert!(x.len() >= I && out.len() >= 8 * OV);
+    assert_eq!(p.w.len(), OV * ng * VEC);
+    let xp = x.as_ptr();
+    let op = out.as_mut_ptr();
+    let mut wp = p.w.as_ptr();
+    unsafe {
+        let mut v0 = 0;
+        while v0 < OV {
+            let mut acc = [_mm256_setzero_si256(); B];
+            for g in 0..ng {
+                let xa = broadcast(xp.add(g * P::G));
+                for (j, a) in acc.iter_mut().enumerate() {
+                    *a = P::dot(*a, xa, _mm256_loadu_si256(wp.add(j * VEC).cast()));
+                }
+                wp = wp.add(B * VEC);
+            }
+            for (j, &a) in acc.iter().enumerate() {
+                P::store8(requant8(a, &p.rq, v0 + j), op.add(8 * (v0 + j)));
+            }
+            v0 += B;
+        }
+    }
+}
