@@ -36,8 +36,6 @@ pub(crate) unsafe trait Path: Copy + Send + Sync + 'static {
     type A: Copy + Send + Sync + 'static;
     /// Taps per 32-bit group (4 u8 or 2 i16).
     const G: usize;
-    /// Bytes per packed weight (1: i8, 2: i16).
-    const WEIGHT_BYTES: usize;
     /// Added to each channel's bias per unit of `Σ w` (−128 when activations are stored as
     /// `x + 128`: `Σ w·(x + 128) − 128·Σ w = Σ w·x`).
     const BIAS_PER_WEIGHT: i32;
@@ -45,11 +43,20 @@ pub(crate) unsafe trait Path: Copy + Send + Sync + 'static {
     fn act(x: i8) -> Self::A;
     /// The stored activation back as `x`.
     fn to_i8(a: Self::A) -> i8;
-    /// `acc + Σ_{4 taps} a·w` per 32-bit lane: `a` a broadcast group, `w` 8 channels' weights.
+    /// The vector the dot products run on (256 or 512 bits).
+    type V: Vector;
+    /// One packed weight vector (`LANES·G` i8 weights) as `dot` takes it (widened to i16 on
+    /// the AVX2 path: the weights stay i8 in memory, half the cache footprint).
+    ///
+    /// # Safety
+    /// The path's target features are enabled; `p` is readable for `LANES·G` bytes.
+    unsafe fn load_w(p: *const u8) -> Self::V;
+    /// `acc + Σ_{G taps} a·w` per 32-bit lane: `a` a broadcast group, `w` one weight per lane
+    /// and tap.
     ///
     /// # Safety
     /// The path's target features must be enabled.
-    unsafe fn dot(acc: __m256i, a: __m256i, w: __m256i) -> __m256i;
+    unsafe fn dot(acc: Self::V, a: Self::V, w: Self::V) -> Self::V;
     /// Stores 8 values (i16 lanes already clamped to `[−128, 127]`) as activations.
     ///
     /// # Safety
@@ -57,8 +64,80 @@ pub(crate) unsafe trait Path: Copy + Send + Sync + 'static {
     unsafe fn store8(v: __m128i, dst: *mut Self::A);
 }
 
-/// Per-lane constants of a layer's output step, for `8·V` lanes (lanes past the real channels
-/// hold zeros and are never read as real outputs).
+/// A vector of 32-bit lanes: 8 (`__m256i`) or 16 (`__m512i`, AVX-512 F).
+pub(crate) trait Vector: Copy {
+    /// Lanes.
+    const LANES: usize;
+    /// All zero.
+    ///
+    /// # Safety
+    /// The vector's instructions are enabled (every method).
+    unsafe fn zero() -> Self;
+    /// `v` in every lane.
+    ///
+    /// # Safety
+    /// See [`Vector::zero`].
+    unsafe fn splat(v: i32) -> Self;
+    /// Lane-wise signed maximum.
+    ///
+    /// # Safety
+    /// See [`Vector::zero`].
+    unsafe fn max(a: Self, b: Self) -> Self;
+    /// Lanes `8i..8i+8`.
+    ///
+    /// # Safety
+    /// See [`Vector::zero`]; `i < LANES / 8`.
+    unsafe fn part(self, i: usize) -> __m256i;
+}
+
+impl Vector for __m256i {
+    const LANES: usize = 8;
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        unsafe { _mm256_setzero_si256() }
+    }
+    #[inline(always)]
+    unsafe fn splat(v: i32) -> Self {
+        unsafe { _mm256_set1_epi32(v) }
+    }
+    #[inline(always)]
+    unsafe fn max(a: Self, b: Self) -> Self {
+        unsafe { _mm256_max_epi32(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn part(self, _: usize) -> __m256i {
+        self
+    }
+}
+
+impl Vector for __m512i {
+    const LANES: usize = 16;
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        unsafe { _mm512_setzero_si512() }
+    }
+    #[inline(always)]
+    unsafe fn splat(v: i32) -> Self {
+        unsafe { _mm512_set1_epi32(v) }
+    }
+    #[inline(always)]
+    unsafe fn max(a: Self, b: Self) -> Self {
+        unsafe { _mm512_max_epi32(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn part(self, i: usize) -> __m256i {
+        unsafe {
+            if i == 0 {
+                _mm512_castsi512_si256(self)
+            } else {
+                _mm512_extracti64x4_epi64::<1>(self)
+            }
+        }
+    }
+}
+
+/// Per-lane constants of a layer's output step, for a multiple of 8 lanes (lanes past the
+/// real channels hold zeros and are never read as real outputs).
 #[derive(Clone, Debug)]
 pub(crate) struct Rq {
     bias: Vec<i32>,
@@ -164,9 +243,19 @@ unsafe fn store_lanes<P: Path>(y: __m128i, dst: *mut P::A, v: usize, real: usize
 }
 
 #[inline(always)]
-unsafe fn broadcast<A>(x: *const A) -> __m256i {
+unsafe fn broadcast<V: Vector, A>(x: *const A) -> V {
     // SAFETY: the caller checked 4 readable bytes at `x`.
-    unsafe { _mm256_set1_epi32(x.cast::<i32>().read_unaligned()) }
+    unsafe { V::splat(x.cast::<i32>().read_unaligned()) }
+}
+
+/// Lanes of path `P`'s vector.
+const fn lanes<P: Path>() -> usize {
+    P::V::LANES
+}
+
+/// Bytes of one packed weight vector of path `P`: its lanes' i8 weights for one group of taps.
+const fn vec_bytes<P: Path>() -> usize {
+    P::G * lanes::<P>()
 }
 
 /// Groups of `G` taps in one kernel row of a `K`x`K` convolution over `IC` channels.
@@ -174,11 +263,9 @@ pub(crate) const fn groups(k: usize, ic: usize, g: usize) -> usize {
     (k * ic).div_ceil(g)
 }
 
-/// Bytes of one packed vector: 8 channels' weights for one group of taps.
-const VEC: usize = 32;
-
-/// A convolution's packed weights, `[8-channel vector v][ky][group]` × 32 bytes (lane `l`, tap
-/// `t` of the group at byte `(l·G + t)·WEIGHT_BYTES`), and its output constants.
+/// A convolution's packed i8 weights, `[vector v][ky][group]` × `LANES·G` bytes (vector `v`
+/// is channels `LANES·v..`; lane `l`, tap `t` of the group at byte `l·G + t`), and its output
+/// constants.
 #[derive(Clone, Debug)]
 pub(crate) struct ConvPacked {
     w: Vec<u8>,
@@ -194,17 +281,18 @@ pub(crate) fn pack_conv<P: Path, const C: usize>(
 ) -> ConvPacked {
     assert_eq!(weight.len(), C * ic * k * k);
     let ng = groups(k, ic, P::G);
-    let vecs = C.div_ceil(8);
-    let mut w = vec![0u8; vecs * k * ng * VEC];
+    let (n, vb) = (lanes::<P>(), vec_bytes::<P>());
+    let vecs = C.div_ceil(n);
+    let mut w = vec![0u8; vecs * k * ng * vb];
     for oc in 0..C {
-        let (v, lane) = (oc / 8, oc % 8);
+        let (v, lane) = (oc / n, oc % n);
         for ky in 0..k {
             for e in 0..k * ic {
                 let (kx, c) = (e / ic, e % ic);
                 let val = weight[((oc * ic + c) * k + ky) * k + kx];
                 let (g, t) = (e / P::G, e % P::G);
-                let at = ((v * k + ky) * ng + g) * VEC + (lane * P::G + t) * P::WEIGHT_BYTES;
-                put::<P>(&mut w[at..], val);
+                let at = ((v * k + ky) * ng + g) * vb + lane * P::G + t;
+                w[at] = val as u8;
             }
         }
     }
@@ -214,16 +302,7 @@ pub(crate) fn pack_conv<P: Path, const C: usize>(
         .collect();
     ConvPacked {
         w,
-        rq: Rq::new(q, &sums, P::BIAS_PER_WEIGHT, true, vecs * 8),
-    }
-}
-
-/// Writes weight `val` as `P` stores it (i8, or i16 little-endian).
-fn put<P: Path>(dst: &mut [u8], val: i8) {
-    if P::WEIGHT_BYTES == 1 {
-        dst[0] = val as u8;
-    } else {
-        dst[..2].copy_from_slice(&(val as i16).to_le_bytes());
+        rq: Rq::new(q, &sums, P::BIAS_PER_WEIGHT, true, vecs * n),
     }
 }
 
@@ -231,14 +310,15 @@ fn put<P: Path>(dst: &mut [u8], val: i8) {
 ///
 /// * `x`: `[Hp][WP][IC]` activations (padding included), at least
 ///   `((2·PH + K − 2)·WP + 2·PW − 1)·IC + NG·G` elements;
-/// * output `(py, px)`, `OCR` real channels, written at `out[OUT0 + (py·OROW + px)·OCR ..]`;
-/// * `OCV` vectors of 8 channels, `B` of them per block (`OCV % B == 0`).
+/// * output `(py, px)`, `OCR` channels, written at `out[OUT0 + (py·OROW + px)·OCR ..]`;
+/// * the `⌈OCR / LANES⌉` vectors of channels go `B` at a time (a divisor), over `NW`
+///   neighbouring pooling windows per step (`PW % NW == 0`), so that `4·NW·B` independent
+///   accumulators hide the dot product's latency.
 ///
 /// # Safety
 /// The path's target features are enabled; `p` was packed by [`pack_conv`] for `P` with
-/// these `IC`, `K` and `OCV`.
+/// these `IC`, `K` and `OCR`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn conv_pool<
     P: Path,
     const IC: usize,
@@ -246,8 +326,8 @@ pub(crate) unsafe fn conv_pool<
     const WP: usize,
     const PH: usize,
     const PW: usize,
-    const OCV: usize,
     const B: usize,
+    const NW: usize,
     const OCR: usize,
     const OUT0: usize,
     const OROW: usize,
@@ -257,47 +337,57 @@ pub(crate) unsafe fn conv_pool<
     out: &mut [P::A],
 ) {
     let ng = groups(K, IC, P::G);
-    assert!(OCV.is_multiple_of(B) && OCR <= 8 * OCV);
+    let (n, vb) = (lanes::<P>(), vec_bytes::<P>());
+    let vecs = OCR.div_ceil(n);
+    assert!(vecs.is_multiple_of(B) && PW.is_multiple_of(NW));
     assert!(x.len() >= ((2 * PH + K - 2) * WP + 2 * PW - 1) * IC + ng * P::G);
     assert!(out.len() >= OUT0 + ((PH - 1) * OROW + PW) * OCR);
-    assert_eq!(p.w.len(), OCV * K * ng * VEC);
+    assert_eq!(p.w.len(), vecs * K * ng * vb);
     let xp = x.as_ptr();
     let op = out.as_mut_ptr();
     let wp = p.w.as_ptr();
     unsafe {
         for py in 0..PH {
-            for px in 0..PW {
-                let base = (2 * py * WP + 2 * px) * IC;
-                let pos = [base, base + IC, base + WP * IC, base + (WP + 1) * IC];
-                let dst = op.add(OUT0 + (py * OROW + px) * OCR);
+            for px0 in (0..PW).step_by(NW) {
+                // The four outputs of each of the NW windows: window w, output (dy, dx) at
+                // pos[w][2dy + dx].
+                let pos: [[usize; 4]; NW] = core::array::from_fn(|w| {
+                    let base = (2 * py * WP + 2 * (px0 + w)) * IC;
+                    [base, base + IC, base + WP * IC, base + (WP + 1) * IC]
+                });
                 let mut v0 = 0;
-                while v0 < OCV {
-                    let z = _mm256_setzero_si256();
-                    let mut acc = [[z; B]; 4];
+                while v0 < vecs {
+                    let z = P::V::zero();
+                    let mut acc = [[[z; B]; 4]; NW];
                     for ky in 0..K {
                         for g in 0..ng {
                             let mut w = [z; B];
                             for (j, wj) in w.iter_mut().enumerate() {
-                                let at = (((v0 + j) * K + ky) * ng + g) * VEC;
-                                *wj = _mm256_loadu_si256(wp.add(at).cast());
+                                *wj = P::load_w(wp.add((((v0 + j) * K + ky) * ng + g) * vb));
                             }
                             let off = ky * WP * IC + g * P::G;
-                            for (a, &o) in acc.iter_mut().zip(&pos) {
-                                let xa = broadcast(xp.add(o + off));
-                                for (aj, &wj) in a.iter_mut().zip(&w) {
-                                    *aj = P::dot(*aj, xa, wj);
+                            for (win, wpos) in acc.iter_mut().zip(&pos) {
+                                for (a, &o) in win.iter_mut().zip(wpos) {
+                                    let xa = broadcast::<P::V, _>(xp.add(o + off));
+                                    for (aj, &wj) in a.iter_mut().zip(&w) {
+                                        *aj = P::dot(*aj, xa, wj);
+                                    }
                                 }
                             }
                         }
                     }
-                    let [a0, a1, a2, a3] = acc;
-                    for j in 0..B {
-                        let m = _mm256_max_epi32(
-                            _mm256_max_epi32(a0[j], a1[j]),
-                            _mm256_max_epi32(a2[j], a3[j]),
-                        );
-                        let y = requant8(m, &p.rq, v0 + j);
-                        store_lanes::<P>(y, dst.add(8 * (v0 + j)), v0 + j, OCR);
+                    for (w, [a0, a1, a2, a3]) in acc.iter().enumerate() {
+                        let dst = op.add(OUT0 + (py * OROW + px0 + w) * OCR);
+                        for j in 0..B {
+                            let m = P::V::max(P::V::max(a0[j], a1[j]), P::V::max(a2[j], a3[j]));
+                            for i in 0..n / 8 {
+                                let c8 = (v0 + j) * n / 8 + i;
+                                if 8 * c8 < OCR {
+                                    let y = requant8(m.part(i), &p.rq, c8);
+                                    store_lanes::<P>(y, dst.add(8 * c8), c8, OCR);
+                                }
+                            }
+                        }
                     }
                     v0 += B;
                 }
@@ -306,16 +396,17 @@ pub(crate) unsafe fn conv_pool<
     }
 }
 
-/// A dense layer's packed weights, `[block of B vectors][group][vector in block]` × 32 bytes,
-/// and its output constants.
+/// A dense layer's packed i8 weights, `[block of B vectors][group][vector in block]` ×
+/// `LANES·G` bytes, and its output constants.
 #[derive(Clone, Debug)]
 pub(crate) struct DensePacked {
     w: Vec<u8>,
     rq: Rq,
 }
 
-/// Packs `weight` (`[O][I]`) for path `P`; `column(i)` is the weight column of buffer input
-/// `i` (the identity, or the map from an HWC buffer to PyTorch's C×H×W flatten).
+/// Packs `weight` (`[O][I]`) for path `P`, `block` vectors per block (a divisor of
+/// `⌈O / LANES⌉`); `column(i)` is the weight column of buffer input `i` (the identity, or the
+/// map from an HWC buffer to PyTorch's C×H×W flatten).
 pub(crate) fn pack_dense<P: Path, const O: usize>(
     weight: &[i8],
     q: &QLayerParams<O>,
@@ -326,17 +417,18 @@ pub(crate) fn pack_dense<P: Path, const O: usize>(
 ) -> DensePacked {
     assert_eq!(weight.len(), O * inputs);
     assert!(inputs.is_multiple_of(P::G));
-    let vecs = O.div_ceil(8);
+    let (n, vb) = (lanes::<P>(), vec_bytes::<P>());
+    let vecs = O.div_ceil(n);
     assert!(vecs.is_multiple_of(block));
     let ng = inputs / P::G;
-    let mut w = vec![0u8; vecs * ng * VEC];
+    let mut w = vec![0u8; vecs * ng * vb];
     for o in 0..O {
-        let (v, lane) = (o / 8, o % 8);
+        let (v, lane) = (o / n, o % n);
         let (b, j) = (v / block, v % block);
         for i in 0..inputs {
             let (g, t) = (i / P::G, i % P::G);
-            let at = ((b * ng + g) * block + j) * VEC + (lane * P::G + t) * P::WEIGHT_BYTES;
-            put::<P>(&mut w[at..], weight[o * inputs + column(i)]);
+            let at = ((b * ng + g) * block + j) * vb + lane * P::G + t;
+            w[at] = weight[o * inputs + column(i)] as u8;
         }
     }
     let sums: Vec<i32> = weight
@@ -345,41 +437,47 @@ pub(crate) fn pack_dense<P: Path, const O: usize>(
         .collect();
     DensePacked {
         w,
-        rq: Rq::new(q, &sums, P::BIAS_PER_WEIGHT, relu, vecs * 8),
+        rq: Rq::new(q, &sums, P::BIAS_PER_WEIGHT, relu, vecs * n),
     }
 }
 
-/// Dense `I` → `8·OV` lanes (`OR` real outputs), blocks of `B` vectors, written at `out[..8·OV]`.
+/// Dense `I` → `O` outputs, `B` vectors per block, written at `out[..⌈O / LANES⌉·LANES]` (the
+/// lanes past `O` too).
 ///
 /// # Safety
 /// The path's target features are enabled; `p` was packed by [`pack_dense`] for `P` with
-/// these `I`, `OV` and `B`.
+/// these `I`, `O` and `B`.
 #[inline(always)]
-pub(crate) unsafe fn dense<P: Path, const I: usize, const OV: usize, const B: usize>(
+pub(crate) unsafe fn dense<P: Path, const I: usize, const O: usize, const B: usize>(
     p: &DensePacked,
     x: &[P::A],
     out: &mut [P::A],
 ) {
     let ng = I / P::G;
-    assert!(I.is_multiple_of(P::G) && OV.is_multiple_of(B));
-    assert!(x.len() >= I && out.len() >= 8 * OV);
-    assert_eq!(p.w.len(), OV * ng * VEC);
+    let (n, vb) = (lanes::<P>(), vec_bytes::<P>());
+    let vecs = O.div_ceil(n);
+    assert!(I.is_multiple_of(P::G) && vecs.is_multiple_of(B));
+    assert!(x.len() >= I && out.len() >= vecs * n);
+    assert_eq!(p.w.len(), vecs * ng * vb);
     let xp = x.as_ptr();
     let op = out.as_mut_ptr();
     let mut wp = p.w.as_ptr();
     unsafe {
         let mut v0 = 0;
-        while v0 < OV {
-            let mut acc = [_mm256_setzero_si256(); B];
+        while v0 < vecs {
+            let mut acc = [P::V::zero(); B];
             for g in 0..ng {
-                let xa = broadcast(xp.add(g * P::G));
+                let xa = broadcast::<P::V, _>(xp.add(g * P::G));
                 for (j, a) in acc.iter_mut().enumerate() {
-                    *a = P::dot(*a, xa, _mm256_loadu_si256(wp.add(j * VEC).cast()));
+                    *a = P::dot(*a, xa, P::load_w(wp.add(j * vb)));
                 }
-                wp = wp.add(B * VEC);
+                wp = wp.add(B * vb);
             }
             for (j, &a) in acc.iter().enumerate() {
-                P::store8(requant8(a, &p.rq, v0 + j), op.add(8 * (v0 + j)));
+                for i in 0..n / 8 {
+                    let c8 = (v0 + j) * n / 8 + i;
+                    P::store8(requant8(a.part(i), &p.rq, c8), op.add(8 * c8));
+                }
             }
             v0 += B;
         }

@@ -14,7 +14,9 @@
 
 use core::marker::PhantomData;
 
-use super::kernels::{ConvPacked, DensePacked, Path, conv_pool, dense, pack_conv, pack_dense};
+use super::kernels::{
+    ConvPacked, DensePacked, Path, Vector, conv_pool, dense, pack_conv, pack_dense,
+};
 use crate::image::IMAGE_PIXELS;
 
 /// A weight tensor's bytes as i8, in its order.
@@ -34,6 +36,14 @@ fn load_image<P: Path>(image: &[u8; IMAGE_PIXELS], wp: usize, pad: usize, x: &mu
     }
 }
 
+/// Whether `P` runs on 16-lane vectors (its blocking differs: 32 registers, twice the lanes).
+const fn wide_vectors<P: Path>() -> bool {
+    <P::V as Vector>::LANES == 16
+}
+
+/// Vectors per block of the 10-output layers (one or two vectors: tiny either way).
+const FC3_BLOCK: usize = 1;
+
 /// LeNet-BN packed for path `P`.
 pub(crate) struct LeNetX86<P: Path> {
     conv1: ConvPacked,
@@ -47,15 +57,35 @@ pub(crate) struct LeNetX86<P: Path> {
 impl<P: Path> LeNetX86<P> {
     /// Packs checked parameters.
     pub(crate) fn new(p: &LeNetQParams) -> Self {
+        let wide = |w, n| if wide_vectors::<P>() { w } else { n };
         LeNetX86 {
             conv1: pack_conv::<P, 6>(flat(&p.conv1_weight), &p.conv1, 1, 5),
             conv2: pack_conv::<P, 16>(flat(&p.conv2_weight), &p.conv2, 6, 5),
             // Buffer input (y·5 + x)·16 + c is PyTorch's column c·25 + y·5 + x.
-            fc1: pack_dense::<P, 120>(p.fc1_weight.as_flattened(), &p.fc1, 400, 5, true, |i| {
-                (i % 16) * 25 + i / 16
-            }),
-            fc2: pack_dense::<P, 84>(p.fc2_weight.as_flattened(), &p.fc2, 120, 11, true, |i| i),
-            fc3: pack_dense::<P, 10>(p.fc3_weight.as_flattened(), &p.fc3, 84, 2, false, |i| i),
+            fc1: pack_dense::<P, 120>(
+                p.fc1_weight.as_flattened(),
+                &p.fc1,
+                400,
+                wide(8, 15),
+                true,
+                |i| (i % 16) * 25 + i / 16,
+            ),
+            fc2: pack_dense::<P, 84>(
+                p.fc2_weight.as_flattened(),
+                &p.fc2,
+                120,
+                wide(6, 11),
+                true,
+                |i| i,
+            ),
+            fc3: pack_dense::<P, 10>(
+                p.fc3_weight.as_flattened(),
+                &p.fc3,
+                84,
+                FC3_BLOCK,
+                false,
+                |i| i,
+            ),
             _path: PhantomData,
         }
     }
@@ -71,16 +101,23 @@ impl<P: Path> LeNetX86<P> {
         load_image::<P>(image, 32, 2, &mut x0);
         let mut x1 = [zero; 14 * 14 * 6 + 8];
         let mut x2 = [zero; 400];
-        let mut x3 = [zero; 120];
-        let mut x4 = [zero; 88];
+        // fc1, fc2, fc3 outputs, rounded up to 8 or 16 lanes.
+        let mut x3 = [zero; 128];
+        let mut x4 = [zero; 96];
         let mut x5 = [zero; 16];
         // SAFETY: the caller's promise; the buffers have the sizes the kernels assert.
         unsafe {
-            conv_pool::<P, 1, 5, 32, 14, 14, 1, 1, 6, 0, 14>(&self.conv1, &x0, &mut x1);
-            conv_pool::<P, 6, 5, 14, 5, 5, 2, 2, 16, 0, 5>(&self.conv2, &x1, &mut x2);
-            dense::<P, 400, 15, 5>(&self.fc1, &x2, &mut x3);
-            dense::<P, 120, 11, 11>(&self.fc2, &x3, &mut x4);
-            dense::<P, 84, 2, 2>(&self.fc3, &x4, &mut x5);
+            conv_pool::<P, 1, 5, 32, 14, 14, 1, 2, 6, 0, 14>(&self.conv1, &x0, &mut x1);
+            if wide_vectors::<P>() {
+                conv_pool::<P, 6, 5, 14, 5, 5, 1, 5, 16, 0, 5>(&self.conv2, &x1, &mut x2);
+                dense::<P, 400, 120, 8>(&self.fc1, &x2, &mut x3);
+                dense::<P, 120, 84, 6>(&self.fc2, &x3, &mut x4);
+            } else {
+                conv_pool::<P, 6, 5, 14, 5, 5, 2, 1, 16, 0, 5>(&self.conv2, &x1, &mut x2);
+                dense::<P, 400, 120, 15>(&self.fc1, &x2, &mut x3);
+                dense::<P, 120, 84, 11>(&self.fc2, &x3, &mut x4);
+            }
+            dense::<P, 84, 10, { FC3_BLOCK }>(&self.fc3, &x4, &mut x5);
         }
         core::array::from_fn(|i| P::to_i8(x5[i]))
     }
@@ -107,7 +144,14 @@ impl<P: Path> WideX86<P> {
             fc1: pack_dense::<P, 512>(p.fc1_weight.as_flattened(), &p.fc1, 3136, 8, true, |i| {
                 (i % 64) * 49 + i / 64
             }),
-            fc2: pack_dense::<P, 10>(p.fc2_weight.as_flattened(), &p.fc2, 512, 2, false, |i| i),
+            fc2: pack_dense::<P, 10>(
+                p.fc2_weight.as_flattened(),
+                &p.fc2,
+                512,
+                FC3_BLOCK,
+                false,
+                |i| i,
+            ),
             conv2_zp: p.conv2.input_zero_point,
             _path: PhantomData,
         }
@@ -128,10 +172,23 @@ impl<P: Path> WideX86<P> {
         let mut x4 = [zero; 16];
         // SAFETY: the caller's promise; the buffers have the sizes the kernels assert.
         unsafe {
-            conv_pool::<P, 1, 3, 30, 14, 14, 4, 2, 32, { 17 * 32 }, 16>(&self.conv1, &x0, &mut x1);
-            conv_pool::<P, 32, 3, 16, 7, 7, 8, 2, 64, 0, 7>(&self.conv2, &x1, &mut x2);
-            dense::<P, 3136, 64, 8>(&self.fc1, &x2, &mut x3);
-            dense::<P, 512, 2, 2>(&self.fc2, &x3, &mut x4);
+            if wide_vectors::<P>() {
+                conv_pool::<P, 1, 3, 30, 14, 14, 2, 2, 32, { 17 * 32 }, 16>(
+                    &self.conv1,
+                    &x0,
+                    &mut x1,
+                );
+                conv_pool::<P, 32, 3, 16, 7, 7, 4, 1, 64, 0, 7>(&self.conv2, &x1, &mut x2);
+            } else {
+                conv_pool::<P, 1, 3, 30, 14, 14, 2, 1, 32, { 17 * 32 }, 16>(
+                    &self.conv1,
+                    &x0,
+                    &mut x1,
+                );
+                conv_pool::<P, 32, 3, 16, 7, 7, 2, 1, 64, 0, 7>(&self.conv2, &x1, &mut x2);
+            }
+            dense::<P, 3136, 512, 8>(&self.fc1, &x2, &mut x3);
+            dense::<P, 512, 10, { FC3_BLOCK }>(&self.fc2, &x3, &mut x4);
         }
         core::array::from_fn(|i| P::to_i8(x4[i]))
     }
