@@ -14,7 +14,12 @@
 //!   instructions), so the host tests exercise the data layouts and pairings the device uses;
 //!   requantization through [`dsp::Rq`], exhaustively tested against `Requant::to_i8`.
 //!
-//! Both compute `max over the 2x2 window of Σ w·x`, then add the bias and requantize once.
+//! On the host (the `std` feature, x86-64) a third family, picked at run time by
+//! [`host::Kernel`]: the `x86` kernels on the CPU's integer dot products (AVX2 `vpmaddwd`,
+//! AVX-VNNI and AVX-512 VNNI `vpdpbusd`) over channel-last buffers, with weights packed once
+//! at load; same arithmetic, same bits.
+//!
+//! All compute `max over the 2x2 window of Σ w·x`, then add the bias and requantize once.
 //! That equals pooling the requantized outputs because requantization and the clamp are
 //! monotone non-decreasing (`requant::tests::requantization_is_monotone_so_pooling_commutes`),
 //! and `max(a + b, c + b) = max(a, c) + b` exactly in integers.

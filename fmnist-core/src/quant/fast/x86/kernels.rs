@@ -23,6 +23,7 @@
 
 use core::arch::x86_64::*;
 
+use crate::image::IMAGE_PIXELS;
 use crate::quant::params::QLayerParams;
 use crate::quant::requant::clamp_floor;
 
@@ -62,6 +63,76 @@ pub(crate) unsafe trait Path: Copy + Send + Sync + 'static {
     /// # Safety
     /// `dst` is valid for 8 elements; AVX2 is enabled.
     unsafe fn store8(v: __m128i, dst: *mut Self::A);
+
+    /// LeNet-BN's conv1 → ReLU → 2x2 max-pool, from the image into conv2's input
+    /// (`[14][14][6]`, at least `14·14·6` elements): [`conv_pool`] on the padded image, unless
+    /// the path has a kernel of its own.
+    ///
+    /// # Safety
+    /// The path's target features are enabled; `c` was packed for this path.
+    #[inline(always)]
+    unsafe fn lenet_conv1(c: &LeNetConv1, image: &[u8; IMAGE_PIXELS], out: &mut [Self::A]) {
+        let mut x0 = [Self::act(-128); 32 * 32 + 8];
+        load_image::<Self>(image, 32, 2, &mut x0);
+        // SAFETY: the caller's promise; the buffer sizes are the ones `conv_pool` asserts.
+        unsafe { conv_pool::<Self, 1, 5, 32, 14, 14, 1, 2, 6, 0, 14>(&c.conv, &x0, out) }
+    }
+}
+
+/// LeNet-BN's conv1 (6@5x5, padding 2) packed: for [`conv_pool`], and for a 16-lane path also
+/// as lane pairs ([`LeNetConv1::pairs`]).
+#[derive(Clone, Debug)]
+pub(crate) struct LeNetConv1 {
+    /// The packing of [`pack_conv`].
+    pub(crate) conv: ConvPacked,
+    /// For 16-lane paths (else empty): per kernel row `ky` and group `g` (taps `kx = 4g..4g+3`,
+    /// zero past 4), 16 lanes `2k + d` (`k` the output channel, 8 of them, `d` = 0, 1) each
+    /// holding channel `k`'s four weights: one 512-bit vector computes 8 channels of two
+    /// vertically adjacent outputs. `[ky][g]` × 64 bytes.
+    pub(crate) pairs: Vec<u8>,
+}
+
+impl LeNetConv1 {
+    /// Packs conv1 for path `P`.
+    pub(crate) fn new<P: Path>(weight: &[[[[i8; 5]; 5]; 1]; 6], q: &QLayerParams<6>) -> Self {
+        let conv = pack_conv::<P, 6>(bytemuck::cast_slice(weight), q, 1, 5);
+        let mut pairs = Vec::new();
+        if lanes::<P>() == 16 {
+            pairs = vec![0u8; 5 * 2 * 64];
+            for (oc, k) in weight.iter().enumerate() {
+                for (ky, row) in k[0].iter().enumerate() {
+                    for (kx, &w) in row.iter().enumerate() {
+                        let (g, t) = (kx / 4, kx % 4);
+                        for d in 0..2 {
+                            pairs[(ky * 2 + g) * 64 + (2 * oc + d) * 4 + t] = w as u8;
+                        }
+                    }
+                }
+            }
+        }
+        LeNetConv1 { conv, pairs }
+    }
+
+    /// The output constants (8 lanes: channels 0..8).
+    pub(crate) fn rq(&self) -> &Rq {
+        &self.conv.rq
+    }
+}
+
+/// The image `p` as activations `p − 128`, into a padded `[..][wp]` buffer at `(pad, pad)`.
+#[inline(always)]
+pub(crate) fn load_image<P: Path>(
+    image: &[u8; IMAGE_PIXELS],
+    wp: usize,
+    pad: usize,
+    x: &mut [P::A],
+) {
+    for (y, row) in image.chunks_exact(28).enumerate() {
+        let at = (y + pad) * wp + pad;
+        for (d, &p) in x[at..at + 28].iter_mut().zip(row) {
+            *d = P::act((p ^ 0x80) as i8);
+        }
+    }
 }
 
 /// A vector of 32-bit lanes: 8 (`__m256i`) or 16 (`__m512i`, AVX-512 F).

@@ -15,7 +15,8 @@
 use core::marker::PhantomData;
 
 use super::kernels::{
-    ConvPacked, DensePacked, Path, Vector, conv_pool, dense, pack_conv, pack_dense,
+    ConvPacked, DensePacked, LeNetConv1, Path, Vector, conv_pool, dense, load_image, pack_conv,
+    pack_dense,
 };
 use crate::image::IMAGE_PIXELS;
 
@@ -24,17 +25,6 @@ fn flat<T: bytemuck::Pod>(w: &T) -> &[i8] {
     bytemuck::cast_slice(core::slice::from_ref(w))
 }
 use crate::quant::{LeNetQParams, WideQParams};
-
-/// The image `p` as activations `p − 128`, into a padded `[..][wp]` buffer at `(pad, pad)`.
-#[inline(always)]
-fn load_image<P: Path>(image: &[u8; IMAGE_PIXELS], wp: usize, pad: usize, x: &mut [P::A]) {
-    for (y, row) in image.chunks_exact(28).enumerate() {
-        let at = (y + pad) * wp + pad;
-        for (d, &p) in x[at..at + 28].iter_mut().zip(row) {
-            *d = P::act((p ^ 0x80) as i8);
-        }
-    }
-}
 
 /// Whether `P` runs on 16-lane vectors (its blocking differs: 32 registers, twice the lanes).
 const fn wide_vectors<P: Path>() -> bool {
@@ -46,7 +36,7 @@ const FC3_BLOCK: usize = 1;
 
 /// LeNet-BN packed for path `P`.
 pub(crate) struct LeNetX86<P: Path> {
-    conv1: ConvPacked,
+    conv1: LeNetConv1,
     conv2: ConvPacked,
     fc1: DensePacked,
     fc2: DensePacked,
@@ -59,7 +49,7 @@ impl<P: Path> LeNetX86<P> {
     pub(crate) fn new(p: &LeNetQParams) -> Self {
         let wide = |w, n| if wide_vectors::<P>() { w } else { n };
         LeNetX86 {
-            conv1: pack_conv::<P, 6>(flat(&p.conv1_weight), &p.conv1, 1, 5),
+            conv1: LeNetConv1::new::<P>(&p.conv1_weight, &p.conv1),
             conv2: pack_conv::<P, 16>(flat(&p.conv2_weight), &p.conv2, 6, 5),
             // Buffer input (y·5 + x)·16 + c is PyTorch's column c·25 + y·5 + x.
             fc1: pack_dense::<P, 120>(
@@ -97,8 +87,6 @@ impl<P: Path> LeNetX86<P> {
     #[inline(always)]
     pub(crate) unsafe fn forward(&self, image: &[u8; IMAGE_PIXELS]) -> [i8; 10] {
         let zero = P::act(0);
-        let mut x0 = [P::act(-128); 32 * 32 + 8];
-        load_image::<P>(image, 32, 2, &mut x0);
         let mut x1 = [zero; 14 * 14 * 6 + 8];
         let mut x2 = [zero; 400];
         // fc1, fc2, fc3 outputs, rounded up to 8 or 16 lanes.
@@ -107,7 +95,7 @@ impl<P: Path> LeNetX86<P> {
         let mut x5 = [zero; 16];
         // SAFETY: the caller's promise; the buffers have the sizes the kernels assert.
         unsafe {
-            conv_pool::<P, 1, 5, 32, 14, 14, 1, 2, 6, 0, 14>(&self.conv1, &x0, &mut x1);
+            P::lenet_conv1(&self.conv1, image, &mut x1);
             if wide_vectors::<P>() {
                 conv_pool::<P, 6, 5, 14, 5, 5, 1, 5, 16, 0, 5>(&self.conv2, &x1, &mut x2);
                 dense::<P, 400, 120, 8>(&self.fc1, &x2, &mut x3);

@@ -12,12 +12,12 @@
 
 use core::arch::x86_64::*;
 
-use super::kernels::Path;
+use super::kernels::{LeNetConv1, Path, requant8};
 use super::nets::{LeNetX86, WideX86};
 use crate::image::IMAGE_PIXELS;
 
 macro_rules! u8_path {
-    ($(#[$doc:meta])* $name:ident, $v:ty, $dot:ident) => {
+    ($(#[$doc:meta])* $name:ident, $v:ty, $dot:ident $(, lenet_conv1 = $conv1:ident)?) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug)]
         pub(crate) struct $name;
@@ -52,6 +52,12 @@ macro_rules! u8_path {
                     _mm_storel_epi64(dst.cast(), b)
                 }
             }
+            $(
+                #[inline(always)]
+                unsafe fn lenet_conv1(c: &LeNetConv1, image: &[u8; IMAGE_PIXELS], out: &mut [u8]) {
+                    unsafe { $conv1(c, image, out) }
+                }
+            )?
         }
     };
 }
@@ -66,8 +72,93 @@ u8_path!(
     /// AVX-512 VNNI (EVEX `vpdpbusd` on 512-bit registers).
     Avx512Vnni,
     __m512i,
-    _mm512_dpbusd_epi32
+    _mm512_dpbusd_epi32,
+    lenet_conv1 = lenet_conv1_zmm
 );
+
+/// LeNet-BN's conv1 on 512-bit `vpdpbusd` with its lanes paired (see [`LeNetConv1::pairs`]):
+/// the generic kernel gives conv1's 6 channels a whole vector per output (6 of 16 lanes); here
+/// lanes `2k + d` hold channel `k` of output row `2py + d`, so a vector serves two outputs.
+///
+/// The image is first rearranged so that one 64-bit broadcast feeds both rows: `q[r][c]` is
+/// the four pixels `u[r][c..c+4]` then `u[r+1][c..c+4]` of the padded image `u` (pixels as u8,
+/// `x + 128`, padding 0). Output `(y, x)`, kernel row `ky`, group `g` reads `q[y + ky][x + 4g]`
+/// (its second half is row `y + 1`'s taps). Exact like the generic kernel: the same products
+/// and sums, grouped differently.
+///
+/// # Safety
+/// AVX2, AVX-512 F/BW and AVX-512 VNNI are enabled; `c` was packed for a 16-lane path; `out`
+/// holds at least `14·14·6` elements.
+#[inline(always)]
+unsafe fn lenet_conv1_zmm(c: &LeNetConv1, image: &[u8; IMAGE_PIXELS], out: &mut [u8]) {
+    /// Row stride of the padded image: every 16-byte load at column ≤ 24 stays inside.
+    const S: usize = 40;
+    let mut u = [0u8; 32 * S];
+    for (y, row) in image.chunks_exact(28).enumerate() {
+        u[(y + 2) * S + 2..(y + 2) * S + 30].copy_from_slice(row);
+    }
+    // q[r][c], r < 31, c < 32: 8 bytes each.
+    let mut q = [0u64; 31 * 32];
+    assert!(c.pairs.len() == 10 * 64 && out.len() >= 14 * 14 * 6);
+    unsafe {
+        // Per 128-bit lane: the dwords u[c..c+4] for 4 consecutive c (c0.. in the low lane,
+        // c0+4.. in the high one).
+        let pat = _mm256_setr_epi8(
+            0, 1, 2, 3, 1, 2, 3, 4, 2, 3, 4, 5, 3, 4, 5, 6, 4, 5, 6, 7, 5, 6, 7, 8, 6, 7, 8, 9, 7,
+            8, 9, 10,
+        );
+        let up = u.as_ptr();
+        let qp = q.as_mut_ptr();
+        for r in 0..31 {
+            for c0 in (0..32).step_by(8) {
+                let a = _mm256_broadcastsi128_si256(_mm_loadu_si128(up.add(r * S + c0).cast()));
+                let b =
+                    _mm256_broadcastsi128_si256(_mm_loadu_si128(up.add((r + 1) * S + c0).cast()));
+                let (da, db) = (_mm256_shuffle_epi8(a, pat), _mm256_shuffle_epi8(b, pat));
+                let lo = _mm256_unpacklo_epi32(da, db);
+                let hi = _mm256_unpackhi_epi32(da, db);
+                let d = qp.add(r * 32 + c0);
+                _mm256_storeu_si256(d.cast(), _mm256_permute2x128_si256::<0x20>(lo, hi));
+                _mm256_storeu_si256(d.add(4).cast(), _mm256_permute2x128_si256::<0x31>(lo, hi));
+            }
+        }
+        let w: [__m512i; 10] =
+            core::array::from_fn(|i| _mm512_loadu_si512(c.pairs.as_ptr().add(64 * i).cast()));
+        // Even lanes (row 2py's channels, after the max with the odd ones) to the low 8.
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 0, 0, 0, 0, 0, 0, 0);
+        let qp = q.as_ptr();
+        let op = out.as_mut_ptr();
+        /// Pooling windows per step: 14 independent accumulators.
+        const NW: usize = 7;
+        for py in 0..14 {
+            for px0 in (0..14).step_by(NW) {
+                let mut acc = [[_mm512_setzero_si512(); 2]; NW];
+                for ky in 0..5 {
+                    let row = qp.add((2 * py + ky) * 32);
+                    for g in 0..2 {
+                        for (n, a) in acc.iter_mut().enumerate() {
+                            for (dx, ad) in a.iter_mut().enumerate() {
+                                let x = 2 * (px0 + n) + dx + 4 * g;
+                                let v = _mm512_set1_epi64(row.add(x).read() as i64);
+                                *ad = _mm512_dpbusd_epi32(*ad, v, w[ky * 2 + g]);
+                            }
+                        }
+                    }
+                }
+                for (n, [a0, a1]) in acc.iter().enumerate() {
+                    let m = _mm512_max_epi32(*a0, *a1);
+                    let m = _mm512_max_epi32(m, _mm512_shuffle_epi32::<0b10_11_00_01>(m));
+                    let m = _mm512_castsi512_si256(_mm512_permutexvar_epi32(even, m));
+                    let y = requant8(m, c.rq(), 0);
+                    let mut b = [0u8; 8];
+                    Avx512Vnni::store8(y, b.as_mut_ptr());
+                    let dst = op.add((py * 14 + px0 + n) * 6);
+                    core::ptr::copy_nonoverlapping(b.as_ptr(), dst, 6);
+                }
+            }
+        }
+    }
+}
 
 /// LeNet-BN on AVX-VNNI.
 ///
