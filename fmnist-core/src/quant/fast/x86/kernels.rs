@@ -90,6 +90,9 @@ pub(crate) struct LeNetConv1 {
     /// holding channel `k`'s four weights: one 512-bit vector computes 8 channels of two
     /// vertically adjacent outputs. `[ky][g]` × 64 bytes.
     pub(crate) pairs: Vec<u8>,
+    /// For 16-lane paths: conv1's output constants twice (lanes 0..8 and 8..16), for two
+    /// pooling windows requantized in one vector.
+    pub(crate) rq_pairs: Rq,
 }
 
 impl LeNetConv1 {
@@ -110,12 +113,34 @@ impl LeNetConv1 {
                 }
             }
         }
-        LeNetConv1 { conv, pairs }
-    }
-
-    /// The output constants (8 lanes: channels 0..8).
-    pub(crate) fn rq(&self) -> &Rq {
-        &self.conv.rq
+        let sums: Vec<i32> = weight
+            .iter()
+            .map(|k| {
+                k.as_flattened()
+                    .as_flattened()
+                    .iter()
+                    .map(|&w| w as i32)
+                    .sum()
+            })
+            .collect();
+        let twice: Vec<i32> = (0..16)
+            .map(|l| if l % 8 < 6 { sums[l % 8] } else { 0 })
+            .collect();
+        let mut q2: QLayerParams<16> = bytemuck::Zeroable::zeroed();
+        q2.output_zero_point = q.output_zero_point;
+        for l in 0..16 {
+            if l % 8 < 6 {
+                q2.bias[l] = q.bias[l % 8];
+                q2.multiplier[l] = q.multiplier[l % 8];
+                q2.shift[l] = q.shift[l % 8];
+            }
+        }
+        let rq_pairs = Rq::new(&q2, &twice, P::BIAS_PER_WEIGHT, true, 16);
+        LeNetConv1 {
+            conv,
+            pairs,
+            rq_pairs,
+        }
     }
 }
 
@@ -154,11 +179,12 @@ pub(crate) trait Vector: Copy {
     /// # Safety
     /// See [`Vector::zero`].
     unsafe fn max(a: Self, b: Self) -> Self;
-    /// Lanes `8i..8i+8`.
+    /// The output step ([`requant8`]) of these accumulators, lanes `LANES·v..` of `rq`: 8 i16
+    /// per entry, the first `LANES / 8` entries.
     ///
     /// # Safety
-    /// See [`Vector::zero`]; `i < LANES / 8`.
-    unsafe fn part(self, i: usize) -> __m256i;
+    /// See [`Vector::zero`]; the lanes exist in `rq`.
+    unsafe fn requant(self, rq: &Rq, v: usize) -> [__m128i; 2];
 }
 
 impl Vector for __m256i {
@@ -176,8 +202,8 @@ impl Vector for __m256i {
         unsafe { _mm256_max_epi32(a, b) }
     }
     #[inline(always)]
-    unsafe fn part(self, _: usize) -> __m256i {
-        self
+    unsafe fn requant(self, rq: &Rq, v: usize) -> [__m128i; 2] {
+        unsafe { [requant8(self, rq, v), _mm_setzero_si128()] }
     }
 }
 
@@ -196,13 +222,10 @@ impl Vector for __m512i {
         unsafe { _mm512_max_epi32(a, b) }
     }
     #[inline(always)]
-    unsafe fn part(self, i: usize) -> __m256i {
+    unsafe fn requant(self, rq: &Rq, v: usize) -> [__m128i; 2] {
         unsafe {
-            if i == 0 {
-                _mm512_castsi512_si256(self)
-            } else {
-                _mm512_extracti64x4_epi64::<1>(self)
-            }
+            let y = requant16(self, rq, v);
+            [_mm256_castsi256_si128(y), _mm256_extracti128_si256::<1>(y)]
         }
     }
 }
@@ -293,6 +316,41 @@ pub(crate) unsafe fn requant8(acc: __m256i, rq: &Rq, v: usize) -> __m128i {
         let y16 = _mm_adds_epi16(y16, _mm_set1_epi16(rq.zp));
         let y16 = _mm_max_epi16(y16, _mm_set1_epi16(rq.lo));
         _mm_min_epi16(y16, _mm_set1_epi16(127))
+    }
+}
+
+/// [`requant8`] on 16 lanes (`16v..16v+16` of `rq`) with AVX-512: the same steps, the
+/// comparisons as masks, and `vpmovsdw` as the saturating pack to i16.
+///
+/// # Safety
+/// AVX-512 F/BW/VL; the lanes exist in `rq`.
+#[inline(always)]
+pub(crate) unsafe fn requant16(acc: __m512i, rq: &Rq, v: usize) -> __m256i {
+    unsafe {
+        let at = 16 * v;
+        debug_assert!(at + 16 <= rq.bias.len());
+        let ld = |x: &[i32]| _mm512_loadu_si512(x.as_ptr().add(at).cast());
+        let a = _mm512_add_epi32(acc, ld(&rq.bias));
+        let a = _mm512_sllv_epi32(a, ld(&rq.left));
+        let m = ld(&rq.multiplier);
+        let half = _mm512_set1_epi64(1 << 30);
+        let even = _mm512_srli_epi64(_mm512_add_epi64(_mm512_mul_epi32(a, m), half), 31);
+        let odd = _mm512_add_epi64(
+            _mm512_mul_epi32(_mm512_srli_epi64(a, 32), _mm512_srli_epi64(m, 32)),
+            half,
+        );
+        let h = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 1));
+        let right = ld(&rq.right);
+        let one = _mm512_set1_epi32(1);
+        let mask = _mm512_sub_epi32(_mm512_sllv_epi32(one, right), one);
+        let rem = _mm512_and_si512(h, mask);
+        let thr = _mm512_add_epi32(_mm512_srai_epi32(mask, 1), _mm512_srli_epi32(h, 31));
+        let y = _mm512_srav_epi32(h, right);
+        let y = _mm512_mask_add_epi32(y, _mm512_cmpgt_epi32_mask(rem, thr), y, one);
+        let y16 = _mm512_cvtsepi32_epi16(y);
+        let y16 = _mm256_adds_epi16(y16, _mm256_set1_epi16(rq.zp));
+        let y16 = _mm256_max_epi16(y16, _mm256_set1_epi16(rq.lo));
+        _mm256_min_epi16(y16, _mm256_set1_epi16(127))
     }
 }
 
@@ -451,10 +509,10 @@ pub(crate) unsafe fn conv_pool<
                         let dst = op.add(OUT0 + (py * OROW + px0 + w) * OCR);
                         for j in 0..B {
                             let m = P::V::max(P::V::max(a0[j], a1[j]), P::V::max(a2[j], a3[j]));
-                            for i in 0..n / 8 {
+                            let ys = m.requant(&p.rq, v0 + j);
+                            for (i, &y) in ys.iter().enumerate().take(n / 8) {
                                 let c8 = (v0 + j) * n / 8 + i;
                                 if 8 * c8 < OCR {
-                                    let y = requant8(m.part(i), &p.rq, c8);
                                     store_lanes::<P>(y, dst.add(8 * c8), c8, OCR);
                                 }
                             }
@@ -545,9 +603,9 @@ pub(crate) unsafe fn dense<P: Path, const I: usize, const O: usize, const B: usi
                 wp = wp.add(B * vb);
             }
             for (j, &a) in acc.iter().enumerate() {
-                for i in 0..n / 8 {
-                    let c8 = (v0 + j) * n / 8 + i;
-                    P::store8(requant8(a.part(i), &p.rq, c8), op.add(8 * c8));
+                let ys = a.requant(&p.rq, v0 + j);
+                for (i, &y) in ys.iter().enumerate().take(n / 8) {
+                    P::store8(y, op.add(8 * ((v0 + j) * n / 8 + i)));
                 }
             }
             v0 += B;

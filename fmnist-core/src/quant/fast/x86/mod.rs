@@ -161,14 +161,43 @@ mod tests {
         out
     }
 
-    /// The vectorised output step equals `Requant::to_i8` lane by lane, over shifts, zero
-    /// points, ReLU or not, and accumulators up to the overflow proof's bound.
+    /// Two layers' worth of 8 lanes through the 16-lane output step.
+    #[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl")]
+    fn requant_lanes16(acc: [i32; 16], rq: &kernels::Rq) -> [i16; 16] {
+        use core::arch::x86_64::*;
+        let mut out = [0i16; 16];
+        // SAFETY: AVX-512 is enabled here and checked by the caller; 16 lanes each way.
+        unsafe {
+            let v = _mm512_loadu_si512(acc.as_ptr().cast());
+            _mm256_storeu_si256(out.as_mut_ptr().cast(), kernels::requant16(v, rq, 0));
+        }
+        out
+    }
+
+    /// The vectorised output steps (8 lanes, and 16 with AVX-512) equal `Requant::to_i8` lane
+    /// by lane, over shifts, zero points, ReLU or not, and accumulators up to the overflow
+    /// proof's bound.
     #[test]
     fn requant8_matches_scalar() {
         use crate::quant::QLayerParams;
         if !Kernel::Avx2.is_available() {
             eprintln!("skipping: this CPU lacks AVX2");
             return;
+        }
+        let avx512 = Kernel::Avx512Vnni.is_available();
+        if !avx512 {
+            eprintln!("skipping the 16-lane output step: this CPU lacks AVX-512");
+        }
+        /// `q`'s 8 channels twice.
+        fn q16(q: &QLayerParams<8>) -> QLayerParams<16> {
+            let mut d: QLayerParams<16> = bytemuck::Zeroable::zeroed();
+            d.output_zero_point = q.output_zero_point;
+            for l in 0..16 {
+                d.bias[l] = q.bias[l % 8];
+                d.multiplier[l] = q.multiplier[l % 8];
+                d.shift[l] = q.shift[l % 8];
+            }
+            d
         }
         let mut r = Lcg(77);
         for case in 0..3_000 {
@@ -201,6 +230,21 @@ mod tests {
                         as i16
                 });
                 assert_eq!(got, want, "{q:?} {acc:?}");
+                if avx512 {
+                    // The same 8 lanes twice, the second copy's accumulators reversed.
+                    let rq16 = kernels::Rq::new(&q16(&q), &[0; 16], 0, relu, 16);
+                    let acc16: [i32; 16] =
+                        core::array::from_fn(|l| if l < 8 { acc[l] } else { acc[15 - l] });
+                    // SAFETY: AVX-512 checked above.
+                    let got16 = unsafe { requant_lanes16(acc16, &rq16) };
+                    let want16: [i16; 16] = core::array::from_fn(|l| {
+                        let c = l % 8;
+                        q.requant(c)
+                            .to_i8(acc16[l] + q.bias[c], q.output_zero_point as i32, lo)
+                            as i16
+                    });
+                    assert_eq!(got16, want16, "{q:?} {acc16:?}");
+                }
             }
         }
     }

@@ -12,7 +12,7 @@
 
 use core::arch::x86_64::*;
 
-use super::kernels::{LeNetConv1, Path, requant8};
+use super::kernels::{LeNetConv1, Path, requant16};
 use super::nets::{LeNetX86, WideX86};
 use crate::image::IMAGE_PIXELS;
 
@@ -124,8 +124,8 @@ unsafe fn lenet_conv1_zmm(c: &LeNetConv1, image: &[u8; IMAGE_PIXELS], out: &mut 
         }
         let w: [__m512i; 10] =
             core::array::from_fn(|i| _mm512_loadu_si512(c.pairs.as_ptr().add(64 * i).cast()));
-        // Even lanes (row 2py's channels, after the max with the odd ones) to the low 8.
-        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 0, 0, 0, 0, 0, 0, 0);
+        // The even lanes of two vectors (16 + i indexes the second).
+        let even2 = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
         let qp = q.as_ptr();
         let op = out.as_mut_ptr();
         /// Pooling windows per step: 14 independent accumulators.
@@ -145,15 +145,26 @@ unsafe fn lenet_conv1_zmm(c: &LeNetConv1, image: &[u8; IMAGE_PIXELS], out: &mut 
                         }
                     }
                 }
-                for (n, [a0, a1]) in acc.iter().enumerate() {
-                    let m = _mm512_max_epi32(*a0, *a1);
-                    let m = _mm512_max_epi32(m, _mm512_shuffle_epi32::<0b10_11_00_01>(m));
-                    let m = _mm512_castsi512_si256(_mm512_permutexvar_epi32(even, m));
-                    let y = requant8(m, c.rq(), 0);
-                    let mut b = [0u8; 8];
-                    Avx512Vnni::store8(y, b.as_mut_ptr());
-                    let dst = op.add((py * 14 + px0 + n) * 6);
-                    core::ptr::copy_nonoverlapping(b.as_ptr(), dst, 6);
+                // Per window: the max over its four outputs, row 2py's channels in the even
+                // lanes; then two windows' 8 channels in one vector, requantized at once.
+                let pooled = acc.map(|[a0, a1]| {
+                    let m = _mm512_max_epi32(a0, a1);
+                    _mm512_max_epi32(m, _mm512_shuffle_epi32::<0b10_11_00_01>(m))
+                });
+                for n in (0..NW).step_by(2) {
+                    let second = pooled[(n + 1).min(NW - 1)];
+                    let both = _mm512_permutex2var_epi32(pooled[n], even2, second);
+                    let y = requant16(both, &c.rq_pairs, 0);
+                    for (k, y) in [_mm256_castsi256_si128(y), _mm256_extracti128_si256::<1>(y)]
+                        .into_iter()
+                        .enumerate()
+                        .take((NW - n).min(2))
+                    {
+                        let mut b = [0u8; 8];
+                        Avx512Vnni::store8(y, b.as_mut_ptr());
+                        let dst = op.add((py * 14 + px0 + n + k) * 6);
+                        core::ptr::copy_nonoverlapping(b.as_ptr(), dst, 6);
+                    }
                 }
             }
         }
