@@ -19,6 +19,10 @@
 //!   shared 2-core EPYC VM at load average 4.4, 9x the reference kernels in the same run
 //!   (`cargo test --release -p fmnist-core --lib -- --ignored --nocapture int8_throughput`,
 //!   thread CPU time).
+//! * Host with the `std` feature on x86-64 ([`fast::host`]): the CPU's integer dot products,
+//!   chosen at run time, same bits: about 102 k (AVX2), 198 k (AVX-VNNI) and 273 k (AVX-512
+//!   VNNI) images per CPU-second on the same VM (`fmnist-infer bench --int8-kernel K`; README,
+//!   "int8 on x86-64").
 //! * Cortex-M4 (QEMU mps2-an386, `-icount`, firmware `bench`, fixed pattern, MSE-calibrated
 //!   model): 450,520 instructions per inference (conv1 151,080; conv2 210,640; fc1 69,640;
 //!   fc2 16,200; fc3 2,080), 1.08 per MAC (was 720,720). Inner loops: conv1 90 and conv2 465
