@@ -231,10 +231,10 @@ mod tests {
                 });
                 assert_eq!(got, want, "{q:?} {acc:?}");
                 if avx512 {
-                    // The same 8 lanes twice, the second copy's accumulators reversed.
+                    // The same 8 lanes twice, the second copy's accumulators negated.
                     let rq16 = kernels::Rq::new(&q16(&q), &[0; 16], 0, relu, 16);
                     let acc16: [i32; 16] =
-                        core::array::from_fn(|l| if l < 8 { acc[l] } else { acc[15 - l] });
+                        core::array::from_fn(|l| if l < 8 { acc[l] } else { -acc[l - 8] });
                     // SAFETY: AVX-512 checked above.
                     let got16 = unsafe { requant_lanes16(acc16, &rq16) };
                     let want16: [i16; 16] = core::array::from_fn(|l| {
