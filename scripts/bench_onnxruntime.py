@@ -23,58 +23,19 @@ fmnist: install it yourself (`pip install onnxruntime numpy onnx`).
 """
 
 import argparse
-import gzip
 import json
 import logging
-import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from pathlib import Path
 
-DATA_DIRS = [os.environ.get("FMNIST_DATA"), "data/fashion-mnist", "/usr/share/datasets/fashion-mnist"]
+from fmnist_data import fail, load_split
+
 BATCH = 256
-
-
-def fail(msg):
-    print(f"error: {msg}", file=sys.stderr)
-    sys.exit(2)
-
-
-def read_idx(directory, name):
-    for candidate in (directory / name, directory / (name + ".gz")):
-        if candidate.is_file():
-            try:
-                raw = candidate.read_bytes()
-                return gzip.decompress(raw) if candidate.suffix == ".gz" else raw
-            except (OSError, EOFError, zlib.error) as e:
-                fail(f"{candidate}: {e}")
-    return None
-
-
-def load_split(explicit, prefix):
-    """(images as bytes, labels as bytes, count) of the `train` or `t10k` split."""
-    dirs = [explicit] if explicit else [d for d in DATA_DIRS if d]
-    for d in dirs:
-        d = Path(d)
-        images = read_idx(d, f"{prefix}-images-idx3-ubyte")
-        labels = read_idx(d, f"{prefix}-labels-idx1-ubyte")
-        if images is None or labels is None:
-            continue
-        n = int.from_bytes(labels[4:8], "big")
-        if (
-            int.from_bytes(images[:4], "big") != 0x803
-            or int.from_bytes(labels[:4], "big") != 0x801
-            or len(images) != 16 + n * 784
-            or len(labels) != 8 + n
-        ):
-            fail(f"{d}: the {prefix} files are not Fashion-MNIST IDX files")
-        return images[16:], labels[8:], n
-    fail(f"no Fashion-MNIST {prefix} files in {', '.join(map(str, dirs))} (install dataset-fashion-mnist or pass --data)")
 
 
 def run_json(cmd):
@@ -165,8 +126,8 @@ def main():
     except ImportError as e:
         fail(f"ONNX Runtime is not installed for this Python ({e.name}; pip install onnxruntime numpy onnx)")
 
-    test_images, test_labels, n = load_split(a.data, "t10k")
-    train_images, _, _ = load_split(a.data, "train")
+    test_images, test_labels, n = load_split(a.data, "test")
+    train_images, _, _ = load_split(a.data, "training")
     x = np.frombuffer(test_images, dtype=np.uint8).reshape(n, 1, 28, 28).astype(np.float32) / np.float32(255)
     y = np.frombuffer(test_labels, dtype=np.uint8)
     calib = np.frombuffer(train_images[: 1000 * 784], dtype=np.uint8).reshape(1000, 1, 28, 28)

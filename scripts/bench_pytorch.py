@@ -22,55 +22,15 @@ fmnist: install it yourself (`pip install torch`; this was written against 2.15)
 """
 
 import argparse
-import gzip
 import json
-import os
 import shutil
 import statistics
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
-DATA_DIRS = [os.environ.get("FMNIST_DATA"), "data/fashion-mnist", "/usr/share/datasets/fashion-mnist"]
-IMAGES = "train-images-idx3-ubyte"
-LABELS = "train-labels-idx1-ubyte"
-
-
-def fail(msg):
-    print(f"error: {msg}", file=sys.stderr)
-    sys.exit(2)
-
-
-def read_idx(directory, name):
-    for candidate in (directory / name, directory / (name + ".gz")):
-        if candidate.is_file():
-            try:
-                raw = candidate.read_bytes()
-                return gzip.decompress(raw) if candidate.suffix == ".gz" else raw
-            except (OSError, EOFError, zlib.error) as e:
-                fail(f"{candidate}: {e}")
-    return None
-
-
-def load_training_set(explicit):
-    dirs = [explicit] if explicit else [d for d in DATA_DIRS if d]
-    for d in dirs:
-        d = Path(d)
-        images, labels = read_idx(d, IMAGES), read_idx(d, LABELS)
-        if images is None or labels is None:
-            continue
-        n = int.from_bytes(labels[4:8], "big")
-        if (
-            int.from_bytes(images[:4], "big") != 0x803
-            or int.from_bytes(labels[:4], "big") != 0x801
-            or len(images) != 16 + n * 784
-            or len(labels) != 8 + n
-        ):
-            fail(f"{d}: the training files are not Fashion-MNIST IDX files")
-        return images[16:], labels[8:], n
-    fail(f"no Fashion-MNIST training files in {', '.join(map(str, dirs))} (install dataset-fashion-mnist or pass --data)")
+from fmnist_data import fail, load_split
 
 
 def network(torch, model):
@@ -178,7 +138,7 @@ def main():
         import torch
     except ImportError:
         fail("PyTorch is not installed for this Python (pip install torch)")
-    images, labels, n = load_training_set(a.data)
+    images, labels, n = load_split(a.data, "training")
     nchw = pytorch_windows(torch, a.model, images, labels, n, a.threads, a.steps, False)
     nhwc = pytorch_windows(torch, a.model, images, labels, n, a.threads, a.steps, True)
     wide = a.model == "wide"

@@ -77,6 +77,29 @@ pub fn assert_bad_input(o: &Output, needle: &str) {
     );
 }
 
+/// Runs `scripts/NAME` with python3 and `args`, with a stand-in package `module` on
+/// `PYTHONPATH` whose `__init__.py` is `init` (to import as an empty module or to fail to
+/// import), so that a script's checks before its optional dependency does any work are reached.
+pub fn python_script(name: &str, module: &str, init: &str, args: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join(module);
+    std::fs::create_dir(&pkg).unwrap();
+    std::fs::write(pkg.join("__init__.py"), init).unwrap();
+    Command::new("python3")
+        .arg(workspace_root().join("scripts").join(name))
+        .args(args)
+        .env("PYTHONPATH", dir.path())
+        .output()
+        .expect("python3 runs (the test command installs it)")
+}
+
+/// Asserts that a script's stderr is one line and holds no Python traceback.
+pub fn assert_no_traceback(o: &Output) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("Traceback"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+}
+
 /// The real Fashion-MNIST directory (installed by the test command).
 pub fn data_dir() -> PathBuf {
     fmnist_infer::data::locate(None).unwrap_or_else(|e| panic!("{e}"))

@@ -4,32 +4,14 @@
 //! import, so the checks that come before any timing are reached. The benchmark proper is run by
 //! hand (README, "Host inference speed").
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-use fmnist_tests::{assert_bad_input, bin, workspace_root};
+use fmnist_tests::{assert_bad_input, assert_no_traceback, bin, python_script};
 
 /// Runs the script with `args` and a stand-in `onnxruntime` package that cannot be imported.
 fn script(args: &[&str]) -> Output {
-    let dir = tempfile::tempdir().unwrap();
-    let pkg = dir.path().join("onnxruntime");
-    std::fs::create_dir(&pkg).unwrap();
-    std::fs::write(
-        pkg.join("__init__.py"),
-        "raise ImportError('no onnxruntime here', name='onnxruntime')",
-    )
-    .unwrap();
-    Command::new("python3")
-        .arg(workspace_root().join("scripts/bench_onnxruntime.py"))
-        .args(args)
-        .env("PYTHONPATH", dir.path())
-        .output()
-        .expect("python3 runs (the test command installs it)")
-}
-
-fn no_traceback(o: &Output) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!err.contains("Traceback"), "{err}");
-    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    let init = "raise ImportError('no onnxruntime here', name='onnxruntime')";
+    python_script("bench_onnxruntime.py", "onnxruntime", init, args)
 }
 
 #[test]
@@ -83,6 +65,6 @@ fn bad_arguments_missing_files_and_missing_onnxruntime_are_refused() {
         }
         let o = script(&a);
         assert_bad_input(&o, needle);
-        no_traceback(&o);
+        assert_no_traceback(&o);
     }
 }

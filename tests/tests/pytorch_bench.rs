@@ -5,28 +5,13 @@
 //! reached. The benchmark proper is run by hand (README, "The wide CNN").
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-use fmnist_tests::{assert_bad_input, bin, workspace_root};
+use fmnist_tests::{assert_bad_input, assert_no_traceback, bin, python_script};
 
 /// Runs the script with `args` and a stand-in `torch` package whose `__init__.py` is `torch`.
 fn script(torch: &str, args: &[&str]) -> Output {
-    let dir = tempfile::tempdir().unwrap();
-    let pkg = dir.path().join("torch");
-    std::fs::create_dir(&pkg).unwrap();
-    std::fs::write(pkg.join("__init__.py"), torch).unwrap();
-    Command::new("python3")
-        .arg(workspace_root().join("scripts/bench_pytorch.py"))
-        .args(args)
-        .env("PYTHONPATH", dir.path())
-        .output()
-        .expect("python3 runs (the test command installs it)")
-}
-
-fn no_traceback(o: &Output) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!err.contains("Traceback"), "{err}");
-    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    python_script("bench_pytorch.py", "torch", torch, args)
 }
 
 #[test]
@@ -49,7 +34,7 @@ fn bad_arguments_and_a_missing_binary_are_refused() {
         }
         let o = script("", &a);
         assert_bad_input(&o, needle);
-        no_traceback(&o);
+        assert_no_traceback(&o);
     }
 }
 
@@ -61,7 +46,7 @@ fn missing_pytorch_is_named() {
         &["--fmnist-train", ft.to_str().unwrap()],
     );
     assert_bad_input(&o, "PyTorch is not installed");
-    no_traceback(&o);
+    assert_no_traceback(&o);
 }
 
 #[test]
@@ -79,7 +64,7 @@ fn missing_or_foreign_training_files_are_named() {
         ],
     );
     assert_bad_input(&o, "no Fashion-MNIST training files");
-    no_traceback(&o);
+    assert_no_traceback(&o);
 
     // Right names, wrong contents: labels that are not an IDX label file.
     let bad = tempfile::tempdir().unwrap();
@@ -93,7 +78,7 @@ fn missing_or_foreign_training_files_are_named() {
         &["--fmnist-train", ft, "--data", bad.path().to_str().unwrap()],
     );
     assert_bad_input(&o, "are not Fashion-MNIST IDX files");
-    no_traceback(&o);
+    assert_no_traceback(&o);
     assert!(
         Path::new(bad.path())
             .join("train-labels-idx1-ubyte")
@@ -117,5 +102,5 @@ fn missing_or_foreign_training_files_are_named() {
         &["--fmnist-train", ft, "--data", gz.path().to_str().unwrap()],
     );
     assert_bad_input(&o, "train-images-idx3-ubyte.gz");
-    no_traceback(&o);
+    assert_no_traceback(&o);
 }
