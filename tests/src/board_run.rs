@@ -23,7 +23,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::defmt_log::decode;
-use crate::firmware_build::firmware_dir;
+use crate::firmware_build::{firmware_dir, user_cargo};
 use crate::gdb::{Gdb, Qemu, Stop, hex};
 
 /// Where the model region starts on the board (`firmware/memory/stm32f407.x`, sector 5).
@@ -44,15 +44,8 @@ pub fn board_elf() -> PathBuf {
         return p.clone();
     }
     let dir = firmware_dir();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let t = Instant::now();
-    let out = Command::new(cargo)
-        .current_dir(&dir)
-        // What a user's shell has: none of the host build's settings.
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET")
-        .env_remove("CARGO_TARGET_DIR")
+    let out = user_cargo(&dir)
         .arg("board-build")
         .stdout(Stdio::inherit())
         .output()

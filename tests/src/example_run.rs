@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use fmnist_core::lenet::IMAGE_PIXELS;
 
-use crate::firmware_build::{Core, root};
+use crate::firmware_build::{Core, root, user_cargo};
 use crate::gdb::{Gdb, Qemu, Stop};
 
 /// The example crate.
@@ -57,15 +57,8 @@ pub fn example_elf(core: Core) -> PathBuf {
     }
     let dir = example_dir();
     let target = core.target();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let t = Instant::now();
-    let out = Command::new(cargo)
-        .current_dir(&dir)
-        // What a user's shell has: none of the host build's settings.
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET")
-        .env_remove("CARGO_TARGET_DIR")
+    let out = user_cargo(&dir)
         .args(["build", "--release", "--target", target])
         .stdout(Stdio::inherit())
         .output()

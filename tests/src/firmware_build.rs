@@ -20,6 +20,18 @@ pub fn firmware_dir() -> PathBuf {
     root().join("firmware")
 }
 
+/// `cargo`, run in `dir` as from a user's shell: none of the host build's settings (its
+/// RUSTFLAGS such as target-cpu=native, its target or target folder) leak into a Cortex-M build.
+pub fn user_cargo(dir: &Path) -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(dir)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("CARGO_TARGET_DIR");
+    cmd
+}
+
 /// A firmware build profile: cargo features on top of `--no-default-features`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Profile {
@@ -149,9 +161,8 @@ pub fn firmware_for(core: Core, profile: Profile) -> PathBuf {
     let target = core.target();
     let dir = firmware_dir();
     let target_dir = dir.join("target");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let t = Instant::now();
-    let mut cmd = Command::new(cargo);
+    let mut cmd = user_cargo(&dir);
     if core == Core::M0OnAn385 {
         cmd.env("FMNIST_MACHINE", "mps2-an385");
     }
@@ -162,11 +173,6 @@ pub fn firmware_for(core: Core, profile: Profile) -> PathBuf {
         target_dir
     };
     let out = cmd
-        .current_dir(&dir)
-        // The host build's flags (e.g. target-cpu=native) must not leak into the firmware.
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET")
         .args(["build", "--release", "--target", target])
         .arg("--target-dir")
         .arg(&target_dir)
