@@ -1,5 +1,6 @@
 //! What every network's benchmark (`fmnist-train bench`, [`crate::shared::net::TrainNet::bench`])
-//! shares: its error, its report, the median of timed windows and the machine's FMA peak.
+//! shares: its error, its report, the median of timed windows, and the machine's FMA peak and
+//! memory bandwidth (the roofline a step's stages are measured against).
 
 use std::time::Instant;
 
@@ -109,9 +110,67 @@ fn fma_chains(rounds: u64) -> f32 {
     out.iter().sum()
 }
 
+/// Bytes each thread streams per pass of [`memory_bandwidth_gbs`] when the data are to come
+/// from the shared last-level cache: 3 arrays of 1 MiB, past the 512 KiB–1 MiB L2 of the
+/// machines this runs on, inside a 32 MiB L3 even for two threads.
+pub const CACHE_PROBE_BYTES: usize = 3 << 20;
+/// The same from main memory: 3 arrays of 64 MiB per thread, several times any L3 here.
+pub const DRAM_PROBE_BYTES: usize = 3 << 26;
+
+/// The memory bandwidth `threads` threads reach together, in GB/s (10⁹ bytes/s): each thread
+/// runs the STREAM triad `a[i] = b[i] + s·c[i]` over its own three arrays of `bytes_per_thread`
+/// bytes in all, as many passes as make ~0.2 s; counted as 12 bytes per element (two reads,
+/// one write; the write-allocate read is not counted, as STREAM does not count it). The
+/// median of three such runs. It is what an element-wise pass over data of that size can
+/// reach at best, which is the yardstick for a memory-bound stage.
+pub fn memory_bandwidth_gbs(threads: usize, bytes_per_thread: usize) -> f64 {
+    let threads = threads.max(1);
+    let len = (bytes_per_thread / 12).max(1024);
+    let passes = (200_000_000 / (len * 12)).clamp(2, 10_000);
+    let mut bufs: Vec<[Vec<f32>; 3]> = (0..threads)
+        .map(|t| [vec![0.0; len], vec![1.0 + t as f32; len], vec![0.5; len]])
+        .collect();
+    let runs = (0..3)
+        .map(|_| {
+            let t0 = Instant::now();
+            std::thread::scope(|s| {
+                for [a, b, c] in bufs.iter_mut() {
+                    s.spawn(move || {
+                        for p in 0..passes {
+                            triad(a, b, c, p as f32 * 1e-9);
+                        }
+                    });
+                }
+            });
+            (threads * passes * len * 12) as f64 / t0.elapsed().as_secs_f64() / 1e9
+        })
+        .collect();
+    std::hint::black_box(&bufs);
+    median(runs)
+}
+
+crate::shared::kernels::simd_dispatch! {
+    /// One STREAM triad pass (AVX2 where the CPU has it, so that the loads, not the
+    /// instructions, bound a cache-resident pass).
+    fn triad(a: &mut [f32], b: &[f32], c: &[f32], s: f32) {
+        for ((x, &y), &z) in a.iter_mut().zip(b).zip(c) {
+            *x = y + s * z;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bandwidth_probe_measures_a_positive_rate_and_writes_the_triad() {
+        let bw = memory_bandwidth_gbs(2, 1 << 16);
+        assert!(bw.is_finite() && bw > 0.0, "{bw}");
+        let (mut a, b, c) = (vec![0.0; 9], vec![1.0; 9], vec![2.0; 9]);
+        triad(&mut a, &b, &c, 0.25);
+        assert_eq!(a, vec![1.5; 9]);
+    }
 
     #[test]
     fn the_fma_probe_measures_a_positive_rate() {
