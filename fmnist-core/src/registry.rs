@@ -1,7 +1,7 @@
-//! The networks this build knows, listed once. The [`networks!`] list below generates the
+//! The networks this build knows, listed once. The `networks!` list below generates the
 //! header's [`Arch`] enum (its values, [`Arch::from_u16`], [`Arch::name`],
 //! [`Arch::shape_descriptor`], [`Arch::ALL`]) and [`dispatch`], which maps an [`Arch`] to the
-//! network's [`Network`] implementation. Adding a network adds one line to the list (and its
+//! network's [`Network`](crate::network::Network) implementation. Adding a network adds one line to the list (and its
 //! `impl Network`, see `network.rs`).
 
 use crate::arch::SHAPE_SLOTS;

@@ -1,5 +1,5 @@
 //! Post-training static quantization of a trained LeNet-BN to the integer-only int8 model of
-//! `fmnist_core::quant` (the model-file payload [`LeNetQParams`]).
+//! `fmnist_core::quant` (the model-file payload [`LeNetQParams`](fmnist_core::quant::LeNetQParams)).
 //!
 //! 1. Fold batch norm ([`TrainNet::fold`], each network's in its folder).
 //! 2. Weights: int8, symmetric per output channel, zero point 0, range −127..=127,

@@ -19,7 +19,7 @@
 //!   shared 2-core EPYC VM at load average 4.4, 9x the reference kernels in the same run
 //!   (`cargo test --release -p fmnist-core --lib -- --ignored --nocapture int8_throughput`,
 //!   thread CPU time).
-//! * Host with the `std` feature on x86-64 ([`fast::host`]): the CPU's integer dot products,
+//! * Host with the `std` feature on x86-64 (`fast::host`): the CPU's integer dot products,
 //!   chosen at run time, same bits: about 102 k (AVX2), 198 k (AVX-VNNI) and 273 k (AVX-512
 //!   VNNI) images per CPU-second on the same VM (`fmnist-infer bench --int8-kernel K`; README,
 //!   "int8 on x86-64").

@@ -9,7 +9,7 @@ use crate::shared::fold::fold_conv;
 use crate::shared::quant::{ActQuant, Calibration, QuantizeError, quantize_layer, tensor_quant};
 
 /// The wide CNN with `bn1` folded into `conv1` and `bn2` into `conv2` (the same per-channel
-/// formula as [`fold_batch_norm`]); the dense layers are copied.
+/// formula as [`fold_batch_norm`](crate::lenet::quant::fold_batch_norm)); the dense layers are copied.
 pub fn fold_batch_norm_wide(p: &WideParams) -> Box<WideFoldedParams> {
     let mut f: Box<WideFoldedParams> = bytemuck::zeroed_box();
     fold_conv::<32, 9>(
@@ -47,7 +47,7 @@ pub struct WideActRanges {
     pub fc2: ActQuant,
 }
 
-/// [`calibrate`] for the wide CNN: runs the folded f32 model over the calibration images (in
+/// [`calibrate`](crate::lenet::quant::calibrate) for the wide CNN: runs the folded f32 model over the calibration images (in
 /// parallel, about 40 KB of activations kept per image) and picks each activation tensor's
 /// quantization by `method`.
 pub fn calibrate_wide(
@@ -73,7 +73,7 @@ pub fn calibrate_wide(
     })
 }
 
-/// [`quantize_with_ranges`] for the wide CNN.
+/// [`quantize_with_ranges`](crate::lenet::quant::quantize_with_ranges) for the wide CNN.
 pub fn quantize_wide_with_ranges(
     f: &WideFoldedParams,
     ranges: &WideActRanges,

@@ -15,7 +15,7 @@
 //!   requantization through [`dsp::Rq`], exhaustively tested against `Requant::to_i8`.
 //!
 //! On the host (the `std` feature, x86-64) a third family, picked at run time by
-//! [`host::Kernel`]: the `x86` kernels on the CPU's integer dot products (AVX2 `vpmaddwd`,
+//! `host::Kernel`: the `x86` kernels on the CPU's integer dot products (AVX2 `vpmaddwd`,
 //! AVX-VNNI and AVX-512 VNNI `vpdpbusd`) over channel-last buffers, with weights packed once
 //! at load; same arithmetic, same bits.
 //!

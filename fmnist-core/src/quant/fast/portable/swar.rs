@@ -222,7 +222,7 @@ fn widen<const IC: usize>(w: &[[[i8; 5]; 5]; IC]) -> [[i32; 25]; IC] {
 
 /// See [`super::super::conv1_relu_pool`]: the image padded by 2 at the input zero point and
 /// packed in three strips of 13 columns (`32 × 13` words each: pooling columns 0..5, 5..10 and
-/// 10..14), then per strip, output channel and pooling window one [`window`].
+/// 10..14), then per strip, output channel and pooling window one `window`.
 pub fn conv1_relu_pool(
     weight: &[[[[i8; 5]; 5]; 1]; 6],
     q: &QLayerParams<6>,
@@ -266,9 +266,9 @@ const BANDS: [core::ops::Range<usize>; 2] = [0..3, 3..5];
 /// Input rows the packed buffer of [`conv2_relu_pool`] holds: the first band's 2·3 + 4.
 const BAND_ROWS: usize = 10;
 
-/// See [`super::super::conv2_relu_pool`]: per band of pooling rows ([`BANDS`]) its input rows
+/// See [`super::super::conv2_relu_pool`]: per band of pooling rows (`BANDS`) its input rows
 /// packed (`6 × 10 × 13` words, 3,120 bytes instead of 4,368 for all 14 rows), then per output
-/// channel and pooling window of the band one [`window`]. The weights are widened once per
+/// channel and pooling window of the band one `window`. The weights are widened once per
 /// band and channel.
 pub fn conv2_relu_pool(
     weight: &[[[[i8; 5]; 5]; 6]; 16],
