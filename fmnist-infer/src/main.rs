@@ -184,6 +184,17 @@ fn load_test(dir: Option<&Path>) -> Result<data::Dataset> {
     Ok(data::load(&dir, Split::Test)?)
 }
 
+/// An f32 as a JSON number written with its own shortest digits (0.1, not 0.10000000149011612),
+/// however this binary was built: `json!` widens an f32 to f64, whose digits it prints, unless
+/// another crate in the build turned on serde_json's `arbitrary_precision`, which prints the
+/// f32's. Going through the f32's shortest decimal makes both builds print the same.
+fn json_f32(x: f32) -> serde_json::Value {
+    match x.to_string().parse::<f64>() {
+        Ok(v) if v.is_finite() => json!(v),
+        _ => serde_json::Value::Null,
+    }
+}
+
 fn print_json(v: &serde_json::Value) {
     println!(
         "{}",
@@ -288,7 +299,7 @@ fn cmd_predict(
         order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
         let top: Vec<_> = order[..3]
             .iter()
-            .map(|&c| json!({"label": c, "class": CLASS_NAMES[c], "probability": probs[c]}))
+            .map(|&c| json!({"label": c, "class": CLASS_NAMES[c], "probability": json_f32(probs[c])}))
             .collect();
         if !json {
             println!(
@@ -478,5 +489,23 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(e.exit_code() as u8)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_f32_prints_its_own_shortest_digits() {
+        for (x, text) in [
+            (0.1f32, "0.1"),
+            (0.987_654_3, "0.9876543"),
+            (1.0, "1.0"),
+            (1e-7, "1e-7"),
+        ] {
+            assert_eq!(serde_json::to_string(&json_f32(x)).unwrap(), text);
+        }
+        assert_eq!(json_f32(f32::NAN), serde_json::Value::Null);
     }
 }
