@@ -20,6 +20,9 @@ use crate::shared::net::TrainNet;
 use crate::shared::step::StartError;
 use crate::shared::trainer::Trainer;
 
+/// The benchmark's batch (the `default` wide preset's).
+const BATCH: usize = 128;
+
 /// The wide CNN's throughput, medians over the timed windows.
 #[derive(Clone, Debug)]
 pub struct WideThroughput {
@@ -105,13 +108,13 @@ pub fn report(b: &WideThroughput, steps: u64, repeats: usize, threads: usize) ->
     let roof_json: Vec<serde_json::Value> = roof
         .iter()
         .map(|r| {
-            serde_json::json!({"stage": r.stage, "ms_per_step": r.ms, "gflops": r.gflops, "peak_fraction": r.peak_fraction, "gb_per_second": r.gbs, "cache_bandwidth_fraction": r.gbs / b.bandwidth.cache, "dram_bandwidth_fraction": r.gbs / b.bandwidth.dram, "floor_ms": r.floor_ms})
+            serde_json::json!({"stage": r.stage, "ms_per_step": r.ms, "gflops": r.gflops, "peak_fraction": r.peak_fraction, "gb_per_second": r.gbs, "cache_bandwidth_fraction": r.cache_fraction, "dram_bandwidth_fraction": r.dram_fraction, "floor_ms": r.floor_ms})
         })
         .collect();
-    let json = serde_json::json!({"model": "wide", "threads": threads, "batch": 128, "train_images_per_second": tr, "train_images_per_second_direct": direct, "winograd_speedup": tr / direct, "eval_images_per_second": ev, "repeats": repeats, "steps_per_repeat": steps, "stage_seconds": stage_map, "train_gflops": gflops, "fma_peak_gflops": peak, "peak_fraction": peak.map(|p| gflops / p), "cache_bandwidth_gbs": b.bandwidth.cache, "dram_bandwidth_gbs": b.bandwidth.dram, "roofline": roof_json});
+    let json = serde_json::json!({"model": "wide", "threads": threads, "batch": BATCH, "train_images_per_second": tr, "train_images_per_second_direct": direct, "winograd_speedup": tr / direct, "eval_images_per_second": ev, "repeats": repeats, "steps_per_repeat": steps, "stage_seconds": stage_map, "train_gflops": gflops, "fma_peak_gflops": peak, "peak_fraction": peak.map(|p| gflops / p), "cache_bandwidth_gbs": b.bandwidth.cache, "dram_bandwidth_gbs": b.bandwidth.dram, "roofline": roof_json});
     let mut text = vec![
         format!(
-            "wide CNN, threads {threads}, batch 128: training {tr:.0} images/s, evaluation {ev:.0} images/s (median of {repeats})"
+            "wide CNN, threads {threads}, batch {BATCH}: training {tr:.0} images/s, evaluation {ev:.0} images/s (median of {repeats})"
         ),
         format!(
             "conv2 by im2col + GEMM in the same run: {direct:.0} images/s; Winograd F(2x2,3x3) is {:.2}x that",
@@ -142,8 +145,8 @@ pub fn report(b: &WideThroughput, steps: u64, repeats: usize, threads: usize) ->
             r.peak_fraction
                 .map_or("-".into(), |f| format!("{:.0}", 100.0 * f)),
             r.gbs,
-            100.0 * r.gbs / b.bandwidth.cache,
-            100.0 * r.gbs / b.bandwidth.dram,
+            100.0 * r.cache_fraction,
+            100.0 * r.dram_fraction,
             r.floor_ms
         ));
     }
@@ -180,7 +183,7 @@ pub fn bench_wide(
     let trainer = |conv: Conv| -> Result<Trainer<'_, TrainWide>, StartError> {
         let config = TrainConfig {
             model: Model::Wide,
-            batch: 128,
+            batch: BATCH,
             steps: total,
             optimizer: Optimizer::Adam(AdamConfig::default()),
             schedule: Schedule::Constant,
@@ -259,6 +262,10 @@ pub struct StageRoof {
     pub peak_fraction: Option<f64>,
     /// Its memory traffic rate by [`wide_stage_work`] (GB/s).
     pub gbs: f64,
+    /// That rate over the measured cache bandwidth.
+    pub cache_fraction: f64,
+    /// That rate over the measured DRAM bandwidth.
+    pub dram_fraction: f64,
     /// The least time the machine allows it: the larger of its FLOP at the FMA peak and its
     /// bytes at the cache bandwidth (ms per step).
     pub floor_ms: f64,
@@ -267,14 +274,14 @@ pub struct StageRoof {
 /// Each stage of the measured Winograd step against the FMA peak and the cache bandwidth.
 pub fn roofline(b: &WideThroughput) -> Vec<StageRoof> {
     let steps = b.timed_steps.max(1) as f64;
-    let images = 128.0;
+    let images = BATCH as f64;
     b.stages
         .iter()
         .zip(wide_stage_work())
         .map(|(&(stage, secs), (flop, bytes))| {
             let s = secs / steps;
             let (flop, bytes) = (flop * images, bytes * images);
-            let gflops = flop / s / 1e9;
+            let (gflops, gbs) = (flop / s / 1e9, bytes / s / 1e9);
             let floor = (flop / (b.peak.unwrap_or(f64::INFINITY) * 1e9))
                 .max(bytes / (b.bandwidth.cache * 1e9));
             StageRoof {
@@ -282,7 +289,9 @@ pub fn roofline(b: &WideThroughput) -> Vec<StageRoof> {
                 ms: s * 1e3,
                 gflops,
                 peak_fraction: b.peak.map(|p| gflops / p),
-                gbs: bytes / s / 1e9,
+                gbs,
+                cache_fraction: gbs / b.bandwidth.cache,
+                dram_fraction: gbs / b.bandwidth.dram,
                 floor_ms: floor * 1e3,
             }
         })
@@ -307,7 +316,12 @@ pub fn wide_stage_work() -> [(f64, f64); 8] {
         fmnist_core::wide::WIDE_FLAT as f64,
         fmnist_core::wide::WIDE_HIDDEN as f64,
     );
-    let batch = 128.0;
+    let batch = BATCH as f64;
+    // The optimizer's values: all of WideParams but the running statistics.
+    let trainable = super::train::wide_trainable_ranges()
+        .iter()
+        .map(|r| r.len())
+        .sum::<usize>() as f64;
     let chunk = super::kernels::CHUNK as f64;
     let w = 4.0; // bytes per f32 (and per u32 winner index)
     let conv1 = 2.0 * 9.0 * c1 * P1;
@@ -372,7 +386,7 @@ pub fn wide_stage_work() -> [(f64, f64); 8] {
         (2.0 * conv1 + 6.0 * c1 * P1, w * P1 + 2.0 * a1),
         // Adam over the 1,630,282 trainable values: reads value, gradient, both moments,
         // writes value and moments (28 bytes); about 12 FLOP.
-        (12.0 * 1_630_282.0 / batch, 28.0 * 1_630_282.0 / batch),
+        (12.0 * trainable / batch, 28.0 * trainable / batch),
     ]
 }
 
@@ -393,6 +407,8 @@ mod tests {
         // The GEMM arithmetic alone: Winograd conv2 three times, fc1 three times, conv1 four
         // times (forward, two recomputations, weight gradient); the model adds element-wise
         // work on top, a few per cent.
+        // Adam's 28 bytes over the 1,630,282 trainable values, a 128th per image.
+        assert_eq!(work[7].1, 28.0 * 1_630_282.0 / 128.0);
         let flop: f64 = work.iter().map(|w| w.0).sum();
         let gemm = 3.0 * 2.0 * 16.0 * 64.0 * 32.0 * 49.0
             + 3.0 * 2.0 * 3136.0 * 512.0
