@@ -300,7 +300,7 @@ pub fn roofline(b: &WideThroughput) -> Vec<StageRoof> {
 
 /// The work of each stage of a Winograd training step ([`STAGES`]), per image of a batch of
 /// 128: (FLOP, bytes). FLOP: 2 per multiply-add of the GEMMs and direct convolutions as they
-/// are computed (conv2 in the Winograd domain, conv1 recomputed where the step recomputes it),
+/// are computed (conv2 in the Winograd domain, conv1 once forward and once for its weights),
 /// plus about one per element operation of the transforms and element-wise passes. Bytes: every
 /// buffer a stage reads or writes, counted once per pass over it, as if nothing stayed in L1/L2
 /// between passes (the Winograd scratch, 0.8–1.6 MB per chunk of 8 images, does not fit an L2
@@ -331,17 +331,17 @@ pub fn wide_stage_work() -> [(f64, f64); 8] {
     let (v, m) = (w * 16.0 * c1 * t, w * 16.0 * c2 * t);
     // The transformed filters, read once per chunk by each pass.
     let u = w * 16.0 * c2 * c1 / chunk;
-    let (a1, z2) = (w * c1 * p2, w * c2 * p2);
+    let (z1, a1, z2) = (w * c1 * P1, w * c1 * p2, w * c2 * p2);
     let x = w * f;
     let fc1 = w * f * h / batch;
     [
-        // conv1: bytes of the image in, x0 out; conv1 and its Σz, Σz².
-        (conv1 + 3.0 * c1 * P1, P1 + w * P1),
-        // bn1 pool1 conv2: conv1 again from x0 → BN → ReLU → pool → a1 and winners; input
-        // transform a1 → V; 16 GEMMs V → M; output transform M → z2; Σz, Σz² of z2.
+        // conv1: bytes of the image in, x0 and conv1's output z1 out; conv1 and its Σz, Σz².
+        (conv1 + 3.0 * c1 * P1, P1 + w * P1 + z1),
+        // bn1 pool1 conv2: z1 → BN → ReLU → pool → a1 and winners; input transform a1 → V;
+        // 16 GEMMs V → M; output transform M → z2; Σz, Σz² of z2.
         (
-            conv1 + 4.0 * c1 * P1 + 32.0 * c1 * t + wgemm + 32.0 * c2 * t + 3.0 * c2 * p2,
-            w * P1 + 2.0 * a1 + (a1 + v) + (u + v + m) + (m + z2) + z2,
+            4.0 * c1 * P1 + 32.0 * c1 * t + wgemm + 32.0 * c2 * t + 3.0 * c2 * p2,
+            z1 + 2.0 * a1 + (a1 + v) + (u + v + m) + (m + z2) + z2,
         ),
         // bn2 pool2 dense forward: z2 → features and winners; fc1 in 4 column blocks, each
         // reading all features; ReLU into h, dropout scale and hd; fc2.
@@ -365,25 +365,19 @@ pub fn wide_stage_work() -> [(f64, f64); 8] {
         (5.0 * f, 2.0 * x + z2),
         // conv2 backward: input transform again a1 → V; BN2/pool2 backward fused into the
         // transform z2, dx, winners → dM; dU = dM·Vᵀ and dV = Uᵀ·dM; dV → a1's gradient; then
-        // conv1 recomputed for BN1's sums over that gradient and its winners.
+        // BN1's sums over that gradient, its winners and z1.
         (
             32.0 * c1 * t
                 + 10.0 * c2 * p2
                 + 32.0 * c2 * t
                 + 2.0 * wgemm
                 + 32.0 * c1 * t
-                + conv1
                 + 4.0 * c1 * p2,
-            (a1 + v)
-                + (z2 + 2.0 * x + m)
-                + (m + v + u)
-                + (u + m + v)
-                + (v + a1)
-                + (w * P1 + 2.0 * a1),
+            (a1 + v) + (z2 + 2.0 * x + m) + (m + v + u) + (u + m + v) + (v + a1) + (z1 + 2.0 * a1),
         ),
-        // conv1 backward: conv1 recomputed, BN1 backward through the pool winners, conv1's
-        // weight gradient.
-        (2.0 * conv1 + 6.0 * c1 * P1, w * P1 + 2.0 * a1),
+        // conv1 backward: BN1 backward from z1 through the pool winners, conv1's weight
+        // gradient from x0.
+        (conv1 + 6.0 * c1 * P1, w * P1 + z1 + 2.0 * a1),
         // Adam over the 1,630,282 trainable values: reads value, gradient, both moments,
         // writes value and moments (28 bytes); about 12 FLOP.
         (12.0 * trainable / batch, 28.0 * trainable / batch),
@@ -404,15 +398,14 @@ mod tests {
         let work = wide_stage_work();
         assert_eq!(work.len(), STAGES.len());
         assert!(work.iter().all(|&(f, b)| f > 0.0 && b > 0.0));
-        // The GEMM arithmetic alone: Winograd conv2 three times, fc1 three times, conv1 four
-        // times (forward, two recomputations, weight gradient); the model adds element-wise
-        // work on top, a few per cent.
+        // The GEMM arithmetic alone: Winograd conv2 three times, fc1 three times, conv1 twice
+        // (forward, weight gradient); the model adds element-wise work on top, a few per cent.
         // Adam's 28 bytes over the 1,630,282 trainable values, a 128th per image.
         assert_eq!(work[7].1, 28.0 * 1_630_282.0 / 128.0);
         let flop: f64 = work.iter().map(|w| w.0).sum();
         let gemm = 3.0 * 2.0 * 16.0 * 64.0 * 32.0 * 49.0
             + 3.0 * 2.0 * 3136.0 * 512.0
-            + 5.0 * 2.0 * 9.0 * 32.0 * 784.0;
+            + 2.0 * 2.0 * 9.0 * 32.0 * 784.0;
         assert!(flop > gemm && flop < 1.1 * gemm, "{flop} vs {gemm}");
         // A roofline of a made-up measurement: the floor never exceeds the time.
         let b = WideThroughput {

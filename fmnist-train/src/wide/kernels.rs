@@ -281,117 +281,34 @@ fn conv1_taps(w: &[[[[f32; 3]; 3]; 1]; C1], c: usize) -> [f32; 9] {
     std::array::from_fn(|t| w[c][0][t / 3][t % 3])
 }
 
-/// Conv1's output plane (channel `c` of the padded image `xp`) as `[28·28]` in `plane`, via
-/// the padded layout in `acc`: the same bits wherever it is recomputed.
-#[inline(always)]
-fn conv1_plane(
-    xp: &[f32; XW * XW + 8],
-    w: &[[[[f32; 3]; 3]; 1]; C1],
-    bias: &[f32],
-    c: usize,
-    acc: &mut [f32; XN],
-    plane: &mut [f32; P1],
-) {
-    conv_taps(xp, &conv1_taps(w, c), bias[c], acc);
-    for (y, row) in plane.chunks_exact_mut(28).enumerate() {
-        row.copy_from_slice(&acc[y * XW..][..28]);
-    }
-}
-
-/// Calls `f(i, c, plane)` with conv1's output plane of channel `c` of image `i` (as
-/// [`conv1_plane`] computes it), for every image of `x0` (`[n][28·28]`) and every channel, in
-/// that order.
-#[inline(always)]
-fn each_conv1_plane(
-    x0: &[f32],
-    n: usize,
-    w: &[[[[f32; 3]; 3]; 1]; C1],
-    bias: &[f32],
-    mut f: impl FnMut(usize, usize, &[f32; P1]),
-) {
-    let mut xp = [0.0f32; XW * XW + 8];
-    let mut acc = [0.0f32; XN];
-    let mut plane = [0.0f32; P1];
-    for i in 0..n {
-        padded_image(x0, i, &mut xp);
-        for c in 0..C1 {
-            conv1_plane(&xp, w, bias, c, &mut acc, &mut plane);
-            f(i, c, &plane);
+simd_dispatch! {
+    /// Conv1 (pre-BN) of `n` images `x0` (`[n][28·28]`) into `z` (`[32][n][28·28]`), by the
+    /// padded-layout kernel [`conv_taps`]; Σz and Σz² per channel into `sums` (f32 over each
+    /// image, f64 across images).
+    fn conv1_direct(
+        x0: &[f32],
+        n: usize,
+        w: &[[[[f32; 3]; 3]; 1]; C1],
+        bias: &[f32],
+        z: &mut [f32],
+        sums: &mut [[f64; C2]; 2],
+    ) {
+        *sums = [[0.0; C2]; 2];
+        let mut xp = [0.0f32; XW * XW + 8];
+        let mut acc = [0.0f32; XN];
+        for i in 0..n {
+            padded_image(x0, i, &mut xp);
+            for c in 0..C1 {
+                conv_taps(&xp, &conv1_taps(w, c), bias[c], &mut acc);
+                let plane = &mut z[(c * n + i) * P1..][..P1];
+                for (y, row) in plane.chunks_exact_mut(28).enumerate() {
+                    row.copy_from_slice(&acc[y * XW..][..28]);
+                }
+                let (sz, szz) = sum_and_squares(plane);
+                sums[0][c] += sz;
+                sums[1][c] += szz;
+            }
         }
-    }
-}
-
-// The fused conv1 kernels of the Winograd recipe never store conv1's output (32 floats per
-// pixel, 800 KB per chunk): each stage that needs it recomputes it from the 28×28 image,
-// which costs less than the memory traffic of keeping it.
-
-simd_dispatch! {
-    /// Σz and Σz² per channel of conv1's output for `n` images `x0` (`[n][28·28]`): f32 over
-    /// each image, f64 across images.
-    fn conv1_sums(
-        x0: &[f32],
-        n: usize,
-        w: &[[[[f32; 3]; 3]; 1]; C1],
-        bias: &[f32],
-        sums: &mut [[f64; C2]; 2],
-    ) {
-        *sums = [[0.0; C2]; 2];
-        each_conv1_plane(x0, n, w, bias, |_, c, plane| {
-            let (sz, szz) = sum_and_squares(plane);
-            sums[0][c] += sz;
-            sums[1][c] += szz;
-        });
-    }
-}
-
-simd_dispatch! {
-    /// Conv1 → BN1 (`bn` = mean, invstd, γ, β per channel) → ReLU → pool1 of `n` images into
-    /// `out` (`[32][n][14·14]`) and `arg` (winners, index in the channel's `[n][28·28]`).
-    fn conv1_pool(
-        x0: &[f32],
-        n: usize,
-        w: &[[[[f32; 3]; 3]; 1]; C1],
-        bias: &[f32],
-        bn: &[[f32; 4]; C1],
-        out: &mut [f32],
-        arg: &mut [u32],
-    ) {
-        each_conv1_plane(x0, n, w, bias, |i, c, plane| {
-            let o = c * n * P2 + i * P2;
-            pool_plane(plane, 28, bn[c], (i * P1) as u32, &mut out[o..], &mut arg[o..]);
-        });
-    }
-}
-
-simd_dispatch! {
-    /// Σdy and Σdy·x̂ per channel of BN1's backward, `dy` being pool1's output gradient `dout`
-    /// (`[32][n][14·14]`) routed to the winners `arg`; per channel in the order of
-    /// `routed_sums`.
-    fn conv1_routed_sums(
-        x0: &[f32],
-        n: usize,
-        w: &[[[[f32; 3]; 3]; 1]; C1],
-        bias: &[f32],
-        mean: &[f32],
-        invstd: &[f32],
-        dout: &[f32],
-        arg: &[u32],
-        sums: &mut [[f64; C2]; 2],
-    ) {
-        *sums = [[0.0; C2]; 2];
-        each_conv1_plane(x0, n, w, bias, |i, c, plane| {
-            let o = c * n * P2 + i * P2;
-            let (sd, sdx) = routed_plane_sums(
-                &dout[o..][..P2],
-                &arg[o..][..P2],
-                plane,
-                i * P1,
-                (mean[c], invstd[c]),
-                (sums[0][c], sums[1][c]),
-            );
-            sums[0][c] = sd;
-            sums[1][c] = sdx;
-        });
     }
 }
 
@@ -403,8 +320,7 @@ simd_dispatch! {
     fn conv1_backward_fused(
         x0: &[f32],
         n: usize,
-        w: &[[[[f32; 3]; 3]; 1]; C1],
-        cbias: &[f32],
+        z: &[f32],
         g: &BnGrad,
         gw: &mut [f32],
         gb: &mut [f32],
@@ -412,16 +328,15 @@ simd_dispatch! {
         let mut taps = [[0.0f64; 9]; C1];
         let mut bias = [0.0f64; C1];
         let mut xp = [0.0f32; XW * XW + 8];
-        let mut acc = [0.0f32; XN];
         // The pad columns stay 0: only columns 0..28 of each row are written.
         let mut dz = [0.0f32; XN];
         for i in 0..n {
             padded_image(x0, i, &mut xp);
             for c in 0..C1 {
                 let bn = g.channel(c);
-                conv_taps(&xp, &conv1_taps(w, c), cbias[c], &mut acc);
+                let plane = &z[(c * n + i) * P1..][..P1];
                 for y in 0..28 {
-                    let zr = &acc[y * XW..][..28];
+                    let zr = &plane[y * 28..][..28];
                     let r = &mut dz[y * XW..][..28];
                     for x in 0..28 {
                         r[x] = bn.dz(zr[x]);
@@ -583,8 +498,8 @@ pub struct WideChunk {
     /// Images in this chunk this step.
     pub n: usize,
     x0: Vec<f32>,
-    // The buffers of the direct kernels only (im2col, conv1's output, stored gradients) are
-    // allocated on first use: the Winograd recipe never touches them.
+    // Allocated on first use: `z1` (conv1's output, both recipes) and the buffers only the
+    // im2col recipe touches (im2col, stored gradients).
     col1: Vec<f32>,
     z1: Vec<f32>,
     a1: Vec<f32>,
@@ -710,8 +625,8 @@ fn channel_sums(z: &[f32], ch: usize, np: usize, sums: &mut [[f64; C2]; 2]) {
 pub enum Arith<'a> {
     /// im2col + GEMM for both convolutions; conv1's output is stored for the later stages.
     Direct,
-    /// Winograd F(2×2, 3×3) for conv2, with its transformed weights; conv1 by the fused direct
-    /// kernels, its output recomputed where needed rather than stored.
+    /// Winograd F(2×2, 3×3) for conv2, with its transformed weights; conv1 by the direct AVX
+    /// kernels (its output stored, its weight gradient fused with BN1's backward).
     Winograd(&'a Filters),
 }
 
@@ -743,12 +658,19 @@ impl WideChunk {
                 *d = lut[px as usize];
             }
         }
+        grow(&mut self.z1, C1 * CHUNK * P1);
         if let Arith::Winograd(_) = arith {
-            conv1_sums(&self.x0, n, &p.conv1_weight, &p.conv1_bias, &mut self.sums);
+            conv1_direct(
+                &self.x0,
+                n,
+                &p.conv1_weight,
+                &p.conv1_bias,
+                &mut self.z1,
+                &mut self.sums,
+            );
             return;
         }
         grow(&mut self.col1, K1 * CHUNK * P1);
-        grow(&mut self.z1, C1 * CHUNK * P1);
         conv3x3_im2col(
             &self.x0[..np],
             (1, C1),
@@ -766,38 +688,22 @@ impl WideChunk {
     pub fn conv2(&mut self, p: &WideParams, bn1: &BnBatch<C1>, arith: Arith) {
         let n = self.n;
         let np = n * P2;
-        if let Arith::Winograd(_) = arith {
-            // The Winograd recipe recomputes conv1's output rather than storing it.
-            let bn: [[f32; 4]; C1] = std::array::from_fn(|c| {
-                [bn1.mean[c], bn1.invstd[c], p.bn1.gamma[c], p.bn1.beta[c]]
-            });
-            conv1_pool(
-                &self.x0,
-                n,
-                &p.conv1_weight,
-                &p.conv1_bias,
-                &bn,
-                &mut self.a1,
-                &mut self.arg1,
-            );
-        } else {
-            bn_relu_pool(
-                &self.z1,
-                C1,
-                n,
-                28,
-                &bn1.mean,
-                &bn1.invstd,
-                &p.bn1.gamma,
-                &p.bn1.beta,
-                &mut self.a1,
-                &mut self.arg1,
-                Layout {
-                    channel: np,
-                    image: P2,
-                },
-            );
-        }
+        bn_relu_pool(
+            &self.z1,
+            C1,
+            n,
+            28,
+            &bn1.mean,
+            &bn1.invstd,
+            &p.bn1.gamma,
+            &p.bn1.beta,
+            &mut self.a1,
+            &mut self.arg1,
+            Layout {
+                channel: np,
+                image: P2,
+            },
+        );
         match arith {
             Arith::Winograd(f) => {
                 winograd::forward(
@@ -945,35 +851,21 @@ impl WideChunk {
                 col2im3(&self.dcol2[..K2 * np], C1, n, 14, &mut self.da1);
             }
         }
-        if let Arith::Winograd(_) = arith {
-            conv1_routed_sums(
-                &self.x0,
-                n,
-                &p.conv1_weight,
-                &p.conv1_bias,
-                &bn1.mean,
-                &bn1.invstd,
-                &self.da1,
-                &self.arg1,
-                &mut self.sums,
-            );
-        } else {
-            routed_sums(
-                &self.da1,
-                &self.arg1,
-                &self.z1,
-                C1,
-                n,
-                28,
-                &bn1.mean,
-                &bn1.invstd,
-                Layout {
-                    channel: np,
-                    image: P2,
-                },
-                &mut self.sums,
-            );
-        }
+        routed_sums(
+            &self.da1,
+            &self.arg1,
+            &self.z1,
+            C1,
+            n,
+            28,
+            &bn1.mean,
+            &bn1.invstd,
+            Layout {
+                channel: np,
+                image: P2,
+            },
+            &mut self.sums,
+        );
     }
 
     /// Stage 6: BN1 backward (with the batch's Σdy, Σdy·x̂) and conv1's gradients.
@@ -1001,8 +893,7 @@ impl WideChunk {
             conv1_backward_fused(
                 &self.x0,
                 n,
-                &p.conv1_weight,
-                &p.conv1_bias,
+                &self.z1[..C1 * np],
                 &grad,
                 &mut self.g_conv1_w,
                 &mut self.g_conv1_b,
