@@ -398,6 +398,25 @@ simd_dispatch! {
 /// `first`; NONE when all four were ≤ 0).
 #[inline(always)]
 fn pool_plane(z: &[f32], w: usize, bn: [f32; 4], first: u32, out: &mut [f32], arg: &mut [u32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2.
+            return unsafe { pool_plane_avx2(z, w, bn, first, out, arg) };
+        }
+    }
+    pool_plane_portable(z, w, bn, first, out, arg)
+}
+
+#[inline(always)]
+fn pool_plane_portable(
+    z: &[f32],
+    w: usize,
+    bn: [f32; 4],
+    first: u32,
+    out: &mut [f32],
+    arg: &mut [u32],
+) {
     let [m, s, g, b] = bn;
     let h = w / 2;
     for py in 0..h {
@@ -429,6 +448,93 @@ fn pool_plane(z: &[f32], w: usize, bn: [f32; 4], first: u32, out: &mut [f32], ar
             let o = py * h + px0;
             out[o..][..lanes].copy_from_slice(&best[..lanes]);
             arg[o..][..lanes].copy_from_slice(&at_best[..lanes]);
+        }
+    }
+}
+
+/// [`pool_plane_portable`] with AVX2: a window row's 16 floats are loaded as two vectors and
+/// split into their even and odd columns by shuffles instead of gathered one by one. The same
+/// operations in the same order on each lane (subtract, multiply, multiply, add, strict
+/// greater-than), so the same bits.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn pool_plane_avx2(
+    z: &[f32],
+    w: usize,
+    bn: [f32; 4],
+    first: u32,
+    out: &mut [f32],
+    arg: &mut [u32],
+) {
+    use std::arch::x86_64::*;
+    let [m, s, g, b] = bn.map(|v| _mm256_set1_ps(v));
+    let h = w / 2;
+    let step = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+    let none = _mm256_set1_epi32(NONE as i32);
+    // Lanes past the plane's end (the last window row of the last group) come from here.
+    let mut tail = [0.0f32; 16];
+    for py in 0..h {
+        let row0 = 2 * py * w;
+        for px0 in (0..h).step_by(8) {
+            let lanes = (h - px0).min(8);
+            let mut best = _mm256_setzero_ps();
+            let mut at_best = none;
+            for dy in 0..2 {
+                let at = row0 + dy * w + 2 * px0;
+                let src: &[f32] = if at + 16 <= z.len() {
+                    &z[at..at + 16]
+                } else {
+                    let have = z.len() - at;
+                    tail[..have].copy_from_slice(&z[at..]);
+                    &tail
+                };
+                // SAFETY: `src` holds 16 floats.
+                let (lo, hi) = unsafe {
+                    (
+                        _mm256_loadu_ps(src.as_ptr()),
+                        _mm256_loadu_ps(src.as_ptr().add(8)),
+                    )
+                };
+                // [lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6] → [lo0 lo2 lo4 lo6 hi0 hi2 hi4 hi6].
+                let even = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(
+                    _mm256_castps_pd(_mm256_shuffle_ps::<0b10_00_10_00>(lo, hi)),
+                ));
+                let odd = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(
+                    _mm256_castps_pd(_mm256_shuffle_ps::<0b11_01_11_01>(lo, hi)),
+                ));
+                for (dx, zs) in [(0, even), (1, odd)] {
+                    let v =
+                        _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_sub_ps(zs, m), s), g), b);
+                    let win = _mm256_cmp_ps::<_CMP_GT_OQ>(v, best);
+                    best = _mm256_blendv_ps(best, v, win);
+                    let idx = _mm256_add_epi32(
+                        _mm256_set1_epi32((first + (at + dx) as u32) as i32),
+                        step,
+                    );
+                    at_best = _mm256_castps_si256(_mm256_blendv_ps(
+                        _mm256_castsi256_ps(at_best),
+                        _mm256_castsi256_ps(idx),
+                        win,
+                    ));
+                }
+            }
+            let o = py * h + px0;
+            if lanes == 8 {
+                // SAFETY: `out` and `arg` hold the h² pooled outputs, o + 8 <= h².
+                unsafe {
+                    _mm256_storeu_ps(out[o..][..8].as_mut_ptr(), best);
+                    _mm256_storeu_si256(arg[o..][..8].as_mut_ptr().cast(), at_best);
+                }
+            } else {
+                let (mut bv, mut av) = ([0.0f32; 8], [0u32; 8]);
+                // SAFETY: `bv` and `av` hold 8 lanes each.
+                unsafe {
+                    _mm256_storeu_ps(bv.as_mut_ptr(), best);
+                    _mm256_storeu_si256(av.as_mut_ptr().cast(), at_best);
+                }
+                out[o..][..lanes].copy_from_slice(&bv[..lanes]);
+                arg[o..][..lanes].copy_from_slice(&av[..lanes]);
+            }
         }
     }
 }
@@ -1339,5 +1445,29 @@ mod tests {
         let mut dz = [0.0f32; XN];
         dz.copy_from_slice(&noise(XN, 3));
         assert!(tap_sums(&dz, &xp) == tap_sums_portable(&dz, &xp));
+    }
+
+    #[test]
+    fn pool_vector_kernel_matches_its_portable_definition() {
+        for w in [28, 14] {
+            let mut z = noise(w * w, w as u64);
+            // Ties between a window's elements, and windows where no element survives ReLU.
+            // (The whole first window: BN keeps 2.0 positive.)
+            for at in [0, 1, w, w + 1] {
+                z[at] = 2.0;
+            }
+            for v in &mut z[2 * w..3 * w] {
+                *v = -1.0 - v.abs();
+            }
+            let bn = [0.1, 1.3, 0.9, -0.05];
+            let q = (w / 2) * (w / 2);
+            let (mut oa, mut aa) = (vec![0.0f32; q], vec![0u32; q]);
+            let (mut ob, mut ab) = (vec![0.0f32; q], vec![0u32; q]);
+            pool_plane(&z, w, bn, 7 * 784, &mut oa, &mut aa);
+            pool_plane_portable(&z, w, bn, 7 * 784, &mut ob, &mut ab);
+            assert!(oa.iter().zip(&ob).all(|(a, b)| a.to_bits() == b.to_bits()));
+            assert_eq!(aa, ab);
+            assert!(ab.contains(&NONE) && ab.iter().any(|&a| a != NONE));
+        }
     }
 }
