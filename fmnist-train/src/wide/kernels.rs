@@ -73,7 +73,7 @@ const XB: usize = F / 4;
 /// Dropout probability (training only); kept units are scaled by 1 / (1 - p).
 pub const DROPOUT: f32 = 0.5;
 
-use super::common::{BnGrad, C1, C2, Layout, NONE, P2, bn_backward, grow};
+use super::common::{BnGrad, C1, C2, Layout, NONE, P2, bn_backward, bn_pool_grad_row, grow};
 
 /// One row of a 3x3, pad-1 tap: `dst[x] = src[x + kx - 1]`, zero outside.
 #[inline(always)]
@@ -335,20 +335,18 @@ simd_dispatch! {
             for c in 0..C1 {
                 let bn = g.channel(c);
                 let plane = &z[(c * n + i) * P1..][..P1];
-                for y in 0..28 {
-                    let zr = &plane[y * 28..][..28];
-                    let r = &mut dz[y * XW..][..28];
-                    for x in 0..28 {
-                        r[x] = bn.dz(zr[x]);
-                    }
-                }
                 let routes = &g.arg[c * n * P2 + i * P2..][..P2];
                 let grads = &g.dout[c * n * P2 + i * P2..][..P2];
-                for (&a, &dy) in routes.iter().zip(grads) {
-                    if a != NONE {
-                        let rel = a as usize - i * P1;
-                        dz[(rel / 28) * XW + rel % 28] += bn.k2 * dy;
-                    }
+                for y in 0..28 {
+                    let q = (y / 2) * 14;
+                    bn_pool_grad_row(
+                        &bn,
+                        &plane[y * 28..][..28],
+                        &grads[q..][..14],
+                        &routes[q..][..14],
+                        (i * P1 + y * 28) as u32,
+                        &mut dz[y * XW..][..28],
+                    );
                 }
                 // Σdz and the nine Σdz·x.
                 bias[c] += sum_and_squares(&dz).0;

@@ -24,7 +24,7 @@
 
 use crate::shared::kernels::{gemm, simd_dispatch};
 
-use super::common::{BnGrad, C1, C2, NONE, P2, grow};
+use super::common::{BnGrad, C1, C2, P2, bn_pool_grad_row, grow};
 
 /// Tiles per image (7×7).
 pub const TILES: usize = 49;
@@ -334,22 +334,18 @@ simd_dispatch! {
                 let mut lanes = [0.0f32; 14];
                 for ty in 0..7 {
                     let mut rows = [[0.0f32; 16]; 2];
-                    for (dy, r) in rows.iter_mut().enumerate() {
-                        let zr = &src[(2 * ty + dy) * 14..][..14];
-                        for x in 0..14 {
-                            r[x] = bn.dz(zr[x]);
-                        }
-                    }
                     // The pool windows of this tile row are its seven 2×2 tiles.
-                    let first = i * P2 + 2 * ty * 14;
-                    for px in 0..7 {
-                        let q = o * 49 + i * 3136 + ty * 7 + px;
-                        let a = g.arg[q];
-                        if a != NONE {
-                            let rel = a as usize - first;
-                            let dy = rel / 14;
-                            rows[dy][rel - 14 * dy] += bn.k2 * g.dout[q];
-                        }
+                    let q = o * 49 + i * 3136 + ty * 7;
+                    for (dy, r) in rows.iter_mut().enumerate() {
+                        let y = 2 * ty + dy;
+                        bn_pool_grad_row(
+                            &bn,
+                            &src[y * 14..][..14],
+                            &g.dout[q..][..7],
+                            &g.arg[q..][..7],
+                            (i * P2 + y * 14) as u32,
+                            &mut r[..14],
+                        );
                     }
                     for r in &rows {
                         for x in 0..14 {
@@ -585,6 +581,7 @@ fn backward_in(
 #[cfg(test)]
 #[allow(clippy::needless_range_loop)] // the references index by the formula's variables
 mod tests {
+    use super::super::common::NONE;
     use super::*;
 
     /// Reference conv2 (3×3, pad 1) by definition, in f64.
