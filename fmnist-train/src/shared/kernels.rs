@@ -134,6 +134,18 @@ impl<const C: usize> BnBatch<C> {
 /// Σx and Σx² in f64, from 16 f32 lanes flushed every 1,024 values.
 #[inline(always)]
 pub fn sum_and_squares(xs: &[f32]) -> (f64, f64) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx") {
+            // SAFETY: the CPU has AVX.
+            return unsafe { sum_and_squares_avx(xs) };
+        }
+    }
+    sum_and_squares_portable(xs)
+}
+
+#[inline(always)]
+fn sum_and_squares_portable(xs: &[f32]) -> (f64, f64) {
     let (mut s, mut q) = (0.0f64, 0.0f64);
     for block in xs.chunks(1024) {
         let (mut ls, mut lq) = ([0.0f32; 16], [0.0f32; 16]);
@@ -147,6 +159,49 @@ pub fn sum_and_squares(xs: &[f32]) -> (f64, f64) {
         for &v in it.remainder() {
             s += v as f64;
             q += (v * v) as f64;
+        }
+        s += ls.iter().map(|&v| v as f64).sum::<f64>();
+        q += lq.iter().map(|&v| v as f64).sum::<f64>();
+    }
+    (s, q)
+}
+
+/// [`sum_and_squares_portable`] with the 16 lanes in four AVX registers: LLVM builds the
+/// portable loop's lane arrays as scalar code with spills. Each lane adds its values in the
+/// same order, multiplying then adding (no fused multiply-add), so the same bits.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn sum_and_squares_avx(xs: &[f32]) -> (f64, f64) {
+    use std::arch::x86_64::*;
+    let (mut s, mut q) = (0.0f64, 0.0f64);
+    for block in xs.chunks(1024) {
+        let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let (mut q0, mut q1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut it = block.chunks_exact(16);
+        for v in &mut it {
+            // SAFETY: `v` holds 16 floats.
+            let (a, b) = unsafe {
+                (
+                    _mm256_loadu_ps(v.as_ptr()),
+                    _mm256_loadu_ps(v.as_ptr().add(8)),
+                )
+            };
+            s0 = _mm256_add_ps(s0, a);
+            s1 = _mm256_add_ps(s1, b);
+            q0 = _mm256_add_ps(q0, _mm256_mul_ps(a, a));
+            q1 = _mm256_add_ps(q1, _mm256_mul_ps(b, b));
+        }
+        for &v in it.remainder() {
+            s += v as f64;
+            q += (v * v) as f64;
+        }
+        let (mut ls, mut lq) = ([0.0f32; 16], [0.0f32; 16]);
+        // SAFETY: each array holds 16 floats.
+        unsafe {
+            _mm256_storeu_ps(ls.as_mut_ptr(), s0);
+            _mm256_storeu_ps(ls.as_mut_ptr().add(8), s1);
+            _mm256_storeu_ps(lq.as_mut_ptr(), q0);
+            _mm256_storeu_ps(lq.as_mut_ptr().add(8), q1);
         }
         s += ls.iter().map(|&v| v as f64).sum::<f64>();
         q += lq.iter().map(|&v| v as f64).sum::<f64>();
@@ -252,6 +307,25 @@ pub fn reduce_sums<T, const C: usize, const N: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sum_and_squares_vector_path_matches_its_portable_definition() {
+        // Lengths across the 16-lane and 1,024-value edges, with a remainder in each block.
+        for len in [0, 1, 15, 16, 17, 784, 1023, 1024, 1025, 1568, 3000] {
+            let xs: Vec<f32> = (0..len as u32)
+                .map(|i| ((i.wrapping_mul(2_654_435_761) >> 8) % 20_001) as f32 / 997.0 - 10.0)
+                .collect();
+            let (a, b) = (sum_and_squares(&xs), sum_and_squares_portable(&xs));
+            assert_eq!(a.0.to_bits(), b.0.to_bits(), "Σx, {len} values");
+            assert_eq!(a.1.to_bits(), b.1.to_bits(), "Σx², {len} values");
+            let want: f64 = xs.iter().map(|&v| v as f64).sum();
+            assert!(
+                (a.0 - want).abs() <= 1e-3 * (1.0 + want.abs()),
+                "{} vs {want}",
+                a.0
+            );
+        }
+    }
 
     #[test]
     fn soften_is_a_distribution_that_flattens_with_temperature() {
