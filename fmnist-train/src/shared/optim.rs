@@ -9,6 +9,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::shared::config::{AdamConfig, Optimizer, SgdConfig};
+use crate::shared::kernels::simd_dispatch;
 
 /// An optimizer's per-parameter state and its update.
 pub trait Optim: Sized + Send + Clone {
@@ -166,14 +167,7 @@ impl Optim for Moments {
                     .zip(v[r.clone()].par_chunks_mut(BLOCK))
                     .zip(g[r.clone()].par_chunks(BLOCK))
                     .for_each(|(((w, m), v), g)| {
-                        for i in 0..w.len() {
-                            let gi = g[i] + a.weight_decay * w[i];
-                            let wi = w[i] * decay;
-                            m[i] = a.beta1 * m[i] + (1.0 - a.beta1) * gi;
-                            v[i] = a.beta2 * v[i] + (1.0 - a.beta2) * gi * gi;
-                            let denom = v[i].sqrt() / bc2_sqrt + a.eps;
-                            w[i] = wi - step_size * m[i] / denom;
-                        }
+                        adam_block(w, m, v, g, a, (decay, bc2_sqrt, step_size))
                     });
             }
         });
@@ -183,5 +177,30 @@ impl Optim for Moments {
         check_flat(table, &self.m, Rule::Finite).map_err(|e| format!("Adam first moment: {e}"))?;
         check_flat(table, &self.v, Rule::NonNegative)
             .map_err(|e| format!("Adam second moment: {e}"))
+    }
+}
+
+simd_dispatch! {
+    /// One block of [`Moments::update`]'s Adam step, element by element: zipped slices (no
+    /// bounds checks) compiled for AVX2 where the CPU has it, so the loop runs eight lanes wide.
+    /// Square root and division are correctly rounded in every width, and nothing is fused, so
+    /// the same bits as one element at a time.
+    fn adam_block(
+        w: &mut [f32],
+        m: &mut [f32],
+        v: &mut [f32],
+        g: &[f32],
+        a: AdamConfig,
+        k: (f32, f32, f32),
+    ) {
+        let (decay, bc2_sqrt, step_size) = k;
+        for (((w, m), v), &g) in w.iter_mut().zip(m).zip(v).zip(g) {
+            let gi = g + a.weight_decay * *w;
+            let wi = *w * decay;
+            *m = a.beta1 * *m + (1.0 - a.beta1) * gi;
+            *v = a.beta2 * *v + (1.0 - a.beta2) * gi * gi;
+            let denom = v.sqrt() / bc2_sqrt + a.eps;
+            *w = wi - step_size * *m / denom;
+        }
     }
 }
