@@ -315,8 +315,9 @@ simd_dispatch! {
 simd_dispatch! {
     /// BN1 → ReLU → pool1 backward and conv1's weight and bias gradients in one pass: `dz`
     /// (as `bn_backward` forms it) is built per image in the padded layout and goes straight
-    /// into Σdz and the nine tap sums Σdz·x, never stored. `dout` is the gradient of pool1's
-    /// output (`[32][n][14·14]`), `arg` its winners (index in the channel's `[n][28·28]` plane).
+    /// into Σdz and the nine tap sums Σdz·x, never stored. `z` is conv1's output as stage 1
+    /// stored it (`[32][n][28·28]`), `dout` the gradient of pool1's output (`[32][n][14·14]`),
+    /// `arg` its winners (index in the channel's `[n][28·28]` plane).
     fn conv1_backward_fused(
         x0: &[f32],
         n: usize,
