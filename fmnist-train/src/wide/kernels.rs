@@ -556,46 +556,27 @@ simd_dispatch! {
         let q = (w / 2) * (w / 2);
         *sums = [[0.0; C2]; 2];
         for c in 0..ch {
-            let mut acc = (0.0f64, 0.0f64);
+            let z = &z[c * np..][..np];
+            let (mut sd, mut sdx) = (0.0f64, 0.0f64);
             for i in 0..n {
                 let o = c * lay.channel + i * lay.image;
-                acc = routed_plane_sums(
-                    &dout[o..][..q],
-                    &arg[o..][..q],
-                    &z[c * np..][..np],
-                    0,
-                    (mean[c], invstd[c]),
-                    acc,
-                );
+                // In pooled-output order: `dy` is `dout` where the output has a winner in `arg`
+                // (the winner's index in the channel's plane), x̂ the winner's
+                // `(z − mean)·invstd`.
+                for (&a, &d) in arg[o..][..q].iter().zip(&dout[o..][..q]) {
+                    // Branch-free: a pooled output without a winner adds 0.
+                    let valid = a != NONE;
+                    let at = if valid { a as usize } else { 0 };
+                    let dy = if valid { d } else { 0.0 };
+                    let xhat = (z[at] - mean[c]) * invstd[c];
+                    sd += dy as f64;
+                    sdx += (dy * xhat) as f64;
+                }
             }
-            sums[0][c] = acc.0;
-            sums[1][c] = acc.1;
+            sums[0][c] = sd;
+            sums[1][c] = sdx;
         }
     }
-}
-
-/// `acc` plus Σdy and Σdy·x̂ over one image's pooled outputs of one channel: `dy` is `dout`
-/// where the output has a winner in `arg` (the winner's index in `z` plus `first`), x̂ the
-/// winner's `(z − mean)·invstd`. In output order, so every caller sums the same way.
-#[inline(always)]
-fn routed_plane_sums(
-    dout: &[f32],
-    arg: &[u32],
-    z: &[f32],
-    first: usize,
-    (mean, invstd): (f32, f32),
-    (mut sd, mut sdx): (f64, f64),
-) -> (f64, f64) {
-    for (&a, &d) in arg.iter().zip(dout) {
-        // Branch-free: a pooled output without a winner adds 0.
-        let valid = a != NONE;
-        let at = if valid { a as usize - first } else { 0 };
-        let dy = if valid { d } else { 0.0 };
-        let xhat = (z[at] - mean) * invstd;
-        sd += dy as f64;
-        sdx += (dy * xhat) as f64;
-    }
-    (sd, sdx)
 }
 
 /// Buffers of one chunk, allocated once and reused every step.
