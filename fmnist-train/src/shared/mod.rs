@@ -4,7 +4,8 @@
 //! distillation's teachers (`distill.rs`, `weights.rs`), kernels and deterministic reductions
 //! (`kernels.rs`: GEMM, batch-norm statistics, loss gradients, SIMD dispatch), what a step
 //! reports (`step.rs`), what every benchmark shares (`bench.rs`), the log record (`log.rs`) and its TensorBoard twin (`tensorboard.rs`), calibration and quantization of one layer
-//! (`quant.rs`) and the BN fold of one convolution (`fold.rs`).
+//! (`quant.rs`), the BN fold of one convolution (`fold.rs`) and products by a mostly-zero matrix
+//! (`sparse.rs`).
 
 pub mod augment;
 pub mod bench;
@@ -16,6 +17,7 @@ pub mod log;
 pub mod net;
 pub mod optim;
 pub mod quant;
+pub mod sparse;
 pub mod step;
 pub mod tensorboard;
 pub mod trainer;

@@ -43,6 +43,9 @@ pub struct WideThroughput {
     pub bandwidth: Bandwidth,
     /// Timed Winograd steps the stage seconds cover.
     pub timed_steps: u64,
+    /// The share of fc1's output gradient that was non-zero in those steps: what its backward
+    /// products multiplied (1 where the CPU lacks AVX2 + FMA and they run dense).
+    pub dh_density: f64,
 }
 
 /// Memory bandwidth (GB/s) measured by the STREAM triad, see [`memory_bandwidth_gbs`].
@@ -93,6 +96,7 @@ pub fn wide(
         gflops,
         bandwidth,
         timed_steps: steps * repeats as u64,
+        dh_density: b.dh_density,
     })
 }
 
@@ -111,7 +115,7 @@ pub fn report(b: &WideThroughput, steps: u64, repeats: usize, threads: usize) ->
             serde_json::json!({"stage": r.stage, "ms_per_step": r.ms, "gflops": r.gflops, "peak_fraction": r.peak_fraction, "gb_per_second": r.gbs, "cache_bandwidth_fraction": r.cache_fraction, "dram_bandwidth_fraction": r.dram_fraction, "floor_ms": r.floor_ms})
         })
         .collect();
-    let json = serde_json::json!({"model": "wide", "threads": threads, "batch": BATCH, "train_images_per_second": tr, "train_images_per_second_direct": direct, "winograd_speedup": tr / direct, "eval_images_per_second": ev, "repeats": repeats, "steps_per_repeat": steps, "stage_seconds": stage_map, "train_gflops": gflops, "fma_peak_gflops": peak, "peak_fraction": peak.map(|p| gflops / p), "cache_bandwidth_gbs": b.bandwidth.cache, "dram_bandwidth_gbs": b.bandwidth.dram, "roofline": roof_json});
+    let json = serde_json::json!({"model": "wide", "threads": threads, "batch": BATCH, "train_images_per_second": tr, "train_images_per_second_direct": direct, "winograd_speedup": tr / direct, "eval_images_per_second": ev, "repeats": repeats, "steps_per_repeat": steps, "stage_seconds": stage_map, "train_gflops": gflops, "fma_peak_gflops": peak, "peak_fraction": peak.map(|p| gflops / p), "cache_bandwidth_gbs": b.bandwidth.cache, "dram_bandwidth_gbs": b.bandwidth.dram, "dh_density": b.dh_density, "roofline": roof_json});
     let mut text = vec![
         format!(
             "wide CNN, threads {threads}, batch {BATCH}: training {tr:.0} images/s, evaluation {ev:.0} images/s (median of {repeats})"
@@ -123,14 +127,16 @@ pub fn report(b: &WideThroughput, steps: u64, repeats: usize, threads: usize) ->
     ];
     if let Some(p) = peak {
         text.push(format!(
-            "training arithmetic: {gflops:.1} GFLOP/s counted as im2col does it ({:.1} MFLOP per image; Winograd does 2.25x fewer in conv2), {:.0} % of this machine's FMA peak ({p:.1} GFLOP/s on {threads} thread(s), measured now)",
+            "training arithmetic: {gflops:.1} GFLOP/s counted as im2col and dense GEMMs do it ({:.1} MFLOP per image; Winograd does 2.25x fewer in conv2, fc1's backward skips dH's zeros), {:.0} % of this machine's FMA peak ({p:.1} GFLOP/s on {threads} thread(s), measured now)",
             wide_training_flops() / 1e6,
             100.0 * gflops / p
         ));
     }
     text.push(format!(
-        "roofline of the Winograd step (memory bandwidth measured now: {:.1} GB/s from cache, {:.1} GB/s from DRAM; floor = the larger of FLOP/peak and bytes/cache bandwidth):",
-        b.bandwidth.cache, b.bandwidth.dram
+        "roofline of the Winograd step (memory bandwidth measured now: {:.1} GB/s from cache, {:.1} GB/s from DRAM; floor = the larger of FLOP/peak and bytes/cache bandwidth; fc1's backward counted over the {:.1} % of dH that was non-zero):",
+        b.bandwidth.cache,
+        b.bandwidth.dram,
+        100.0 * b.dh_density
     ));
     text.push(format!(
         "  {:<24} {:>8} {:>8} {:>7} {:>8} {:>7} {:>7} {:>8}",
@@ -197,6 +203,7 @@ pub fn bench_wide(
         let mut t = Trainer::<TrainWide>::new(config, train, threads)?;
         t.step();
         t.work_mut().stage_seconds = [0.0; 7];
+        t.work_mut().dh_nonzeros = [0; 2];
         t.reset_optim_seconds();
         Ok(t)
     };
@@ -214,6 +221,8 @@ pub fn bench_wide(
     }
     let [direct, winograd] = rates;
     let w = &pair[1];
+    let [nonzero, entries] = w.work().dh_nonzeros;
+    let dh_density = nonzero as f64 / entries.max(1) as f64;
     let stages = std::array::from_fn(|i| {
         let secs = match w.work().stage_seconds.get(i) {
             Some(&s) => s,
@@ -225,6 +234,7 @@ pub fn bench_wide(
         direct,
         winograd,
         stages,
+        dh_density,
     })
 }
 
@@ -236,6 +246,8 @@ pub struct WideBench {
     pub winograd: Vec<f64>,
     /// Seconds in each stage over the Winograd windows.
     pub stages: [(&'static str, f64); 8],
+    /// The non-zero share of fc1's output gradient over the Winograd windows.
+    pub dh_density: f64,
 }
 
 /// Floating-point operations of one training image of the wide CNN: 2 per multiply-add of
@@ -277,7 +289,7 @@ pub fn roofline(b: &WideThroughput) -> Vec<StageRoof> {
     let images = BATCH as f64;
     b.stages
         .iter()
-        .zip(wide_stage_work())
+        .zip(wide_stage_work(b.dh_density))
         .map(|(&(stage, secs), (flop, bytes))| {
             let s = secs / steps;
             let (flop, bytes) = (flop * images, bytes * images);
@@ -305,9 +317,10 @@ pub fn roofline(b: &WideThroughput) -> Vec<StageRoof> {
 /// buffer a stage reads or writes, counted once per pass over it, as if nothing stayed in L1/L2
 /// between passes (the Winograd scratch, 0.8–1.6 MB per chunk of 8 images, does not fit an L2
 /// anyway); weights and optimizer state are shared by the batch, so a 128th of them is counted
-/// per image. A model, not a measurement: this machine has no memory-traffic counters. It errs
+/// per image. fc1's weight and input gradients multiply only the non-zero share `dh_density`
+/// of its output gradient (see `shared::sparse`). A model, not a measurement: this machine has no memory-traffic counters. It errs
 /// on the high side for bytes (some passes hit L2), so the floor it gives is generous.
-pub fn wide_stage_work() -> [(f64, f64); 8] {
+pub fn wide_stage_work(dh_density: f64) -> [(f64, f64); 8] {
     use super::common::{C1, C2, P2};
     const P1: f64 = 28.0 * 28.0;
     let (c1, c2, p2) = (C1 as f64, C2 as f64, P2 as f64);
@@ -349,16 +362,17 @@ pub fn wide_stage_work() -> [(f64, f64); 8] {
             4.0 * c2 * p2 + 2.0 * f * h + 5.0 * h + 2.0 * h * 10.0,
             z2 + 2.0 * x + 4.0 * x + fc1 + 2.0 * w * h + 3.0 * w * h + 2.0 * w * h,
         ),
-        // dense backward: fc2's gradients; dh through dropout and ReLU; Σdh; dW1 (4 row
-        // blocks, each reading all features), dX (4 column blocks, each reading all of dh),
-        // copied into dx.
+        // dense backward: fc2's gradients; dh through dropout and ReLU; Σdh; dh's non-zeros
+        // listed twice (by unit, by image: index and value); dW1 (4 row blocks, each reading
+        // all features), dX (4 column blocks, each reading all of dh's list), copied into dx.
         (
-            4.0 * f * h + 4.0 * h * 10.0 + 3.0 * h,
+            4.0 * f * h * dh_density + 4.0 * h * 10.0 + 3.0 * h,
             2.0 * w * h
                 + 4.0 * w * h
                 + w * h
-                + (w * h + 4.0 * x + fc1)
-                + (4.0 * w * h + fc1 + x)
+                + 2.0 * (w * h + 2.0 * 2.0 * w * h * dh_density)
+                + (2.0 * w * h * dh_density + 4.0 * x + fc1)
+                + (4.0 * 2.0 * w * h * dh_density + fc1 + x)
                 + 2.0 * x,
         ),
         // bn2 backward sums: dx, its winners and z2 → Σdy, Σdy·x̂.
@@ -395,7 +409,7 @@ mod tests {
     }
     #[test]
     fn the_stage_model_covers_the_step() {
-        let work = wide_stage_work();
+        let work = wide_stage_work(1.0);
         assert_eq!(work.len(), STAGES.len());
         assert!(work.iter().all(|&(f, b)| f > 0.0 && b > 0.0));
         // The GEMM arithmetic alone: Winograd conv2 three times, fc1 three times, conv1 twice
@@ -420,6 +434,7 @@ mod tests {
                 dram: 10.0,
             },
             timed_steps: 10,
+            dh_density: 1.0,
         };
         for r in roofline(&b) {
             assert!(

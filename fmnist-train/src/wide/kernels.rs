@@ -12,7 +12,8 @@
 //! by exactly one task in a fixed k order, so the result is the same for any thread count — and
 //! the 1.6 M-weight gradient of the big dense layer is written once, never copied per chunk.
 //!
-//! GEMMs use `matrixmultiply` (FMA where the CPU has it: training is host-only).
+//! GEMMs use `matrixmultiply` (FMA where the CPU has it: training is host-only); fc1's backward
+//! multiplies only the non-zeros of its output gradient (`shared::sparse`, same values).
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -25,6 +26,7 @@ use fmnist_infer::data::Dataset;
 
 use crate::shared::config::Conv;
 use crate::shared::kernels::{BnBatch, Evaluation, PIXELS, gemm, simd_dispatch, sum_and_squares};
+use crate::shared::sparse::{self, SparseRows, sparse_gemm};
 
 use super::winograd;
 pub use super::winograd::Filters;
@@ -1040,6 +1042,10 @@ pub struct Head {
     pub dx: Vec<f32>,
     hblk: Vec<Vec<f32>>,
     dxblk: Vec<Vec<f32>>,
+    /// dH's non-zeros per hidden unit (for fc1's weight gradient) and per image (for dX).
+    dh_units: SparseRows,
+    dh_images: SparseRows,
+    dh_multiplied: usize,
     /// Σ cross-entropy over the batch of the last forward pass.
     pub loss: f64,
     /// Label smoothing ε of the training loss.
@@ -1068,6 +1074,9 @@ impl Head {
             dx: z(batch * F),
             hblk: (0..H / HB).map(|_| z(batch * HB)).collect(),
             dxblk: (0..F / XB).map(|_| z(batch * XB)).collect(),
+            dh_units: SparseRows::default(),
+            dh_images: SparseRows::default(),
+            dh_multiplied: 0,
             loss: 0.0,
             smoothing: 0.0,
             distill: None,
@@ -1237,31 +1246,56 @@ impl Head {
         let x = &self.x[..b * F];
         let w = p.fc1_weight.as_flattened();
         let gw = g.fc1_weight.as_flattened_mut();
-        rayon::join(
-            || {
-                // dW1 rows j·128.. = dHᵀ[128][b] · X[b][3136]
-                gw.par_chunks_mut(HB * F).enumerate().for_each(|(j, blk)| {
-                    gemm(HB, b, F, &dh[j * HB..], (1, H), x, (F, 1), 0.0, blk, (F, 1));
-                });
-            },
-            || {
-                // dX columns j·784.. = dH[b][512] · W1[512][784 columns]
-                self.dxblk.par_iter_mut().enumerate().for_each(|(j, blk)| {
-                    gemm(
-                        b,
-                        H,
-                        XB,
-                        dh,
-                        (H, 1),
-                        &w[j * XB..],
-                        (F, 1),
-                        0.0,
-                        &mut blk[..b * XB],
-                        (XB, 1),
-                    );
-                });
-            },
-        );
+        if sparse::available() {
+            // ReLU and dropout leave most of dH zero: the same products over its non-zeros
+            // (same values as the dense GEMMs below, see `shared::sparse`).
+            let (units, images) = (&mut self.dh_units, &mut self.dh_images);
+            rayon::join(
+                || units.fill_columns(dh, b, H),
+                || images.fill_rows(dh, b, H),
+            );
+            self.dh_multiplied = images.nonzeros();
+            let (units, images) = (&*units, &*images);
+            rayon::join(
+                || {
+                    gw.par_chunks_mut(HB * F).enumerate().for_each(|(j, blk)| {
+                        sparse_gemm(units, j * HB..(j + 1) * HB, x, F, F, blk, F);
+                    });
+                },
+                || {
+                    self.dxblk.par_iter_mut().enumerate().for_each(|(j, blk)| {
+                        sparse_gemm(images, 0..b, &w[j * XB..], F, XB, &mut blk[..b * XB], XB);
+                    });
+                },
+            );
+        } else {
+            self.dh_multiplied = b * H;
+            rayon::join(
+                || {
+                    // dW1 rows j·128.. = dHᵀ[128][b] · X[b][3136]
+                    gw.par_chunks_mut(HB * F).enumerate().for_each(|(j, blk)| {
+                        gemm(HB, b, F, &dh[j * HB..], (1, H), x, (F, 1), 0.0, blk, (F, 1));
+                    });
+                },
+                || {
+                    // dX columns j·784.. = dH[b][512] · W1[512][784 columns]
+                    self.dxblk.par_iter_mut().enumerate().for_each(|(j, blk)| {
+                        gemm(
+                            b,
+                            H,
+                            XB,
+                            dh,
+                            (H, 1),
+                            &w[j * XB..],
+                            (F, 1),
+                            0.0,
+                            &mut blk[..b * XB],
+                            (XB, 1),
+                        );
+                    });
+                },
+            );
+        }
         for (j, blk) in self.dxblk.iter().enumerate() {
             for (dst, src) in self.dx[..b * F]
                 .chunks_exact_mut(F)
@@ -1270,6 +1304,12 @@ impl Head {
                 dst[j * XB..][..XB].copy_from_slice(src);
             }
         }
+    }
+
+    /// Non-zero entries of dH in the last [`Head::backward`] (all of them where the sparse
+    /// products do not run: the dense GEMMs multiply every entry).
+    pub fn dh_nonzeros(&self) -> usize {
+        self.dh_multiplied
     }
 
     /// Eval-mode fc1 → ReLU → fc2 of the first `b` rows of `x` into `logits` (single-threaded).

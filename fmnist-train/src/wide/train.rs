@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use fmnist_core::wide::{WIDE_FLAT, WideParams};
+use fmnist_core::wide::{WIDE_FLAT, WIDE_HIDDEN, WideParams};
 
 use crate::shared::config::{AdamConfig, Schedule, TrainConfig};
 use crate::shared::kernels::{BnBatch, reduce_sums};
@@ -104,6 +104,10 @@ pub struct Work {
     grads: Box<WideParams>,
     /// Wall seconds spent so far in each stage but the optimizer's (a profile).
     pub stage_seconds: [f64; 7],
+    /// Non-zero entries of fc1's output gradient dH over the steps so far, and all its
+    /// entries: the share of fc1's backward products that is computed (see
+    /// [`crate::shared::sparse`]).
+    pub dh_nonzeros: [u64; 2],
 }
 
 impl Work {
@@ -116,6 +120,7 @@ impl Work {
             head: Head::new(batch),
             grads: bytemuck::zeroed_box(),
             stage_seconds: [0.0; 7],
+            dh_nonzeros: [0; 2],
         }
     }
 
@@ -206,6 +211,8 @@ pub fn gradients(
     lap(2);
     pool.install(|| head.backward(p, b, grads));
     lap(3);
+    work.dh_nonzeros[0] += head.dh_nonzeros() as u64;
+    work.dh_nonzeros[1] += (b * WIDE_HIDDEN) as u64;
     pool.install(|| {
         chunks
             .par_iter_mut()
