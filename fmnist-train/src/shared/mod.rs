@@ -2,7 +2,7 @@
 //! trait a network implements (`net.rs`), the one trainer (`trainer.rs`), the optimizers
 //! (`optim.rs`), recipes and schedules (`config.rs`), augmentation (`augment.rs`),
 //! distillation's teachers (`distill.rs`, `weights.rs`), kernels and deterministic reductions
-//! (`kernels.rs`: GEMM, batch-norm statistics, loss gradients, SIMD dispatch), what a step
+//! (`kernels.rs`: GEMM (computed in `gemm.rs`), batch-norm statistics, loss gradients, SIMD dispatch), what a step
 //! reports (`step.rs`), what every benchmark shares (`bench.rs`), the log record (`log.rs`) and its TensorBoard twin (`tensorboard.rs`), calibration and quantization of one layer
 //! (`quant.rs`), the BN fold of one convolution (`fold.rs`) and products by a mostly-zero matrix
 //! (`sparse.rs`).
@@ -12,6 +12,7 @@ pub mod bench;
 pub mod config;
 pub mod distill;
 pub mod fold;
+pub mod gemm;
 pub mod kernels;
 pub mod log;
 pub mod net;
