@@ -213,9 +213,17 @@ mod avx2 {
                             csc,
                             zc,
                         };
+                        // The run of 6-row tiles in one call, then the 1–2 tail tiles.
                         let mut i0 = 0;
                         while i0 < mc {
-                            let mr = tile_rows(mc - i0);
+                            let rem = mc - i0;
+                            let mr = tile_rows(rem);
+                            // As many 6-row tiles as `tile_rows` cuts before the tail.
+                            let count = match (mr, rem % 6) {
+                                (6, 1 | 2) => rem / 6 - 1,
+                                (6, _) => rem / 6,
+                                _ => 1,
+                            };
                             // Packed: tile after tile, kc groups of mr; else A itself.
                             let (ap, ra, ca) = if pack {
                                 (apack.0.as_ptr().wrapping_add(i0 * kc), 1, mr)
@@ -224,19 +232,31 @@ mod avx2 {
                             };
                             let cp = c.wrapping_add((i1 + i0) * rsc + j0 * csc);
                             let from = m_full.saturating_sub(i1 + i0);
-                            // SAFETY: the packed tile and panel hold kc·mr and kc·16 floats;
-                            // rows i1+i0.. of C (mr of them) and nr columns are in bounds.
+                            let run = Run {
+                                count,
+                                kc,
+                                ap,
+                                ra,
+                                ca,
+                                bp,
+                                c: cp,
+                                rsc,
+                                masked_from: from,
+                            };
+                            // SAFETY: the packed tiles and panel hold count·kc·mr and kc·16
+                            // floats; rows i1+i0.. of C (count·mr of them), nr columns, are in
+                            // bounds.
                             unsafe {
                                 match mr {
-                                    6 => kernel::<6>(kc, ap, ra, ca, bp, cp, rsc, &ep, from),
-                                    5 => kernel::<5>(kc, ap, ra, ca, bp, cp, rsc, &ep, from),
-                                    4 => kernel::<4>(kc, ap, ra, ca, bp, cp, rsc, &ep, from),
-                                    3 => kernel::<3>(kc, ap, ra, ca, bp, cp, rsc, &ep, from),
-                                    2 => kernel::<2>(kc, ap, ra, ca, bp, cp, rsc, &ep, from),
-                                    _ => kernel::<1>(kc, ap, ra, ca, bp, cp, rsc, &ep, from),
+                                    6 => tiles::<6>(&run, &ep),
+                                    5 => tiles::<5>(&run, &ep),
+                                    4 => tiles::<4>(&run, &ep),
+                                    3 => tiles::<3>(&run, &ep),
+                                    2 => tiles::<2>(&run, &ep),
+                                    _ => tiles::<1>(&run, &ep),
                                 }
                             }
-                            i0 += mr;
+                            i0 += count * mr;
                         }
                         j0 += NR;
                     }
@@ -380,12 +400,41 @@ mod avx2 {
         zc: [__m256; 2],
     }
 
-    /// R×16 tile: C[0..R][0..nr] merged with Σ_kk A[i][kk]·Bp[kk][j] over one K block, each
-    /// output its own FMA chain in k order. Rows from `masked_from` on are in matrixmultiply's
-    /// partial tiles. Not inlined: in the caller's body LLVM kept the epilogue's constants in
-    /// vector registers across the k loop and spilled an accumulator to the stack.
+    /// `count` R-row tiles stacked down C, A and the packed tiles of A.
+    struct Run {
+        count: usize,
+        kc: usize,
+        ap: *const f32,
+        ra: usize,
+        ca: usize,
+        bp: *const f32,
+        c: *mut f32,
+        rsc: usize,
+        masked_from: usize,
+    }
+
+    /// The tiles of one run, in one call (short K blocks made the call per tile count).
     #[inline(never)]
     #[target_feature(enable = "avx2,fma")]
+    unsafe fn tiles<const R: usize>(run: &Run, ep: &Epilogue) {
+        let packed = run.ra == 1 && run.ca == R;
+        for t in 0..run.count {
+            let ap = if packed {
+                run.ap.wrapping_add(t * R * run.kc)
+            } else {
+                run.ap.wrapping_add(t * R * run.ra)
+            };
+            let c = run.c.wrapping_add(t * R * run.rsc);
+            let from = run.masked_from.saturating_sub(t * R);
+            // SAFETY: the caller keeps the run's tiles in bounds.
+            unsafe { kernel::<R>(run.kc, ap, run.ra, run.ca, run.bp, c, run.rsc, ep, from) };
+        }
+    }
+
+    /// R×16 tile: C[0..R][0..nr] merged with Σ_kk A[i][kk]·Bp[kk][j] over one K block, each
+    /// output its own FMA chain in k order. Rows from `masked_from` on are in matrixmultiply's
+    /// partial tiles.
+    #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     unsafe fn kernel<const R: usize>(
         kc: usize,
@@ -434,6 +483,26 @@ mod avx2 {
             let pz = _mm256_setzero_ps();
             let betav = _mm256_set1_ps(ep.betap);
             let direct = ep.csc == 1 && ep.nr == NR;
+            // The common cases straight from registers: a branch per row below made LLVM
+            // spill the accumulators at the loop's end.
+            if direct && ep.init {
+                for (i, acc) in ab.iter().enumerate() {
+                    let cr = c.add(i * rsc);
+                    _mm256_storeu_ps(cr, _mm256_add_ps(acc[0], pz));
+                    _mm256_storeu_ps(cr.add(8), _mm256_add_ps(acc[1], pz));
+                }
+                return;
+            }
+            if direct && masked_from >= R {
+                for (i, acc) in ab.iter().enumerate() {
+                    let cr = c.add(i * rsc);
+                    for (v, (&x, &z)) in acc.iter().zip(&ep.zc).enumerate() {
+                        let cv = _mm256_mul_ps(_mm256_loadu_ps(cr.add(8 * v)), betav);
+                        _mm256_storeu_ps(cr.add(8 * v), _mm256_add_ps(cv, _mm256_add_ps(x, z)));
+                    }
+                }
+                return;
+            }
             let mut tmp = [0.0f32; NR];
             for (i, acc) in ab.iter().enumerate() {
                 let cr = c.add(i * rsc);
