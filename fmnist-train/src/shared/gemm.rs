@@ -195,8 +195,16 @@ mod avx2 {
                     let mut j0 = 0;
                     while j0 < n {
                         let nr = min(NR, n - j0);
-                        // SAFETY: rows k0..k0+kc and columns j0..j0+nr of B are inside it.
-                        unsafe { pack_b(kc, nr, b.add(k0 * rsb + j0 * csb), rsb, csb, bp) };
+                        // A full panel of a row-major B is read in place (row stride rsb);
+                        // anything else is packed into rows of 16.
+                        let b0 = b.wrapping_add(k0 * rsb + j0 * csb);
+                        let (bq, rb) = if nr == NR && csb == 1 {
+                            (b0, rsb)
+                        } else {
+                            // SAFETY: rows k0..k0+kc and columns j0..j0+nr of B are inside it.
+                            unsafe { pack_b(kc, nr, b0, rsb, csb, bp) };
+                            (bp.cast_const(), NR)
+                        };
                         // +0.0 in the lanes of columns inside matrixmultiply's partial tiles,
                         // −0.0 (adding it changes nothing) elsewhere.
                         let zc: [__m256; 2] = std::array::from_fn(|v| {
@@ -238,7 +246,8 @@ mod avx2 {
                                 ap,
                                 ra,
                                 ca,
-                                bp,
+                                bp: bq,
+                                rb,
                                 c: cp,
                                 rsc,
                                 masked_from: from,
@@ -408,6 +417,7 @@ mod avx2 {
         ra: usize,
         ca: usize,
         bp: *const f32,
+        rb: usize,
         c: *mut f32,
         rsc: usize,
         masked_from: usize,
@@ -427,7 +437,11 @@ mod avx2 {
             let c = run.c.wrapping_add(t * R * run.rsc);
             let from = run.masked_from.saturating_sub(t * R);
             // SAFETY: the caller keeps the run's tiles in bounds.
-            unsafe { kernel::<R>(run.kc, ap, run.ra, run.ca, run.bp, c, run.rsc, ep, from) };
+            unsafe {
+                kernel::<R>(
+                    run.kc, ap, run.ra, run.ca, run.bp, run.rb, c, run.rsc, ep, from,
+                )
+            };
         }
     }
 
@@ -442,6 +456,7 @@ mod avx2 {
         ra: usize,
         ca: usize,
         bp: *const f32,
+        rb: usize,
         c: *mut f32,
         rsc: usize,
         ep: &Epilogue,
@@ -464,7 +479,7 @@ mod avx2 {
                         acc[1] = _mm256_fmadd_ps(av, b1, acc[1]);
                     }
                     ak = ak.add(R);
-                    bk = bk.add(NR);
+                    bk = bk.add(rb);
                 }
             } else {
                 let mut ar: [*const f32; R] = std::array::from_fn(|i| ap.wrapping_add(i * ra));
@@ -477,7 +492,7 @@ mod avx2 {
                         acc[1] = _mm256_fmadd_ps(av, b1, acc[1]);
                         *a = a.wrapping_add(ca);
                     }
-                    bk = bk.add(NR);
+                    bk = bk.add(rb);
                 }
             }
             let pz = _mm256_setzero_ps();
