@@ -29,9 +29,10 @@
 //! 10,000 (at every checkpoint, in `export` and in `eval`) would take most of a minute.
 //!
 //! # The machine the bits depend on
-//! The arithmetic is deterministic for any thread count, but not for every CPU:
-//! `matrixmultiply` (the trainers' f32 GEMMs) picks its sgemm kernel at run time: AVX-512F,
-//! else FMA + AVX2, else AVX, else SSE2; the FMA kernels round differently from the others.
+//! The arithmetic is deterministic for any thread count, but not for every CPU: the trainers'
+//! f32 GEMM (`fmnist-train/src/shared/gemm.rs`) reproduces the roundings of `matrixmultiply`'s
+//! FMA + AVX2 kernel on CPUs with FMA and AVX2 and calls `matrixmultiply` itself elsewhere,
+//! which then picks AVX, else SSE2 kernels that round differently.
 //! Measured with `qemu-x86_64 -cpu …` on a 10-step LeNet-BN run (2,000 training images):
 //! `Haswell-v4` (AVX2 + FMA, no AVX-512) gives the model bytes of the AVX-512 machine the
 //! tables were recorded on; `SandyBridge` (AVX, no FMA) and `Nehalem` (SSE4.2) agree with each
