@@ -4,7 +4,7 @@
 //! the chunks run in parallel and every cross-chunk sum (batch-norm statistics, gradients) is
 //! reduced in chunk order. Same seed → same bits, whatever the number of threads.
 //!
-//! Convolutions are im2col + GEMM (matrixmultiply); everything else is plain loops that the
+//! Convolutions are im2col + GEMM (`shared::gemm`); everything else is plain loops that the
 //! compiler vectorises. Batch norm uses batch statistics in training (biased variance to
 //! normalise, unbiased for the running estimate, as PyTorch does) and running statistics in
 //! evaluation.

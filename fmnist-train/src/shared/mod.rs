@@ -2,10 +2,11 @@
 //! trait a network implements (`net.rs`), the one trainer (`trainer.rs`), the optimizers
 //! (`optim.rs`), recipes and schedules (`config.rs`), augmentation (`augment.rs`),
 //! distillation's teachers (`distill.rs`, `weights.rs`), kernels and deterministic reductions
-//! (`kernels.rs`: GEMM (computed in `gemm.rs`), batch-norm statistics, loss gradients, SIMD dispatch), what a step
-//! reports (`step.rs`), what every benchmark shares (`bench.rs`), the log record (`log.rs`) and its TensorBoard twin (`tensorboard.rs`), calibration and quantization of one layer
-//! (`quant.rs`), the BN fold of one convolution (`fold.rs`) and products by a mostly-zero matrix
-//! (`sparse.rs`).
+//! (`kernels.rs`: GEMM, batch-norm statistics, loss gradients, SIMD dispatch), the GEMM itself
+//! (`gemm.rs`) and products by a mostly-zero matrix (`sparse.rs`), what a step reports
+//! (`step.rs`), what every benchmark shares (`bench.rs`), the log record (`log.rs`) and its
+//! TensorBoard twin (`tensorboard.rs`), calibration and quantization of one layer (`quant.rs`)
+//! and the BN fold of one convolution (`fold.rs`).
 
 pub mod augment;
 pub mod bench;

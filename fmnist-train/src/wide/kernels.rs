@@ -12,8 +12,9 @@
 //! by exactly one task in a fixed k order, so the result is the same for any thread count — and
 //! the 1.6 M-weight gradient of the big dense layer is written once, never copied per chunk.
 //!
-//! GEMMs use `matrixmultiply` (FMA where the CPU has it: training is host-only); fc1's backward
-//! multiplies only the non-zeros of its output gradient (`shared::sparse`, same values).
+//! GEMMs are `shared::gemm` (AVX2 + FMA with the values of `matrixmultiply`, which runs where the
+//! CPU lacks them; training is host-only); fc1's backward multiplies only the non-zeros of its
+//! output gradient (`shared::sparse`, the same values).
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
