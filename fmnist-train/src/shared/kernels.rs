@@ -41,21 +41,7 @@ pub static PIXELS: std::sync::LazyLock<[f32; 256]> =
     std::sync::LazyLock::new(|| std::array::from_fn(|p| pixel_to_f32(p as u8)));
 /// `c = a·b + beta·c` on strided row/column layouts (single-threaded); both trainers use it.
 /// Bit-identical to `matrixmultiply` 0.3.11 on AVX2+FMA CPUs (see `gemm.rs`).
-#[allow(clippy::too_many_arguments)]
-pub fn gemm(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[f32],
-    sa: (usize, usize),
-    b: &[f32],
-    sb: (usize, usize),
-    beta: f32,
-    c: &mut [f32],
-    sc: (usize, usize),
-) {
-    crate::shared::gemm::gemm(m, k, n, a, sa, b, sb, beta, c, sc);
-}
+pub use crate::shared::gemm::gemm;
 
 /// Per-channel statistics of one batch-norm layer for the current batch.
 #[derive(Clone, Copy, Debug)]
