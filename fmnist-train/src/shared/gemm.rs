@@ -41,7 +41,7 @@ pub fn gemm(
     assert!((k - 1) * rsb + (n - 1) * csb < b.len());
     assert!((m - 1) * rsc + (n - 1) * csc < c.len());
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if has_avx2_fma() {
         // SAFETY: the CPU has AVX2 and FMA; the asserts above keep every access inside the
         // slices, and `c` is a `&mut` so it aliases neither `a` nor `b`.
         unsafe {
@@ -61,6 +61,19 @@ pub fn gemm(
         return;
     }
     reference(m, k, n, a, (rsa, csa), b, (rsb, csb), beta, c, (rsc, csc));
+}
+
+/// Whether this CPU runs [`gemm`]'s own AVX2 + FMA kernel (checked once by std); elsewhere it
+/// calls `matrixmultiply`, whose kernels without FMA round differently.
+pub fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 /// The same product by `matrixmultiply::sgemm`: the fallback without AVX2+FMA, and the yardstick

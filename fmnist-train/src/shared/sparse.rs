@@ -23,16 +23,12 @@ const KC: usize = 256;
 /// Output columns per register tile: 14 AVX vectors, plus one for the broadcast value.
 const TILE: usize = 14 * 8;
 
-/// Whether [`sparse_gemm`] can run on this CPU (AVX2 and FMA, checked once by std).
+/// Whether [`sparse_gemm`] can run on this CPU: exactly where [`gemm`] runs its own AVX2 + FMA
+/// kernel, whose values it reproduces.
+///
+/// [`gemm`]: crate::shared::gemm::gemm
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    crate::shared::gemm::has_avx2_fma()
 }
 
 /// The non-zero entries of a matrix's rows (compressed sparse rows), each row's in increasing
