@@ -318,8 +318,9 @@ pub fn roofline(b: &WideThroughput) -> Vec<StageRoof> {
 /// between passes (the Winograd scratch, 0.8–1.6 MB per chunk of 8 images, does not fit an L2
 /// anyway); weights and optimizer state are shared by the batch, so a 128th of them is counted
 /// per image. fc1's weight and input gradients multiply only the non-zero share `dh_density`
-/// of its output gradient (see `shared::sparse`). A model, not a measurement: this machine has no memory-traffic counters. It errs
-/// on the high side for bytes (some passes hit L2), so the floor it gives is generous.
+/// of its output gradient (see `shared::sparse`). A model, not a measurement: this machine has
+/// no memory-traffic counters. It errs on the high side for bytes (some passes hit L2), so the
+/// floor it gives is generous.
 pub fn wide_stage_work(dh_density: f64) -> [(f64, f64); 8] {
     use super::common::{C1, C2, P2};
     const P1: f64 = 28.0 * 28.0;

@@ -1248,56 +1248,43 @@ impl Head {
         let x = &self.x[..b * F];
         let w = p.fc1_weight.as_flattened();
         let gw = g.fc1_weight.as_flattened_mut();
-        if sparse::available() {
-            // ReLU and dropout leave most of dH zero: the same products over its non-zeros
-            // (same values as the dense GEMMs below, see `shared::sparse`).
-            let (units, images) = (&mut self.dh_units, &mut self.dh_images);
+        // ReLU and dropout leave most of dH zero: where the CPU allows, the same products over
+        // its non-zeros (the dense GEMMs' values, see `shared::sparse`).
+        let sparse = sparse::available();
+        let (units, images) = (&mut self.dh_units, &mut self.dh_images);
+        if sparse {
             rayon::join(
                 || units.fill_columns(dh, b, H),
                 || images.fill_rows(dh, b, H),
             );
             self.dh_multiplied = images.nonzeros();
-            let (units, images) = (&*units, &*images);
-            rayon::join(
-                || {
-                    gw.par_chunks_mut(HB * F).enumerate().for_each(|(j, blk)| {
-                        sparse_gemm(units, j * HB..(j + 1) * HB, x, F, F, blk, F);
-                    });
-                },
-                || {
-                    self.dxblk.par_iter_mut().enumerate().for_each(|(j, blk)| {
-                        sparse_gemm(images, 0..b, &w[j * XB..], F, XB, &mut blk[..b * XB], XB);
-                    });
-                },
-            );
         } else {
             self.dh_multiplied = b * H;
-            rayon::join(
-                || {
-                    // dW1 rows j·128.. = dHᵀ[128][b] · X[b][3136]
-                    gw.par_chunks_mut(HB * F).enumerate().for_each(|(j, blk)| {
-                        gemm(HB, b, F, &dh[j * HB..], (1, H), x, (F, 1), 0.0, blk, (F, 1));
-                    });
-                },
-                || {
-                    // dX columns j·784.. = dH[b][512] · W1[512][784 columns]
-                    self.dxblk.par_iter_mut().enumerate().for_each(|(j, blk)| {
-                        gemm(
-                            b,
-                            H,
-                            XB,
-                            dh,
-                            (H, 1),
-                            &w[j * XB..],
-                            (F, 1),
-                            0.0,
-                            &mut blk[..b * XB],
-                            (XB, 1),
-                        );
-                    });
-                },
-            );
         }
+        let (units, images) = (&*units, &*images);
+        rayon::join(
+            || {
+                // dW1 rows j·128.. = dHᵀ[128][b] · X[b][3136]
+                gw.par_chunks_mut(HB * F).enumerate().for_each(|(j, blk)| {
+                    if sparse {
+                        sparse_gemm(units, j * HB..(j + 1) * HB, x, F, F, blk, F);
+                    } else {
+                        gemm(HB, b, F, &dh[j * HB..], (1, H), x, (F, 1), 0.0, blk, (F, 1));
+                    }
+                });
+            },
+            || {
+                // dX columns j·784.. = dH[b][512] · W1[512][784 columns]
+                self.dxblk.par_iter_mut().enumerate().for_each(|(j, blk)| {
+                    let (w, c) = (&w[j * XB..], &mut blk[..b * XB]);
+                    if sparse {
+                        sparse_gemm(images, 0..b, w, F, XB, c, XB);
+                    } else {
+                        gemm(b, H, XB, dh, (H, 1), w, (F, 1), 0.0, c, (XB, 1));
+                    }
+                });
+            },
+        );
         for (j, blk) in self.dxblk.iter().enumerate() {
             for (dst, src) in self.dx[..b * F]
                 .chunks_exact_mut(F)
